@@ -1,0 +1,340 @@
+//! The YAML job file (docs/configuration.md). Paths are relative to the YAML file's folder;
+//! unknown keys are errors naming the key. `JobConfig::load` resolves it into the engine's
+//! `SamplerSettings`, checking everything that can be checked without loading weights.
+use anyhow::{anyhow, bail, Context, Result};
+use fidshard_worker::diffusion::{BetaSchedule, SpacedDiffusion, VarianceType};
+use fidshard_worker::dit::{CfgChannels, DiTConfig, PRESETS};
+use fidshard_worker::vae::VaeConfig;
+use fidshard_worker::{LabelMode, Precision, SamplerKind, SamplerSettings};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelSection {
+    /// One of the 12 presets (`DiT-XL/2`, ...).
+    pub preset: Option<String>,
+    /// A JSON of the DiT constructor arguments, for a custom architecture.
+    pub config: Option<PathBuf>,
+    /// `.pt` (torch.save or DiT train.py) or `.safetensors`.
+    pub checkpoint: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum IntOrString {
+    Int(u64),
+    Str(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobConfig {
+    pub model: ModelSection,
+    pub vae: PathBuf,
+    pub num_classes: Option<i64>,
+    pub image_size: Option<i64>,
+    pub num_samples: u64,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub labels: LabelMode,
+    #[serde(default = "default_cfg_scale")]
+    pub cfg_scale: f64,
+    pub cfg_channels: Option<IntOrString>,
+    #[serde(default = "default_sampler")]
+    pub sampler: String,
+    pub steps: Option<IntOrString>,
+    #[serde(default)]
+    pub eta: f64,
+    #[serde(default = "default_schedule")]
+    pub beta_schedule: String,
+    #[serde(default = "default_variance")]
+    pub variance: String,
+    #[serde(default = "default_precision")]
+    pub precision: String,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    pub vae_batch_size: Option<usize>,
+    pub out_dir: Option<PathBuf>,
+}
+
+fn default_cfg_scale() -> f64 {
+    1.5
+}
+fn default_sampler() -> String {
+    "ddpm".into()
+}
+fn default_schedule() -> String {
+    "linear".into()
+}
+fn default_variance() -> String {
+    "auto".into()
+}
+fn default_precision() -> String {
+    "fp32".into()
+}
+fn default_batch() -> usize {
+    32
+}
+
+/// A loaded job: the raw YAML, where it came from, and the resolved settings.
+pub(crate) struct Job {
+    pub path: PathBuf,
+    pub raw: JobConfig,
+    pub settings: SamplerSettings,
+    pub image_size: i64,
+    pub out_dir: PathBuf,
+}
+
+impl Job {
+    pub fn load(path: &Path) -> Result<Job> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the job config", path.display()))?;
+        let raw: JobConfig = serde_yaml::from_str(&text).map_err(|e| {
+            let msg = e.to_string().replace("unknown field", "unknown key");
+            anyhow!(
+                "{}: {msg}; see docs/configuration.md for the keys",
+                path.display()
+            )
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Resolver { path, base: &base }.resolve(raw)
+    }
+}
+
+struct Resolver<'a> {
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl Resolver<'_> {
+    fn err(&self, key: &str, msg: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!("{}: `{key}`: {msg}", self.path.display())
+    }
+    fn rel(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn resolve(&self, raw: JobConfig) -> Result<Job> {
+        let vae_dir = self.rel(&raw.vae);
+        let vae_cfg_path = vae_dir.join("config.json");
+        if !vae_cfg_path.is_file() {
+            bail!(self.err(
+                "vae",
+                format!(
+                    "{} has no config.json; expected a diffusers AutoencoderKL folder (e.g. stabilityai/sd-vae-ft-ema)",
+                    vae_dir.display()
+                )
+            ));
+        }
+        let vae_cfg = VaeConfig::from_file(&vae_cfg_path)?;
+        let factor = vae_cfg.upsample_factor();
+
+        let dit = self.dit_config(&raw, factor)?;
+        let image_size = dit.input_size * factor;
+
+        let checkpoint = self.rel(&raw.model.checkpoint);
+        if !checkpoint.is_file() {
+            bail!(self.err(
+                "model.checkpoint",
+                format!("{} does not exist", checkpoint.display())
+            ));
+        }
+        if raw.num_samples == 0 {
+            bail!(self.err("num_samples", "must be at least 1"));
+        }
+        if raw.batch_size == 0 {
+            bail!(self.err("batch_size", "must be at least 1"));
+        }
+        if !(raw.cfg_scale >= 1.0) {
+            bail!(self.err(
+                "cfg_scale",
+                format!("{} is below 1.0; use 1.0 for no guidance", raw.cfg_scale)
+            ));
+        }
+        let cfg_channels = match &raw.cfg_channels {
+            None => CfgChannels::default(),
+            Some(IntOrString::Int(n)) if *n >= 1 && (*n as i64) <= dit.in_channels => {
+                CfgChannels::First(*n as i64)
+            }
+            Some(IntOrString::Str(s)) if s == "all" => CfgChannels::All,
+            Some(_) => bail!(self.err(
+                "cfg_channels",
+                format!(
+                    "expected 3 (the paper's behaviour) or `all`, or 1..={}",
+                    dit.in_channels
+                )
+            )),
+        };
+        let sampler = match raw.sampler.as_str() {
+            "ddpm" => SamplerKind::Ddpm,
+            "ddim" => SamplerKind::Ddim,
+            other => bail!(self.err("sampler", format!("`{other}` is not one of ddpm, ddim"))),
+        };
+        if sampler == SamplerKind::Ddpm && raw.eta != 0.0 {
+            bail!(self.err(
+                "eta",
+                "applies to `sampler: ddim` only; remove it or set sampler: ddim"
+            ));
+        }
+        if !(0.0..=1.0).contains(&raw.eta) {
+            bail!(self.err("eta", format!("{} is outside [0, 1]", raw.eta)));
+        }
+        let steps = match &raw.steps {
+            None => "250".to_string(),
+            Some(IntOrString::Int(n)) => n.to_string(),
+            Some(IntOrString::Str(s)) => s.trim().to_string(),
+        };
+        let beta_schedule = match raw.beta_schedule.as_str() {
+            "linear" => BetaSchedule::Linear,
+            "squaredcos_cap_v2" => BetaSchedule::SquaredCosCapV2,
+            other => bail!(self.err(
+                "beta_schedule",
+                format!("`{other}` is not one of linear, squaredcos_cap_v2")
+            )),
+        };
+        SpacedDiffusion::new(beta_schedule, &steps).map_err(|e| self.err("steps", e))?;
+        let variance = match (raw.variance.as_str(), dit.learn_sigma) {
+            ("auto", true) | ("learned_range", true) => VarianceType::LearnedRange,
+            ("auto", false) | ("fixed_large", false) => VarianceType::FixedLarge,
+            ("fixed_small", false) => VarianceType::FixedSmall,
+            ("learned_range", false) => bail!(self.err(
+                "variance",
+                "learned_range needs a model with learn_sigma: true"
+            )),
+            ("fixed_large" | "fixed_small", true) => bail!(self.err(
+                "variance",
+                "the model predicts its variance (learn_sigma: true); use auto or learned_range"
+            )),
+            (other, _) => bail!(self.err(
+                "variance",
+                format!("`{other}` is not one of auto, learned_range, fixed_large, fixed_small")
+            )),
+        };
+        let precision = match raw.precision.as_str() {
+            "fp32" => Precision::Fp32,
+            "tf32" => Precision::Tf32,
+            "bf16" => Precision::Bf16,
+            "fp16" => Precision::Fp16,
+            other => bail!(self.err(
+                "precision",
+                format!("`{other}` is not one of fp32, tf32, bf16, fp16")
+            )),
+        };
+        let vae_batch_size = raw.vae_batch_size.unwrap_or(raw.batch_size);
+        if vae_batch_size == 0 {
+            bail!(self.err("vae_batch_size", "must be at least 1"));
+        }
+        let out_dir = match &raw.out_dir {
+            Some(p) => self.rel(p),
+            None => {
+                let stem = self.path.file_stem().unwrap_or_default().to_string_lossy();
+                self.base.join("runs").join(stem.as_ref())
+            }
+        };
+        let settings = SamplerSettings {
+            dit,
+            checkpoint,
+            vae: vae_dir,
+            num_samples: raw.num_samples,
+            seed: raw.seed,
+            labels: raw.labels,
+            cfg_scale: raw.cfg_scale,
+            cfg_channels,
+            sampler,
+            steps,
+            eta: raw.eta,
+            beta_schedule,
+            variance,
+            precision,
+            batch_size: raw.batch_size,
+            vae_batch_size,
+        };
+        Ok(Job {
+            path: self.path.to_path_buf(),
+            raw,
+            settings,
+            image_size,
+            out_dir,
+        })
+    }
+
+    fn dit_config(&self, raw: &JobConfig, factor: i64) -> Result<DiTConfig> {
+        let m = &raw.model;
+        match (&m.preset, &m.config) {
+            (Some(_), Some(_)) => {
+                bail!(self.err("model", "give either `preset` or `config`, not both"))
+            }
+            (None, None) => bail!(self.err(
+                "model",
+                format!(
+                    "give `preset` (one of {}) or `config: path/to/dit-config.json`",
+                    PRESETS.join(", ")
+                )
+            )),
+            (Some(name), None) => {
+                let image_size = raw.image_size.ok_or_else(|| {
+                    self.err(
+                        "image_size",
+                        "required with `model.preset` (e.g. 256 or 512)",
+                    )
+                })?;
+                if image_size <= 0 || image_size % factor != 0 {
+                    bail!(self.err(
+                        "image_size",
+                        format!(
+                            "{image_size} is not a positive multiple of the VAE's factor {factor}"
+                        )
+                    ));
+                }
+                let num_classes = raw.num_classes.unwrap_or(1000);
+                let cfg =
+                    DiTConfig::preset(name, image_size / factor, num_classes).ok_or_else(|| {
+                        self.err(
+                            "model.preset",
+                            format!("`{name}` is not one of {}", PRESETS.join(", ")),
+                        )
+                    })?;
+                cfg.validate(self.path)?;
+                Ok(cfg)
+            }
+            (None, Some(path)) => {
+                let mut cfg = DiTConfig::from_json_file(&self.rel(path))?;
+                if let Some(n) = raw.num_classes {
+                    if n != cfg.num_classes {
+                        bail!(self.err(
+                            "num_classes",
+                            format!(
+                                "{n} disagrees with num_classes {} in {}",
+                                cfg.num_classes,
+                                path.display()
+                            )
+                        ));
+                    }
+                    cfg.num_classes = n;
+                }
+                if let Some(size) = raw.image_size {
+                    if size != cfg.input_size * factor {
+                        bail!(self.err(
+                            "image_size",
+                            format!(
+                                "{size} disagrees with input_size {} x VAE factor {factor} = {}",
+                                cfg.input_size,
+                                cfg.input_size * factor
+                            )
+                        ));
+                    }
+                }
+                Ok(cfg)
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Checkpoint loading without Python.
+//!
+//! - `.safetensors`: parsed by the `safetensors` crate.
+//! - `.pt` / `.pth` / `.bin`: the zip container that `torch.save` writes (PyTorch >= 1.6), whose
+//!   `data.pkl` is unpickled by [`pickle`] and whose tensor storages live in `data/<key>` entries
+//!   ([`torch_zip`]). The format is chosen from the file's first bytes, not its extension.
+//!
+//! Which object of a `torch.save` file is the state dict, first match wins:
+//! 1. a top-level dict's `"ema"`, if it is a dict of tensors (DiT's `train.py` checkpoints
+//!    `{"model", "ema", "opt", "args"}` yield their EMA weights, as the reference's
+//!    `find_model` does);
+//! 2. its `"state_dict"`, then its `"model"`, if a dict of tensors (common training wrappers);
+//! 3. the top-level dict itself, which must then map strings to tensors.
+//!
+//! A `module.` prefix (DistributedDataParallel) is stripped from every key.
+mod pickle;
+mod safetensors_file;
+mod torch_zip;
+
+use crate::error::{EngineError, Result};
+use crate::params::StateDict;
+use pickle::{TensorRef, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+
+pub use safetensors_file::load_safetensors;
+
+/// What a legacy (pre-1.6, `_use_new_zipfile_serialization=False`) `torch.save` file starts
+/// with: protocol 2, then the pickled magic number 0x1950a86a20f9469cfc6c as a 10-byte LONG1.
+const LEGACY_TORCH_MAGIC: [u8; 14] = [
+    0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
+];
+
+/// Loads the state dict stored in `path`, choosing the format from the file's content.
+pub fn load_state_dict(path: &Path) -> Result<StateDict> {
+    let mut head = Vec::with_capacity(LEGACY_TORCH_MAGIC.len());
+    {
+        use std::io::Read;
+        let f = std::fs::File::open(path)
+            .map_err(|e| EngineError::checkpoint(path, format!("cannot open checkpoint: {e}")))?;
+        f.take(LEGACY_TORCH_MAGIC.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| EngineError::io(path, e))?;
+        if head.len() < 4 {
+            return Err(EngineError::checkpoint(
+                path,
+                "file is too short to be a checkpoint (truncated?)",
+            ));
+        }
+    }
+    let tensors = if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        load_torch_zip(path)?
+    } else if head == LEGACY_TORCH_MAGIC {
+        return Err(EngineError::checkpoint(
+            path,
+            "is a legacy (pre-1.6, non-zip) torch.save file, which is not supported; \
+             re-save it with torch>=1.6: `sd = torch.load(path); torch.save(sd, path)`",
+        ));
+    } else {
+        load_safetensors(path)?
+    };
+    Ok(StateDict::new(path, strip_module_prefix(tensors)))
+}
+
+/// The state dict of a `torch.save` zip file (see the module docs for which object it is).
+fn load_torch_zip(path: &Path) -> Result<BTreeMap<String, tch::Tensor>> {
+    let (mut zip, top) = torch_zip::TorchZip::open(path)?;
+    let entries = select_state_dict(&top).map_err(|why| {
+        EngineError::checkpoint(
+            path,
+            format!(
+                "holds no state dict ({why}); expected torch.save(model.state_dict()) or a DiT \
+                 train.py checkpoint"
+            ),
+        )
+    })?;
+    drop(top);
+    let mut out = BTreeMap::new();
+    for (name, t) in entries {
+        let tensor = zip.tensor(&name, &t)?;
+        out.insert(name, tensor);
+    }
+    Ok(out)
+}
+
+/// The `(key, tensor)` pairs of the state dict in `top`, or why there is none.
+fn select_state_dict(top: &Value) -> std::result::Result<Vec<(String, Rc<TensorRef>)>, String> {
+    let Value::Dict(d) = top else {
+        return Err(format!("top-level object is {}", top.describe()));
+    };
+    for key in ["ema", "state_dict", "model"] {
+        if let Some(sd) = d.borrow().get_str(key).and_then(|v| tensor_dict(v).ok()) {
+            return Ok(sd);
+        }
+    }
+    tensor_dict(top).map_err(|why| format!("top-level object is a dict {why}"))
+}
+
+/// The entries of `v` if it is a non-empty dict from strings to tensors; else why not.
+fn tensor_dict(v: &Value) -> std::result::Result<Vec<(String, Rc<TensorRef>)>, String> {
+    let Value::Dict(d) = v else {
+        return Err(format!("but {}", v.describe()));
+    };
+    let d = d.borrow();
+    if d.entries().is_empty() {
+        return Err("that is empty".into());
+    }
+    d.entries()
+        .iter()
+        .map(|(k, v)| match (k, v) {
+            (Value::Str(k), Value::Tensor(t)) => Ok((k.to_string(), t.clone())),
+            (Value::Str(k), v) => Err(format!(
+                "whose key `{k}` holds {}, not a tensor",
+                v.describe()
+            )),
+            (k, _) => Err(format!("with key {}, not a str", k.describe())),
+        })
+        .collect()
+}
+
+/// Removes the `module.` prefix that DistributedDataParallel adds to every key.
+pub(crate) fn strip_module_prefix<T>(
+    map: std::collections::BTreeMap<String, T>,
+) -> std::collections::BTreeMap<String, T> {
+    map.into_iter()
+        .map(|(k, v)| match k.strip_prefix("module.") {
+            Some(rest) => (rest.to_string(), v),
+            None => (k, v),
+        })
+        .collect()
+}

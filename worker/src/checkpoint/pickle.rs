@@ -1,0 +1,718 @@
+//! A minimal pickle virtual machine for the `data.pkl` entry of `torch.save` zip checkpoints.
+//!
+//! Written by hand because no existing Rust crate handles what torch writes: persistent ids
+//! (`BINPERSID`) naming the storages kept in `data/<key>`, `REDUCE` of torch's rebuild functions,
+//! and arbitrary classes (`argparse.Namespace`, optimizer state, ...) that must not stop loading.
+//!
+//! It runs the opcodes of protocols 2 to 5 that plain Python data produces (no out-of-band
+//! buffers) plus the text opcodes of protocols 0/1 that are cheap to support. Nothing is
+//! executed: a handful of known globals (`OrderedDict`, torch's tensor and parameter rebuild
+//! functions, `_codecs.encode`, ...) are interpreted, and every other call or instantiation
+//! becomes a generic [`Value::Object`]. Tensors are not read here: a tensor is a [`TensorRef`]
+//! (storage key, dtype, offset, size, stride) that `torch_zip` materializes on demand, so the
+//! parts of a checkpoint nobody uses (optimizer moments, the non-EMA model) cost no memory.
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// One Python value. Mutable containers are shared (`Rc<RefCell<_>>`) as they are in Python,
+/// so that a memoized list or dict sees the items appended after it was memoized.
+#[derive(Clone)]
+pub(crate) enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    /// An integer that does not fit in 64 bits (its value is not kept).
+    BigInt,
+    Float(f64),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+    Tuple(Rc<[Value]>),
+    /// Lists, and also sets and frozensets.
+    List(Rc<RefCell<Vec<Value>>>),
+    Dict(Rc<RefCell<Dict>>),
+    /// A class or function named by `GLOBAL`/`STACK_GLOBAL`: `(module, name)`.
+    Global(Rc<(String, String)>),
+    Object(Rc<RefCell<Object>>),
+    Storage(Rc<StorageRef>),
+    Tensor(Rc<TensorRef>),
+}
+
+/// An instance of a class this VM does not interpret.
+pub(crate) struct Object {
+    /// `module.name` of its class or factory function.
+    pub class: String,
+    pub args: Vec<Value>,
+    /// What `BUILD` set (usually its `__dict__`).
+    pub state: Option<Value>,
+}
+
+/// An insertion-ordered dict; string and integer keys are deduplicated like Python's.
+#[derive(Default)]
+pub(crate) struct Dict {
+    entries: Vec<(Value, Value)>,
+    index: HashMap<HashKey, usize>,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+enum HashKey {
+    Str(Rc<str>),
+    Int(i64),
+}
+
+impl Dict {
+    pub(crate) fn insert(&mut self, key: Value, value: Value) {
+        let hk = match &key {
+            Value::Str(s) => Some(HashKey::Str(s.clone())),
+            Value::Int(i) => Some(HashKey::Int(*i)),
+            Value::Bool(b) => Some(HashKey::Int(*b as i64)),
+            _ => None,
+        };
+        if let Some(hk) = hk {
+            if let Some(&i) = self.index.get(&hk) {
+                self.entries[i].1 = value;
+                return;
+            }
+            self.index.insert(hk, self.entries.len());
+        }
+        self.entries.push((key, value));
+    }
+    pub(crate) fn get_str(&self, key: &str) -> Option<&Value> {
+        let i = *self.index.get(&HashKey::Str(Rc::from(key)))?;
+        Some(&self.entries[i].1)
+    }
+    pub(crate) fn entries(&self) -> &[(Value, Value)] {
+        &self.entries
+    }
+}
+
+/// A storage named by a persistent id `('storage', <storage type>, key, location, numel)`.
+pub(crate) struct StorageRef {
+    /// The name of its entry under `<archive>/data/`.
+    pub key: String,
+    /// `module.name` of the storage type, e.g. `torch.FloatStorage` or
+    /// `torch.storage.UntypedStorage`.
+    pub storage_type: String,
+    /// Number of elements of the storage type (bytes for `UntypedStorage`).
+    pub numel: i64,
+}
+
+/// A tensor as `torch._utils._rebuild_tensor_v2/v3` describes it, not yet read.
+pub(crate) struct TensorRef {
+    pub storage: Rc<StorageRef>,
+    /// `module.name` of the dtype given by `_rebuild_tensor_v3` (e.g. `torch.uint16`); `None`
+    /// when the storage type implies it.
+    pub dtype: Option<String>,
+    pub offset: i64,
+    pub size: Vec<i64>,
+    pub stride: Vec<i64>,
+}
+
+impl Value {
+    /// What the value is, for error messages ("a list", "an `argparse.Namespace` object").
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Value::None => "None".into(),
+            Value::Bool(b) => format!("a bool ({})", if *b { "True" } else { "False" }),
+            Value::Int(i) => format!("an int ({i})"),
+            Value::BigInt => "an int".into(),
+            Value::Float(f) => format!("a float ({f})"),
+            Value::Str(_) => "a str".into(),
+            Value::Bytes(_) => "bytes".into(),
+            Value::Tuple(_) => "a tuple".into(),
+            Value::List(_) => "a list".into(),
+            Value::Dict(_) => "a dict".into(),
+            Value::Global(g) => format!("the class `{}.{}`", g.0, g.1),
+            Value::Object(o) => format!("a `{}` object", o.borrow().class),
+            Value::Storage(_) => "a storage".into(),
+            Value::Tensor(_) => "a tensor".into(),
+        }
+    }
+}
+
+/// Runs the pickle `data` and returns the value its `STOP` opcode returns. Errors are one line.
+pub(crate) fn unpickle(data: &[u8]) -> Result<Value, String> {
+    let mut m = Machine {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        storages: HashMap::new(),
+    };
+    let mut op_pos = 0;
+    m.run(&mut op_pos)
+        .map_err(|e| format!("{e} (opcode at byte {op_pos})"))
+}
+
+struct Machine<'a> {
+    data: &'a [u8],
+    pos: usize,
+    stack: Vec<Value>,
+    /// Stacks saved by `MARK` (the current stack holds what was pushed since the last mark).
+    marks: Vec<Vec<Value>>,
+    memo: HashMap<u32, Value>,
+    /// Storages by key, so tensors that share a storage share one `StorageRef`.
+    storages: HashMap<String, Rc<StorageRef>>,
+}
+
+type R<T> = Result<T, String>;
+
+const TRUNCATED: &str =
+    "data.pkl ends before its STOP opcode: truncated or not a complete PyTorch checkpoint";
+
+impl Machine<'_> {
+    fn take(&mut self, n: u64) -> R<&[u8]> {
+        let left = (self.data.len() - self.pos) as u64;
+        if n > left {
+            return Err(TRUNCATED.into());
+        }
+        let s = &self.data[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self) -> R<[u8; N]> {
+        Ok(self
+            .take(N as u64)?
+            .try_into()
+            .expect("take returns N bytes"))
+    }
+    fn u8(&mut self) -> R<u8> {
+        Ok(self.arr::<1>()?[0])
+    }
+    fn u32(&mut self) -> R<u32> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> R<u64> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    /// A newline-terminated text argument (protocol 0 opcodes, `GLOBAL`).
+    fn line(&mut self) -> R<String> {
+        let rest = &self.data[self.pos..];
+        let n = rest.iter().position(|&b| b == b'\n').ok_or(TRUNCATED)?;
+        let s = String::from_utf8_lossy(&rest[..n]).into_owned();
+        self.pos += n + 1;
+        Ok(s)
+    }
+    fn str_arg(&mut self, n: u64) -> R<Value> {
+        let b = self.take(n)?;
+        let s = std::str::from_utf8(b).map_err(|_| "invalid UTF-8 in a pickled str")?;
+        Ok(Value::Str(Rc::from(s)))
+    }
+    fn bytes_arg(&mut self, n: u64) -> R<Value> {
+        Ok(Value::Bytes(Rc::from(self.take(n)?)))
+    }
+    fn latin1_arg(&mut self, n: u64) -> R<Value> {
+        let s: String = self.take(n)?.iter().map(|&b| b as char).collect();
+        Ok(Value::Str(Rc::from(s)))
+    }
+    fn pop(&mut self) -> R<Value> {
+        self.stack
+            .pop()
+            .ok_or_else(|| "pickle stack underflow".into())
+    }
+    fn top(&mut self) -> R<&mut Value> {
+        self.stack
+            .last_mut()
+            .ok_or_else(|| "pickle stack underflow".into())
+    }
+    fn pop_mark(&mut self) -> R<Vec<Value>> {
+        let saved = self.marks.pop().ok_or("pickle MARK missing")?;
+        Ok(std::mem::replace(&mut self.stack, saved))
+    }
+    fn memo_put(&mut self, i: u32) -> R<()> {
+        let v = self.top()?.clone();
+        self.memo.insert(i, v);
+        Ok(())
+    }
+    fn memo_get(&mut self, i: u32) -> R<()> {
+        let v = self.memo.get(&i).cloned();
+        self.stack
+            .push(v.ok_or_else(|| format!("pickle memo has no entry {i}"))?);
+        Ok(())
+    }
+
+    fn run(&mut self, op_pos: &mut usize) -> R<Value> {
+        loop {
+            *op_pos = self.pos;
+            let op = self.u8()?;
+            let v = match op {
+                0x80 => {
+                    let proto = self.u8()?;
+                    if proto > 5 {
+                        return Err(format!("unsupported pickle protocol {proto}"));
+                    }
+                    continue;
+                }
+                0x95 => {
+                    self.take(8)?;
+                    continue;
+                }
+                b'.' => return self.pop(),
+                // Stack and memo.
+                b'(' => {
+                    let saved = std::mem::take(&mut self.stack);
+                    self.marks.push(saved);
+                    continue;
+                }
+                b'0' => {
+                    self.pop()?;
+                    continue;
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                    continue;
+                }
+                b'2' => self.top()?.clone(),
+                b'q' => {
+                    let i = self.u8()? as u32;
+                    self.memo_put(i)?;
+                    continue;
+                }
+                b'r' => {
+                    let i = self.u32()?;
+                    self.memo_put(i)?;
+                    continue;
+                }
+                b'p' => {
+                    let i = self.line()?.trim().parse().map_err(|_| "bad PUT index")?;
+                    self.memo_put(i)?;
+                    continue;
+                }
+                0x94 => {
+                    self.memo_put(self.memo.len() as u32)?;
+                    continue;
+                }
+                b'h' => {
+                    let i = self.u8()? as u32;
+                    self.memo_get(i)?;
+                    continue;
+                }
+                b'j' => {
+                    let i = self.u32()?;
+                    self.memo_get(i)?;
+                    continue;
+                }
+                b'g' => {
+                    let i = self.line()?.trim().parse().map_err(|_| "bad GET index")?;
+                    self.memo_get(i)?;
+                    continue;
+                }
+                // Scalars.
+                b'N' => Value::None,
+                0x88 => Value::Bool(true),
+                0x89 => Value::Bool(false),
+                b'J' => Value::Int(i32::from_le_bytes(self.arr()?) as i64),
+                b'K' => Value::Int(self.u8()? as i64),
+                b'M' => Value::Int(u16::from_le_bytes(self.arr()?) as i64),
+                0x8a => {
+                    let n = self.u8()? as u64;
+                    long_le(self.take(n)?)
+                }
+                0x8b => {
+                    let n = i32::from_le_bytes(self.arr()?);
+                    let n = u64::try_from(n).map_err(|_| "negative LONG4 length")?;
+                    long_le(self.take(n)?)
+                }
+                b'I' => match self.line()?.trim() {
+                    "01" => Value::Bool(true),
+                    "00" => Value::Bool(false),
+                    s => Value::Int(s.parse().map_err(|_| format!("bad INT `{s}`"))?),
+                },
+                b'L' => match self.line()?.trim().trim_end_matches('L').parse() {
+                    Ok(i) => Value::Int(i),
+                    Err(_) => Value::BigInt,
+                },
+                b'G' => Value::Float(f64::from_be_bytes(self.arr()?)),
+                b'F' => {
+                    let s = self.line()?;
+                    Value::Float(s.trim().parse().map_err(|_| format!("bad FLOAT `{s}`"))?)
+                }
+                b'X' => {
+                    let n = self.u32()? as u64;
+                    self.str_arg(n)?
+                }
+                0x8c => {
+                    let n = self.u8()? as u64;
+                    self.str_arg(n)?
+                }
+                0x8d => {
+                    let n = self.u64()?;
+                    self.str_arg(n)?
+                }
+                b'B' => {
+                    let n = self.u32()? as u64;
+                    self.bytes_arg(n)?
+                }
+                b'C' => {
+                    let n = self.u8()? as u64;
+                    self.bytes_arg(n)?
+                }
+                0x8e => {
+                    let n = self.u64()?;
+                    self.bytes_arg(n)?
+                }
+                b'T' => {
+                    let n = i32::from_le_bytes(self.arr()?);
+                    let n = u64::try_from(n).map_err(|_| "negative BINSTRING length")?;
+                    self.latin1_arg(n)?
+                }
+                b'U' => {
+                    let n = self.u8()? as u64;
+                    self.latin1_arg(n)?
+                }
+                // Containers.
+                b')' => Value::Tuple(Rc::from(Vec::new())),
+                b't' => Value::Tuple(Rc::from(self.pop_mark()?)),
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    if self.stack.len() < n {
+                        return Err("pickle stack underflow".into());
+                    }
+                    let items = self.stack.split_off(self.stack.len() - n);
+                    Value::Tuple(Rc::from(items))
+                }
+                b']' | 0x8f => Value::List(Rc::default()),
+                b'l' | 0x91 => Value::List(Rc::new(RefCell::new(self.pop_mark()?))),
+                b'a' => {
+                    let v = self.pop()?;
+                    self.extend(vec![v])?;
+                    continue;
+                }
+                b'e' | 0x90 => {
+                    let items = self.pop_mark()?;
+                    self.extend(items)?;
+                    continue;
+                }
+                b'}' => Value::Dict(Rc::default()),
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    let d = Value::Dict(Rc::default());
+                    set_items(&d, items)?;
+                    d
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    set_items(self.top()?, vec![k, v])?;
+                    continue;
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    set_items(self.top()?, items)?;
+                    continue;
+                }
+                // Classes, calls and objects.
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    Value::Global(Rc::new((module, name)))
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    match (module, name) {
+                        (Value::Str(m), Value::Str(n)) => {
+                            Value::Global(Rc::new((m.to_string(), n.to_string())))
+                        }
+                        _ => return Err("STACK_GLOBAL needs two strs".into()),
+                    }
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let callable = self.pop()?;
+                    let Value::Tuple(args) = args else {
+                        return Err("REDUCE arguments are not a tuple".into());
+                    };
+                    call(&callable, args.to_vec())?
+                }
+                0x81 | 0x92 => {
+                    if op == 0x92 {
+                        self.pop()?; // keyword arguments
+                    }
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let Value::Tuple(args) = args else {
+                        return Err("NEWOBJ arguments are not a tuple".into());
+                    };
+                    call(&cls, args.to_vec())?
+                }
+                b'o' => {
+                    let mut items = self.pop_mark()?;
+                    if items.is_empty() {
+                        return Err("OBJ without a class".into());
+                    }
+                    let cls = items.remove(0);
+                    call(&cls, items)?
+                }
+                b'i' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    let args = self.pop_mark()?;
+                    call(&Value::Global(Rc::new((module, name))), args)?
+                }
+                b'b' => {
+                    let state = self.pop()?;
+                    if let Value::Object(o) = self.top()? {
+                        o.borrow_mut().state = Some(state);
+                    }
+                    // Other targets (an OrderedDict's `_metadata`, a tensor's Python
+                    // attributes) carry nothing a state dict needs.
+                    continue;
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    self.persistent_load(&pid)?
+                }
+                b'P' => {
+                    let pid = self.line()?;
+                    return Err(format!("unsupported text persistent id `{pid}`"));
+                }
+                _ => return Err(format!("unsupported pickle opcode 0x{op:02x}")),
+            };
+            self.stack.push(v);
+        }
+    }
+
+    fn extend(&mut self, items: Vec<Value>) -> R<()> {
+        match self.top()? {
+            Value::List(l) => {
+                l.borrow_mut().extend(items);
+                Ok(())
+            }
+            // APPENDS on a generic object (a list subclass): keep the items as its args.
+            Value::Object(o) => {
+                o.borrow_mut().args.extend(items);
+                Ok(())
+            }
+            v => Err(format!("APPEND to {}", v.describe())),
+        }
+    }
+
+    /// torch's `persistent_load`: `('storage', storage_type, key, location, numel)`.
+    fn persistent_load(&mut self, pid: &Value) -> R<Value> {
+        let bad = || format!("unsupported persistent id {}", pid.describe());
+        let Value::Tuple(t) = pid else {
+            return Err(bad());
+        };
+        let [tag, ty, key, _location, numel] = &t[..] else {
+            return Err(bad());
+        };
+        let is_storage = match tag {
+            Value::Str(s) => &**s == "storage",
+            Value::Bytes(b) => &**b == b"storage",
+            _ => false,
+        };
+        let (Value::Global(ty), Value::Int(numel), true) = (ty, numel, is_storage) else {
+            return Err(bad());
+        };
+        let key = match key {
+            Value::Str(s) => s.to_string(),
+            Value::Int(i) => i.to_string(),
+            _ => return Err(bad()),
+        };
+        let storage_type = format!("{}.{}", ty.0, ty.1);
+        let s = self.storages.entry(key.clone()).or_insert_with(|| {
+            Rc::new(StorageRef {
+                key,
+                storage_type,
+                numel: *numel,
+            })
+        });
+        Ok(Value::Storage(s.clone()))
+    }
+}
+
+/// A little-endian two's complement integer (`LONG1`/`LONG4`).
+fn long_le(b: &[u8]) -> Value {
+    let negative = b.last().is_some_and(|&x| x & 0x80 != 0);
+    let fill = if negative { 0xff } else { 0 };
+    if b.len() > 8 && b[8..].iter().any(|&x| x != fill) {
+        return Value::BigInt;
+    }
+    let mut buf = [fill; 8];
+    let n = b.len().min(8);
+    buf[..n].copy_from_slice(&b[..n]);
+    let v = i64::from_le_bytes(buf);
+    if b.len() > 8 && (v < 0) != negative {
+        return Value::BigInt;
+    }
+    Value::Int(v)
+}
+
+/// `SETITEM(S)`: key/value pairs into the dict on top of the stack.
+fn set_items(target: &Value, items: Vec<Value>) -> R<()> {
+    if items.len() & 1 != 0 {
+        return Err("SETITEMS with an odd number of items".into());
+    }
+    match target {
+        Value::Dict(d) => {
+            let mut d = d.borrow_mut();
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                d.insert(k, v);
+            }
+            Ok(())
+        }
+        // A dict subclass we don't know: keep the pairs as its args.
+        Value::Object(o) => {
+            o.borrow_mut().args.extend(items);
+            Ok(())
+        }
+        v => Err(format!("SETITEM on {}", v.describe())),
+    }
+}
+
+/// `REDUCE`/`NEWOBJ`: interprets the globals a checkpoint needs, and makes every other call an
+/// [`Object`].
+fn call(callable: &Value, args: Vec<Value>) -> R<Value> {
+    let Value::Global(g) = callable else {
+        return Ok(object(format!("<{}>", callable.describe()), args));
+    };
+    let (module, name) = (g.0.as_str(), g.1.as_str());
+    let builtin = matches!(module, "builtins" | "__builtin__");
+    Ok(match (module, name) {
+        ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => rebuild_tensor(&args, None)?,
+        ("torch._utils", "_rebuild_tensor_v3") => {
+            let dtype = match args.get(6) {
+                Some(Value::Global(d)) => format!("{}.{}", d.0, d.1),
+                _ => return Err("_rebuild_tensor_v3 without a dtype".into()),
+            };
+            rebuild_tensor(&args, Some(dtype))?
+        }
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state")
+        | ("torch.nn.parameter", "Parameter" | "Buffer")
+            if matches!(args.first(), Some(Value::Tensor(_))) =>
+        {
+            args.into_iter().next().expect("checked above")
+        }
+        // A tensor subclass: `func(*args)`, then the subclass and its state (dropped here).
+        ("torch._tensor", "_rebuild_from_type_v2") => match (args.first(), args.get(2)) {
+            (Some(func), Some(Value::Tuple(inner))) => call(func, inner.to_vec())?,
+            _ => object(format!("{module}.{name}"), args),
+        },
+        ("collections", "OrderedDict") | ("builtins" | "__builtin__", "dict") => {
+            let d = Value::Dict(Rc::default());
+            match args.first() {
+                Some(Value::List(l)) => {
+                    let pairs: Vec<Value> = l.borrow().clone();
+                    set_items(&d, pairs_flat(pairs)?)?;
+                }
+                Some(Value::Tuple(t)) => set_items(&d, pairs_flat(t.to_vec())?)?,
+                _ => {}
+            }
+            d
+        }
+        (_, "set" | "frozenset" | "list") if builtin => match args.first() {
+            Some(Value::List(l)) => Value::List(Rc::new(RefCell::new(l.borrow().clone()))),
+            Some(Value::Tuple(t)) => Value::List(Rc::new(RefCell::new(t.to_vec()))),
+            _ => Value::List(Rc::default()),
+        },
+        ("torch", "Size") => tuple_of(args.first()),
+        (_, "tuple") if builtin => tuple_of(args.first()),
+        // How protocol 2 pickles Python 3 bytes.
+        ("_codecs", "encode") => match args.first() {
+            Some(Value::Str(s)) => Value::Bytes(s.chars().map(|c| c as u32 as u8).collect()),
+            _ => object(format!("{module}.{name}"), args),
+        },
+        ("copyreg" | "copy_reg", "_reconstructor") => match args.first() {
+            Some(Value::Global(c)) => object(format!("{}.{}", c.0, c.1), args[1..].to_vec()),
+            _ => object(format!("{module}.{name}"), args),
+        },
+        _ => object(format!("{module}.{name}"), args),
+    })
+}
+
+fn tuple_of(seq: Option<&Value>) -> Value {
+    match seq {
+        Some(Value::Tuple(t)) => Value::Tuple(t.clone()),
+        Some(Value::List(l)) => Value::Tuple(Rc::from(l.borrow().clone())),
+        _ => Value::Tuple(Rc::from(Vec::new())),
+    }
+}
+
+fn object(class: String, args: Vec<Value>) -> Value {
+    Value::Object(Rc::new(RefCell::new(Object {
+        class,
+        args,
+        state: None,
+    })))
+}
+
+/// `[(k, v), ...]` to `[k, v, ...]`.
+fn pairs_flat(pairs: Vec<Value>) -> R<Vec<Value>> {
+    let mut out = Vec::with_capacity(pairs.len() * 2);
+    for p in pairs {
+        match p {
+            Value::Tuple(t) if t.len() == 2 => out.extend(t.iter().cloned()),
+            _ => return Err("OrderedDict items are not (key, value) pairs".into()),
+        }
+    }
+    Ok(out)
+}
+
+/// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks)`
+/// and `_rebuild_tensor_v3(..., dtype)`.
+fn rebuild_tensor(args: &[Value], dtype: Option<String>) -> R<Value> {
+    let bad = || "malformed _rebuild_tensor arguments".to_string();
+    let (Some(Value::Storage(storage)), Some(Value::Int(offset)), Some(size), Some(stride)) =
+        (args.first(), args.get(1), args.get(2), args.get(3))
+    else {
+        return Err(bad());
+    };
+    let ints = |v: &Value| -> R<Vec<i64>> {
+        let Value::Tuple(t) = v else {
+            return Err(bad());
+        };
+        t.iter()
+            .map(|x| match x {
+                Value::Int(i) => Ok(*i),
+                _ => Err(bad()),
+            })
+            .collect()
+    };
+    let (size, stride) = (ints(size)?, ints(stride)?);
+    if size.len() != stride.len() {
+        return Err(bad());
+    }
+    Ok(Value::Tensor(Rc::new(TensorRef {
+        storage: storage.clone(),
+        dtype,
+        offset: *offset,
+        size,
+        stride,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longs_and_floats() {
+        assert!(matches!(long_le(&[]), Value::Int(0)));
+        assert!(matches!(long_le(&[0xff]), Value::Int(-1)));
+        assert!(matches!(long_le(&[0x00, 0x01]), Value::Int(256)));
+        assert!(matches!(long_le(&[0; 9]), Value::Int(0)));
+        assert!(matches!(long_le(&[1; 10]), Value::BigInt));
+        // `{"a": [1, 2.5, None, True]}` at protocol 2.
+        let p = b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01]q\x02(K\x01G@\x04\x00\x00\x00\x00\x00\x00N\x88es.";
+        let Value::Dict(d) = unpickle(p).unwrap() else {
+            panic!("not a dict")
+        };
+        let d = d.borrow();
+        let Some(Value::List(l)) = d.get_str("a") else {
+            panic!("no list")
+        };
+        let l = l.borrow();
+        assert!(
+            matches!(l[..], [Value::Int(1), Value::Float(f), Value::None, Value::Bool(true)] if f == 2.5)
+        );
+    }
+
+    #[test]
+    fn truncated_pickle_is_an_error() {
+        let e = unpickle(b"\x80\x02}q\x00X\x01\x00").err().unwrap();
+        assert!(e.contains("truncated"), "{e}");
+    }
+}

@@ -1,0 +1,243 @@
+//! The sampler: draws each sample's noise by the per-sample contract, runs the DiT with
+//! classifier-free guidance through the respaced diffusion, decodes with the VAE and converts to
+//! uint8 exactly as the reference `sample.py` does.
+use crate::checkpoint::load_state_dict;
+use crate::diffusion::SpacedDiffusion;
+use crate::dit::DiT;
+use crate::error::{EngineError, Result};
+use crate::rng::draw_sample;
+use crate::settings::{Precision, SamplerKind, SamplerSettings};
+use crate::vae::AutoencoderKlDecoder;
+use std::time::{Duration, Instant};
+use tch::{Device, Kind, Tensor};
+
+/// One finished sample: its index, class label and `H x W x 3` uint8 pixels (row-major RGB).
+pub struct Sample {
+    pub index: u64,
+    pub label: i64,
+    pub pixels: Vec<u8>,
+}
+
+/// Where a batch's time went (seconds), for `fidshard bench` and progress logs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timings {
+    pub noise: f64,
+    pub dit: f64,
+    pub vae: f64,
+}
+
+impl std::ops::AddAssign for Timings {
+    fn add_assign(&mut self, o: Self) {
+        self.noise += o.noise;
+        self.dit += o.dit;
+        self.vae += o.vae;
+    }
+}
+
+pub struct Engine {
+    settings: SamplerSettings,
+    device: Device,
+    dit: DiT,
+    vae: AutoencoderKlDecoder,
+    diffusion: SpacedDiffusion,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Engine {
+    /// Loads the DiT checkpoint and the VAE once; checks that they fit together.
+    pub fn load(settings: SamplerSettings, device: Device) -> Result<Self> {
+        let sd = load_state_dict(&settings.checkpoint)?.with_device(device);
+        let dit = DiT::from_state_dict(&settings.dit, sd)?;
+        let vae = AutoencoderKlDecoder::load(&settings.vae, device)?;
+        Self::from_parts(settings, device, dit, vae)
+    }
+
+    /// An engine from models built elsewhere (benchmarks with random weights).
+    pub fn from_parts(
+        settings: SamplerSettings,
+        device: Device,
+        dit: DiT,
+        vae: AutoencoderKlDecoder,
+    ) -> Result<Self> {
+        let diffusion = SpacedDiffusion::new(settings.beta_schedule, &settings.steps)
+            .map_err(|e| EngineError::config("<job>", "steps", e.to_string()))?;
+        if vae.latent_channels() != settings.dit.in_channels {
+            return Err(EngineError::config(
+                &settings.vae,
+                "latent_channels",
+                format!(
+                    "the VAE has {} latent channels but the DiT expects {}",
+                    vae.latent_channels(),
+                    settings.dit.in_channels
+                ),
+            ));
+        }
+        Ok(Engine {
+            settings,
+            device,
+            dit,
+            vae,
+            diffusion,
+        })
+    }
+
+    pub fn settings(&self) -> &SamplerSettings {
+        &self.settings
+    }
+    pub fn device(&self) -> Device {
+        self.device
+    }
+    /// Side length of the images in pixels.
+    pub fn image_size(&self) -> i64 {
+        self.settings.dit.input_size * self.vae.upsample_factor()
+    }
+    fn latent_shape(&self) -> [i64; 3] {
+        let c = &self.settings.dit;
+        [c.in_channels, c.input_size, c.input_size]
+    }
+
+    /// Runs `f` under the job's precision (autocast for bf16/fp16 on CUDA).
+    fn with_precision<T>(&self, f: impl FnOnce() -> T) -> T {
+        match self.settings.precision {
+            Precision::Fp32 | Precision::Tf32 => f(),
+            Precision::Bf16 | Precision::Fp16 => {
+                crate::precision::autocast(self.device, self.settings.precision, f)
+            }
+        }
+    }
+
+    /// Labels and final latents `(B, C, H, W)` (before the VAE) for `indices`, in one batch.
+    pub fn sample_latents(&self, indices: &[u64], t: &mut Timings) -> (Vec<i64>, Tensor) {
+        let _guard = tch::no_grad_guard();
+        let s = &self.settings;
+        let steps = self.diffusion.num_steps();
+        let start = Instant::now();
+        let (labels, noises): (Vec<i64>, Vec<Tensor>) = indices
+            .iter()
+            .map(|&i| {
+                let d = draw_sample(
+                    s.seed,
+                    i,
+                    s.labels,
+                    s.dit.num_classes,
+                    steps,
+                    self.latent_shape(),
+                );
+                (d.label, d.noise)
+            })
+            .unzip();
+        // (B, steps + 1, C, H, W)
+        let noise = Tensor::stack(&noises, 0).to_device(self.device);
+        t.noise += secs(start.elapsed());
+
+        let start = Instant::now();
+        let b = indices.len() as i64;
+        let y = Tensor::from_slice(&labels).to_device(self.device);
+        let cfg = s.uses_cfg();
+        let y_model = if cfg {
+            let null = Tensor::full([b], s.dit.null_label(), (Kind::Int64, self.device));
+            Tensor::cat(&[&y, &null], 0)
+        } else {
+            y
+        };
+        let mut x = noise.select(1, 0);
+        let map = self.diffusion.timestep_map().to_vec();
+        for k in 0..steps {
+            let i = steps - 1 - k;
+            let batch = if cfg { 2 * b } else { b };
+            let t_model = Tensor::full([batch], map[i], (Kind::Int64, self.device));
+            let out = self.with_precision(|| {
+                if cfg {
+                    let x2 = Tensor::cat(&[&x, &x], 0);
+                    self.dit
+                        .forward_with_cfg(&x2, &t_model, &y_model, s.cfg_scale, s.cfg_channels)
+                        .narrow(0, 0, b)
+                } else {
+                    self.dit.forward(&x, &t_model, &y_model)
+                }
+            });
+            let out = out.to_kind(Kind::Float);
+            let step_noise = noise.select(1, 1 + k as i64);
+            x = match s.sampler {
+                SamplerKind::Ddpm => self
+                    .diffusion
+                    .p_sample(&x, i, &out, &step_noise, s.variance),
+                SamplerKind::Ddim => {
+                    self.diffusion
+                        .ddim_sample(&x, i, &out, &step_noise, s.variance, s.eta)
+                }
+            };
+        }
+        if self.device.is_cuda() {
+            tch::Cuda::synchronize(self.device_index());
+        }
+        t.dit += secs(start.elapsed());
+        (labels, x)
+    }
+
+    fn device_index(&self) -> i64 {
+        match self.device {
+            Device::Cuda(i) => i as i64,
+            _ => 0,
+        }
+    }
+
+    /// Images per VAE call. On the CPU it is 1 whatever `vae_batch_size` says: libtorch's CPU
+    /// convolutions choose their algorithm by batch size, which changes float bits, and the
+    /// promise is that image `i` never depends on the batch it was decoded in. Per-image
+    /// decoding costs nothing measurable on a CPU. On a GPU `vae_batch_size` applies.
+    fn vae_micro_batch(&self) -> i64 {
+        if self.device.is_cuda() {
+            self.settings.vae_batch_size as i64
+        } else {
+            1
+        }
+    }
+
+    /// Decodes latents to uint8 images `(B, H, W, 3)` on the CPU:
+    /// `clamp(127.5 * vae.decode(z / scale) + 128, 0, 255)` truncated to uint8, as the reference.
+    pub fn decode(&self, latents: &Tensor, t: &mut Timings) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        let start = Instant::now();
+        let z = latents / self.vae.scaling_factor();
+        let img = self.with_precision(|| self.vae.decode_micro_batched(&z, self.vae_micro_batch()));
+        let img = (img.to_kind(Kind::Float) * 127.5 + 128.0)
+            .clamp(0.0, 255.0)
+            .permute([0, 2, 3, 1])
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Uint8)
+            .contiguous();
+        t.vae += secs(start.elapsed());
+        img
+    }
+
+    /// Samples `indices` in batches of `batch_size`; any split gives the same images.
+    pub fn sample(&self, indices: &[u64], t: &mut Timings) -> Result<Vec<Sample>> {
+        let mut out = Vec::with_capacity(indices.len());
+        for chunk in indices.chunks(self.settings.batch_size.max(1)) {
+            let (labels, latents) = self.sample_latents(chunk, t);
+            let images = self.decode(&latents, t);
+            out.extend(to_samples(chunk, &labels, &images)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Splits a `(B, H, W, 3)` uint8 CPU tensor into [`Sample`]s.
+pub fn to_samples(indices: &[u64], labels: &[i64], images: &Tensor) -> Result<Vec<Sample>> {
+    let mut out = Vec::with_capacity(indices.len());
+    for (j, (&index, &label)) in indices.iter().zip(labels).enumerate() {
+        let img = images.get(j as i64);
+        let mut pixels = vec![0u8; img.numel()];
+        img.f_copy_data(&mut pixels, img.numel())?;
+        out.push(Sample {
+            index,
+            label,
+            pixels,
+        });
+    }
+    Ok(out)
+}

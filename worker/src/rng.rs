@@ -1,0 +1,70 @@
+//! The per-sample random-number contract (tests/fixtures/golden/README.md).
+//!
+//! For sample index `i` and job seed `S`: the libtorch CPU generator is seeded with
+//! `S + i` (u64, wrapping); `random` labels draw `randint(0, num_classes, [1])` first; then one
+//! `randn([steps + 1, C, H, W])` whose row 0 is the initial latent and row `1 + k` the noise of
+//! the k-th sampling step. Image `i` therefore depends only on the model, the sampler settings,
+//! `S` and `i`: never on batch size, shard layout, worker count, retries or device.
+//!
+//! libtorch's mt19937 keeps only the low 32 bits of a seed: seeds that differ by a multiple of
+//! 2^32 give the same draws.
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// How class labels are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelMode {
+    /// Uniform over the classes, drawn from the sample's own generator (the reference's default).
+    #[default]
+    Random,
+    /// `i mod num_classes`: every class equally often (num_samples a multiple of num_classes).
+    Balanced,
+    /// The null label `num_classes` for every sample (no guidance).
+    Unconditional,
+}
+
+impl LabelMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabelMode::Random => "random",
+            LabelMode::Balanced => "balanced",
+            LabelMode::Unconditional => "unconditional",
+        }
+    }
+}
+
+/// The seed of sample `index` in a job seeded with `job_seed`.
+pub fn sample_seed(job_seed: u64, index: u64) -> u64 {
+    job_seed.wrapping_add(index)
+}
+
+/// The draws of one sample.
+pub struct SampleDraws {
+    pub label: i64,
+    /// `(steps + 1, C, H, W)` float32 on the CPU.
+    pub noise: Tensor,
+}
+
+/// Draws sample `index`'s label and noise. Uses libtorch's global CPU generator, so callers
+/// must not draw from it concurrently (the engine draws on one thread).
+pub fn draw_sample(
+    job_seed: u64,
+    index: u64,
+    labels: LabelMode,
+    num_classes: i64,
+    steps: usize,
+    latent_shape: [i64; 3],
+) -> SampleDraws {
+    tch::manual_seed(sample_seed(job_seed, index) as i64);
+    let label = match labels {
+        LabelMode::Random => {
+            Tensor::randint(num_classes, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0])
+        }
+        LabelMode::Balanced => (index % num_classes as u64) as i64,
+        LabelMode::Unconditional => num_classes,
+    };
+    let [c, h, w] = latent_shape;
+    let noise = Tensor::randn([steps as i64 + 1, c, h, w], (Kind::Float, Device::Cpu));
+    SampleDraws { label, noise }
+}
