@@ -88,7 +88,12 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// Reads and checks a job file; every failure is an input error (exit code 2).
     pub fn load(path: &Path) -> Result<Job> {
+        Self::load_inner(path).map_err(|e| crate::exit::Fatal::input(e).into())
+    }
+
+    fn load_inner(path: &Path) -> Result<Job> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the job config", path.display()))?;
         let raw: JobConfig = serde_yaml::from_str(&text).map_err(|e| {

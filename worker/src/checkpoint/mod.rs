@@ -2,8 +2,8 @@
 //!
 //! - `.safetensors`: parsed by the `safetensors` crate.
 //! - `.pt` / `.pth` / `.bin`: the zip container that `torch.save` writes (PyTorch >= 1.6), whose
-//!   `data.pkl` is unpickled by [`pickle`] and whose tensor storages live in `data/<key>` entries
-//!   ([`torch_zip`]). The format is chosen from the file's first bytes, not its extension.
+//!   `data.pkl` is unpickled by [`pickle`] into [`value::Value`]s and whose tensor storages live
+//!   in `data/<key>` entries ([`torch_zip`]). The format is chosen from the file's first bytes, not its extension.
 //!
 //! Which object of a `torch.save` file is the state dict, first match wins:
 //! 1. a top-level dict's `"ema"`, if it is a dict of tensors (DiT's `train.py` checkpoints
@@ -13,16 +13,18 @@
 //! 3. the top-level dict itself, which must then map strings to tensors.
 //!
 //! A `module.` prefix (DistributedDataParallel) is stripped from every key.
+mod globals;
 mod pickle;
 mod safetensors_file;
 mod torch_zip;
+mod value;
 
 use crate::error::{EngineError, Result};
 use crate::params::StateDict;
-use pickle::{TensorRef, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
+use value::{TensorRef, Value};
 
 pub use safetensors_file::load_safetensors;
 

@@ -10,7 +10,8 @@
 //! it, as a 1-D tensor of its dtype (`Tensor::f_from_data_size`), and keeps it so that tensors
 //! using the same key share it; each tensor is then `as_strided(size, stride, offset)` of its
 //! storage, made contiguous.
-use super::pickle::{self, TensorRef, Value};
+use super::pickle;
+use super::value::{TensorRef, Value};
 use crate::error::{EngineError, Result};
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,6 +23,8 @@ use zip::ZipArchive;
 
 pub(crate) struct TorchZip {
     path: PathBuf,
+    /// Bounds the buffer reserved for an entry (a corrupt header may claim any size).
+    file_len: u64,
     archive: ZipArchive<BufReader<File>>,
     /// `<archive>/` (with the slash), or empty when `data.pkl` is at the root.
     prefix: String,
@@ -34,6 +37,7 @@ impl TorchZip {
     pub(crate) fn open(path: &Path) -> Result<(TorchZip, Value)> {
         let err = |msg: String| EngineError::checkpoint(path, msg);
         let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
         let archive = ZipArchive::new(BufReader::new(file)).map_err(|e| {
             err(format!(
                 "truncated or not a complete PyTorch checkpoint (cannot read its zip directory: {e})"
@@ -52,10 +56,7 @@ impl TorchZip {
         }
         let pkl = names
             .iter()
-            .filter(|n| n.ends_with("data.pkl"))
-            .find(|n| {
-                n.as_str() == "data.pkl" || n.matches('/').count() == 1 && n.ends_with("/data.pkl")
-            })
+            .find(|n| *n == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1))
             .ok_or_else(|| {
                 err("is a zip file without `*/data.pkl`, not a PyTorch checkpoint".into())
             })?;
@@ -63,6 +64,7 @@ impl TorchZip {
         let pkl = pkl.as_str();
         let mut tz = TorchZip {
             path: path.to_path_buf(),
+            file_len,
             archive,
             prefix,
             storages: HashMap::new(),
@@ -99,7 +101,7 @@ impl TorchZip {
                 ))
             }
         };
-        let mut buf = Vec::with_capacity(entry.size().min(1 << 32) as usize);
+        let mut buf = Vec::with_capacity(entry.size().min(self.file_len) as usize);
         entry.read_to_end(&mut buf).map_err(|e| {
             EngineError::checkpoint(
                 path,

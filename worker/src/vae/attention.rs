@@ -97,6 +97,6 @@ impl VaeAttention {
         let a = a.squeeze_dim(1);
         let out = self.to_out.forward(&a);
         // `transpose(-1, -2).reshape(b, c, h, w)`, plus the residual; `/ 1.0` omitted (exact).
-        out.transpose(-1, -2).reshape([b, c, h, w])
+        out.transpose(-1, -2).reshape([b, c, h, w]) + x
     }
 }

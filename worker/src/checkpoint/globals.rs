@@ -1,0 +1,130 @@
+//! What `REDUCE`/`NEWOBJ` of a global produce: the few globals a checkpoint needs are
+//! interpreted (torch's tensor and parameter rebuild functions, `OrderedDict`, `set`,
+//! `_codecs.encode`, ...); every other class or function becomes a generic [`Object`] holding
+//! its arguments, so unknown classes (`argparse.Namespace`, optimizer state) never stop loading.
+use super::value::{set_items, Object, TensorRef, Value};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+type R<T> = Result<T, String>;
+
+/// `REDUCE`/`NEWOBJ`: interprets the globals a checkpoint needs, and makes every other call an
+/// [`Object`].
+pub(crate) fn call(callable: &Value, args: Vec<Value>) -> R<Value> {
+    let Value::Global(g) = callable else {
+        return Ok(object(format!("<{}>", callable.describe()), args));
+    };
+    let (module, name) = (g.0.as_str(), g.1.as_str());
+    let builtin = matches!(module, "builtins" | "__builtin__");
+    Ok(match (module, name) {
+        ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => rebuild_tensor(&args, None)?,
+        ("torch._utils", "_rebuild_tensor_v3") => {
+            let dtype = match args.get(6) {
+                Some(Value::Global(d)) => format!("{}.{}", d.0, d.1),
+                _ => return Err("_rebuild_tensor_v3 without a dtype".into()),
+            };
+            rebuild_tensor(&args, Some(dtype))?
+        }
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state")
+        | ("torch.nn.parameter", "Parameter" | "Buffer")
+            if matches!(args.first(), Some(Value::Tensor(_))) =>
+        {
+            args.into_iter().next().expect("checked above")
+        }
+        // A tensor subclass: `func(*args)`, then the subclass and its state (dropped here).
+        ("torch._tensor", "_rebuild_from_type_v2") => match (args.first(), args.get(2)) {
+            (Some(func), Some(Value::Tuple(inner))) => call(func, inner.to_vec())?,
+            _ => object(format!("{module}.{name}"), args),
+        },
+        ("collections", "OrderedDict") | ("builtins" | "__builtin__", "dict") => {
+            let d = Value::Dict(Rc::default());
+            match args.first() {
+                Some(Value::List(l)) => {
+                    let pairs: Vec<Value> = l.borrow().clone();
+                    set_items(&d, pairs_flat(pairs)?)?;
+                }
+                Some(Value::Tuple(t)) => set_items(&d, pairs_flat(t.to_vec())?)?,
+                _ => {}
+            }
+            d
+        }
+        (_, "set" | "frozenset" | "list") if builtin => match args.first() {
+            Some(Value::List(l)) => Value::List(Rc::new(RefCell::new(l.borrow().clone()))),
+            Some(Value::Tuple(t)) => Value::List(Rc::new(RefCell::new(t.to_vec()))),
+            _ => Value::List(Rc::default()),
+        },
+        ("torch", "Size") => tuple_of(args.first()),
+        (_, "tuple") if builtin => tuple_of(args.first()),
+        // How protocol 2 pickles Python 3 bytes.
+        ("_codecs", "encode") => match args.first() {
+            Some(Value::Str(s)) => Value::Bytes(s.chars().map(|c| c as u32 as u8).collect()),
+            _ => object(format!("{module}.{name}"), args),
+        },
+        ("copyreg" | "copy_reg", "_reconstructor") => match args.first() {
+            Some(Value::Global(c)) => object(format!("{}.{}", c.0, c.1), args[1..].to_vec()),
+            _ => object(format!("{module}.{name}"), args),
+        },
+        _ => object(format!("{module}.{name}"), args),
+    })
+}
+
+fn tuple_of(seq: Option<&Value>) -> Value {
+    match seq {
+        Some(Value::Tuple(t)) => Value::Tuple(t.clone()),
+        Some(Value::List(l)) => Value::Tuple(Rc::from(l.borrow().clone())),
+        _ => Value::Tuple(Rc::from(Vec::new())),
+    }
+}
+
+fn object(class: String, args: Vec<Value>) -> Value {
+    Value::Object(Rc::new(RefCell::new(Object {
+        class,
+        args,
+        state: None,
+    })))
+}
+
+/// `[(k, v), ...]` to `[k, v, ...]`.
+fn pairs_flat(pairs: Vec<Value>) -> R<Vec<Value>> {
+    let mut out = Vec::with_capacity(pairs.len() * 2);
+    for p in pairs {
+        match p {
+            Value::Tuple(t) if t.len() == 2 => out.extend(t.iter().cloned()),
+            _ => return Err("OrderedDict items are not (key, value) pairs".into()),
+        }
+    }
+    Ok(out)
+}
+
+/// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks)`
+/// and `_rebuild_tensor_v3(..., dtype)`.
+fn rebuild_tensor(args: &[Value], dtype: Option<String>) -> R<Value> {
+    let bad = || "malformed _rebuild_tensor arguments".to_string();
+    let (Some(Value::Storage(storage)), Some(Value::Int(offset)), Some(size), Some(stride)) =
+        (args.first(), args.get(1), args.get(2), args.get(3))
+    else {
+        return Err(bad());
+    };
+    let ints = |v: &Value| -> R<Vec<i64>> {
+        let Value::Tuple(t) = v else {
+            return Err(bad());
+        };
+        t.iter()
+            .map(|x| match x {
+                Value::Int(i) => Ok(*i),
+                _ => Err(bad()),
+            })
+            .collect()
+    };
+    let (size, stride) = (ints(size)?, ints(stride)?);
+    if size.len() != stride.len() {
+        return Err(bad());
+    }
+    Ok(Value::Tensor(Rc::new(TensorRef {
+        storage: storage.clone(),
+        dtype,
+        offset: *offset,
+        size,
+        stride,
+    })))
+}
