@@ -38,8 +38,16 @@ fn job_yaml(dir: &Path, name: &str, checkpoint: &str, extra: &str) -> PathBuf {
         fixture(checkpoint).display(),
         fixture("golden/vae").display(),
     );
-    y += &format!("num_samples: {}\nseed: {}\n", g("num_samples").unwrap(), g("seed").unwrap());
-    y += &format!("cfg_scale: {}\nsteps: {}\n", g("cfg_scale").unwrap(), g("steps").unwrap());
+    y += &format!(
+        "num_samples: {}\nseed: {}\n",
+        g("num_samples").unwrap(),
+        g("seed").unwrap()
+    );
+    y += &format!(
+        "cfg_scale: {}\nsteps: {}\n",
+        g("cfg_scale").unwrap(),
+        g("steps").unwrap()
+    );
     y += &format!("labels: {}\n", g("labels").unwrap().as_str().unwrap());
     if let Some(s) = g("sampler") {
         y += &format!("sampler: {}\n", s.as_str().unwrap());
@@ -60,7 +68,10 @@ fn job_yaml(dir: &Path, name: &str, checkpoint: &str, extra: &str) -> PathBuf {
 fn read_npz_u8(path: &Path) -> (Vec<u64>, Vec<u8>) {
     let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
     let mut bytes = Vec::new();
-    zip.by_name("arr_0.npy").unwrap().read_to_end(&mut bytes).unwrap();
+    zip.by_name("arr_0.npy")
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
     let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
     let shape = npy.shape().to_vec();
     (shape, npy.into_vec::<u8>().unwrap())
@@ -100,16 +111,26 @@ fn check_job(name: &str, checkpoint: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job_yaml(tmp.path(), name, checkpoint, "");
     let out = tmp.path().join("out");
-    let o = fidshard(&["sample", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--save-latents"]);
+    let o = fidshard(&[
+        "sample",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--save-latents",
+    ]);
     assert!(o.status.success(), "{name}: {}", stderr(&o));
 
-    let expected = common::read_safetensors(&format!("golden/jobs/{name}/expected-latents.safetensors"));
+    let expected =
+        common::read_safetensors(&format!("golden/jobs/{name}/expected-latents.safetensors"));
     let n = expected["labels"].size()[0] as usize;
     let mut labels = Vec::new();
     let mut latents = Vec::new();
     for i in 0..n {
         let f = out.join(format!("latents/{i:06}.safetensors"));
-        let t: BTreeMap<String, tch::Tensor> = tch::Tensor::read_safetensors(&f).unwrap().into_iter().collect();
+        let t: BTreeMap<String, tch::Tensor> = tch::Tensor::read_safetensors(&f)
+            .unwrap()
+            .into_iter()
+            .collect();
         labels.push(t["label"].int64_value(&[0]));
         latents.push(t["latent"].shallow_clone());
     }
@@ -152,20 +173,43 @@ fn bytes_do_not_depend_on_batching_or_ranges() {
         let c = cfg.to_str().unwrap();
         let dir = |d: &str| tmp.path().join(d).to_str().unwrap().to_string();
         let n = if name == JOBS[0] { 12 } else { 8 };
-        assert!(fidshard(&["sample", c, "--out", &dir("one")]).status.success());
-        assert!(fidshard(&["sample", c, "--out", &dir("ones"), "--batch-size", "1"]).status.success());
+        assert!(fidshard(&["sample", c, "--out", &dir("one")])
+            .status
+            .success());
+        assert!(
+            fidshard(&["sample", c, "--out", &dir("ones"), "--batch-size", "1"])
+                .status
+                .success()
+        );
         let ranges = if n == 12 {
             vec![("7..12", "2"), ("0..3", "3"), ("3..7", "4")]
         } else {
             vec![("5..8", "2"), ("0..1", "1"), ("1..5", "3")]
         };
         for (r, b) in ranges {
-            let o = fidshard(&["sample", c, "--out", &dir("ranges"), "--range", r, "--batch-size", b]);
+            let o = fidshard(&[
+                "sample",
+                c,
+                "--out",
+                &dir("ranges"),
+                "--range",
+                r,
+                "--batch-size",
+                b,
+            ]);
             assert!(o.status.success(), "{}", stderr(&o));
         }
         let one = png_bytes(&tmp.path().join("one"), n);
-        assert_eq!(one, png_bytes(&tmp.path().join("ones"), n), "{name}: batch 1");
-        assert_eq!(one, png_bytes(&tmp.path().join("ranges"), n), "{name}: sub-ranges");
+        assert_eq!(
+            one,
+            png_bytes(&tmp.path().join("ones"), n),
+            "{name}: batch 1"
+        );
+        assert_eq!(
+            one,
+            png_bytes(&tmp.path().join("ranges"), n),
+            "{name}: sub-ranges"
+        );
     }
 }
 
@@ -176,28 +220,47 @@ fn expect_input_error(cfg: &Path, needles: &[&str]) {
     std::fs::create_dir_all(&out).unwrap();
     let keep = out.join("000000.png");
     std::fs::write(&keep, b"earlier result").unwrap();
-    let o = fidshard(&["sample", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = fidshard(&[
+        "sample",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     for n in needles {
         assert!(err.contains(n), "expected `{n}` in: {err}");
     }
-    assert_eq!(err.trim().lines().count(), 1, "one-line error expected: {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one-line error expected: {err}"
+    );
     assert_eq!(std::fs::read(&keep).unwrap(), b"earlier result");
 }
 
 #[test]
 fn unknown_config_key_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "cfg_sacle: 2.0\n");
-    expect_input_error(&cfg, &["cfg_sacle", "unknown key", &cfg.display().to_string()]);
+    let cfg = job_yaml(
+        tmp.path(),
+        JOBS[0],
+        "golden/dit/model.pt",
+        "cfg_sacle: 2.0\n",
+    );
+    expect_input_error(
+        &cfg,
+        &["cfg_sacle", "unknown key", &cfg.display().to_string()],
+    );
 }
 
 #[test]
 fn unmeetable_respacing_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("steps: \"10\"", "steps: \"ddim600\"");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("steps: \"10\"", "steps: \"ddim600\"");
     std::fs::write(&cfg, text).unwrap();
     expect_input_error(&cfg, &["`steps`", "ddim600"]);
 }
@@ -213,9 +276,10 @@ fn vae_folder_without_config_json() {
     )
     .unwrap();
     let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(&fixture("golden/vae").display().to_string(), vae.to_str().unwrap());
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &fixture("golden/vae").display().to_string(),
+        vae.to_str().unwrap(),
+    );
     std::fs::write(&cfg, text).unwrap();
     expect_input_error(&cfg, &["config.json", "`vae`"]);
 }
@@ -232,7 +296,10 @@ fn num_classes_disagreeing_with_checkpoint() {
     let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace(&fixture("golden/dit/config.json").display().to_string(), dit_cfg.to_str().unwrap())
+        .replace(
+            &fixture("golden/dit/config.json").display().to_string(),
+            dit_cfg.to_str().unwrap(),
+        )
         .replace("num_classes: 10\n", "");
     std::fs::write(&cfg, text).unwrap();
     expect_input_error(&cfg, &["model.pt", "embedding_table", "num_classes: 10"]);
@@ -245,9 +312,10 @@ fn truncated_checkpoint() {
     let ckpt = tmp.path().join("truncated.pt");
     std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
     let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(&fixture("golden/dit/model.pt").display().to_string(), ckpt.to_str().unwrap());
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &fixture("golden/dit/model.pt").display().to_string(),
+        ckpt.to_str().unwrap(),
+    );
     std::fs::write(&cfg, text).unwrap();
     expect_input_error(&cfg, &["truncated.pt", "truncated"]);
 }
@@ -269,11 +337,20 @@ fn safetensors_with_wrong_shape() {
     let list: Vec<(&str, &tch::Tensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     tch::Tensor::write_safetensors(&list, &ckpt).unwrap();
     let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(&fixture("golden/dit/model.pt").display().to_string(), ckpt.to_str().unwrap());
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &fixture("golden/dit/model.pt").display().to_string(),
+        ckpt.to_str().unwrap(),
+    );
     std::fs::write(&cfg, text).unwrap();
-    expect_input_error(&cfg, &["wrong-shape.safetensors", "final_layer.linear.weight", "[16, 64]", "[32, 64]"]);
+    expect_input_error(
+        &cfg,
+        &[
+            "wrong-shape.safetensors",
+            "final_layer.linear.weight",
+            "[16, 64]",
+            "[32, 64]",
+        ],
+    );
 }
 
 #[test]

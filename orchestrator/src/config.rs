@@ -57,6 +57,88 @@ pub(crate) struct JobConfig {
     pub batch_size: usize,
     pub vae_batch_size: Option<usize>,
     pub out_dir: Option<PathBuf>,
+    /// `auto`, a list of GPU ids, or `{cpu: N}`.
+    #[serde(default)]
+    pub devices: Devices,
+    /// Consecutive indices per shard (the unit of work, retry and resume).
+    #[serde(default = "default_shard_size")]
+    pub shard_size: u64,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Seconds without progress from a busy worker before it is declared hung.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: f64,
+}
+
+/// Which devices get a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum Devices {
+    /// `auto`: every GPU visible through CUDA_VISIBLE_DEVICES / the driver; one CPU worker if none.
+    #[default]
+    Auto,
+    /// `[0, 2, 3]`: these GPU ids (as CUDA numbers the visible devices).
+    Gpus(Vec<u32>),
+    /// `{cpu: N}`: N CPU workers.
+    Cpu(u32),
+}
+
+impl<'de> Deserialize<'de> for Devices {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde_yaml::Value;
+        let v = Value::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(
+                "`devices` must be `auto`, a list of GPU ids such as [0, 1], or {cpu: N}",
+            )
+        };
+        match &v {
+            Value::String(s) if s == "auto" => Ok(Devices::Auto),
+            Value::Sequence(ids) => ids
+                .iter()
+                .map(|id| {
+                    id.as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(bad)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map(Devices::Gpus),
+            Value::Mapping(m) if m.len() == 1 => m
+                .get("cpu")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Devices::Cpu)
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// What happens when a shard's worker crashes, hangs or reports a failure.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RetryPolicy {
+    /// Attempts per shard before it is marked failed.
+    pub attempts: u32,
+    /// Seconds before the first retry of a shard; doubles each attempt, capped by `backoff_max`.
+    pub backoff: f64,
+    pub backoff_max: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            backoff: 2.0,
+            backoff_max: 60.0,
+        }
+    }
+}
+
+fn default_shard_size() -> u64 {
+    1000
+}
+fn default_stall_timeout() -> f64 {
+    600.0
 }
 
 fn default_cfg_scale() -> f64 {
@@ -234,6 +316,27 @@ impl Resolver<'_> {
                 format!("`{other}` is not one of fp32, tf32, bf16, fp16")
             )),
         };
+        if raw.shard_size == 0 {
+            bail!(self.err("shard_size", "must be at least 1"));
+        }
+        if raw.retry.attempts == 0 {
+            bail!(self.err("retry.attempts", "must be at least 1"));
+        }
+        if !(raw.retry.backoff >= 0.0 && raw.retry.backoff_max >= raw.retry.backoff) {
+            bail!(self.err(
+                "retry.backoff",
+                "needs 0 <= backoff <= backoff_max (seconds)"
+            ));
+        }
+        if !(raw.stall_timeout > 0.0) {
+            bail!(self.err("stall_timeout", "must be a positive number of seconds"));
+        }
+        if raw.devices == Devices::Cpu(0) || raw.devices == Devices::Gpus(vec![]) {
+            bail!(self.err(
+                "devices",
+                "names no device; use `auto`, [0, 1, ...] or {cpu: N} with N >= 1"
+            ));
+        }
         let vae_batch_size = raw.vae_batch_size.unwrap_or(raw.batch_size);
         if vae_batch_size == 0 {
             bail!(self.err("vae_batch_size", "must be at least 1"));

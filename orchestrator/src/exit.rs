@@ -27,17 +27,17 @@ impl From<Exit> for ExitCode {
 
 /// An error that carries the exit code it should produce.
 #[derive(Debug, thiserror::Error)]
-#[error("{source:#}")]
+#[error("{err:#}")]
 pub(crate) struct Fatal {
     pub code: Exit,
-    pub source: anyhow::Error,
+    pub err: anyhow::Error,
 }
 
 impl Fatal {
     pub fn input(e: impl Into<anyhow::Error>) -> Self {
         Fatal {
             code: Exit::InvalidInput,
-            source: e.into(),
+            err: e.into(),
         }
     }
 }

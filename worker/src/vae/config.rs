@@ -138,7 +138,10 @@ impl VaeConfig {
     /// Parses and validates the text of a `config.json`; `origin` names it in errors.
     pub fn from_json_str(text: &str, origin: &Path) -> Result<Self> {
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            EngineError::checkpoint(origin, format!("not valid JSON ({e}); expected a diffusers AutoencoderKL config.json"))
+            EngineError::checkpoint(
+                origin,
+                format!("not valid JSON ({e}); expected a diffusers AutoencoderKL config.json"),
+            )
         })?;
         let obj = value.as_object().ok_or_else(|| {
             EngineError::checkpoint(
@@ -184,7 +187,10 @@ impl VaeConfig {
         if self.block_out_channels.len() > 16 {
             return err(
                 "block_out_channels",
-                format!("{} blocks is more than this decoder supports (16)", self.block_out_channels.len()),
+                format!(
+                    "{} blocks is more than this decoder supports (16)",
+                    self.block_out_channels.len()
+                ),
             );
         }
         if self.up_block_types.len() != self.block_out_channels.len() {

@@ -17,8 +17,8 @@ mod weights;
 pub use attention::{current_attention_key, LEGACY_ATTENTION_NAMES};
 pub use config::{VaeConfig, DEFAULT_SCALING_FACTOR, UP_DECODER_BLOCK};
 pub use weights::{
-    find_config, find_weights, is_encoder_key, load_decoder_state_dict,
-    prepare_decoder_state_dict, CONFIG_FILE, WEIGHT_FILES,
+    find_config, find_weights, is_encoder_key, load_decoder_state_dict, prepare_decoder_state_dict,
+    CONFIG_FILE, WEIGHT_FILES,
 };
 
 use crate::error::Result;
@@ -48,7 +48,7 @@ impl AutoencoderKlDecoder {
         let weights = find_weights(folder)?;
         let mut sd = load_decoder_state_dict(&weights, device)?;
         let model = Self::build(&cfg, &mut sd)?;
-
+        sd.finish()?;
         Ok(model)
     }
 

