@@ -4,9 +4,11 @@
 use crate::diffusion::{BetaSchedule, VarianceType};
 use crate::dit::{CfgChannels, DiTConfig};
 use crate::rng::LabelMode;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SamplerKind {
     /// Ancestral sampling (`p_sample_loop`), the reference's FID setting.
     Ddpm,
@@ -14,7 +16,8 @@ pub enum SamplerKind {
     Ddim,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Strict float32 (the only mode on CPU).
     Fp32,
@@ -37,7 +40,9 @@ impl Precision {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Serializable: the coordinator sends it to each worker, so a YAML edited mid-run can never
+/// make two workers of one job sample differently.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SamplerSettings {
     pub dit: DiTConfig,
     pub checkpoint: PathBuf,

@@ -8,7 +8,8 @@ use crate::params::{ParamSource, StateDict};
 use tch::Tensor;
 
 /// Which output channels classifier-free guidance is applied to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CfgChannels {
     /// The first N channels. The reference guides only the first 3 of the 4 latent channels
     /// (`eps, rest = model_out[:, :3], model_out[:, 3:]`); that is the published behaviour and the

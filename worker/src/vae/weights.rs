@@ -98,7 +98,7 @@ pub fn prepare_decoder_state_dict(sd: StateDict, device: Device) -> Result<State
             .iter()
             .any(|s| name.ends_with(s));
         let size = t.size();
-        let t = if (is_projection || true) && size.len() == 4 && size[2] == 1 && size[3] == 1 {
+        let t = if is_projection && size.len() == 4 && size[2] == 1 && size[3] == 1 {
             t.reshape([size[0], size[1]])
         } else {
             t
