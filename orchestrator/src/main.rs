@@ -2,9 +2,22 @@
 //! FID) from DiT checkpoints. See README.md and docs/.
 mod bench;
 mod config;
+mod coordinator;
 mod device;
 mod exit;
+mod faults;
+mod fingerprint;
+mod lock;
+mod npz;
+mod plan;
+mod protocol;
+mod run;
 mod sample;
+mod snapshot;
+mod state;
+mod status;
+mod validate;
+mod worker;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use exit::{code_of, Exit};
@@ -33,6 +46,33 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole job: sample every index on all devices, resume what an earlier run
+    /// recorded, retry what fails, then write OUT/samples.npz.
+    Run {
+        /// The job's YAML file.
+        config: PathBuf,
+        /// Delete this job's recorded state and samples and start over.
+        #[arg(long)]
+        restart: bool,
+        /// Start even when the disk looks too small for the job.
+        #[arg(long)]
+        force: bool,
+        /// Seconds workers get after SIGTERM (preemption, hang) before SIGKILL.
+        #[arg(long, default_value_t = 20.0)]
+        grace: f64,
+    },
+    /// Check the config, the checkpoint and the VAE without sampling.
+    Validate {
+        config: PathBuf,
+    },
+    /// Print the shards, each worker's share, and the disk the job needs.
+    Plan {
+        config: PathBuf,
+    },
+    /// Redo only the last step: assemble OUT/samples.npz from the recorded shards.
+    Assemble {
+        config: PathBuf,
+    },
     /// Sample indices A..B of a job in this process and write DIR/{index:06}.png.
     Sample {
         /// The job's YAML file.
@@ -55,6 +95,16 @@ enum Command {
     },
     /// Measure seconds per image and where the time goes.
     Bench(bench::BenchArgs),
+    /// Show where a job stands (running, interrupted, failed, complete) from its YAML or out dir.
+    Status(status::StatusArgs),
+    /// A worker process (started by `run`; speaks the protocol of protocol.rs on stdin/stdout).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        id: u32,
+        #[arg(long, value_parser = sample::parse_device)]
+        device: tch::Device,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -84,7 +134,29 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format);
+    let _failpoints = faults::setup();
     let result = match cli.command {
+        Command::Run {
+            config,
+            restart,
+            force,
+            grace,
+        } => {
+            let args = run::RunArgs {
+                config,
+                restart,
+                force,
+                grace: std::time::Duration::from_secs_f64(grace.max(0.0)),
+            };
+            match run::run(args) {
+                Ok(code) => return code.into(),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Validate { config } => validate::validate(&config),
+        Command::Plan { config } => validate::print_plan(&config),
+        Command::Assemble { config } => run::assemble_only(&config),
+        Command::Worker { id, device } => worker::run(id, device),
         Command::Sample {
             config,
             out,
@@ -101,6 +173,7 @@ fn main() -> ExitCode {
             save_latents,
         }),
         Command::Bench(args) => bench::run(args),
+        Command::Status(args) => status::run(args),
     };
     match result {
         Ok(()) => Exit::Complete.into(),

@@ -1,0 +1,276 @@
+//! `fidshard run CONFIG`: the whole job. Lock the out dir, check the fingerprint, skip recorded
+//! shards (after checking their files), check models and disk before spawning anything, let the
+//! coordinator sample the rest, then assemble `samples.npz`.
+use crate::config::Job;
+use crate::coordinator::spawn::{resolve_devices, DeviceSpec};
+use crate::coordinator::{Coordinator, Outcome};
+use crate::exit::{Exit, Fatal};
+use crate::lock::JobLock;
+use crate::npz::{assemble, AssembleError, AssembleInput};
+use crate::plan::{plan, Shard};
+use crate::snapshot::{self, JobState, Snapshot};
+use crate::state::{PlanMeta, StateDb};
+use anyhow::{anyhow, Context, Result};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub(crate) struct RunArgs {
+    pub config: PathBuf,
+    pub restart: bool,
+    pub force: bool,
+    pub grace: Duration,
+}
+
+/// Rounds of "assemble, find bad files, redo their shards" before giving up.
+const REPAIR_ROUNDS: usize = 2;
+
+pub(crate) fn run(args: RunArgs) -> Result<Exit> {
+    let job = Job::load(&args.config)?;
+    let out = job.out_dir.clone();
+    let _lock = JobLock::acquire(&out).map_err(|e| e.fatal())?;
+    let started = Instant::now();
+    if args.restart {
+        tracing::warn!(out = %out.display(), "--restart: deleting the recorded state and samples");
+        crate::state::restart_out_dir(&_lock)?;
+    }
+    let fp = crate::fingerprint::Fingerprint::compute(&job)?;
+    let db = StateDb::open(&out).map_err(|e| e.fatal())?;
+    db.check_or_init(&fp, plan_meta(&job), args.restart)
+        .map_err(|e| e.fatal())?;
+    let samples_dir = out.join("samples");
+    std::fs::create_dir_all(&samples_dir)
+        .with_context(|| format!("cannot create {}", samples_dir.display()))?;
+    let removed = crate::state::remove_stale_temps(&samples_dir)? + crate::state::remove_stale_temps(&out)?;
+    if removed > 0 {
+        tracing::info!(removed, "removed temporary files of an earlier, interrupted run");
+    }
+    let devices = resolve_devices(&job.raw.devices)?;
+    let shards = plan(job.settings.num_samples, job.raw.shard_size);
+
+    for round in 0..=REPAIR_ROUNDS {
+        let todo = pending_shards(&db, &shards, &samples_dir, job.settings.num_samples)?;
+        if !todo.is_empty() {
+            if round == 0 {
+                preflight(&job, &todo, args.force)?;
+            }
+            let outcome = sample(&job, &db, &devices, &args, todo, shards.len() as u64)?;
+            match outcome {
+                Outcome::Interrupted => {
+                    tracing::warn!("interrupted; run the same command again to resume");
+                    return Ok(Exit::Interrupted);
+                }
+                Outcome::Finished { failed } if failed > 0 => {
+                    let ranges = missing_ranges(&db)?;
+                    final_snapshot(&job, &db, JobState::Failed);
+                    tracing::error!(
+                        failed,
+                        missing = %ranges,
+                        "some shards failed every attempt; run again to retry them"
+                    );
+                    return Ok(Exit::ShardsFailed);
+                }
+                Outcome::Finished { .. } => {}
+            }
+        }
+        match assemble_npz(&job, &db) {
+            Ok(()) => {
+                tracing::info!(
+                    seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+                    npz = %out.join("samples.npz").display(),
+                    "complete"
+                );
+                final_snapshot(&job, &db, JobState::Complete);
+                return Ok(Exit::Complete);
+            }
+            Err(e) if round < REPAIR_ROUNDS && e.bad_indices().is_some() =>
+            {
+                let bad: BTreeSet<u64> = e
+                    .bad_indices()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|i| i / job.raw.shard_size)
+                    .collect();
+                tracing::warn!(shards = ?bad, "PNGs missing or corrupt after recording; redoing their shards");
+                for id in bad {
+                    db.remove_done(id)?;
+                }
+            }
+            Err(e) => return Err(anyhow!(e)).context("assembling samples.npz"),
+        }
+    }
+    Err(anyhow!("samples.npz: files kept going bad after {REPAIR_ROUNDS} repair rounds"))
+}
+
+/// Shards not recorded done, or recorded but with files missing (those records are dropped).
+fn pending_shards(db: &StateDb, shards: &[Shard], samples_dir: &std::path::Path, n: u64) -> Result<Vec<Shard>> {
+    for id in db.verify_done(samples_dir, n)? {
+        tracing::warn!(shard = id, "recorded shard has missing files; it will be sampled again");
+        db.remove_done(id)?;
+    }
+    let done: BTreeSet<u64> = db.done_records()?.iter().map(|r| r.shard.id).collect();
+    Ok(shards.iter().filter(|s| !done.contains(&s.id)).copied().collect())
+}
+
+fn sample(
+    job: &Job,
+    db: &StateDb,
+    devices: &[DeviceSpec],
+    args: &RunArgs,
+    todo: Vec<Shard>,
+    total: u64,
+) -> Result<Outcome> {
+    // Check what can be checked once, here, before any worker starts: a bad checkpoint or VAE
+    // then fails in seconds with one message instead of once per GPU.
+    crate::validate::check_models(job)?;
+    let done = db.done_records()?;
+    let done_samples: u64 = done.iter().map(|r| r.shard.len()).sum();
+    tracing::info!(
+        shards = todo.len(),
+        workers = devices.len(),
+        devices = %devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
+        "sampling"
+    );
+    let c = Coordinator {
+        job,
+        db,
+        devices: devices.to_vec(),
+        grace: args.grace,
+        samples_dir: job.out_dir.join("samples"),
+        log_dir: job.out_dir.join("logs"),
+    };
+    c.run(todo, (done.len() as u64, done_samples), total)
+}
+
+fn missing_ranges(db: &StateDb) -> Result<String> {
+    let ranges = crate::plan::merge_ranges(
+        db.failed_records()?
+            .iter()
+            .map(|f| (f.shard.start, f.shard.end))
+            .collect(),
+    );
+    Ok(ranges
+        .iter()
+        .map(|(a, b)| format!("{a}..{b}"))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// Assembles `samples.npz` from the recorded shards' PNGs, checking each file's CRC.
+pub(crate) fn assemble_npz(job: &Job, db: &StateDb) -> Result<(), AssembleError> {
+    let n = job.settings.num_samples;
+    let mut records = db.done_records().map_err(|e| AssembleError::Input(format!("{e:#}")))?;
+    records.sort_by_key(|r| r.shard.start);
+    let mut labels = Vec::with_capacity(n as usize);
+    let mut crc = Vec::with_capacity(n as usize);
+    for r in &records {
+        labels.extend_from_slice(&r.labels);
+        crc.extend_from_slice(&r.crc32);
+    }
+    if labels.len() as u64 != n {
+        return Err(AssembleError::Input(format!(
+            "the state records {} samples, the job has {n}",
+            labels.len()
+        )));
+    }
+    let input = AssembleInput {
+        samples_dir: &job.out_dir.join("samples"),
+        num_samples: n,
+        image_size: job.image_size as u32,
+        labels: &labels,
+        expected_crc: Some(&crc),
+    };
+    let report = assemble(&input, &job.out_dir.join("samples.npz"))?;
+    tracing::info!(bytes = report.bytes, seconds = format!("{:.1}", report.seconds), "samples.npz written");
+    Ok(())
+}
+
+/// Refuses to start when the disk cannot hold what the remaining shards will write (`--force`
+/// overrides).
+fn preflight(job: &Job, todo: &[Shard], force: bool) -> Result<()> {
+    let need = crate::validate::disk_needed(job, todo.iter().map(Shard::len).sum());
+    let free = crate::validate::free_bytes(&job.out_dir)?;
+    if free < need.total() && !force {
+        return Err(Fatal::input(anyhow!(
+            "{}: {} free but the job needs about {} (PNGs {} + npz {}); free space, choose another out_dir, or pass --force",
+            job.out_dir.display(),
+            crate::validate::human(free),
+            crate::validate::human(need.total()),
+            crate::validate::human(need.pngs),
+            crate::validate::human(need.npz),
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn plan_meta(job: &Job) -> PlanMeta {
+    PlanMeta {
+        num_samples: job.settings.num_samples,
+        shard_size: job.raw.shard_size,
+        image_size: job.image_size,
+    }
+}
+
+/// The snapshot `status` shows after the run: the coordinator's last one (or a fresh one when
+/// nothing needed sampling), with the final state and counts from the state DB.
+fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
+    let out = &job.out_dir;
+    let mut snap = snapshot::read(out).unwrap_or_else(|| Snapshot::empty(out, state));
+    let done = db.done_records().unwrap_or_default();
+    let failed = db.failed_records().unwrap_or_default();
+    snap.state = state;
+    snap.samples_total = job.settings.num_samples;
+    snap.samples_done = done.iter().map(|r| r.shard.len()).sum();
+    snap.shards_total = plan(job.settings.num_samples, job.raw.shard_size).len() as u64;
+    snap.shards_done = done.len() as u64;
+    snap.shards_failed = failed.len() as u64;
+    snap.shards_running = 0;
+    snap.shards_pending = snap.shards_total - snap.shards_done - snap.shards_failed;
+    snap.missing_ranges =
+        crate::plan::merge_ranges(failed.iter().map(|f| (f.shard.start, f.shard.end)).collect());
+    snap.retries = snap.retries.max(db.retries().unwrap_or(0));
+    snap.eta_seconds = None;
+    snap.coordinator_pid = None;
+    for w in &mut snap.workers {
+        w.pid = None;
+        w.shard = None;
+        w.progress = None;
+        if w.state != crate::snapshot::WorkerState::Quarantined {
+            w.state = crate::snapshot::WorkerState::Dead;
+        }
+    }
+    snap.updated_unix = snapshot::unix_now();
+    if let Err(e) = snapshot::write(out, &snap) {
+        tracing::warn!("cannot write status.json: {e}");
+    }
+}
+
+/// `fidshard assemble CONFIG`: only the last step, from what the state DB records.
+pub(crate) fn assemble_only(config: &std::path::Path) -> Result<()> {
+    let job = Job::load(config)?;
+    let _lock = JobLock::acquire(&job.out_dir).map_err(|e| e.fatal())?;
+    if !StateDb::exists(&job.out_dir) {
+        return Err(Fatal::input(anyhow!(
+            "{}: no recorded run here; use `fidshard run {}`",
+            job.out_dir.display(),
+            config.display()
+        ))
+        .into());
+    }
+    let db = StateDb::open(&job.out_dir).map_err(|e| e.fatal())?;
+    let shards = plan(job.settings.num_samples, job.raw.shard_size);
+    let done = db.done_records()?.len();
+    if done < shards.len() {
+        return Err(Fatal::input(anyhow!(
+            "{}: {done} of {} shards are recorded; `fidshard run {}` samples the rest and assembles",
+            job.out_dir.display(),
+            shards.len(),
+            config.display()
+        ))
+        .into());
+    }
+    assemble_npz(&job, &db).map_err(|e| anyhow!(e))?;
+    final_snapshot(&job, &db, JobState::Complete);
+    Ok(())
+}
