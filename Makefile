@@ -25,7 +25,7 @@ demo: build
 	@echo "demo images: $(DEMO_OUT)/samples"
 
 test: env
-	$(CARGO) test --profile $(PROFILE) --workspace --no-fail-fast
+	$(CARGO) test --profile $(PROFILE) --workspace --features fidshard/failpoints --no-fail-fast
 
 bench: build
 	$(BIN) bench configs/demo.yaml

@@ -1,111 +1,12 @@
 //! End-to-end tests of `fidshard sample`: every golden job reproduced from its `job.json`
 //! through the real binary, batch-independence of the bytes, and the bad-input errors.
+mod cli_common;
 mod common;
 
+use cli_common::*;
 use common::{fixture, rel_l2};
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const JOBS: [&str; 4] = [
-    "cfg4-steps10-random",
-    "nocfg-steps10-balanced",
-    "cfg1.5-ddim25-eta0",
-    "cfg3-allchannels-steps10",
-];
-
-fn fidshard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fidshard"))
-        .args(args)
-        .env("FIDSHARD_LOG", "warn")
-        .output()
-        .expect("run fidshard")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A job YAML in `dir` equivalent to golden `jobs/<name>/job.json`, with `extra` lines.
-fn job_yaml(dir: &Path, name: &str, checkpoint: &str, extra: &str) -> PathBuf {
-    let text = std::fs::read_to_string(fixture(&format!("golden/jobs/{name}/job.json"))).unwrap();
-    let job: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let g = |k: &str| job.get(k).cloned();
-    let mut y = format!(
-        "model:\n  config: {}\n  checkpoint: {}\nvae: {}\nnum_classes: 10\n",
-        fixture("golden/dit/config.json").display(),
-        fixture(checkpoint).display(),
-        fixture("golden/vae").display(),
-    );
-    y += &format!(
-        "num_samples: {}\nseed: {}\n",
-        g("num_samples").unwrap(),
-        g("seed").unwrap()
-    );
-    y += &format!(
-        "cfg_scale: {}\nsteps: {}\n",
-        g("cfg_scale").unwrap(),
-        g("steps").unwrap()
-    );
-    y += &format!("labels: {}\n", g("labels").unwrap().as_str().unwrap());
-    if let Some(s) = g("sampler") {
-        y += &format!("sampler: {}\n", s.as_str().unwrap());
-    }
-    if let Some(e) = g("eta") {
-        y += &format!("eta: {e}\n");
-    }
-    if let Some(c) = g("cfg_channels") {
-        y += &format!("cfg_channels: {c}\n");
-    }
-    y += extra;
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, y).unwrap();
-    path
-}
-
-/// `arr_0` of an npz as (shape, bytes).
-fn read_npz_u8(path: &Path) -> (Vec<u64>, Vec<u8>) {
-    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
-    let mut bytes = Vec::new();
-    zip.by_name("arr_0.npy")
-        .unwrap()
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = npy.shape().to_vec();
-    (shape, npy.into_vec::<u8>().unwrap())
-}
-
-fn read_pngs(dir: &Path, n: usize) -> Vec<u8> {
-    (0..n)
-        .flat_map(|i| {
-            image::open(dir.join(format!("{i:06}.png")))
-                .unwrap()
-                .to_rgb8()
-                .into_raw()
-        })
-        .collect()
-}
-
-fn png_bytes(dir: &Path, n: usize) -> BTreeMap<usize, Vec<u8>> {
-    (0..n)
-        .map(|i| (i, std::fs::read(dir.join(format!("{i:06}.png"))).unwrap()))
-        .collect()
-}
-
-/// The golden README's image tolerance: no value off by more than 2, >= 99.5% identical.
-fn assert_images_close(name: &str, got: &[u8], want: &[u8]) {
-    assert_eq!(got.len(), want.len(), "{name}: pixel count");
-    let mut same = 0usize;
-    for (a, b) in got.iter().zip(want) {
-        let d = (*a as i32 - *b as i32).abs();
-        assert!(d <= 2, "{name}: a pixel differs by {d}");
-        same += usize::from(d == 0);
-    }
-    let frac = same as f64 / got.len() as f64;
-    assert!(frac >= 0.995, "{name}: only {:.4}% identical", frac * 100.0);
-}
+use std::path::Path;
 
 fn check_job(name: &str, checkpoint: &str) {
     let tmp = tempfile::tempdir().unwrap();

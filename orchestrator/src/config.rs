@@ -73,7 +73,8 @@ pub(crate) struct JobConfig {
 /// Which devices get a worker.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) enum Devices {
-    /// `auto`: every GPU visible through CUDA_VISIBLE_DEVICES / the driver; one CPU worker if none.
+    /// `auto`: every GPU visible through CUDA_VISIBLE_DEVICES / the driver; without a GPU, one
+    /// CPU worker per core (at most 8).
     #[default]
     Auto,
     /// `[0, 2, 3]`: these GPU ids (as CUDA numbers the visible devices).

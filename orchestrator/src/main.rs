@@ -62,17 +62,11 @@ enum Command {
         grace: f64,
     },
     /// Check the config, the checkpoint and the VAE without sampling.
-    Validate {
-        config: PathBuf,
-    },
+    Validate { config: PathBuf },
     /// Print the shards, each worker's share, and the disk the job needs.
-    Plan {
-        config: PathBuf,
-    },
+    Plan { config: PathBuf },
     /// Redo only the last step: assemble OUT/samples.npz from the recorded shards.
-    Assemble {
-        config: PathBuf,
-    },
+    Assemble { config: PathBuf },
     /// Sample indices A..B of a job in this process and write DIR/{index:06}.png.
     Sample {
         /// The job's YAML file.

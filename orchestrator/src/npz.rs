@@ -160,9 +160,10 @@ pub(crate) fn assemble_with_threads(
     }
     let path_of = |i: u64| input.samples_dir.join(png_name(i, n));
     // Missing files mean an unfinished job: say so in a second, before decoding anything.
-    let missing: Vec<u64> = (0..n)
-        .filter(|&i| matches!(std::fs::metadata(path_of(i)), Err(e) if e.kind() == std::io::ErrorKind::NotFound))
-        .collect();
+    let absent = |i: &u64| {
+        std::fs::metadata(path_of(*i)).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    };
+    let missing: Vec<u64> = (0..n).filter(absent).collect();
     if !missing.is_empty() {
         return Err(missing_error(input, missing));
     }
@@ -223,7 +224,7 @@ pub(crate) fn assemble_with_threads(
                     }
                 }
             }
-            if (i + 1) % tenth == 0 && i + 1 < n {
+            if n >= 100 && (i + 1) % tenth == 0 && i + 1 < n {
                 tracing::info!(
                     "assembled {} of {n} samples ({:.0} s)",
                     i + 1,

@@ -1,7 +1,7 @@
 //! The coordinator <-> worker pipe protocol: one JSON object per line, `{"type": ...}`.
 //!
 //! Coordinator -> worker (the worker's stdin):
-//! - `init` (first line): the resolved sampler settings, where to write, how many threads.
+//! - `init` (first line): the resolved sampler settings and where to write.
 //! - `assign`: sample one shard. A worker has at most one shard assigned at a time.
 //! - `shutdown`: exit after the shard in hand. End of stdin means the same, immediately: a
 //!   worker whose coordinator died exits at once and never writes into a resumed run.
@@ -26,8 +26,6 @@ pub(crate) enum ToWorker {
     Init {
         settings: Box<SamplerSettings>,
         samples_dir: PathBuf,
-        /// libtorch intra-op threads (CPU workers share the cores).
-        threads: i32,
     },
     Assign {
         shard: Shard,

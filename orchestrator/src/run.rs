@@ -41,9 +41,13 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     let samples_dir = out.join("samples");
     std::fs::create_dir_all(&samples_dir)
         .with_context(|| format!("cannot create {}", samples_dir.display()))?;
-    let removed = crate::state::remove_stale_temps(&samples_dir)? + crate::state::remove_stale_temps(&out)?;
+    let removed =
+        crate::state::remove_stale_temps(&samples_dir)? + crate::state::remove_stale_temps(&out)?;
     if removed > 0 {
-        tracing::info!(removed, "removed temporary files of an earlier, interrupted run");
+        tracing::info!(
+            removed,
+            "removed temporary files of an earlier, interrupted run"
+        );
     }
     let devices = resolve_devices(&job.raw.devices)?;
     let shards = plan(job.settings.num_samples, job.raw.shard_size);
@@ -83,8 +87,7 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
                 final_snapshot(&job, &db, JobState::Complete);
                 return Ok(Exit::Complete);
             }
-            Err(e) if round < REPAIR_ROUNDS && e.bad_indices().is_some() =>
-            {
+            Err(e) if round < REPAIR_ROUNDS && e.bad_indices().is_some() => {
                 let bad: BTreeSet<u64> = e
                     .bad_indices()
                     .unwrap_or_default()
@@ -99,17 +102,31 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
             Err(e) => return Err(anyhow!(e)).context("assembling samples.npz"),
         }
     }
-    Err(anyhow!("samples.npz: files kept going bad after {REPAIR_ROUNDS} repair rounds"))
+    Err(anyhow!(
+        "samples.npz: files kept going bad after {REPAIR_ROUNDS} repair rounds"
+    ))
 }
 
 /// Shards not recorded done, or recorded but with files missing (those records are dropped).
-fn pending_shards(db: &StateDb, shards: &[Shard], samples_dir: &std::path::Path, n: u64) -> Result<Vec<Shard>> {
+fn pending_shards(
+    db: &StateDb,
+    shards: &[Shard],
+    samples_dir: &std::path::Path,
+    n: u64,
+) -> Result<Vec<Shard>> {
     for id in db.verify_done(samples_dir, n)? {
-        tracing::warn!(shard = id, "recorded shard has missing files; it will be sampled again");
+        tracing::warn!(
+            shard = id,
+            "recorded shard has missing files; it will be sampled again"
+        );
         db.remove_done(id)?;
     }
     let done: BTreeSet<u64> = db.done_records()?.iter().map(|r| r.shard.id).collect();
-    Ok(shards.iter().filter(|s| !done.contains(&s.id)).copied().collect())
+    Ok(shards
+        .iter()
+        .filter(|s| !done.contains(&s.id))
+        .copied()
+        .collect())
 }
 
 fn sample(
@@ -159,7 +176,9 @@ fn missing_ranges(db: &StateDb) -> Result<String> {
 /// Assembles `samples.npz` from the recorded shards' PNGs, checking each file's CRC.
 pub(crate) fn assemble_npz(job: &Job, db: &StateDb) -> Result<(), AssembleError> {
     let n = job.settings.num_samples;
-    let mut records = db.done_records().map_err(|e| AssembleError::Input(format!("{e:#}")))?;
+    let mut records = db
+        .done_records()
+        .map_err(|e| AssembleError::Input(format!("{e:#}")))?;
     records.sort_by_key(|r| r.shard.start);
     let mut labels = Vec::with_capacity(n as usize);
     let mut crc = Vec::with_capacity(n as usize);
@@ -181,7 +200,11 @@ pub(crate) fn assemble_npz(job: &Job, db: &StateDb) -> Result<(), AssembleError>
         expected_crc: Some(&crc),
     };
     let report = assemble(&input, &job.out_dir.join("samples.npz"))?;
-    tracing::info!(bytes = report.bytes, seconds = format!("{:.1}", report.seconds), "samples.npz written");
+    tracing::info!(
+        bytes = report.bytes,
+        seconds = format!("{:.1}", report.seconds),
+        "samples.npz written"
+    );
     Ok(())
 }
 
@@ -227,8 +250,14 @@ fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
     snap.shards_failed = failed.len() as u64;
     snap.shards_running = 0;
     snap.shards_pending = snap.shards_total - snap.shards_done - snap.shards_failed;
-    snap.missing_ranges =
-        crate::plan::merge_ranges(failed.iter().map(|f| (f.shard.start, f.shard.end)).collect());
+    snap.missing_ranges = crate::plan::merge_ranges(
+        failed
+            .iter()
+            .map(|f| (f.shard.start, f.shard.end))
+            .collect(),
+    );
+    snap.done_ranges =
+        crate::plan::merge_ranges(done.iter().map(|r| (r.shard.start, r.shard.end)).collect());
     snap.retries = snap.retries.max(db.retries().unwrap_or(0));
     snap.eta_seconds = None;
     snap.coordinator_pid = None;

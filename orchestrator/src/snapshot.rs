@@ -95,6 +95,9 @@ pub(crate) struct Snapshot {
     pub last_errors: Vec<String>,
     /// Half-open index ranges of the failed shards, merged.
     pub missing_ranges: Vec<(u64, u64)>,
+    /// Half-open index ranges of the shards recorded done, merged.
+    #[serde(default)]
+    pub done_ranges: Vec<(u64, u64)>,
     pub coordinator_pid: Option<u32>,
     pub updated_unix: f64,
     pub out_dir: PathBuf,
@@ -122,6 +125,7 @@ impl Snapshot {
             retries: 0,
             last_errors: Vec::new(),
             missing_ranges: Vec::new(),
+            done_ranges: Vec::new(),
             coordinator_pid: None,
             updated_unix: unix_now(),
             out_dir: out_dir.to_path_buf(),

@@ -163,6 +163,8 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
             .collect(),
     );
 
+    s.done_ranges = merge_ranges(done.iter().map(|r| (r.shard.start, r.shard.end)).collect());
+
     let mut errors: Vec<_> = failed.iter().collect();
     errors.sort_by_key(|r| r.failed_unix);
     s.last_errors = match &previous {

@@ -103,7 +103,10 @@ pub(crate) fn print_plan(config: &Path) -> Result<()> {
     let extra = shards.len() as u64 % w;
     for (i, d) in devices.iter().enumerate() {
         let n = per + u64::from((i as u64) < extra);
-        println!("  worker {i} on {d}: about {n} shard(s), {} samples", n * job.raw.shard_size);
+        println!(
+            "  worker {i} on {d}: about {n} shard(s), {} samples",
+            n * job.raw.shard_size
+        );
     }
     let need = disk_needed(&job, job.settings.num_samples);
     let free = free_bytes(&job.out_dir)?;

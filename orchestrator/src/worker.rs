@@ -22,7 +22,11 @@ impl Outbox {
     fn send(&self, msg: &FromWorker) {
         let mut out = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // A closed stdout means the coordinator is gone: exit like on end of stdin.
-        if out.write_all(line(msg).as_bytes()).and_then(|_| out.flush()).is_err() {
+        if out
+            .write_all(line(msg).as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             std::process::exit(0);
         }
     }
@@ -86,14 +90,10 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
     let Ok(ToWorker::Init {
         settings,
         samples_dir,
-        threads,
     }) = rx.recv()
     else {
         return Err(anyhow!("worker {id}: the first message was not `init`"));
     };
-    if !device.is_cuda() && threads > 0 {
-        tch::set_num_threads(threads);
-    }
     fidshard_worker::precision::configure(settings.precision);
     let start = Instant::now();
     let num_samples = settings.num_samples;
@@ -121,7 +121,9 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
         let outbox = outbox.clone();
         let aborted = aborted.clone();
         let side = engine.image_size() as u32;
-        std::thread::spawn(move || writer_loop(wrx, outbox, aborted, samples_dir, side, num_samples))
+        std::thread::spawn(move || {
+            writer_loop(wrx, outbox, aborted, samples_dir, side, num_samples)
+        })
     };
 
     let mut batch = engine.settings().batch_size.max(1);
@@ -143,11 +145,14 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                     match sample_chunk(&engine, chunk, &mut timings) {
                         Ok(samples) => {
                             sampled += chunk.len();
-                            if wtx.send(WriteJob::Images {
-                                run,
-                                shard: shard.id,
-                                samples,
-                            }).is_err() {
+                            if wtx
+                                .send(WriteJob::Images {
+                                    run,
+                                    shard: shard.id,
+                                    samples,
+                                })
+                                .is_err()
+                            {
                                 return Err(anyhow!("PNG writer thread stopped"));
                             }
                             outbox.send(&FromWorker::Progress {
@@ -160,7 +165,11 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                         }
                         Err(ChunkError::Oom(msg)) if batch > 1 => {
                             batch = (batch / 2).max(1);
-                            tracing::warn!(worker = id, batch, "out of memory; halving the micro-batch: {msg}");
+                            tracing::warn!(
+                                worker = id,
+                                batch,
+                                "out of memory; halving the micro-batch: {msg}"
+                            );
                         }
                         Err(ChunkError::Oom(msg)) => {
                             outbox.send(&FromWorker::ShardFailed {
@@ -205,7 +214,11 @@ enum ChunkError {
 
 /// Samples and decodes one micro-batch; libtorch errors surface as panics in tch's infallible
 /// API, so they are caught here and classified (CUDA out-of-memory vs anything else).
-fn sample_chunk(engine: &Engine, chunk: &[u64], t: &mut Timings) -> Result<Vec<Sample>, ChunkError> {
+fn sample_chunk(
+    engine: &Engine,
+    chunk: &[u64],
+    t: &mut Timings,
+) -> Result<Vec<Sample>, ChunkError> {
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         crate::faults::maybe_oom(chunk.len())?;
         let (labels, latents) = engine.sample_latents(chunk, t);
@@ -222,9 +235,13 @@ fn sample_chunk(engine: &Engine, chunk: &[u64], t: &mut Timings) -> Result<Vec<S
             .unwrap_or_else(|| "libtorch panicked".into()),
     };
     if msg.contains("out of memory") {
-        Err(ChunkError::Oom(msg.lines().next().unwrap_or_default().to_string()))
+        Err(ChunkError::Oom(
+            msg.lines().next().unwrap_or_default().to_string(),
+        ))
     } else {
-        Err(ChunkError::Other(msg.lines().next().unwrap_or_default().to_string()))
+        Err(ChunkError::Other(
+            msg.lines().next().unwrap_or_default().to_string(),
+        ))
     }
 }
 

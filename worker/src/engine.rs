@@ -48,7 +48,15 @@ fn secs(d: Duration) -> f64 {
 
 impl Engine {
     /// Loads the DiT checkpoint and the VAE once; checks that they fit together.
+    ///
+    /// On the CPU this sets libtorch's intra-op threads to 1 for the whole process: several of
+    /// its CPU kernels (GroupNorm over few groups, some oneDNN convolutions) split a reduction
+    /// across threads, so their float bits depend on the thread count, and image `i` must not.
+    /// CPU parallelism comes from running several CPU workers (`devices: {cpu: N}`).
     pub fn load(settings: SamplerSettings, device: Device) -> Result<Self> {
+        if !device.is_cuda() {
+            tch::set_num_threads(1);
+        }
         let sd = load_state_dict(&settings.checkpoint)?.with_device(device);
         let dit = DiT::from_state_dict(&settings.dit, sd)?;
         let vae = AutoencoderKlDecoder::load(&settings.vae, device)?;

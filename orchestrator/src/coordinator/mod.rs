@@ -51,6 +51,8 @@ struct Run<'a> {
     queue: Queue,
     failed: BTreeSet<u64>,
     done: u64,
+    /// Index ranges recorded done (for the snapshot).
+    done_ranges: Vec<(u64, u64)>,
     total_shards: u64,
     samples_done: u64,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -64,22 +66,28 @@ struct Run<'a> {
 impl<'a> Coordinator<'a> {
     /// Samples `todo` (shards not yet recorded), given `done_before` shards / samples already
     /// recorded. Returns when all are done or failed, or after an interrupting signal.
-    pub fn run(&self, todo: Vec<Shard>, done_before: (u64, u64), total_shards: u64) -> Result<Outcome> {
+    pub fn run(
+        &self,
+        todo: Vec<Shard>,
+        done_before: (u64, u64),
+        total_shards: u64,
+    ) -> Result<Outcome> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         rt.block_on(self.run_async(todo, done_before, total_shards))
     }
 
-    async fn run_async(&self, todo: Vec<Shard>, done_before: (u64, u64), total_shards: u64) -> Result<Outcome> {
+    async fn run_async(
+        &self,
+        todo: Vec<Shard>,
+        done_before: (u64, u64),
+        total_shards: u64,
+    ) -> Result<Outcome> {
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let n_workers = self.devices.len();
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let threads = (cores / n_workers.max(1)).max(1) as i32;
         let init = ToWorker::Init {
             settings: Box::new(self.job.settings.clone()),
             samples_dir: self.samples_dir.clone(),
-            threads,
         };
         let mut snap = Snapshot::empty(&self.job.out_dir, JobState::Running);
         snap.samples_total = self.job.settings.num_samples;
@@ -97,6 +105,12 @@ impl<'a> Coordinator<'a> {
             queue: Queue::new(todo, self.job.raw.retry.clone()),
             failed: BTreeSet::new(),
             done: done_before.0,
+            done_ranges: self
+                .db
+                .done_records()?
+                .iter()
+                .map(|r| (r.shard.start, r.shard.end))
+                .collect(),
             total_shards,
             samples_done: done_before.1,
             events_tx,
@@ -282,7 +296,11 @@ impl Run<'_> {
             Event::Msg { worker, gen, msg } if self.slots[worker].gen == gen => {
                 self.on_message(worker, msg);
             }
-            Event::Exited { worker, gen, status } if self.slots[worker].gen == gen => {
+            Event::Exited {
+                worker,
+                gen,
+                status,
+            } if self.slots[worker].gen == gen => {
                 self.on_exit(worker, status);
             }
             _ => {} // from an earlier process of that slot
@@ -331,7 +349,10 @@ impl Run<'_> {
             } => {
                 let slot = &mut self.slots[w];
                 if let Some(r) = slot.take_shard(shard) {
-                    let msg = format!("shard {} on worker {} ({}): {kind:?}: {message}", r.shard, slot.id, slot.device);
+                    let msg = format!(
+                        "shard {} on worker {} ({}): {kind:?}: {message}",
+                        r.shard, slot.id, slot.device
+                    );
                     self.attempt_failed(r, msg);
                 }
                 let slot = &mut self.slots[w];
@@ -341,7 +362,10 @@ impl Run<'_> {
             }
             FromWorker::Fatal { kind, message } => {
                 let slot = &mut self.slots[w];
-                let msg = format!("worker {} ({}) cannot work: {kind:?}: {message}", slot.id, slot.device);
+                let msg = format!(
+                    "worker {} ({}) cannot work: {kind:?}: {message}",
+                    slot.id, slot.device
+                );
                 tracing::error!("{msg}");
                 self.snap.push_error(msg);
                 // A worker that cannot load will not load on a retry either.
@@ -350,7 +374,14 @@ impl Run<'_> {
         }
     }
 
-    fn on_shard_done(&mut self, w: usize, id: u64, crc32: Vec<u32>, labels: Vec<i64>, seconds: f64) {
+    fn on_shard_done(
+        &mut self,
+        w: usize,
+        id: u64,
+        crc32: Vec<u32>,
+        labels: Vec<i64>,
+        seconds: f64,
+    ) {
         let slot = &mut self.slots[w];
         let Some(r) = slot.take_shard(id) else {
             return;
@@ -362,7 +393,11 @@ impl Run<'_> {
         let worker = format!("{} ({})", slot.id, slot.device);
         let n = r.shard.len();
         if crc32.len() as u64 != n || labels.len() as u64 != n {
-            let msg = format!("shard {}: worker {worker} reported {} files for {n} samples", r.shard, crc32.len());
+            let msg = format!(
+                "shard {}: worker {worker} reported {} files for {n} samples",
+                r.shard,
+                crc32.len()
+            );
             self.attempt_failed(r, msg);
             return;
         }
@@ -381,7 +416,10 @@ impl Run<'_> {
         }
         self.done += 1;
         self.samples_done += n;
-        self.progress.shard_done(&r.shard, &worker, seconds, self.done, self.total_shards);
+        self.done_ranges.push((r.shard.start, r.shard.end));
+        self.done_ranges = crate::plan::merge_ranges(std::mem::take(&mut self.done_ranges));
+        self.progress
+            .shard_done(&r.shard, &worker, seconds, self.done, self.total_shards);
     }
 
     fn attempt_failed(&mut self, r: Running, msg: String) {
@@ -447,7 +485,11 @@ impl Run<'_> {
             }
             slot.state = WorkerState::Quarantined;
             slot.respawn_at = None;
-            if self.slots.iter().all(|s| s.state == WorkerState::Quarantined) {
+            if self
+                .slots
+                .iter()
+                .all(|s| s.state == WorkerState::Quarantined)
+            {
                 self.give_up_all("every device is quarantined");
             }
             return;
@@ -500,7 +542,11 @@ impl Run<'_> {
             return;
         }
         self.last_snapshot = now;
-        let running = self.slots.iter().map(|s| s.sampling.iter().count() + s.writing.len()).sum::<usize>();
+        let running = self
+            .slots
+            .iter()
+            .map(|s| s.sampling.iter().count() + s.writing.len())
+            .sum::<usize>();
         let job = self.c.job;
         let s = &mut self.snap;
         s.state = if self.stopping.is_some() {
@@ -515,7 +561,9 @@ impl Run<'_> {
         s.shards_failed = self.failed.len() as u64;
         s.workers = self.slots.iter().map(Slot::snapshot).collect();
         s.images_per_sec = self.progress.rate();
-        s.eta_seconds = self.progress.eta(job.settings.num_samples - self.samples_done);
+        s.eta_seconds = self
+            .progress
+            .eta(job.settings.num_samples - self.samples_done);
         s.retries = self.queue.retries;
         s.missing_ranges = crate::plan::merge_ranges(
             self.c
@@ -526,6 +574,7 @@ impl Run<'_> {
                 .map(|f| (f.shard.start, f.shard.end))
                 .collect(),
         );
+        s.done_ranges = self.done_ranges.clone();
         s.updated_unix = snapshot::unix_now();
         if let Err(e) = snapshot::write(&job.out_dir, s) {
             tracing::warn!("cannot write status.json: {e}");

@@ -114,7 +114,12 @@ mod tests {
         let now = Instant::now();
         let (s0, a) = q.pop_ready(now).unwrap();
         assert_eq!((s0.id, a), (0, 1));
-        assert_eq!(q.failed(s0), Verdict::Retry { after: Duration::ZERO });
+        assert_eq!(
+            q.failed(s0),
+            Verdict::Retry {
+                after: Duration::ZERO
+            }
+        );
         // The lowest id goes first, so the retried shard 0 comes before 1.
         let (s, a) = q.pop_ready(Instant::now()).unwrap();
         assert_eq!((s.id, a), (0, 2));
@@ -138,6 +143,9 @@ mod tests {
         let mut q = Queue::new(plan(5, 5), p);
         let (s, _) = q.pop_ready(Instant::now()).unwrap();
         q.failed(s);
-        assert!(q.pop_ready(Instant::now()).is_none(), "not before its backoff");
+        assert!(
+            q.pop_ready(Instant::now()).is_none(),
+            "not before its backoff"
+        );
     }
 }

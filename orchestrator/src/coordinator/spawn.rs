@@ -32,8 +32,16 @@ impl std::fmt::Display for DeviceSpec {
 /// What the reader task of a worker reports.
 #[derive(Debug)]
 pub(crate) enum Event {
-    Msg { worker: usize, gen: u64, msg: FromWorker },
-    Exited { worker: usize, gen: u64, status: String },
+    Msg {
+        worker: usize,
+        gen: u64,
+        msg: FromWorker,
+    },
+    Exited {
+        worker: usize,
+        gen: u64,
+        status: String,
+    },
 }
 
 pub(crate) struct Proc {
@@ -45,7 +53,8 @@ impl Proc {
     /// Sends one message; a broken pipe is ignored (the exit event follows).
     pub async fn send(&mut self, msg: &ToWorker) {
         if let Some(stdin) = self.stdin.as_mut() {
-            if stdin.write_all(line(msg).as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+            if stdin.write_all(line(msg).as_bytes()).await.is_err() || stdin.flush().await.is_err()
+            {
                 self.stdin = None;
             }
         }
@@ -96,7 +105,9 @@ pub(crate) async fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -
             cmd.arg("--device").arg("cpu");
         }
         DeviceSpec::Gpu(id) => {
-            cmd.arg("--device").arg("cuda:0").env("CUDA_VISIBLE_DEVICES", id);
+            cmd.arg("--device")
+                .arg("cuda:0")
+                .env("CUDA_VISIBLE_DEVICES", id);
         }
     }
     let mut child = cmd.spawn().context("cannot start a worker process")?;
@@ -121,7 +132,11 @@ pub(crate) async fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -
             Ok(s) => describe(s),
             Err(e) => format!("unknown exit ({e})"),
         };
-        let _ = events.send(Event::Exited { worker, gen, status });
+        let _ = events.send(Event::Exited {
+            worker,
+            gen,
+            status,
+        });
     });
     proc.send(spec.init).await;
     Ok(proc)
@@ -141,9 +156,12 @@ fn describe(s: std::process::ExitStatus) -> String {
 pub(crate) fn resolve_devices(devices: &crate::config::Devices) -> Result<Vec<DeviceSpec>> {
     use crate::config::Devices;
     // The ids CUDA numbers 0..n map to these names for CUDA_VISIBLE_DEVICES.
-    let visible: Option<Vec<String>> = std::env::var("CUDA_VISIBLE_DEVICES")
-        .ok()
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+    let visible: Option<Vec<String>> = std::env::var("CUDA_VISIBLE_DEVICES").ok().map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
     let name_of = |i: u32| -> String {
         match &visible {
             Some(v) => v.get(i as usize).cloned().unwrap_or_else(|| i.to_string()),
@@ -159,7 +177,12 @@ pub(crate) fn resolve_devices(devices: &crate::config::Devices) -> Result<Vec<De
                 0
             };
             if n == 0 {
-                vec![DeviceSpec::Cpu]
+                // A CPU worker samples on one thread (see Engine::load): one per core, at most
+                // 8 (each holds its own copy of the model).
+                let cores = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1);
+                vec![DeviceSpec::Cpu; cores.min(8)]
             } else {
                 (0..n).map(|i| DeviceSpec::Gpu(name_of(i))).collect()
             }

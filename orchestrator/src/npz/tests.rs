@@ -410,6 +410,76 @@ fn ordered_load_keeps_order_and_bounds_the_look_ahead() {
     assert!(loads.load(Ordering::SeqCst) <= 11 + 4, "{loads:?}");
 }
 
+/// A write failing mid-file (a full disk) must give one line naming the npz, remove the
+/// temporary file, leave the old npz alone and print nothing else. The failure is made real by
+/// running `disk_full_child` in a child process limited to 4 MB files (RLIMIT_FSIZE, with
+/// SIGXFSZ ignored so that the write returns EFBIG instead of killing it).
+#[test]
+fn a_failing_write_is_one_line_and_cleans_up() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "npz::tests::disk_full_child",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+    ])
+    .env("FIDSHARD_DISK_FULL_DIR", tmp.path());
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 4 << 20,
+                rlim_max: 4 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("disk-full child ok"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("ZipWriter"), "{stderr}");
+}
+
+#[test]
+#[ignore]
+fn disk_full_child() {
+    let Ok(dir) = std::env::var("FIDSHARD_DISK_FULL_DIR") else {
+        return;
+    };
+    let out = Path::new(&dir).join("samples.npz");
+    std::fs::write(&out, b"the previous npz").unwrap();
+    let mut w = NpzWriter::create(&out, 100, 256, 256).unwrap();
+    let image = vec![9u8; w.image_bytes()];
+    let err = (0..100)
+        .find_map(|_| w.push_image(&image).err())
+        .or_else(|| w.finish(&labels(100)).err())
+        .expect("a 20 MB npz cannot be written under a 4 MB file size limit");
+    let msg = err.to_string();
+    assert!(matches!(err, AssembleError::Io { .. }), "{msg}");
+    assert!(
+        msg.starts_with(&format!("writing {} (temporary file ", out.display()))
+            && msg.contains("File too large")
+            && !msg.contains('\n'),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"the previous npz");
+    assert!(leftovers(Path::new(&dir)).is_empty());
+    println!("disk-full child ok: {msg}");
+}
+
 #[test]
 fn stale_temporary_files_are_removed_but_not_our_own() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,0 +1,185 @@
+//! Helpers of the tests that run the real `fidshard` binary.
+#![allow(dead_code)]
+use crate::common::fixture;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const JOBS: [&str; 4] = [
+    "cfg4-steps10-random",
+    "nocfg-steps10-balanced",
+    "cfg1.5-ddim25-eta0",
+    "cfg3-allchannels-steps10",
+];
+
+pub fn fidshard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(args)
+        .env("FIDSHARD_LOG", "warn")
+        .output()
+        .expect("run fidshard")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A job YAML in `dir` equivalent to golden `jobs/<name>/job.json`, with `extra` lines.
+pub fn job_yaml(dir: &Path, name: &str, checkpoint: &str, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(fixture(&format!("golden/jobs/{name}/job.json"))).unwrap();
+    let job: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let g = |k: &str| job.get(k).cloned();
+    let mut y = format!(
+        "model:\n  config: {}\n  checkpoint: {}\nvae: {}\nnum_classes: 10\n",
+        fixture("golden/dit/config.json").display(),
+        fixture(checkpoint).display(),
+        fixture("golden/vae").display(),
+    );
+    y += &format!(
+        "num_samples: {}\nseed: {}\n",
+        g("num_samples").unwrap(),
+        g("seed").unwrap()
+    );
+    y += &format!(
+        "cfg_scale: {}\nsteps: {}\n",
+        g("cfg_scale").unwrap(),
+        g("steps").unwrap()
+    );
+    y += &format!("labels: {}\n", g("labels").unwrap().as_str().unwrap());
+    if let Some(s) = g("sampler") {
+        y += &format!("sampler: {}\n", s.as_str().unwrap());
+    }
+    if let Some(e) = g("eta") {
+        y += &format!("eta: {e}\n");
+    }
+    if let Some(c) = g("cfg_channels") {
+        y += &format!("cfg_channels: {c}\n");
+    }
+    y += extra;
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, y).unwrap();
+    path
+}
+
+/// `arr_0` of an npz as (shape, bytes).
+pub fn read_npz_u8(path: &Path) -> (Vec<u64>, Vec<u8>) {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    zip.by_name("arr_0.npy")
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().to_vec();
+    (shape, npy.into_vec::<u8>().unwrap())
+}
+
+pub fn read_pngs(dir: &Path, n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            image::open(dir.join(format!("{i:06}.png")))
+                .unwrap()
+                .to_rgb8()
+                .into_raw()
+        })
+        .collect()
+}
+
+pub fn png_bytes(dir: &Path, n: usize) -> BTreeMap<usize, Vec<u8>> {
+    (0..n)
+        .map(|i| (i, std::fs::read(dir.join(format!("{i:06}.png"))).unwrap()))
+        .collect()
+}
+
+/// The golden README's image tolerance: no value off by more than 2, >= 99.5% identical.
+pub fn assert_images_close(name: &str, got: &[u8], want: &[u8]) {
+    assert_eq!(got.len(), want.len(), "{name}: pixel count");
+    let mut same = 0usize;
+    for (a, b) in got.iter().zip(want) {
+        let d = (*a as i32 - *b as i32).abs();
+        assert!(d <= 2, "{name}: a pixel differs by {d}");
+        same += usize::from(d == 0);
+    }
+    let frac = same as f64 / got.len() as f64;
+    assert!(frac >= 0.995, "{name}: only {:.4}% identical", frac * 100.0);
+}
+
+/// `fidshard status TARGET --json` as a JSON value.
+pub fn status_json(target: &Path) -> serde_json::Value {
+    let o = fidshard(&["status", target.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+/// A job YAML for `run`: golden job `name` with `out_dir: out` and `extra` lines.
+pub fn run_yaml(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    job_yaml(
+        dir,
+        name,
+        "golden/dit/model.pt",
+        &format!("out_dir: out\n{extra}"),
+    )
+}
+
+/// Starts `fidshard run` in the background.
+pub fn spawn_run(cfg: &Path, extra_args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .arg("run")
+        .arg(cfg)
+        .args(extra_args)
+        .env("FIDSHARD_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn fidshard run")
+}
+
+/// Polls `OUT/status.json` until `pred` holds (or panics after `secs`).
+pub fn wait_for_snapshot(
+    out: &Path,
+    secs: u64,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(out.join("status.json")) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for status.json"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// "sampling shard" lines of all worker logs under OUT/logs, as shard ids.
+pub fn sampled_shards(out: &Path) -> Vec<u64> {
+    let mut ids = Vec::new();
+    let Ok(dir) = std::fs::read_dir(out.join("logs")) else {
+        return ids;
+    };
+    for e in dir.flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for l in text.lines().filter(|l| l.contains("sampling shard")) {
+            // `shard=#3 [12..16)`
+            if let Some(rest) = l.split("shard=#").nth(1) {
+                if let Some(id) = rest.split_whitespace().next().and_then(|s| s.parse().ok()) {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids
+}

@@ -1,0 +1,227 @@
+//! End-to-end tests of `fidshard run`, `status`, resume and the job lock, with the real binary,
+//! CPU workers and the small golden model.
+mod cli_common;
+mod common;
+
+use cli_common::*;
+use common::fixture;
+use std::path::Path;
+
+fn npz(out: &Path) -> Vec<u8> {
+    std::fs::read(out.join("samples.npz")).expect("samples.npz exists")
+}
+
+#[test]
+fn two_workers_reproduce_a_golden_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = run_yaml(
+        tmp.path(),
+        JOBS[0],
+        "devices: {cpu: 2}\nshard_size: 5\nbatch_size: 4\n",
+    );
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = tmp.path().join("out");
+    let (shape, got) = read_npz_u8(&out.join("samples.npz"));
+    let (want_shape, want) =
+        read_npz_u8(&fixture(&format!("golden/jobs/{}/expected.npz", JOBS[0])));
+    assert_eq!(shape, want_shape);
+    assert_images_close(JOBS[0], &got, &want);
+    // arr_1 holds the labels, as guided-diffusion writes them.
+    let mut zip =
+        zip::ZipArchive::new(std::fs::File::open(out.join("samples.npz")).unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name("arr_1.npy").unwrap(), &mut bytes).unwrap();
+    let labels = npyz::NpyFile::new(&bytes[..])
+        .unwrap()
+        .into_vec::<i64>()
+        .unwrap();
+    assert_eq!(labels, vec![4, 5, 8, 6, 0, 1, 0, 5, 3, 0, 7, 1]);
+    // Both workers took part.
+    let logs: Vec<_> = std::fs::read_dir(out.join("logs")).unwrap().collect();
+    assert_eq!(logs.len(), 2);
+    let st = status_json(&cfg);
+    assert_eq!(st["state"], "complete");
+    assert_eq!(st["samples_done"], 12);
+    assert_eq!(st["shards_done"], 3);
+    assert_eq!(st["shards_total"], 3);
+}
+
+#[test]
+fn worker_count_and_batch_size_do_not_change_a_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg_a = run_yaml(
+        &a,
+        JOBS[2],
+        "devices: {cpu: 1}\nbatch_size: 4\nshard_size: 8\n",
+    );
+    let cfg_b = run_yaml(
+        &b,
+        JOBS[2],
+        "devices: {cpu: 3}\nbatch_size: 3\nshard_size: 2\n",
+    );
+    for cfg in [&cfg_a, &cfg_b] {
+        let o = fidshard(&["run", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    assert!(
+        npz(&a.join("out")) == npz(&b.join("out")),
+        "the npz files differ"
+    );
+}
+
+/// 96 samples, 250 steps: long enough (several seconds) to interrupt.
+const LONG: &str =
+    "num_samples: 96\nsteps: \"250\"\ndevices: {cpu: 2}\nshard_size: 4\nbatch_size: 4\n";
+
+fn long_job(dir: &Path) -> std::path::PathBuf {
+    let cfg = run_yaml(dir, JOBS[1], "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("num_samples") && !l.starts_with("steps"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&cfg, format!("{text}\n{LONG}")).unwrap();
+    cfg
+}
+
+#[test]
+fn sigkill_of_the_coordinator_then_resume_redoes_nothing_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = long_job(tmp.path());
+    let out = tmp.path().join("out");
+    assert_eq!(status_json(&cfg)["state"], "not_started");
+
+    let mut child = spawn_run(&cfg, &[]);
+    let during = wait_for_snapshot(&out, 120, |v| v["shards_done"].as_u64() >= Some(3));
+    assert_eq!(during["state"], "running");
+    let live = status_json(&cfg);
+    assert_eq!(live["state"], "running");
+    assert_eq!(live["samples_total"], 96);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+
+    // The workers die with their coordinator (parent-death signal / end of their stdin).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after_kill = status_json(&out);
+    assert_eq!(after_kill["state"], "interrupted", "{after_kill}");
+    let recorded: Vec<(u64, u64)> =
+        serde_json::from_value(after_kill["done_ranges"].clone()).unwrap();
+    assert!(!recorded.is_empty());
+    let before = sampled_shards(&out);
+
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let after = sampled_shards(&out);
+    let mut second_run = after.clone();
+    for id in &before {
+        let pos = second_run.iter().position(|x| x == id).unwrap();
+        second_run.remove(pos);
+    }
+    for id in second_run {
+        let (start, end) = (id * 4, id * 4 + 4);
+        assert!(
+            !recorded.iter().any(|&(a, b)| start >= a && end <= b),
+            "shard {id} was recorded before the kill but sampled again"
+        );
+    }
+    assert_eq!(status_json(&cfg)["state"], "complete");
+
+    // The same npz as an uninterrupted run.
+    let clean = tmp.path().join("clean");
+    std::fs::create_dir_all(&clean).unwrap();
+    let cfg2 = long_job(&clean);
+    let o = fidshard(&["run", cfg2.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        npz(&out) == npz(&clean.join("out")),
+        "resumed and clean npz differ"
+    );
+}
+
+#[test]
+fn a_second_coordinator_exits_4_naming_the_holder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = long_job(tmp.path());
+    let out = tmp.path().join("out");
+    let mut child = spawn_run(&cfg, &[]);
+    wait_for_snapshot(&out, 120, |v| v["state"] == "running");
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains(&format!("pid {}", child.id())), "{err}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_changed_seed_is_refused_and_restart_starts_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = run_yaml(tmp.path(), JOBS[0], "devices: {cpu: 1}\nshard_size: 6\n");
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = tmp.path().join("out");
+    let first = npz(&out);
+
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("seed: 0", "seed: 1");
+    std::fs::write(&cfg, text).unwrap();
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("seed") && err.contains("--restart"), "{err}");
+    assert!(
+        npz(&out) == first,
+        "a refused run must not touch the results"
+    );
+
+    let o = fidshard(&["run", cfg.to_str().unwrap(), "--restart"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(npz(&out) != first, "seed 1 gives other images");
+    assert_eq!(status_json(&out)["state"], "complete");
+
+    // Running a complete job again changes nothing and exits 0.
+    let again = npz(&out);
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        npz(&out) == again,
+        "a rerun of a complete job changed the npz"
+    );
+}
+
+#[test]
+fn plan_validate_and_assemble() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = run_yaml(tmp.path(), JOBS[0], "devices: {cpu: 2}\nshard_size: 5\n");
+    let c = cfg.to_str().unwrap();
+    let o = fidshard(&["plan", c]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        text.contains("12 samples in 3 shards of 5 (last: 2)"),
+        "{text}"
+    );
+    assert!(text.contains("[10..12)") && text.contains("free"), "{text}");
+    let o = fidshard(&["validate", c]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // assemble before any run: a clear input error.
+    assert_eq!(fidshard(&["assemble", c]).status.code(), Some(2));
+    assert_eq!(fidshard(&["run", c]).status.code(), Some(0));
+    let out = tmp.path().join("out");
+    let first = npz(&out);
+    std::fs::remove_file(out.join("samples.npz")).unwrap();
+    let o = fidshard(&["assemble", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(npz(&out) == first, "assemble wrote another npz");
+}
