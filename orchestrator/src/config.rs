@@ -211,8 +211,22 @@ impl Resolver<'_> {
         }
     }
 
+    /// A weights path of the YAML: relative to its folder, or, when that does not exist and the
+    /// value is spelled `org/name`, the Hugging Face cache's copy of that repo (see hub.rs).
+    fn weights(&self, key: &str, value: &Path, wanted: crate::hub::Wanted) -> Result<PathBuf> {
+        let local = self.rel(value);
+        if local.exists() {
+            return Ok(local);
+        }
+        match crate::hub::repo_id(value) {
+            Some(id) => crate::hub::resolve(&crate::hub::CacheRoot::from_env(), id, wanted, &local)
+                .map_err(|msg| self.err(key, msg)),
+            None => Ok(local),
+        }
+    }
+
     fn resolve(&self, raw: JobConfig) -> Result<Job> {
-        let vae_dir = self.rel(&raw.vae);
+        let vae_dir = self.weights("vae", &raw.vae, crate::hub::Wanted::VaeFolder)?;
         let vae_cfg_path = vae_dir.join("config.json");
         if !vae_cfg_path.is_file() {
             bail!(self.err(
@@ -229,7 +243,11 @@ impl Resolver<'_> {
         let dit = self.dit_config(&raw, factor)?;
         let image_size = dit.input_size * factor;
 
-        let checkpoint = self.rel(&raw.model.checkpoint);
+        let checkpoint = self.weights(
+            "model.checkpoint",
+            &raw.model.checkpoint,
+            crate::hub::Wanted::CheckpointFile,
+        )?;
         if !checkpoint.is_file() {
             bail!(self.err(
                 "model.checkpoint",

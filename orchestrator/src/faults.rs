@@ -52,3 +52,42 @@ pub(crate) fn maybe_io_error(path: &std::path::Path) -> fidshard_worker::Result<
     let _ = path;
     Ok(())
 }
+
+/// `worker-crash=return(ID)`: worker ID aborts (like a segfault or the OOM killer) as soon as
+/// it is assigned a shard; `return` without ID: every worker.
+#[inline]
+pub(crate) fn maybe_crash(worker: u32) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("worker-crash", |arg: Option<String>| {
+        if arg.and_then(|a| a.parse::<u32>().ok()).is_none_or(|id| id == worker) {
+            eprintln!("worker {worker}: aborting (worker-crash failpoint)");
+            std::process::abort();
+        }
+    });
+    let _ = worker;
+}
+
+/// `worker-poison=return(SHARD)`: sampling shard SHARD always fails (a "poison" shard).
+#[inline]
+pub(crate) fn maybe_poison(shard: u64) -> Result<(), String> {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("worker-poison", |arg: Option<String>| {
+        if arg.and_then(|a| a.parse::<u64>().ok()) == Some(shard) {
+            return Err(format!("shard {shard} cannot be sampled (worker-poison failpoint)"));
+        }
+        Ok(())
+    });
+    let _ = shard;
+    Ok(())
+}
+
+/// `worker-load=return`: loading the model fails in the worker (after the coordinator's own
+/// check passed), e.g. a file that changed or a GPU that cannot hold it.
+#[inline]
+pub(crate) fn maybe_load_failure() -> Result<(), String> {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("worker-load", |_| {
+        Err("cannot load the checkpoint (worker-load failpoint)".to_string())
+    });
+    Ok(())
+}

@@ -26,6 +26,7 @@ pub(crate) struct RunArgs {
 const REPAIR_ROUNDS: usize = 2;
 
 pub(crate) fn run(args: RunArgs) -> Result<Exit> {
+    crate::signals::install()?;
     let job = Job::load(&args.config)?;
     let out = job.out_dir.clone();
     let _lock = JobLock::acquire(&out).map_err(|e| e.fatal())?;
@@ -77,7 +78,11 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
                 Outcome::Finished { .. } => {}
             }
         }
-        match assemble_npz(&job, &db) {
+        if let Some(sig) = crate::signals::pending() {
+            tracing::warn!("{sig}: stopping before assembly; run again to finish");
+            return Ok(Exit::Interrupted);
+        }
+        match assemble_interruptible(&job, &db)? {
             Ok(()) => {
                 tracing::info!(
                     seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
@@ -302,4 +307,21 @@ pub(crate) fn assemble_only(config: &std::path::Path) -> Result<()> {
     assemble_npz(&job, &db).map_err(|e| anyhow!(e))?;
     final_snapshot(&job, &db, JobState::Complete);
     Ok(())
+}
+
+/// Assembles on a helper thread while this one watches for stop signals: a preempted assembly
+/// exits 75 at once (its temporary npz is removed by the next run), instead of being killed
+/// half way with a signal status.
+fn assemble_interruptible(job: &Job, db: &StateDb) -> Result<Result<(), AssembleError>> {
+    std::thread::scope(|s| {
+        let h = s.spawn(|| assemble_npz(job, db));
+        while !h.is_finished() {
+            if let Some(sig) = crate::signals::pending() {
+                tracing::warn!("{sig} during assembly: exiting; run again to finish");
+                std::process::exit(Exit::Interrupted as i32);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(h.join().expect("assembly thread panicked"))
+    })
 }

@@ -97,7 +97,10 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
     fidshard_worker::precision::configure(settings.precision);
     let start = Instant::now();
     let num_samples = settings.num_samples;
-    let engine = match Engine::load(*settings, device) {
+    let loaded = crate::faults::maybe_load_failure()
+        .map_err(|m| fidshard_worker::EngineError::checkpoint(&settings.checkpoint, m))
+        .and_then(|_| Engine::load(*settings, device));
+    let engine = match loaded {
         Ok(e) => e,
         Err(e) => {
             outbox.send(&FromWorker::Fatal {
@@ -131,6 +134,7 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
         match msg {
             ToWorker::Assign { shard, attempt } => {
                 tracing::info!(worker = id, %shard, attempt, "sampling shard");
+                crate::faults::maybe_crash(id);
                 run_seq += 1;
                 let run = run_seq;
                 let started = Instant::now();
@@ -142,7 +146,8 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                         break;
                     }
                     let chunk = &indices[sampled..(sampled + batch).min(indices.len())];
-                    match sample_chunk(&engine, chunk, &mut timings) {
+                    let poisoned = crate::faults::maybe_poison(shard.id).map_err(ChunkError::Other);
+                    match poisoned.and_then(|_| sample_chunk(&engine, chunk, &mut timings)) {
                         Ok(samples) => {
                             sampled += chunk.len();
                             if wtx

@@ -39,6 +39,22 @@ pub fn sample_seed(job_seed: u64, index: u64) -> u64 {
     job_seed.wrapping_add(index)
 }
 
+/// Sample `index`'s class label alone, without its noise: the same value as
+/// `draw_sample(...).label`, because `random` labels are the first draw of the sample's
+/// generator. Used to rebuild the label records from the PNGs (`fidshard repair`), where
+/// drawing the noise too would cost `(steps + 1) x C x H x W` floats per sample for nothing.
+/// Uses libtorch's global CPU generator, like [`draw_sample`].
+pub fn label_of(job_seed: u64, index: u64, labels: LabelMode, num_classes: i64) -> i64 {
+    match labels {
+        LabelMode::Random => {
+            tch::manual_seed(sample_seed(job_seed, index) as i64);
+            Tensor::randint(num_classes, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0])
+        }
+        LabelMode::Balanced => (index % num_classes as u64) as i64,
+        LabelMode::Unconditional => num_classes,
+    }
+}
+
 /// The draws of one sample.
 pub struct SampleDraws {
     pub label: i64,
@@ -67,4 +83,33 @@ pub fn draw_sample(
     let [c, h, w] = latent_shape;
     let noise = Tensor::randn([steps as i64 + 1, c, h, w], (Kind::Float, Device::Cpu));
     SampleDraws { label, noise }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `label_of` must agree with the label `draw_sample` gives the sampler, for every mode,
+    /// or a state rebuilt from the PNGs would write other labels into samples.npz.
+    #[test]
+    fn label_of_matches_draw_sample() {
+        let modes = [
+            LabelMode::Random,
+            LabelMode::Balanced,
+            LabelMode::Unconditional,
+        ];
+        for mode in modes {
+            for (seed, num_classes) in [(0u64, 1000i64), (77, 10), (u64::MAX - 5, 7)] {
+                for index in (0..200u64).chain([4_999, 49_999, 1 << 33]) {
+                    let want = draw_sample(seed, index, mode, num_classes, 2, [4, 2, 2]).label;
+                    // Draw something else in between: label_of must not depend on the
+                    // generator's previous state.
+                    let _ = Tensor::randn([3], (Kind::Float, Device::Cpu));
+                    let got = label_of(seed, index, mode, num_classes);
+                    assert_eq!(got, want, "{mode:?} seed {seed} index {index}");
+                    assert!((0..=num_classes).contains(&got));
+                }
+            }
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! The coordinator of `fidshard run`: owns the plan and the state, hands shards to workers,
 //! records what they finish, retries what they lose. No worker ever waits for another.
 //!
-//! One tokio current-thread runtime drives everything: worker stdout readers, signals, a tick
-//! for stall detection and snapshots. (Current-thread also keeps every child spawned from the
+//! One tokio current-thread runtime drives everything: worker stdout readers and a 100 ms tick
+//! for signals (see signals.rs), stall detection and snapshots. (Current-thread also keeps every child spawned from the
 //! main thread, which is what the workers' parent-death signal refers to.)
 mod pool;
 mod progress;
@@ -23,7 +23,6 @@ use spawn::{DeviceSpec, Event, SpawnSpec};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 /// How a coordination round ended.
@@ -120,11 +119,17 @@ impl<'a> Coordinator<'a> {
             last_snapshot: Instant::now() - Duration::from_secs(10),
             init,
         };
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigusr1 = signal(SignalKind::user_defined1())?;
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
+            if let Some(sig) = crate::signals::pending() {
+                if crate::signals::urgent() {
+                    tracing::warn!("second SIGINT: killing the workers now");
+                    run.kill_all(Signal::SIGKILL);
+                    run.write_snapshot(true);
+                    return Ok(Outcome::Interrupted);
+                }
+                run.begin_stop(sig);
+            }
             run.housekeeping().await;
             if let Some(outcome) = run.finished() {
                 run.shutdown_workers(&mut events).await;
@@ -135,17 +140,6 @@ impl<'a> Coordinator<'a> {
             tokio::select! {
                 Some(ev) = events.recv() => run.on_event(ev).await,
                 _ = tick.tick() => {}
-                _ = sigterm.recv() => run.begin_stop("SIGTERM"),
-                _ = sigusr1.recv() => run.begin_stop("SIGUSR1"),
-                _ = sigint.recv() => {
-                    if run.stopping.is_some() {
-                        tracing::warn!("second SIGINT: killing the workers now");
-                        run.kill_all(Signal::SIGKILL);
-                        run.write_snapshot(true);
-                        return Ok(Outcome::Interrupted);
-                    }
-                    run.begin_stop("SIGINT");
-                }
             }
         }
     }

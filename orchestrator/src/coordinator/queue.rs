@@ -1,7 +1,7 @@
 //! The shard queue: pending shards (lowest index first), retry backoff, attempt counts.
 use crate::config::RetryPolicy;
 use crate::plan::Shard;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub(crate) struct Queue {
@@ -42,10 +42,6 @@ impl Queue {
         self.pending.len()
     }
 
-    pub fn pending_ids(&self) -> BTreeSet<u64> {
-        self.pending.keys().copied().collect()
-    }
-
     /// The lowest-id shard that may run now, with its attempt number (1-based).
     pub fn pop_ready(&mut self, now: Instant) -> Option<(Shard, u32)> {
         let id = self
@@ -56,12 +52,6 @@ impl Queue {
         self.pending.remove(&id);
         let attempt = self.attempts.get(&id).copied().unwrap_or(0) + 1;
         Some((self.shards[&id], attempt))
-    }
-
-    /// Puts a shard back without counting an attempt (its worker was stopped by us).
-    pub fn put_back(&mut self, shard: Shard) {
-        self.shards.insert(shard.id, shard);
-        self.pending.insert(shard.id, Instant::now());
     }
 
     /// Counts a failed attempt and either schedules a retry with exponential backoff or
