@@ -27,15 +27,6 @@ fn job(dir: &Path, extra: &str) -> PathBuf {
     cfg
 }
 
-/// A job long enough (tens of seconds on two cores) to be interrupted mid-run; its images are
-/// those of the 100-step job only if steps match, so these tests compare to their own clean run.
-fn long_job(dir: &Path, extra: &str) -> PathBuf {
-    let cfg = job(dir, extra);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("steps: \"100\"", "steps: \"400\"");
-    std::fs::write(&cfg, text).unwrap();
-    cfg
-}
-
 /// The npz of the fault-free run, computed once per test binary.
 fn clean_npz() -> &'static Vec<u8> {
     static CLEAN: OnceLock<Vec<u8>> = OnceLock::new();
@@ -48,31 +39,47 @@ fn clean_npz() -> &'static Vec<u8> {
     })
 }
 
+/// Failpoint that stretches each micro-batch by 250 ms: long enough to interrupt mid-run.
+const SLOW: &str = "worker-slow=return(250)";
+
 fn run_with(cfg: &Path, env: &[(&str, &str)], args: &[&str]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
-    cmd.arg("run").arg(cfg).args(args).env("FIDSHARD_LOG", "info");
+    cmd.arg("run")
+        .arg(cfg)
+        .args(args)
+        .env("FIDSHARD_LOG", "info");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn finish(child: Child) -> (Option<i32>, String) {
     let o = child.wait_with_output().unwrap();
-    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn assert_same_as_clean(out: &Path) {
     let got = std::fs::read(out.join("samples.npz")).expect("samples.npz");
-    assert!(&got == clean_npz(), "the npz differs from the fault-free run's");
+    assert!(
+        &got == clean_npz(),
+        "the npz differs from the fault-free run's"
+    );
 }
 
 /// The pid of a worker that is sampling, from the coordinator's status.json.
 fn busy_worker(out: &Path) -> (u64, i32) {
     let snap = wait_for_snapshot(out, 120, |v| {
-        v["workers"].as_array().is_some_and(|ws| {
-            ws.iter().any(|w| w["state"] == "busy" && w["pid"].is_u64())
-        }) && v["shards_done"].as_u64() >= Some(1)
+        v["workers"]
+            .as_array()
+            .is_some_and(|ws| ws.iter().any(|w| w["state"] == "busy" && w["pid"].is_u64()))
+            && v["shards_done"].as_u64() >= Some(1)
     });
     let w = snap["workers"]
         .as_array()
@@ -94,7 +101,10 @@ fn worker_logs(out: &Path) -> String {
 fn no_temp_files(out: &Path) {
     for e in std::fs::read_dir(out.join("samples")).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        assert!(!name.contains(".tmp."), "temporary file left under samples/: {name}");
+        assert!(
+            !name.contains(".tmp."),
+            "temporary file left under samples/: {name}"
+        );
     }
 }
 
@@ -103,7 +113,7 @@ fn a_worker_killed_mid_shard_costs_only_its_shard() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job(tmp.path(), "devices: {cpu: 2}\n");
     let out = tmp.path().join("out");
-    let child = run_with(&cfg, &[], &[]);
+    let child = run_with(&cfg, &[("FAILPOINTS", SLOW)], &[]);
     let (_, pid) = busy_worker(&out);
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     let (code, err) = finish(child);
@@ -119,10 +129,16 @@ fn a_worker_killed_mid_shard_costs_only_its_shard() {
 fn a_device_whose_worker_keeps_dying_is_quarantined() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job(tmp.path(), "devices: {cpu: 2}\n");
-    let cfg_text = std::fs::read_to_string(&cfg).unwrap().replace("attempts: 4", "attempts: 6");
+    let cfg_text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("attempts: 4", "attempts: 6");
     std::fs::write(&cfg, cfg_text).unwrap();
     let out = tmp.path().join("out");
-    let (code, err) = finish(run_with(&cfg, &[("FAILPOINTS", "worker-crash=return(1)")], &[]));
+    let (code, err) = finish(run_with(
+        &cfg,
+        &[("FAILPOINTS", "worker-crash=return(1)")],
+        &[],
+    ));
     assert_eq!(code, Some(0), "{err}");
     assert_same_as_clean(&out);
     assert!(err.contains("quarantined"), "{err}");
@@ -135,28 +151,49 @@ fn a_device_whose_worker_keeps_dying_is_quarantined() {
 fn cuda_oom_halves_the_micro_batch_and_keeps_the_images() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job(tmp.path(), "devices: {cpu: 2}\n");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("batch_size: 4", "batch_size: 8").replace("shard_size: 4", "shard_size: 8");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("batch_size: 4", "batch_size: 8")
+        .replace("shard_size: 4", "shard_size: 8");
     std::fs::write(&cfg, text).unwrap();
     let out = tmp.path().join("out");
-    let (code, err) = finish(run_with(&cfg, &[("FAILPOINTS", "worker-oom=return(2)")], &[]));
+    let (code, err) = finish(run_with(
+        &cfg,
+        &[("FAILPOINTS", "worker-oom=return(2)")],
+        &[],
+    ));
     assert_eq!(code, Some(0), "{err}");
     assert_same_as_clean(&out);
     let logs = worker_logs(&out);
-    assert!(logs.contains("out of memory; halving the micro-batch") && logs.contains("batch=2"), "{logs}");
+    assert!(
+        logs.contains("out of memory; halving the micro-batch") && logs.contains("batch=2"),
+        "{logs}"
+    );
 }
 
 #[test]
 fn oom_at_micro_batch_one_fails_the_shard_with_its_cause() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job(tmp.path(), "devices: {cpu: 1}\nnum_samples: 8\n");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("num_samples: 64\n", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("num_samples: 64\n", "");
     std::fs::write(&cfg, text).unwrap();
     let out = tmp.path().join("out");
-    let (code, err) = finish(run_with(&cfg, &[("FAILPOINTS", "worker-oom=return(0)")], &[]));
+    let (code, err) = finish(run_with(
+        &cfg,
+        &[("FAILPOINTS", "worker-oom=return(0)")],
+        &[],
+    ));
     assert_eq!(code, Some(3), "{err}");
     let st = status_json(&out);
     assert_eq!(st["state"], "failed");
-    assert!(st["last_errors"].to_string().contains("out of memory at micro-batch 1"), "{st}");
+    assert!(
+        st["last_errors"]
+            .to_string()
+            .contains("out of memory at micro-batch 1"),
+        "{st}"
+    );
 }
 
 #[test]
@@ -164,14 +201,16 @@ fn a_hung_worker_is_killed_and_its_shard_retried() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job(tmp.path(), "devices: {cpu: 2}\nstall_timeout: 1.5\n");
     let out = tmp.path().join("out");
-    let child = run_with(&cfg, &[], &["--grace", "1"]);
+    let child = run_with(&cfg, &[("FAILPOINTS", SLOW)], &["--grace", "1"]);
     let (_, pid) = busy_worker(&out);
     kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
     let (code, err) = finish(child);
     assert_eq!(code, Some(0), "{err}");
     assert_same_as_clean(&out);
     assert!(err.contains("no progress for"), "{err}");
-    assert!(status_json(&out)["last_errors"].to_string().contains("hung"));
+    assert!(status_json(&out)["last_errors"]
+        .to_string()
+        .contains("hung"));
 }
 
 #[test]
@@ -204,7 +243,7 @@ fn the_disk_preflight_refuses_and_force_overrides() {
     assert!(err.contains("--force") && err.contains("free"), "{err}");
     assert!(!out.join("logs").exists(), "no worker may start");
 
-    let child = run_with(&cfg, &[], &["--force"]);
+    let child = run_with(&cfg, &[("FAILPOINTS", SLOW)], &["--force"]);
     wait_for_snapshot(&out, 60, |v| v["state"] == "running");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let (code, err) = finish(child);
@@ -216,15 +255,25 @@ fn a_poison_shard_fails_alone_and_a_rerun_retries_it() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job(tmp.path(), "devices: {cpu: 2}\n");
     let out = tmp.path().join("out");
-    let (code, err) = finish(run_with(&cfg, &[("FAILPOINTS", "worker-poison=return(3)")], &[]));
+    let (code, err) = finish(run_with(
+        &cfg,
+        &[("FAILPOINTS", "worker-poison=return(3)")],
+        &[],
+    ));
     assert_eq!(code, Some(3), "{err}");
-    assert!(err.contains("12..16"), "the log names the missing range: {err}");
+    assert!(
+        err.contains("12..16"),
+        "the log names the missing range: {err}"
+    );
     let st = status_json(&out);
     assert_eq!(st["state"], "failed", "{st}");
     assert_eq!(st["shards_failed"], 1);
     assert_eq!(st["samples_done"], 60);
     assert_eq!(st["missing_ranges"], serde_json::json!([[12, 16]]));
-    assert!(st["last_errors"].to_string().contains("worker-poison"), "{st}");
+    assert!(
+        st["last_errors"].to_string().contains("worker-poison"),
+        "{st}"
+    );
     let human = fidshard(&["status", out.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&human.stdout).contains("12..16"));
 
@@ -242,20 +291,29 @@ fn a_worker_that_cannot_load_reports_the_cause() {
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("worker-load failpoint"), "{err}");
     let st = status_json(&out);
-    assert!(st["last_errors"].to_string().contains("cannot load the checkpoint"), "{st}");
+    assert!(
+        st["last_errors"]
+            .to_string()
+            .contains("cannot load the checkpoint"),
+        "{st}"
+    );
 }
 
 fn preempt(sig: Signal) {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job(tmp.path(), "devices: {cpu: 2}\n");
     let out = tmp.path().join("out");
-    let child = run_with(&cfg, &[], &["--grace", "5"]);
+    let child = run_with(&cfg, &[("FAILPOINTS", SLOW)], &["--grace", "5"]);
     wait_for_snapshot(&out, 120, |v| v["shards_done"].as_u64() >= Some(2));
     let t = Instant::now();
     kill(Pid::from_raw(child.id() as i32), sig).unwrap();
     let (code, err) = finish(child);
     assert_eq!(code, Some(75), "{sig}: {err}");
-    assert!(t.elapsed() < Duration::from_secs(8), "{sig}: took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "{sig}: took {:?}",
+        t.elapsed()
+    );
     let st = status_json(&out);
     assert_eq!(st["state"], "interrupted", "{st}");
     let done = st["shards_done"].as_u64().unwrap();
@@ -284,7 +342,7 @@ fn a_second_sigint_kills_at_once() {
     // Workers that ignore nothing but are stopped cannot exit on SIGTERM: only SIGKILL ends them.
     let cfg = job(tmp.path(), "devices: {cpu: 2}\n");
     let out = tmp.path().join("out");
-    let child = run_with(&cfg, &[], &["--grace", "60"]);
+    let child = run_with(&cfg, &[("FAILPOINTS", SLOW)], &["--grace", "60"]);
     let (_, pid) = busy_worker(&out);
     kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
     let t = Instant::now();
@@ -293,6 +351,10 @@ fn a_second_sigint_kills_at_once() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let (code, err) = finish(child);
     assert_eq!(code, Some(75), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     assert!(err.contains("second SIGINT"), "{err}");
 }

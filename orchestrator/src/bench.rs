@@ -43,6 +43,10 @@ pub(crate) struct BenchArgs {
     images: usize,
     #[arg(long, default_value = "cpu", value_parser = crate::sample::parse_device)]
     device: Device,
+    /// CPU threads. Sampling uses 1 so that images never depend on the machine (see
+    /// docs/architecture.md); more threads only show what the arithmetic could do.
+    #[arg(long)]
+    threads: Option<i32>,
 }
 
 fn precision(s: &str) -> Result<Precision> {
@@ -118,6 +122,9 @@ fn build_engine(args: &BenchArgs) -> Result<(Engine, String)> {
 
 pub(crate) fn run(args: BenchArgs) -> Result<()> {
     let (engine, what) = build_engine(&args)?;
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n.max(1));
+    }
     let side = engine.image_size() as u32;
     let batch = args.batch_size.max(1);
     let mut warm = Timings::default();

@@ -59,7 +59,10 @@ pub(crate) fn maybe_io_error(path: &std::path::Path) -> fidshard_worker::Result<
 pub(crate) fn maybe_crash(worker: u32) {
     #[cfg(feature = "failpoints")]
     fail::fail_point!("worker-crash", |arg: Option<String>| {
-        if arg.and_then(|a| a.parse::<u32>().ok()).is_none_or(|id| id == worker) {
+        if arg
+            .and_then(|a| a.parse::<u32>().ok())
+            .is_none_or(|id| id == worker)
+        {
             eprintln!("worker {worker}: aborting (worker-crash failpoint)");
             std::process::abort();
         }
@@ -73,7 +76,9 @@ pub(crate) fn maybe_poison(shard: u64) -> Result<(), String> {
     #[cfg(feature = "failpoints")]
     fail::fail_point!("worker-poison", |arg: Option<String>| {
         if arg.and_then(|a| a.parse::<u64>().ok()) == Some(shard) {
-            return Err(format!("shard {shard} cannot be sampled (worker-poison failpoint)"));
+            return Err(format!(
+                "shard {shard} cannot be sampled (worker-poison failpoint)"
+            ));
         }
         Ok(())
     });
@@ -90,4 +95,15 @@ pub(crate) fn maybe_load_failure() -> Result<(), String> {
         Err("cannot load the checkpoint (worker-load failpoint)".to_string())
     });
     Ok(())
+}
+
+/// `worker-slow=return(MS)`: sleep MS milliseconds before each micro-batch (makes a short test
+/// job last long enough to be interrupted, without changing its images).
+#[inline]
+pub(crate) fn maybe_slow() {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("worker-slow", |arg: Option<String>| {
+        let ms = arg.and_then(|a| a.parse().ok()).unwrap_or(100);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    });
 }

@@ -48,7 +48,11 @@ pub(crate) struct CacheRoot {
 impl CacheRoot {
     /// From the environment, as huggingface_hub picks it.
     pub fn from_env() -> CacheRoot {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         if let Some(p) = var("HF_HUB_CACHE") {
             return CacheRoot {
                 path: p,
@@ -89,7 +93,8 @@ pub(crate) fn resolve(
         Wanted::VaeFolder => "give a local folder",
         Wanted::CheckpointFile => "give a local file",
     };
-    let fix = format!("download it once with `huggingface-cli download {org}/{name}` or {give_local}");
+    let fix =
+        format!("download it once with `huggingface-cli download {org}/{name}` or {give_local}");
     let snapshots = repo.join("snapshots");
     if !snapshots.is_dir() {
         return Err(format!(
@@ -182,9 +187,9 @@ fn weight_files(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     files.retain(|p| {
         p.is_file()
-            && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                matches!(e, "pt" | "pth" | "ckpt" | "bin" | "safetensors")
-            })
+            && p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "pt" | "pth" | "ckpt" | "bin" | "safetensors"))
     });
     files.sort();
     files
@@ -237,7 +242,10 @@ mod tests {
         assert!(err.contains("no config.json"), "{err}");
         std::fs::create_dir_all(snap.join("vae")).unwrap();
         std::fs::write(snap.join("vae/config.json"), "{}").unwrap();
-        assert_eq!(resolve(&r, id, Wanted::VaeFolder, local).unwrap(), snap.join("vae"));
+        assert_eq!(
+            resolve(&r, id, Wanted::VaeFolder, local).unwrap(),
+            snap.join("vae")
+        );
         std::fs::write(snap.join("config.json"), "{}").unwrap();
         assert_eq!(resolve(&r, id, Wanted::VaeFolder, local).unwrap(), snap);
 

@@ -12,6 +12,7 @@ mod lock;
 mod npz;
 mod plan;
 mod protocol;
+mod repair;
 mod run;
 mod sample;
 mod signals;
@@ -69,6 +70,10 @@ enum Command {
     Plan { config: PathBuf },
     /// Redo only the last step: assemble OUT/samples.npz from the recorded shards.
     Assemble { config: PathBuf },
+    /// Rebuild OUT/state.sled from the PNGs in OUT/samples (after the state was lost or
+    /// damaged): complete, decodable shards are recorded done, the rest are left for `run`.
+    /// The previous state folder is kept as state.sled.old-<time> / .broken-<time>.
+    Repair { config: PathBuf },
     /// Sample indices A..B of a job in this process and write DIR/{index:06}.png.
     Sample {
         /// The job's YAML file.
@@ -152,6 +157,7 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate::validate(&config),
         Command::Plan { config } => validate::print_plan(&config),
         Command::Assemble { config } => run::assemble_only(&config),
+        Command::Repair { config } => repair::repair_cmd(&config),
         Command::Worker { id, device } => worker::run(id, device),
         Command::Sample {
             config,

@@ -13,8 +13,10 @@
 //! first, so nothing it held is lost silently. What cannot be rebuilt from the files (failed
 //! shards, the retry counter) starts from zero.
 //!
-//! The PNGs cannot say which job made them: a rebuild trusts that the samples in the out dir
-//! belong to the job given. A readable DB of another job is refused, as `run` refuses it.
+//! The PNGs cannot say which job made them, so a rebuild checks the copy of the fingerprint
+//! that `state.rs` keeps in `OUT/fingerprint.json`, and refuses (exit 2, as `run` refuses a
+//! changed job) when another job made the out dir. Without that file (an out dir of an older
+//! fidshard) the PNGs are trusted to belong to the job given.
 use crate::config::Job;
 use crate::fingerprint::Fingerprint;
 use crate::lock::JobLock;
@@ -68,7 +70,9 @@ pub(crate) fn repair_cmd(config: &Path) -> Result<()> {
     let job = Job::load(config)?;
     let lock = JobLock::acquire(&job.out_dir).map_err(|e| e.fatal())?;
     let fp = Fingerprint::compute(&job)?;
-    let moved = match inspect(&lock)? {
+    let found = inspect(&lock)?;
+    check_saved_fingerprint(&lock, &fp)?;
+    let moved = match found {
         Found::Missing => None,
         Found::Readable(db) => {
             // Refuse another job's DB: rebuilding would bind its PNGs to this job.
@@ -97,9 +101,13 @@ pub(crate) fn open_for_run(lock: &JobLock, job: &Job, fp: &Fingerprint) -> Resul
     match inspect(lock)? {
         Found::Readable(db) => {
             let empty = db.meta()?.is_none();
+            let rebuild = empty && count_pngs(&samples) > 0;
+            if rebuild {
+                check_saved_fingerprint(lock, fp)?;
+            }
             db.check_or_init(fp, plan_meta(job), false)
                 .map_err(|e| e.fatal())?;
-            if empty && count_pngs(&samples) > 0 {
+            if rebuild {
                 // A DB created but never written (a crash at the first start) next to samples.
                 tracing::warn!(
                     "the state database is empty but samples/ holds PNGs; rebuilding the records \
@@ -112,6 +120,9 @@ pub(crate) fn open_for_run(lock: &JobLock, job: &Job, fp: &Fingerprint) -> Resul
         }
         Found::Missing => {
             let pngs = count_pngs(&samples);
+            if pngs > 0 {
+                check_saved_fingerprint(lock, fp)?;
+            }
             let db = fresh(lock, job, fp)?;
             if pngs > 0 {
                 tracing::warn!(
@@ -125,6 +136,7 @@ pub(crate) fn open_for_run(lock: &JobLock, job: &Job, fp: &Fingerprint) -> Resul
             Ok(db)
         }
         Found::Broken(why) => {
+            check_saved_fingerprint(lock, fp)?;
             let moved = set_aside_broken(lock, &why)?;
             let db = fresh(lock, job, fp)?;
             let mut report = recover_into(job, &db)?;
@@ -189,12 +201,10 @@ fn is_damage(e: &StateError) -> bool {
     match e {
         StateError::Corrupt { .. } => true,
         StateError::Db { source, .. } => match source {
-            sled::Error::Io(io) => !matches!(
-                io.kind(),
-                std::io::ErrorKind::PermissionDenied
-                    | std::io::ErrorKind::StorageFull
-                    | std::io::ErrorKind::ReadOnlyFilesystem
-            ),
+            sled::Error::Io(io) => {
+                io.kind() != std::io::ErrorKind::PermissionDenied
+                    && !matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EROFS))
+            }
             _ => true,
         },
         StateError::Busy { .. } | StateError::FingerprintChanged { .. } => false,
@@ -208,10 +218,14 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
+/// The PNGs cannot say which job made them; `OUT/fingerprint.json` can (exit 2 if another).
+fn check_saved_fingerprint(lock: &JobLock, fp: &Fingerprint) -> Result<()> {
+    crate::state::check_saved_fingerprint(lock.out_dir(), fp).map_err(|e| e.fatal().into())
+}
+
 fn set_aside_broken(lock: &JobLock, why: &str) -> Result<PathBuf> {
-    let to = crate::state::move_aside(lock, "broken").with_context(|| {
-        format!("{why}; and moving {STATE_DIR} aside to rebuild it failed")
-    })?;
+    let to = crate::state::move_aside(lock, "broken")
+        .with_context(|| format!("{why}; and moving {STATE_DIR} aside to rebuild it failed"))?;
     tracing::warn!(
         error = why,
         kept = %to.display(),
@@ -367,7 +381,7 @@ fn check_shards(dir: &Path, n: u64, side: u32, shards: &[Shard]) -> Vec<Checked>
         for checked in rx {
             let before = done / tenth;
             done += checked.0.len();
-            if done / tenth > before && done < total {
+            if total >= 100 && done / tenth > before && done < total {
                 tracing::info!(
                     "checked {done} of {total} PNGs ({:.0} s)",
                     started.elapsed().as_secs_f64()
@@ -415,7 +429,9 @@ mod tests {
     use super::*;
 
     fn png(side: u32, seed: u8) -> Vec<u8> {
-        let pixels: Vec<u8> = (0..side * side * 3).map(|i| (i as u8).wrapping_mul(seed)).collect();
+        let pixels: Vec<u8> = (0..side * side * 3)
+            .map(|i| (i as u8).wrapping_mul(seed))
+            .collect();
         fidshard_worker::output::encode_png(&pixels, side).unwrap()
     }
 
@@ -427,11 +443,15 @@ mod tests {
         std::fs::write(&p, &bytes).unwrap();
         let mut buf = Vec::new();
         assert_eq!(check_png(&p, 8, &mut buf), Ok(crc32fast::hash(&bytes)));
-        assert!(check_png(&p, 16, &mut buf).unwrap_err().contains("expected 16x16"));
+        assert!(check_png(&p, 16, &mut buf)
+            .unwrap_err()
+            .contains("expected 16x16"));
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
         assert!(check_png(&p, 8, &mut buf).is_err());
         std::fs::write(&p, b"garbage").unwrap();
-        assert!(check_png(&p, 8, &mut buf).unwrap_err().contains("not a readable PNG"));
+        assert!(check_png(&p, 8, &mut buf)
+            .unwrap_err()
+            .contains("not a readable PNG"));
         assert!(check_png(&tmp.path().join("nope.png"), 8, &mut buf).is_err());
     }
 
@@ -440,7 +460,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let shards = plan(25, 4);
         for i in 0..25u64 {
-            let bytes = if i == 9 { b"bad".to_vec() } else { png(4, i as u8) };
+            let bytes = if i == 9 {
+                b"bad".to_vec()
+            } else {
+                png(4, i as u8)
+            };
             std::fs::write(tmp.path().join(png_name(i, 25)), bytes).unwrap();
         }
         let mut got = check_shards(tmp.path(), 25, 4, &shards);
@@ -466,8 +490,12 @@ mod tests {
         let out = tmp.path();
         {
             let db = StateDb::open(out).unwrap();
-            db.check_or_init(&crate::state::tests::fp("0"), crate::state::tests::PLAN, false)
-                .unwrap();
+            db.check_or_init(
+                &crate::state::tests::fp("0"),
+                crate::state::tests::PLAN,
+                false,
+            )
+            .unwrap();
             db.record_done(&crate::state::tests::done(plan(25, 10)[0]))
                 .unwrap();
         }

@@ -9,7 +9,7 @@ use crate::lock::JobLock;
 use crate::npz::{assemble, AssembleError, AssembleInput};
 use crate::plan::{plan, Shard};
 use crate::snapshot::{self, JobState, Snapshot};
-use crate::state::{PlanMeta, StateDb};
+use crate::state::StateDb;
 use anyhow::{anyhow, Context, Result};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -29,21 +29,53 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     crate::signals::install()?;
     let job = Job::load(&args.config)?;
     let out = job.out_dir.clone();
-    let _lock = JobLock::acquire(&out).map_err(|e| e.fatal())?;
+    let lock = JobLock::acquire(&out).map_err(|e| e.fatal())?;
     let started = Instant::now();
+    // Build the DiT and the VAE once on the CPU before anything in the out dir is deleted or
+    // written: a bad checkpoint or VAE then fails in seconds with one message (exit 2), instead
+    // of once per worker, and leaves the samples and the state as they were.
+    crate::validate::check_models(&job)?;
     if args.restart {
         tracing::warn!(out = %out.display(), "--restart: deleting the recorded state and samples");
-        crate::state::restart_out_dir(&_lock)?;
+        crate::state::restart_out_dir(&lock)?;
     }
     let fp = crate::fingerprint::Fingerprint::compute(&job)?;
-    let db = StateDb::open(&out).map_err(|e| e.fatal())?;
-    db.check_or_init(&fp, plan_meta(&job), args.restart)
-        .map_err(|e| e.fatal())?;
+    // Opens the state, or rebuilds it from the PNGs when it is missing or unreadable.
+    let db = if args.restart {
+        crate::repair::open_for_restart(&lock, &job, &fp)?
+    } else {
+        crate::repair::open_for_run(&lock, &job, &fp)?
+    };
+    let result = run_with_state(&job, &db, &args, started);
+    if let Err(e) = &result {
+        warn_if_state_failed(e, &out);
+    }
+    result
+}
+
+/// A sled failure in the middle of a run costs no finished work, since every recorded shard's
+/// PNGs are on disk; but say so, and how to get the records back.
+fn warn_if_state_failed(e: &anyhow::Error, out: &std::path::Path) {
+    let state_error = e
+        .chain()
+        .any(|c| c.downcast_ref::<crate::state::StateError>().is_some());
+    if state_error {
+        tracing::error!(
+            out = %out.display(),
+            "the state database failed; the finished PNGs in samples/ are kept, and the next \
+             `fidshard run` (or `fidshard repair CONFIG`) rebuilds the records from them if the \
+             database stays unreadable"
+        );
+    }
+}
+
+fn run_with_state(job: &Job, db: &StateDb, args: &RunArgs, started: Instant) -> Result<Exit> {
+    let out = &job.out_dir;
     let samples_dir = out.join("samples");
     std::fs::create_dir_all(&samples_dir)
         .with_context(|| format!("cannot create {}", samples_dir.display()))?;
     let removed =
-        crate::state::remove_stale_temps(&samples_dir)? + crate::state::remove_stale_temps(&out)?;
+        crate::state::remove_stale_temps(&samples_dir)? + crate::state::remove_stale_temps(out)?;
     if removed > 0 {
         tracing::info!(
             removed,
@@ -54,20 +86,20 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     let shards = plan(job.settings.num_samples, job.raw.shard_size);
 
     for round in 0..=REPAIR_ROUNDS {
-        let todo = pending_shards(&db, &shards, &samples_dir, job.settings.num_samples)?;
+        let todo = pending_shards(db, &shards, &samples_dir, job.settings.num_samples)?;
         if !todo.is_empty() {
             if round == 0 {
-                preflight(&job, &todo, args.force)?;
+                preflight(job, &todo, args.force)?;
             }
-            let outcome = sample(&job, &db, &devices, &args, todo, shards.len() as u64)?;
+            let outcome = sample(job, db, &devices, args, todo, shards.len() as u64)?;
             match outcome {
                 Outcome::Interrupted => {
                     tracing::warn!("interrupted; run the same command again to resume");
                     return Ok(Exit::Interrupted);
                 }
                 Outcome::Finished { failed } if failed > 0 => {
-                    let ranges = missing_ranges(&db)?;
-                    final_snapshot(&job, &db, JobState::Failed);
+                    let ranges = missing_ranges(db)?;
+                    final_snapshot(job, db, JobState::Failed);
                     tracing::error!(
                         failed,
                         missing = %ranges,
@@ -82,14 +114,14 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
             tracing::warn!("{sig}: stopping before assembly; run again to finish");
             return Ok(Exit::Interrupted);
         }
-        match assemble_interruptible(&job, &db)? {
+        match assemble_interruptible(job, db)? {
             Ok(()) => {
                 tracing::info!(
                     seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
                     npz = %out.join("samples.npz").display(),
                     "complete"
                 );
-                final_snapshot(&job, &db, JobState::Complete);
+                final_snapshot(job, db, JobState::Complete);
                 return Ok(Exit::Complete);
             }
             Err(e) if round < REPAIR_ROUNDS && e.bad_indices().is_some() => {
@@ -142,9 +174,7 @@ fn sample(
     todo: Vec<Shard>,
     total: u64,
 ) -> Result<Outcome> {
-    // Check what can be checked once, here, before any worker starts: a bad checkpoint or VAE
-    // then fails in seconds with one message instead of once per GPU.
-    crate::validate::check_models(job)?;
+    // The models were checked once in `run`, before anything was written.
     let done = db.done_records()?;
     let done_samples: u64 = done.iter().map(|r| r.shard.len()).sum();
     tracing::info!(
@@ -232,14 +262,6 @@ fn preflight(job: &Job, todo: &[Shard], force: bool) -> Result<()> {
     Ok(())
 }
 
-fn plan_meta(job: &Job) -> PlanMeta {
-    PlanMeta {
-        num_samples: job.settings.num_samples,
-        shard_size: job.raw.shard_size,
-        image_size: job.image_size,
-    }
-}
-
 /// The snapshot `status` shows after the run: the coordinator's last one (or a fresh one when
 /// nothing needed sampling), with the final state and counts from the state DB.
 fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
@@ -285,10 +307,18 @@ pub(crate) fn assemble_only(config: &std::path::Path) -> Result<()> {
     let job = Job::load(config)?;
     let _lock = JobLock::acquire(&job.out_dir).map_err(|e| e.fatal())?;
     if !StateDb::exists(&job.out_dir) {
+        let c = config.display();
+        let hint = if job.out_dir.join(crate::state::SAMPLES_DIR).is_dir() {
+            format!(
+                "`fidshard repair {c}` rebuilds the records from samples/, or `fidshard run {c}` \
+                 does that and samples what is missing"
+            )
+        } else {
+            format!("use `fidshard run {c}`")
+        };
         return Err(Fatal::input(anyhow!(
-            "{}: no recorded run here; use `fidshard run {}`",
-            job.out_dir.display(),
-            config.display()
+            "{}: no recorded run here; {hint}",
+            job.out_dir.display()
         ))
         .into());
     }

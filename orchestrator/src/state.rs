@@ -25,6 +25,9 @@ use crate::exit::{Exit, Fatal};
 pub(crate) const STATE_DIR: &str = "state.sled";
 pub(crate) const SAMPLES_DIR: &str = "samples";
 pub(crate) const NPZ_FILE: &str = "samples.npz";
+/// A copy of the job fingerprint outside sled, so that a state rebuilt from the PNGs after the
+/// DB was lost can still tell whether those PNGs belong to the job given (see repair.rs).
+pub(crate) const FINGERPRINT_FILE: &str = "fingerprint.json";
 
 const META: &str = "meta";
 const DONE: &str = "done/";
@@ -157,6 +160,9 @@ impl StateDb {
             if let Some(meta) = self.meta()? {
                 let changed = meta.fingerprint.diff(fp);
                 if changed.is_empty() {
+                    if saved_fingerprint(self.out_dir()).is_none() {
+                        self.save_fingerprint(fp);
+                    }
                     return Ok(());
                 }
                 return Err(StateError::FingerprintChanged {
@@ -174,7 +180,23 @@ impl StateDb {
             created_unix: crate::snapshot::unix_now() as u64,
         };
         self.put(META, &meta)?;
-        self.flush()
+        self.flush()?;
+        self.save_fingerprint(fp);
+        Ok(())
+    }
+
+    fn out_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Writes [`FINGERPRINT_FILE`] (temporary file + rename). The DB stays the authority, so a
+    /// failure is only logged.
+    fn save_fingerprint(&self, fp: &Fingerprint) {
+        let path = self.out_dir().join(FINGERPRINT_FILE);
+        let text = serde_json::to_vec_pretty(fp).expect("fingerprints serialize");
+        if let Err(e) = fidshard_worker::output::write_atomic(&path, &text) {
+            tracing::warn!("cannot save a copy of the job fingerprint: {e}");
+        }
     }
 
     pub fn meta(&self) -> Result<Option<Meta>> {
@@ -326,6 +348,29 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("state records serialize")
 }
 
+/// The fingerprint copy in `out_dir`, if there is a readable one.
+pub(crate) fn saved_fingerprint(out_dir: &Path) -> Option<Fingerprint> {
+    let bytes = std::fs::read(out_dir.join(FINGERPRINT_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Refuses to rebuild the state of job `fp` from PNGs that the saved fingerprint says another
+/// job made (the error `run` gives for a changed job). Without a saved copy (an out dir of an
+/// older fidshard) the PNGs are trusted.
+pub(crate) fn check_saved_fingerprint(out_dir: &Path, fp: &Fingerprint) -> Result<()> {
+    let Some(saved) = saved_fingerprint(out_dir) else {
+        return Ok(());
+    };
+    let changed = saved.diff(fp);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(StateError::FingerprintChanged {
+        out_dir: out_dir.to_path_buf(),
+        changed,
+    })
+}
+
 /// Renames `OUT/state.sled` to `OUT/state.sled.{tag}-{unix time}` (with `.2`, `.3`... if that
 /// exists) and returns the new path. Used instead of deleting a DB that cannot be opened or is
 /// being replaced, so that whatever it holds can still be inspected or recovered by hand.
@@ -440,6 +485,7 @@ pub(crate) mod tests {
         let db = StateDb::open(dir.path()).unwrap();
         assert_eq!(db.meta().unwrap(), None);
         db.check_or_init(&fp("0"), PLAN, false).unwrap();
+        assert_eq!(saved_fingerprint(dir.path()), Some(fp("0")));
         let meta = db.meta().unwrap().unwrap();
         assert_eq!(
             (meta.num_samples, meta.shard_size, meta.image_size),
@@ -466,8 +512,13 @@ pub(crate) mod tests {
 
         db.record_failed(&failed(shards()[1])).unwrap();
         db.add_retries(2).unwrap();
+        check_saved_fingerprint(dir.path(), &fp("0")).unwrap();
+        let err = check_saved_fingerprint(dir.path(), &fp("1")).unwrap_err();
+        assert!(err.to_string().contains("seed 0 -> 1"), "{err}");
         db.check_or_init(&fp("1"), PLAN, true).unwrap();
         assert_eq!(db.meta().unwrap().unwrap().fingerprint, fp("1"));
+        assert_eq!(saved_fingerprint(dir.path()), Some(fp("1")));
+        check_saved_fingerprint(dir.path(), &fp("1")).unwrap();
         assert!(db.done_records().unwrap().is_empty());
         assert!(db.failed_records().unwrap().is_empty());
         assert_eq!(db.retries().unwrap(), 0);

@@ -146,6 +146,7 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                         break;
                     }
                     let chunk = &indices[sampled..(sampled + batch).min(indices.len())];
+                    crate::faults::maybe_slow();
                     let poisoned = crate::faults::maybe_poison(shard.id).map_err(ChunkError::Other);
                     match poisoned.and_then(|_| sample_chunk(&engine, chunk, &mut timings)) {
                         Ok(samples) => {

@@ -54,22 +54,23 @@ impl Engine {
     /// across threads, so their float bits depend on the thread count, and image `i` must not.
     /// CPU parallelism comes from running several CPU workers (`devices: {cpu: N}`).
     pub fn load(settings: SamplerSettings, device: Device) -> Result<Self> {
-        if !device.is_cuda() {
-            tch::set_num_threads(1);
-        }
         let sd = load_state_dict(&settings.checkpoint)?.with_device(device);
         let dit = DiT::from_state_dict(&settings.dit, sd)?;
         let vae = AutoencoderKlDecoder::load(&settings.vae, device)?;
         Self::from_parts(settings, device, dit, vae)
     }
 
-    /// An engine from models built elsewhere (benchmarks with random weights).
+    /// An engine from models built elsewhere (benchmarks with random weights). Sets the CPU
+    /// thread count as [`Engine::load`] documents.
     pub fn from_parts(
         settings: SamplerSettings,
         device: Device,
         dit: DiT,
         vae: AutoencoderKlDecoder,
     ) -> Result<Self> {
+        if !device.is_cuda() {
+            tch::set_num_threads(1);
+        }
         let diffusion = SpacedDiffusion::new(settings.beta_schedule, &settings.steps)
             .map_err(|e| EngineError::config("<job>", "steps", e.to_string()))?;
         if vae.latent_channels() != settings.dit.in_channels {

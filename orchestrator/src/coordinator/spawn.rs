@@ -95,6 +95,12 @@ pub(crate) async fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -
         .arg(spec.worker.to_string())
         .env("FIDSHARD_PARENT_PID", std::process::id().to_string())
         .env("NO_COLOR", "1")
+        // Worker logs are files for post-mortems: info level whatever the coordinator's
+        // FIDSHARD_LOG says (FIDSHARD_WORKER_LOG overrides).
+        .env(
+            "FIDSHARD_LOG",
+            std::env::var("FIDSHARD_WORKER_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
