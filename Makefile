@@ -20,9 +20,12 @@ env:
 build: env
 	$(CARGO) build --profile $(PROFILE) -p fidshard
 
+# The main job on the embedded default: configs/demo.yaml (the small golden model, CPU workers).
+# A second `make demo` finds the job complete and exits at once; `make clean-demo` starts over.
 demo: build
-	$(BIN) sample configs/demo.yaml --out $(DEMO_OUT)/samples
-	@echo "demo images: $(DEMO_OUT)/samples"
+	$(BIN) run configs/demo.yaml
+	$(BIN) status configs/demo.yaml
+	@echo "demo: $(DEMO_OUT)/samples.npz and $(DEMO_OUT)/samples/*.png"
 
 test: env
 	$(CARGO) test --profile $(PROFILE) --workspace --features fidshard/failpoints --no-fail-fast

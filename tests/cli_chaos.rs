@@ -33,10 +33,23 @@ fn job(dir: &Path) -> PathBuf {
 
 fn start(cfg: &Path, failpoints: bool, log: &Path) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
-    cmd.arg("run").arg(cfg).args(["--grace", "1"]).env("FIDSHARD_LOG", "info");
-    cmd.env("FAILPOINTS", if failpoints { FAILPOINTS } else { SLOW_ONLY });
-    let err = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    cmd.stdout(Stdio::null()).stderr(Stdio::from(err)).spawn().unwrap()
+    cmd.arg("run")
+        .arg(cfg)
+        .args(["--grace", "1"])
+        .env("FIDSHARD_LOG", "info");
+    cmd.env(
+        "FAILPOINTS",
+        if failpoints { FAILPOINTS } else { SLOW_ONLY },
+    );
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::from(err))
+        .spawn()
+        .unwrap()
 }
 
 /// A tiny deterministic generator (xorshift), so a failing run can be replayed.
@@ -159,6 +172,9 @@ fn chaos_run_gives_the_fault_free_bytes() {
     assert!(kills + stops >= 1 && coordinator_kills >= 1);
     let a = std::fs::read(out.join("samples.npz")).unwrap();
     let b = std::fs::read(clean_dir.join("out/samples.npz")).unwrap();
-    assert!(a == b, "the chaos run's npz differs from the fault-free run's");
+    assert!(
+        a == b,
+        "the chaos run's npz differs from the fault-free run's"
+    );
     assert_eq!(st["state"], "complete");
 }

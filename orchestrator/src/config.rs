@@ -207,7 +207,7 @@ impl Resolver<'_> {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            self.base.join(p)
+            normalize(&self.base.join(p))
         }
     }
 
@@ -364,7 +364,7 @@ impl Resolver<'_> {
             Some(p) => self.rel(p),
             None => {
                 let stem = self.path.file_stem().unwrap_or_default().to_string_lossy();
-                self.base.join("runs").join(stem.as_ref())
+                normalize(&self.base.join("runs").join(stem.as_ref()))
             }
         };
         let settings = SamplerSettings {
@@ -463,5 +463,30 @@ impl Resolver<'_> {
                 Ok(cfg)
             }
         }
+    }
+}
+
+/// Removes `.` and `a/..` pairs without touching the filesystem, so logs show
+/// `runs/demo` rather than `configs/../runs/demo` (a leading `..` is kept).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(c),
+            },
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
     }
 }

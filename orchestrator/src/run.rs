@@ -87,6 +87,15 @@ fn run_with_state(job: &Job, db: &StateDb, args: &RunArgs, started: Instant) -> 
 
     for round in 0..=REPAIR_ROUNDS {
         let todo = pending_shards(db, &shards, &samples_dir, job.settings.num_samples)?;
+        let npz_path = job.out_dir.join("samples.npz");
+        if round == 0 && todo.is_empty() && npz_path.is_file() {
+            let n = job.settings.num_samples;
+            if crate::npz::verify_npz(&npz_path, n, job.image_size as u32).is_ok() {
+                tracing::info!(npz = %npz_path.display(), "already complete");
+                final_snapshot(job, db, JobState::Complete);
+                return Ok(Exit::Complete);
+            }
+        }
         if !todo.is_empty() {
             if round == 0 {
                 preflight(job, &todo, args.force)?;
