@@ -37,7 +37,7 @@ fmt:
 	$(CARGO) fmt --all
 
 clippy: env
-	$(CARGO) clippy --profile $(PROFILE) --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --profile $(PROFILE) --workspace --all-targets --features fidshard/failpoints -- -D warnings
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

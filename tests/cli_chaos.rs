@@ -20,15 +20,7 @@ const SLOW_ONLY: &str = "worker-slow=return(100)";
 const MIN_FAULTS: usize = 15;
 
 fn job(dir: &Path) -> PathBuf {
-    let cfg = run_yaml(dir, JOBS[0], "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("num_samples") && !l.starts_with("steps"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&cfg, format!("{text}\n{JOB}")).unwrap();
-    cfg
+    job_with(dir, JOBS[0], JOB)
 }
 
 fn start(cfg: &Path, failpoints: bool, log: &Path) -> Child {

@@ -16,15 +16,7 @@ use std::time::{Duration, Instant};
 const JOB: &str = "num_samples: 64\nsteps: \"100\"\nshard_size: 4\nbatch_size: 4\nretry: {attempts: 4, backoff: 0.1, backoff_max: 0.5}\n";
 
 fn job(dir: &Path, extra: &str) -> PathBuf {
-    let cfg = run_yaml(dir, JOBS[1], "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("num_samples") && !l.starts_with("steps"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&cfg, format!("{text}\n{JOB}{extra}")).unwrap();
-    cfg
+    job_with(dir, JOBS[1], &format!("{JOB}{extra}"))
 }
 
 /// The npz of the fault-free run, computed once per test binary.

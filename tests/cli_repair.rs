@@ -171,22 +171,11 @@ fn a_garbage_state_db_is_moved_aside_and_rebuilt() {
 
 /// 96 samples, 250 steps: long enough (several seconds) to interrupt.
 fn long_job(dir: &Path) -> PathBuf {
-    let cfg = run_yaml(dir, JOBS[1], "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("num_samples") && !l.starts_with("steps"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{text}\nnum_samples: 96\nsteps: \"250\"\ndevices: {{cpu: 2}}\nshard_size: 4\n\
-             batch_size: 4\n"
-        ),
+    job_with(
+        dir,
+        JOBS[1],
+        "num_samples: 96\nsteps: \"250\"\ndevices: {cpu: 2}\nshard_size: 4\nbatch_size: 4\n",
     )
-    .unwrap();
-    cfg
 }
 
 #[test]

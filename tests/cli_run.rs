@@ -79,15 +79,7 @@ const LONG: &str =
     "num_samples: 96\nsteps: \"250\"\ndevices: {cpu: 2}\nshard_size: 4\nbatch_size: 4\n";
 
 fn long_job(dir: &Path) -> std::path::PathBuf {
-    let cfg = run_yaml(dir, JOBS[1], "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("num_samples") && !l.starts_with("steps"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&cfg, format!("{text}\n{LONG}")).unwrap();
-    cfg
+    job_with(dir, JOBS[1], LONG)
 }
 
 #[test]

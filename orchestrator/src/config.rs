@@ -163,7 +163,6 @@ fn default_batch() -> usize {
 
 /// A loaded job: the raw YAML, where it came from, and the resolved settings.
 pub(crate) struct Job {
-    pub path: PathBuf,
     pub raw: JobConfig,
     pub settings: SamplerSettings,
     pub image_size: i64,
@@ -225,6 +224,8 @@ impl Resolver<'_> {
         }
     }
 
+    // `!(x >= y)` on purpose: it also rejects NaN, which YAML accepts as `.nan`.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn resolve(&self, raw: JobConfig) -> Result<Job> {
         let vae_dir = self.weights("vae", &raw.vae, crate::hub::Wanted::VaeFolder)?;
         let vae_cfg_path = vae_dir.join("config.json");
@@ -386,7 +387,6 @@ impl Resolver<'_> {
             vae_batch_size,
         };
         Ok(Job {
-            path: self.path.to_path_buf(),
             raw,
             settings,
             image_size,

@@ -152,6 +152,7 @@ impl JobLock {
         Ok(lock)
     }
 
+    #[cfg(test)]
     /// Who holds the out dir, if a live coordinator does; `None` releases at once.
     pub fn holder(out_dir: &Path) -> Option<Holder> {
         match Self::probe(out_dir) {

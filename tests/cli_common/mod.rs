@@ -183,3 +183,22 @@ pub fn sampled_shards(out: &Path) -> Vec<u64> {
     ids.sort_unstable();
     ids
 }
+
+/// A `run` job from golden job `name` whose keys are overridden by the YAML lines `lines`
+/// (every top-level key set there replaces the golden one).
+pub fn job_with(dir: &Path, name: &str, lines: &str) -> PathBuf {
+    let cfg = run_yaml(dir, name, "");
+    let keys: Vec<&str> = lines
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim()))
+        .filter(|k| !k.is_empty() && !k.starts_with(' '))
+        .collect();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .filter(|l| !keys.iter().any(|k| l.starts_with(&format!("{k}:"))))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&cfg, format!("{text}\n{lines}")).unwrap();
+    cfg
+}
