@@ -173,3 +173,24 @@ fn wrong_architecture_names_the_key_and_both_shapes() {
         .to_string();
     assert!(err.contains("missing key `blocks.2."), "{err}");
 }
+
+/// The C++ precision shim links and flips libtorch's TF32 flag; CPU sampling ignores autocast
+/// (bf16 on a CPU device is exactly fp32).
+#[test]
+fn precision_modes() {
+    use fidshard_worker::precision::{autocast, configure, tf32_enabled};
+    use fidshard_worker::Precision;
+    configure(Precision::Tf32);
+    assert!(tf32_enabled());
+    configure(Precision::Fp32);
+    assert!(!tf32_enabled());
+
+    let _guard = tch::no_grad_guard();
+    let sd = load_state_dict(&fixture("golden/dit/model.safetensors")).unwrap();
+    let model = DiT::from_state_dict(&golden_config(), sd).unwrap();
+    let g = read_safetensors("golden/dit/forward.safetensors");
+    let fp32 = model.forward(&g["x"], &g["t"], &g["y"]);
+    let bf16 = autocast(tch::Device::Cpu, Precision::Bf16, || model.forward(&g["x"], &g["t"], &g["y"]));
+    assert_eq!(bf16.kind(), tch::Kind::Float);
+    assert!(fp32.equal(&bf16));
+}
