@@ -190,7 +190,9 @@ fn precision_modes() {
     let model = DiT::from_state_dict(&golden_config(), sd).unwrap();
     let g = read_safetensors("golden/dit/forward.safetensors");
     let fp32 = model.forward(&g["x"], &g["t"], &g["y"]);
-    let bf16 = autocast(tch::Device::Cpu, Precision::Bf16, || model.forward(&g["x"], &g["t"], &g["y"]));
+    let bf16 = autocast(tch::Device::Cpu, Precision::Bf16, || {
+        model.forward(&g["x"], &g["t"], &g["y"])
+    });
     assert_eq!(bf16.kind(), tch::Kind::Float);
     assert!(fp32.equal(&bf16));
 }

@@ -395,6 +395,22 @@ impl Run<'_> {
             self.attempt_failed(r, msg);
             return;
         }
+        // Trust, but check: every file must exist under its final name before the record.
+        let n_total = self.c.job.settings.num_samples;
+        if let Some(i) = r.shard.indices().find(|&i| {
+            !self
+                .c
+                .samples_dir
+                .join(fidshard_worker::output::png_name(i, n_total))
+                .is_file()
+        }) {
+            let msg = format!(
+                "shard {}: worker {worker} reported it done but sample {i} has no PNG",
+                r.shard
+            );
+            self.attempt_failed(r, msg);
+            return;
+        }
         let rec = ShardRecord {
             shard: r.shard,
             attempts: r.attempt,
