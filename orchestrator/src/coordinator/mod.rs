@@ -92,7 +92,6 @@ impl<'a> Coordinator<'a> {
         snap.samples_total = self.job.settings.num_samples;
         snap.shards_total = total_shards;
         snap.coordinator_pid = Some(std::process::id());
-        let todo_samples: u64 = todo.iter().map(Shard::len).sum();
         let mut run = Run {
             c: self,
             slots: self
@@ -115,7 +114,7 @@ impl<'a> Coordinator<'a> {
             events_tx,
             stopping: None,
             snap,
-            progress: Progress::new(self.job.settings.num_samples, done_before.1, todo_samples),
+            progress: Progress::new(self.job.settings.num_samples, done_before.1),
             last_snapshot: Instant::now() - Duration::from_secs(10),
             init,
         };

@@ -13,7 +13,7 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub fn new(total: u64, done_before: u64, _todo: u64) -> Progress {
+    pub fn new(total: u64, done_before: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(total);
             b.set_style(
