@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const JOB: &str = "num_samples: 360\nsteps: \"50\"\nshard_size: 6\nbatch_size: 3\ndevices: {cpu: 3}\nstall_timeout: 2\nretry: {attempts: 12, backoff: 0.1, backoff_max: 0.4}\n";
+const JOB: &str = "num_samples: 360\nsteps: \"50\"\nshard_size: 6\nbatch_size: 3\ndevices: {cpu: 3}\nstall_timeout: 3\nretry: {attempts: 12, backoff: 0.1, backoff_max: 0.4}\n";
 const FAILPOINTS: &str = "worker-oom=4%return(1);worker-io=1%return;worker-slow=return(100)";
 /// The fault-free run is slowed the same way, so the wall times compare.
 const SLOW_ONLY: &str = "worker-slow=return(100)";

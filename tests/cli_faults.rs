@@ -191,7 +191,7 @@ fn oom_at_micro_batch_one_fails_the_shard_with_its_cause() {
 #[test]
 fn a_hung_worker_is_killed_and_its_shard_retried() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = job(tmp.path(), "devices: {cpu: 2}\nstall_timeout: 1.5\n");
+    let cfg = job(tmp.path(), "devices: {cpu: 2}\nstall_timeout: 4\n");
     let out = tmp.path().join("out");
     let child = run_with(&cfg, &[("FAILPOINTS", SLOW)], &["--grace", "1"]);
     let (_, pid) = busy_worker(&out);
