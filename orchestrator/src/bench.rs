@@ -50,17 +50,8 @@ pub(crate) struct BenchArgs {
 }
 
 fn precision(s: &str) -> Result<Precision> {
-    Ok(match s {
-        "fp32" => Precision::Fp32,
-        "tf32" => Precision::Tf32,
-        "bf16" => Precision::Bf16,
-        "fp16" => Precision::Fp16,
-        _ => {
-            return Err(anyhow!(
-                "--precision `{s}` is not one of fp32, tf32, bf16, fp16"
-            ))
-        }
-    })
+    Precision::parse(s)
+        .ok_or_else(|| anyhow!("--precision `{s}` is not one of {}", Precision::NAMES))
 }
 
 fn default_vae_config() -> PathBuf {

@@ -326,16 +326,12 @@ impl Resolver<'_> {
                 format!("`{other}` is not one of auto, learned_range, fixed_large, fixed_small")
             )),
         };
-        let precision = match raw.precision.as_str() {
-            "fp32" => Precision::Fp32,
-            "tf32" => Precision::Tf32,
-            "bf16" => Precision::Bf16,
-            "fp16" => Precision::Fp16,
-            other => bail!(self.err(
+        let precision = Precision::parse(&raw.precision).ok_or_else(|| {
+            self.err(
                 "precision",
-                format!("`{other}` is not one of fp32, tf32, bf16, fp16")
-            )),
-        };
+                format!("`{}` is not one of {}", raw.precision, Precision::NAMES),
+            )
+        })?;
         if raw.shard_size == 0 {
             bail!(self.err("shard_size", "must be at least 1"));
         }

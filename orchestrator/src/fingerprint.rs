@@ -12,7 +12,6 @@
 use crate::config::Job;
 use anyhow::{Context, Result};
 use fidshard_worker::dit::CfgChannels;
-use fidshard_worker::SamplerKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -54,13 +53,7 @@ impl Fingerprint {
             "dit",
             serde_json::to_string(&s.dit).context("serializing the DiT config")?,
         );
-        fp.insert(
-            "sampler",
-            match s.sampler {
-                SamplerKind::Ddpm => "ddpm",
-                SamplerKind::Ddim => "ddim",
-            },
-        );
+        fp.insert("sampler", s.sampler.as_str());
         fp.insert("steps", s.steps.as_str());
         // `{}` of an f64 is the shortest string that parses back to the same value.
         fp.insert("eta", s.eta.to_string());

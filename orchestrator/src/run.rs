@@ -280,20 +280,8 @@ fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
     let failed = db.failed_records().unwrap_or_default();
     snap.state = state;
     snap.samples_total = job.settings.num_samples;
-    snap.samples_done = done.iter().map(|r| r.shard.len()).sum();
-    snap.shards_total = plan(job.settings.num_samples, job.raw.shard_size).len() as u64;
-    snap.shards_done = done.len() as u64;
-    snap.shards_failed = failed.len() as u64;
-    snap.shards_running = 0;
-    snap.shards_pending = snap.shards_total - snap.shards_done - snap.shards_failed;
-    snap.missing_ranges = crate::plan::merge_ranges(
-        failed
-            .iter()
-            .map(|f| (f.shard.start, f.shard.end))
-            .collect(),
-    );
-    snap.done_ranges =
-        crate::plan::merge_ranges(done.iter().map(|r| (r.shard.start, r.shard.end)).collect());
+    let shards_total = plan(job.settings.num_samples, job.raw.shard_size).len() as u64;
+    snap.set_records(shards_total, &done, &failed);
     snap.retries = snap.retries.max(db.retries().unwrap_or(0));
     snap.eta_seconds = None;
     snap.coordinator_pid = None;

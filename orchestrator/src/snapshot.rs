@@ -133,6 +133,30 @@ impl Snapshot {
         }
     }
 
+    /// Sets the counts and ranges that follow from the recorded shards (done and failed for
+    /// good); nothing is running afterwards.
+    pub fn set_records(
+        &mut self,
+        shards_total: u64,
+        done: &[crate::state::ShardRecord],
+        failed: &[crate::state::FailedRecord],
+    ) {
+        self.shards_total = shards_total;
+        self.shards_done = done.len() as u64;
+        self.samples_done = done.iter().map(|r| r.shard.len()).sum();
+        self.shards_failed = failed.len() as u64;
+        self.shards_running = 0;
+        self.shards_pending = shards_total.saturating_sub(self.shards_done + self.shards_failed);
+        self.missing_ranges = crate::plan::merge_ranges(
+            failed
+                .iter()
+                .map(|r| (r.shard.start, r.shard.end))
+                .collect(),
+        );
+        self.done_ranges =
+            crate::plan::merge_ranges(done.iter().map(|r| (r.shard.start, r.shard.end)).collect());
+    }
+
     /// Appends an error, keeping the latest [`MAX_ERRORS`].
     pub fn push_error(&mut self, err: String) {
         self.last_errors.push(err);

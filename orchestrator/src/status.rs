@@ -9,7 +9,7 @@
 use crate::config::Job;
 use crate::exit::Fatal;
 use crate::lock::{JobLock, Probe, LOCK_FILE};
-use crate::plan::{merge_ranges, plan};
+use crate::plan::plan;
 use crate::snapshot::{self, format_utc, unix_now, JobState, Snapshot, MAX_ERRORS};
 use crate::state::{StateDb, NPZ_FILE};
 use anyhow::{anyhow, Result};
@@ -149,21 +149,7 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
     drop(db);
 
     s.samples_total = meta.num_samples;
-    s.shards_total = meta.plan().len() as u64;
-    s.shards_done = done.len() as u64;
-    s.samples_done = done.iter().map(|r| r.shard.len()).sum();
-    s.shards_failed = failed.len() as u64;
-    s.shards_pending = s
-        .shards_total
-        .saturating_sub(s.shards_done + s.shards_failed);
-    s.missing_ranges = merge_ranges(
-        failed
-            .iter()
-            .map(|r| (r.shard.start, r.shard.end))
-            .collect(),
-    );
-
-    s.done_ranges = merge_ranges(done.iter().map(|r| (r.shard.start, r.shard.end)).collect());
+    s.set_records(meta.plan().len() as u64, &done, &failed);
 
     let mut errors: Vec<_> = failed.iter().collect();
     errors.sort_by_key(|r| r.failed_unix);

@@ -73,10 +73,7 @@ pub(crate) fn validate(config: &Path) -> Result<()> {
         s.dit.depth,
         s.dit.hidden_size,
         s.dit.patch_size,
-        match s.sampler {
-            fidshard_worker::SamplerKind::Ddpm => "ddpm",
-            fidshard_worker::SamplerKind::Ddim => "ddim",
-        },
+        s.sampler.as_str(),
         s.steps,
         s.cfg_scale,
         s.seed

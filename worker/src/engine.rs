@@ -222,17 +222,6 @@ impl Engine {
         t.vae += secs(start.elapsed());
         img
     }
-
-    /// Samples `indices` in batches of `batch_size`; any split gives the same images.
-    pub fn sample(&self, indices: &[u64], t: &mut Timings) -> Result<Vec<Sample>> {
-        let mut out = Vec::with_capacity(indices.len());
-        for chunk in indices.chunks(self.settings.batch_size.max(1)) {
-            let (labels, latents) = self.sample_latents(chunk, t);
-            let images = self.decode(&latents, t);
-            out.extend(to_samples(chunk, &labels, &images)?);
-        }
-        Ok(out)
-    }
 }
 
 /// Splits a `(B, H, W, 3)` uint8 CPU tensor into [`Sample`]s.

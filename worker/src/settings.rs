@@ -29,7 +29,29 @@ pub enum Precision {
     Fp16,
 }
 
+impl SamplerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim => "ddim",
+        }
+    }
+}
+
 impl Precision {
+    pub const NAMES: &'static str = "fp32, tf32, bf16, fp16";
+
+    /// The mode named `s` (`fp32`, `tf32`, `bf16`, `fp16`).
+    pub fn parse(s: &str) -> Option<Precision> {
+        Some(match s {
+            "fp32" => Precision::Fp32,
+            "tf32" => Precision::Tf32,
+            "bf16" => Precision::Bf16,
+            "fp16" => Precision::Fp16,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",

@@ -20,7 +20,7 @@ use pool::{Running, Slot, QUARANTINE_AFTER};
 use progress::Progress;
 use queue::{backoff, Queue, Verdict};
 use spawn::{DeviceSpec, Event, SpawnSpec};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -48,7 +48,8 @@ struct Run<'a> {
     c: &'a Coordinator<'a>,
     slots: Vec<Slot>,
     queue: Queue,
-    failed: BTreeSet<u64>,
+    /// Shards failed for good: id -> index range (for the snapshot's missing ranges).
+    failed: BTreeMap<u64, (u64, u64)>,
     done: u64,
     /// Index ranges recorded done (for the snapshot).
     done_ranges: Vec<(u64, u64)>,
@@ -101,7 +102,7 @@ impl<'a> Coordinator<'a> {
                 .map(|(i, d)| Slot::new(i, d.clone()))
                 .collect(),
             queue: Queue::new(todo, self.job.raw.retry.clone()),
-            failed: BTreeSet::new(),
+            failed: BTreeMap::new(),
             done: done_before.0,
             done_ranges: self
                 .db
@@ -445,7 +446,7 @@ impl Run<'_> {
             }
             Verdict::GiveUp { attempts } => {
                 tracing::error!(shard = %r.shard, attempts, "shard failed for good");
-                self.failed.insert(r.shard.id);
+                self.failed.insert(r.shard.id, (r.shard.start, r.shard.end));
                 let rec = FailedRecord {
                     shard: r.shard,
                     attempts,
@@ -511,7 +512,7 @@ impl Run<'_> {
     /// No worker is left: the remaining shards fail with `why`.
     fn give_up_all(&mut self, why: &str) {
         for shard in self.queue.drain() {
-            self.failed.insert(shard.id);
+            self.failed.insert(shard.id, (shard.start, shard.end));
             let rec = FailedRecord {
                 shard,
                 attempts: self.queue.attempts(shard.id),
@@ -574,15 +575,7 @@ impl Run<'_> {
             .progress
             .eta(job.settings.num_samples - self.samples_done);
         s.retries = self.queue.retries;
-        s.missing_ranges = crate::plan::merge_ranges(
-            self.c
-                .db
-                .failed_records()
-                .unwrap_or_default()
-                .iter()
-                .map(|f| (f.shard.start, f.shard.end))
-                .collect(),
-        );
+        s.missing_ranges = crate::plan::merge_ranges(self.failed.values().copied().collect());
         s.done_ranges = self.done_ranges.clone();
         s.updated_unix = snapshot::unix_now();
         if let Err(e) = snapshot::write(&job.out_dir, s) {
