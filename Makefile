@@ -18,7 +18,7 @@ env:
 	@scripts/torch-env.sh
 
 build: env
-	$(CARGO) build --profile $(PROFILE) -p fidshard
+	$(CARGO) build --profile $(PROFILE) -p fidshard -p fidshard-worker
 
 # The main job on the embedded default: configs/demo.yaml (the small golden model, CPU workers).
 # A second `make demo` finds the job complete and exits at once; `make clean-demo` starts over.
@@ -28,7 +28,7 @@ demo: build
 	@echo "demo: $(DEMO_OUT)/samples.npz and $(DEMO_OUT)/samples/*.png"
 
 test: env
-	$(CARGO) test --profile $(PROFILE) --workspace --features fidshard/failpoints --no-fail-fast
+	$(CARGO) test --profile $(PROFILE) --workspace --features fidshard/failpoints,fidshard-worker/failpoints --no-fail-fast
 
 bench: build
 	$(BIN) bench configs/demo.yaml
@@ -37,7 +37,7 @@ fmt:
 	$(CARGO) fmt --all
 
 clippy: env
-	$(CARGO) clippy --profile $(PROFILE) --workspace --all-targets --features fidshard/failpoints -- -D warnings
+	$(CARGO) clippy --profile $(PROFILE) --workspace --all-targets --features fidshard/failpoints,fidshard-worker/failpoints -- -D warnings
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -1,29 +1,15 @@
 //! `fidshard`: generates the samples of a diffusion-model evaluation (e.g. 50,000 images for
 //! FID) from DiT checkpoints. See README.md and docs/.
-mod bench;
-mod config;
+mod cmd;
 mod coordinator;
-mod device;
-mod exit;
-mod faults;
-mod fingerprint;
-mod hub;
-mod lock;
+mod job;
 mod npz;
-mod plan;
-mod protocol;
-mod repair;
-mod run;
-mod sample;
-mod signals;
-mod snapshot;
-mod state;
-mod status;
-mod validate;
+mod outdir;
+mod sys;
 mod worker;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use exit::{code_of, Exit};
+use sys::exit::{code_of, Exit};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -82,11 +68,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Half-open index range A..B (default: 0..num_samples).
-        #[arg(long, value_parser = sample::parse_range)]
+        #[arg(long, value_parser = cmd::sample::parse_range)]
         range: Option<(u64, u64)>,
         /// cpu, cuda or cuda:N.
-        #[arg(long, default_value = "cpu", value_parser = sample::parse_device)]
-        device: tch::Device,
+        #[arg(long, default_value = "cpu", value_parser = fidshard_core::DeviceSpec::parse)]
+        device: fidshard_core::DeviceSpec,
         /// Override the job's batch_size (images never depend on it).
         #[arg(long)]
         batch_size: Option<usize>,
@@ -95,17 +81,9 @@ enum Command {
         save_latents: bool,
     },
     /// Measure seconds per image and where the time goes.
-    Bench(bench::BenchArgs),
+    Bench(cmd::bench::BenchArgs),
     /// Show where a job stands (running, interrupted, failed, complete) from its YAML or out dir.
-    Status(status::StatusArgs),
-    /// A worker process (started by `run`; speaks the protocol of protocol.rs on stdin/stdout).
-    #[command(hide = true)]
-    Worker {
-        #[arg(long)]
-        id: u32,
-        #[arg(long, value_parser = sample::parse_device)]
-        device: tch::Device,
-    },
+    Status(cmd::status::StatusArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -135,7 +113,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format);
-    let _failpoints = faults::setup();
+    let _failpoints = fidshard_core::faults::setup();
     let result = match cli.command {
         Command::Run {
             config,
@@ -143,22 +121,21 @@ fn main() -> ExitCode {
             force,
             grace,
         } => {
-            let args = run::RunArgs {
+            let args = cmd::run::RunArgs {
                 config,
                 restart,
                 force,
                 grace: std::time::Duration::from_secs_f64(grace.max(0.0)),
             };
-            match run::run(args) {
+            match cmd::run::run(args) {
                 Ok(code) => return code.into(),
                 Err(e) => Err(e),
             }
         }
-        Command::Validate { config } => validate::validate(&config),
-        Command::Plan { config } => validate::print_plan(&config),
-        Command::Assemble { config } => run::assemble_only(&config),
-        Command::Repair { config } => repair::repair_cmd(&config),
-        Command::Worker { id, device } => worker::run(id, device),
+        Command::Validate { config } => cmd::validate::run(&config),
+        Command::Plan { config } => cmd::plan::run(&config),
+        Command::Assemble { config } => cmd::assemble::run(&config),
+        Command::Repair { config } => cmd::repair::run(&config),
         Command::Sample {
             config,
             out,
@@ -166,7 +143,7 @@ fn main() -> ExitCode {
             device,
             batch_size,
             save_latents,
-        } => sample::run(sample::SampleArgs {
+        } => cmd::sample::run(cmd::sample::SampleArgs {
             config,
             out,
             range,
@@ -174,12 +151,16 @@ fn main() -> ExitCode {
             batch_size,
             save_latents,
         }),
-        Command::Bench(args) => bench::run(args),
-        Command::Status(args) => status::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::Status(args) => cmd::status::run(args),
     };
     match result {
         Ok(()) => Exit::Complete.into(),
         Err(e) => {
+            if let Some(r) = e.downcast_ref::<worker::Reported>() {
+                // The worker process printed the error line itself.
+                return r.0.into();
+            }
             let code = code_of(&e);
             eprintln!("fidshard: error: {e:#}");
             code.into()

@@ -26,19 +26,9 @@ pub enum EngineError {
         hint: String,
     },
 
-    #[error("{file}: `{key}`: {msg}")]
-    Config {
-        file: PathBuf,
-        key: String,
-        msg: String,
-    },
-
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Config and file errors of the tch-free layer.
+    #[error(transparent)]
+    Core(#[from] fidshard_core::CoreError),
 
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
@@ -70,22 +60,27 @@ impl EngineError {
         key: impl Into<String>,
         msg: impl Into<String>,
     ) -> Self {
-        EngineError::Config {
-            file: file.into(),
-            key: key.into(),
-            msg: msg.into(),
-        }
+        EngineError::Core(fidshard_core::CoreError::config(file, key, msg))
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        EngineError::Io {
-            path: path.into(),
-            source,
+        EngineError::Core(fidshard_core::CoreError::io(path, source))
+    }
+    /// The documented exit code: the user's input (config, checkpoint, VAE folder) is
+    /// `InvalidInput`, the machine (libtorch, I/O) is `Failure`.
+    pub fn exit(&self) -> fidshard_core::Exit {
+        match self {
+            EngineError::Core(e) => e.exit(),
+            EngineError::Torch(_) => fidshard_core::Exit::Failure,
+            EngineError::Checkpoint { .. }
+            | EngineError::MissingKey { .. }
+            | EngineError::UnexpectedKeys { .. }
+            | EngineError::ShapeMismatch { .. } => fidshard_core::Exit::InvalidInput,
         }
     }
     /// True for errors caused by the user's input (config, checkpoint, VAE folder) rather than
     /// by the machine; the CLI maps them to the "invalid input" exit code.
     pub fn is_input_error(&self) -> bool {
-        !matches!(self, EngineError::Torch(_) | EngineError::Io { .. })
+        self.exit() == fidshard_core::Exit::InvalidInput
     }
 }
 

@@ -3,20 +3,21 @@
 //! timestep respacing, and the Stable Diffusion VAE decoder, in libtorch through tch.
 //!
 //! The definition of correct is the PyTorch reference: `tests/fixtures/golden` holds its outputs.
+pub mod batch;
 pub mod checkpoint;
 pub mod diffusion;
 pub mod dit;
 pub mod engine;
 pub mod error;
 pub mod nn;
-pub mod output;
 pub mod params;
 pub mod precision;
 pub mod rng;
-pub mod settings;
 pub mod vae;
 
+pub use batch::{is_oom, Batch};
 pub use engine::{Engine, Sample, Timings};
 pub use error::{EngineError, Result};
-pub use rng::LabelMode;
-pub use settings::{Precision, SamplerKind, SamplerSettings};
+/// The tch-free layer the coordinator shares: settings, configs, respacing, PNG files.
+pub use fidshard_core::{output, settings};
+pub use fidshard_core::{LabelMode, Precision, SamplerKind, SamplerSettings};

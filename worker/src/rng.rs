@@ -8,52 +8,9 @@
 //!
 //! libtorch's mt19937 keeps only the low 32 bits of a seed: seeds that differ by a multiple of
 //! 2^32 give the same draws.
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-/// How class labels are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LabelMode {
-    /// Uniform over the classes, drawn from the sample's own generator (the reference's default).
-    #[default]
-    Random,
-    /// `i mod num_classes`: every class equally often (num_samples a multiple of num_classes).
-    Balanced,
-    /// The null label `num_classes` for every sample (no guidance).
-    Unconditional,
-}
-
-impl LabelMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LabelMode::Random => "random",
-            LabelMode::Balanced => "balanced",
-            LabelMode::Unconditional => "unconditional",
-        }
-    }
-}
-
-/// The seed of sample `index` in a job seeded with `job_seed`.
-pub fn sample_seed(job_seed: u64, index: u64) -> u64 {
-    job_seed.wrapping_add(index)
-}
-
-/// Sample `index`'s class label alone, without its noise: the same value as
-/// `draw_sample(...).label`, because `random` labels are the first draw of the sample's
-/// generator. Used to rebuild the label records from the PNGs (`fidshard repair`), where
-/// drawing the noise too would cost `(steps + 1) x C x H x W` floats per sample for nothing.
-/// Uses libtorch's global CPU generator, like [`draw_sample`].
-pub fn label_of(job_seed: u64, index: u64, labels: LabelMode, num_classes: i64) -> i64 {
-    match labels {
-        LabelMode::Random => {
-            tch::manual_seed(sample_seed(job_seed, index) as i64);
-            Tensor::randint(num_classes, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0])
-        }
-        LabelMode::Balanced => (index % num_classes as u64) as i64,
-        LabelMode::Unconditional => num_classes,
-    }
-}
+pub use fidshard_core::labels::{label_of, sample_seed, LabelMode};
 
 /// The draws of one sample.
 pub struct SampleDraws {
@@ -89,8 +46,9 @@ pub fn draw_sample(
 mod tests {
     use super::*;
 
-    /// `label_of` must agree with the label `draw_sample` gives the sampler, for every mode,
-    /// or a state rebuilt from the PNGs would write other labels into samples.npz.
+    /// `label_of` (pure Rust, in fidshard-core) must agree with the label libtorch's generator
+    /// gives the sampler, for every mode, or a state rebuilt from the PNGs by the coordinator
+    /// would write other labels into samples.npz.
     #[test]
     fn label_of_matches_draw_sample() {
         let modes = [

@@ -9,17 +9,18 @@ mod progress;
 mod queue;
 pub(crate) mod spawn;
 
-use crate::config::Job;
-use crate::plan::Shard;
-use crate::protocol::{FromWorker, ToWorker};
-use crate::snapshot::{self, JobState, Snapshot, WorkerState};
-use crate::state::{FailedRecord, ShardRecord, StateDb};
+use crate::job::config::Job;
+use crate::job::plan::Shard;
+use fidshard_core::protocol::{FromWorker, ToWorker};
+use crate::outdir::snapshot::{self, JobState, Snapshot, WorkerState};
+use crate::outdir::state::{FailedRecord, ShardRecord, StateDb};
 use anyhow::Result;
 use nix::sys::signal::Signal;
 use pool::{Running, Slot, QUARANTINE_AFTER};
 use progress::Progress;
 use queue::{backoff, Queue, Verdict};
-use spawn::{DeviceSpec, Event, SpawnSpec};
+use crate::job::devices::WorkerDevice;
+use spawn::{Event, SpawnSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -37,7 +38,7 @@ pub(crate) enum Outcome {
 pub(crate) struct Coordinator<'a> {
     pub job: &'a Job,
     pub db: &'a StateDb,
-    pub devices: Vec<DeviceSpec>,
+    pub devices: Vec<WorkerDevice>,
     /// Time from SIGTERM to workers until SIGKILL (preemption and hangs alike).
     pub grace: Duration,
     pub samples_dir: PathBuf,
@@ -121,8 +122,8 @@ impl<'a> Coordinator<'a> {
         };
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
-            if let Some(sig) = crate::signals::pending() {
-                if crate::signals::urgent() {
+            if let Some(sig) = crate::sys::signals::pending() {
+                if crate::sys::signals::urgent() {
                     tracing::warn!("second SIGINT: killing the workers now");
                     run.kill_all(Signal::SIGKILL);
                     run.write_snapshot(true);
@@ -401,7 +402,7 @@ impl Run<'_> {
             !self
                 .c
                 .samples_dir
-                .join(fidshard_worker::output::png_name(i, n_total))
+                .join(fidshard_core::output::png_name(i, n_total))
                 .is_file()
         }) {
             let msg = format!(
@@ -427,7 +428,7 @@ impl Run<'_> {
         self.done += 1;
         self.samples_done += n;
         self.done_ranges.push((r.shard.start, r.shard.end));
-        self.done_ranges = crate::plan::merge_ranges(std::mem::take(&mut self.done_ranges));
+        self.done_ranges = crate::job::plan::merge_ranges(std::mem::take(&mut self.done_ranges));
         self.progress
             .shard_done(&r.shard, &worker, seconds, self.done, self.total_shards);
     }
@@ -575,7 +576,7 @@ impl Run<'_> {
             .progress
             .eta(job.settings.num_samples - self.samples_done);
         s.retries = self.queue.retries;
-        s.missing_ranges = crate::plan::merge_ranges(self.failed.values().copied().collect());
+        s.missing_ranges = crate::job::plan::merge_ranges(self.failed.values().copied().collect());
         s.done_ranges = self.done_ranges.clone();
         s.updated_unix = snapshot::unix_now();
         if let Err(e) = snapshot::write(&job.out_dir, s) {

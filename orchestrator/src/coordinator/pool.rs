@@ -1,8 +1,9 @@
 //! The coordinator's view of its workers: one slot per device, the process in it, the shards
 //! it holds, and the crash accounting that quarantines a device whose worker keeps dying.
-use super::spawn::{DeviceSpec, Proc};
-use crate::plan::Shard;
-use crate::snapshot::{WorkerSnapshot, WorkerState};
+use super::spawn::Proc;
+use crate::job::devices::WorkerDevice;
+use crate::job::plan::Shard;
+use crate::outdir::snapshot::{WorkerSnapshot, WorkerState};
 use std::time::{Duration, Instant};
 
 /// Consecutive deaths without finishing a shard after which a device is quarantined.
@@ -16,7 +17,7 @@ pub(crate) struct Running {
 
 pub(crate) struct Slot {
     pub id: usize,
-    pub device: DeviceSpec,
+    pub device: WorkerDevice,
     pub proc: Option<Proc>,
     /// Incremented per spawn; events of an earlier process are ignored.
     pub gen: u64,
@@ -34,7 +35,7 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub fn new(id: usize, device: DeviceSpec) -> Slot {
+    pub fn new(id: usize, device: WorkerDevice) -> Slot {
         Slot {
             id,
             device,

@@ -1,6 +1,6 @@
 //! Progress reporting: a progress bar when stderr is a terminal, otherwise one log line per
 //! finished shard (cron and Slurm logs). Also the images/s rate and ETA for `status`.
-use crate::plan::Shard;
+use crate::job::plan::Shard;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Instant;

@@ -1,6 +1,6 @@
 //! The shard queue: pending shards (lowest index first), retry backoff, attempt counts.
-use crate::config::RetryPolicy;
-use crate::plan::Shard;
+use crate::job::config::RetryPolicy;
+use crate::job::plan::Shard;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -91,7 +91,7 @@ pub(crate) fn backoff(policy: &RetryPolicy, n: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::plan;
+    use crate::job::plan::plan;
 
     #[test]
     fn retries_with_backoff_then_gives_up() {

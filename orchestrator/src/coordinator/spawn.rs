@@ -2,7 +2,8 @@
 //! signal reaches everything it started), pinned to its GPU with CUDA_VISIBLE_DEVICES, with its
 //! stdout read line by line into the coordinator's event channel and its stderr appended to
 //! `OUT/logs/worker-N.log`.
-use crate::protocol::{line, FromWorker, ToWorker};
+use crate::job::devices::WorkerDevice;
+use fidshard_core::protocol::{line, FromWorker, ToWorker};
 use anyhow::{Context, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -11,23 +12,6 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::sync::mpsc::UnboundedSender;
-
-/// Where a worker runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DeviceSpec {
-    Cpu,
-    /// A GPU, named as CUDA_VISIBLE_DEVICES must name it for the worker.
-    Gpu(String),
-}
-
-impl std::fmt::Display for DeviceSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DeviceSpec::Cpu => write!(f, "cpu"),
-            DeviceSpec::Gpu(id) => write!(f, "gpu{id}"),
-        }
-    }
-}
 
 /// What the reader task of a worker reports.
 #[derive(Debug)]
@@ -72,7 +56,7 @@ impl Proc {
 pub(crate) struct SpawnSpec<'a> {
     pub worker: usize,
     pub gen: u64,
-    pub device: &'a DeviceSpec,
+    pub device: &'a crate::job::devices::WorkerDevice,
     pub log_dir: &'a Path,
     pub init: &'a ToWorker,
 }
@@ -86,11 +70,10 @@ pub(crate) async fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let exe = std::env::current_exe().context("cannot find the fidshard executable")?;
+    let exe = crate::worker::locate()?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--log-format")
-        .arg("text")
-        .arg("worker")
+    cmd.arg("serve")
+        .env("FIDSHARD_LOG_FORMAT", "text")
         .arg("--id")
         .arg(spec.worker.to_string())
         .env("FIDSHARD_PARENT_PID", std::process::id().to_string())
@@ -107,10 +90,10 @@ pub(crate) async fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -
         .process_group(0)
         .kill_on_drop(true);
     match spec.device {
-        DeviceSpec::Cpu => {
+        WorkerDevice::Cpu => {
             cmd.arg("--device").arg("cpu");
         }
-        DeviceSpec::Gpu(id) => {
+        WorkerDevice::Gpu(id) => {
             cmd.arg("--device")
                 .arg("cuda:0")
                 .env("CUDA_VISIBLE_DEVICES", id);
@@ -158,53 +141,3 @@ fn describe(s: std::process::ExitStatus) -> String {
     }
 }
 
-/// The devices `devices` names, resolved against what this machine has.
-pub(crate) fn resolve_devices(devices: &crate::config::Devices) -> Result<Vec<DeviceSpec>> {
-    use crate::config::Devices;
-    // The ids CUDA numbers 0..n map to these names for CUDA_VISIBLE_DEVICES.
-    let visible: Option<Vec<String>> = std::env::var("CUDA_VISIBLE_DEVICES").ok().map(|v| {
-        v.split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
-    let name_of = |i: u32| -> String {
-        match &visible {
-            Some(v) => v.get(i as usize).cloned().unwrap_or_else(|| i.to_string()),
-            None => i.to_string(),
-        }
-    };
-    Ok(match devices {
-        Devices::Cpu(n) => vec![DeviceSpec::Cpu; *n as usize],
-        Devices::Auto => {
-            let n = if tch::Cuda::is_available() {
-                tch::Cuda::device_count() as u32
-            } else {
-                0
-            };
-            if n == 0 {
-                // A CPU worker samples on one thread (see Engine::load): one per core, at most
-                // 8 (each holds its own copy of the model).
-                let cores = std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1);
-                vec![DeviceSpec::Cpu; cores.min(8)]
-            } else {
-                (0..n).map(|i| DeviceSpec::Gpu(name_of(i))).collect()
-            }
-        }
-        Devices::Gpus(ids) => {
-            let n = if tch::Cuda::is_available() {
-                tch::Cuda::device_count() as u32
-            } else {
-                0
-            };
-            if let Some(bad) = ids.iter().find(|&&i| i >= n) {
-                anyhow::bail!(crate::exit::Fatal::input(anyhow::anyhow!(
-                    "`devices` names GPU {bad} but {n} CUDA device(s) are visible; use `auto` or {{cpu: N}}"
-                )));
-            }
-            ids.iter().map(|&i| DeviceSpec::Gpu(name_of(i))).collect()
-        }
-    })
-}

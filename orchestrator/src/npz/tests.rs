@@ -6,7 +6,7 @@ use super::source::{ordered_load, SampleError};
 use super::verify::{read_npy_header, NpyInfo};
 use super::writer::npy_header;
 use super::*;
-use fidshard_worker::output::{encode_png, png_name, write_atomic};
+use fidshard_core::output::{encode_png, png_name, write_atomic};
 use std::io::Read;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -484,7 +484,7 @@ fn disk_full_child() {
 fn stale_temporary_files_are_removed_but_not_our_own() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("samples.npz");
-    let own = fidshard_worker::output::temp_name(&out);
+    let own = fidshard_core::output::temp_name(&out);
     for name in [
         ".samples.npz.tmp.1",
         ".samples.npz.tmp.999999",

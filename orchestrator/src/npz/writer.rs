@@ -138,7 +138,7 @@ impl NpzWriter {
         height: u32,
         width: u32,
     ) -> Result<NpzWriter, AssembleError> {
-        let tmp = fidshard_worker::output::temp_name(out);
+        let tmp = fidshard_core::output::temp_name(out);
         let file = File::create(&tmp).map_err(|e| AssembleError::io("creating", &tmp, e))?;
         let abandoned = Arc::new(AtomicBool::new(false));
         let sink = Sink {

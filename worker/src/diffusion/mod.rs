@@ -7,11 +7,10 @@
 //! - [`gaussian`]: the tables of `GaussianDiffusion.__init__`.
 //! - [`sampler`]: `SpacedDiffusion::p_sample` / `ddim_sample` given the model output.
 pub mod gaussian;
-pub mod respace;
 pub mod sampler;
-pub mod schedule;
 
 pub use gaussian::DiffusionTables;
 pub use respace::{respace_betas, space_timesteps, RespaceError};
-pub use sampler::{SpacedDiffusion, VarianceType};
+pub use fidshard_core::diffusion::{respace, schedule, variance, VarianceType};
+pub use sampler::SpacedDiffusion;
 pub use schedule::{get_named_beta_schedule, BetaSchedule, DIFFUSION_STEPS};

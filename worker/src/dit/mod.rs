@@ -1,9 +1,8 @@
 //! Diffusion Transformer (Peebles & Xie, "Scalable Diffusion Models with Transformers", 2023),
 //! reproducing `models.py` of facebookresearch/DiT module by module.
 mod block;
-mod config;
 mod layers;
 mod model;
 
-pub use config::{DiTConfig, PRESETS};
-pub use model::{CfgChannels, DiT};
+pub use fidshard_core::dit_config::{CfgChannels, DiTConfig, PRESETS};
+pub use model::DiT;

@@ -1,29 +1,11 @@
 //! The DiT model (`DiT` class of the reference `models.py`): patchify, add the fixed sin-cos
 //! position embedding, condition every block on `t_emb + y_emb` through adaLN-Zero, unpatchify.
 use super::block::{DiTBlock, FinalLayer};
-use super::config::DiTConfig;
+use super::{CfgChannels, DiTConfig};
 use super::layers::{LabelEmbedder, PatchEmbed, TimestepEmbedder};
 use crate::error::{EngineError, Result};
 use crate::params::{ParamSource, StateDict};
 use tch::Tensor;
-
-/// Which output channels classifier-free guidance is applied to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CfgChannels {
-    /// The first N channels. The reference guides only the first 3 of the 4 latent channels
-    /// (`eps, rest = model_out[:, :3], model_out[:, 3:]`); that is the published behaviour and the
-    /// default, `First(3)`.
-    First(i64),
-    /// All latent channels (`in_channels`), the "textbook" form of guidance.
-    All,
-}
-
-impl Default for CfgChannels {
-    fn default() -> Self {
-        CfgChannels::First(3)
-    }
-}
 
 pub struct DiT {
     config: DiTConfig,

@@ -1,7 +1,7 @@
 //! diffusers' `Decoder` (`autoencoders/vae.py`) with `norm_type="group"`: `conv_in`, `mid_block`,
 //! `up_blocks`, `conv_norm_out`, SiLU, `conv_out`.
 use super::blocks::{MidBlock, UpDecoderBlock};
-use super::config::VaeConfig;
+use super::VaeConfig;
 use super::GROUP_NORM_EPS;
 use crate::error::Result;
 use crate::nn::{Conv2d, GroupNorm};

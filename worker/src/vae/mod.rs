@@ -9,13 +9,12 @@
 //! caller divides by [`AutoencoderKlDecoder::scaling_factor`] first.
 mod attention;
 mod blocks;
-mod config;
 mod decoder;
 mod resnet;
 mod weights;
 
 pub use attention::{current_attention_key, LEGACY_ATTENTION_NAMES};
-pub use config::{VaeConfig, DEFAULT_SCALING_FACTOR, UP_DECODER_BLOCK};
+pub use fidshard_core::vae_config::{VaeConfig, DEFAULT_SCALING_FACTOR, UP_DECODER_BLOCK};
 pub use weights::{
     find_config, find_weights, is_encoder_key, load_decoder_state_dict, prepare_decoder_state_dict,
     CONFIG_FILE, WEIGHT_FILES,

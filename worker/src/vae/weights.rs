@@ -4,57 +4,10 @@ use crate::checkpoint::load_state_dict;
 use crate::error::{EngineError, Result};
 use crate::params::{ParamSource, StateDict};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::Device;
 
-pub const CONFIG_FILE: &str = "config.json";
-
-/// Weight files of a diffusers folder, in the order diffusers prefers them (safetensors first);
-/// the `fp16` variants are a last resort (parameters are converted to float32 anyway).
-pub const WEIGHT_FILES: [&str; 4] = [
-    "diffusion_pytorch_model.safetensors",
-    "diffusion_pytorch_model.bin",
-    "diffusion_pytorch_model.fp16.safetensors",
-    "diffusion_pytorch_model.fp16.bin",
-];
-
-/// The folder's `config.json`, or a one-line error naming the folder and the fix.
-pub fn find_config(folder: &Path) -> Result<PathBuf> {
-    if !folder.exists() {
-        return Err(EngineError::checkpoint(
-            folder,
-            "VAE folder does not exist; pass a diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors) such as a download of stabilityai/sd-vae-ft-ema",
-        ));
-    }
-    if !folder.is_dir() {
-        return Err(EngineError::checkpoint(
-            folder,
-            "is a file, but the VAE must be a diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors) such as stabilityai/sd-vae-ft-ema; pass the folder that holds it",
-        ));
-    }
-    let config = folder.join(CONFIG_FILE);
-    if !config.is_file() {
-        return Err(EngineError::checkpoint(
-            folder,
-            "no config.json; expected a diffusers AutoencoderKL folder such as stabilityai/sd-vae-ft-ema",
-        ));
-    }
-    Ok(config)
-}
-
-/// The folder's weight file (see [`WEIGHT_FILES`]), or a one-line error naming the fix.
-pub fn find_weights(folder: &Path) -> Result<PathBuf> {
-    WEIGHT_FILES
-        .iter()
-        .map(|f| folder.join(f))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            EngineError::checkpoint(
-                folder,
-                "no diffusion_pytorch_model.safetensors (or .bin); download the AutoencoderKL weights (e.g. stabilityai/sd-vae-ft-ema) into this folder next to config.json",
-            )
-        })
-}
+pub use fidshard_core::vae_config::{find_config, find_weights, CONFIG_FILE, WEIGHT_FILES};
 
 /// Keys of the encoder half of `AutoencoderKL`, which real files hold and the decoder ignores.
 pub fn is_encoder_key(key: &str) -> bool {

@@ -1,0 +1,142 @@
+//! The process exit codes, documented in docs/operations.md. Scripts (cron, Slurm requeue)
+//! depend on them, so they never change meaning.
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The command did what was asked (for `run`: every sample exists and the npz is written).
+    Complete = 0,
+    /// An unexpected runtime failure (I/O, libtorch); the message says what.
+    Failure = 1,
+    /// Invalid config, checkpoint, VAE folder or command line; nothing was changed.
+    InvalidInput = 2,
+    /// Finished, but some shards exhausted their retries (`status` names the missing ranges).
+    ShardsFailed = 3,
+    /// Another coordinator holds this job's out dir.
+    Locked = 4,
+    /// Interrupted (SIGTERM/SIGINT/SIGUSR1); what finished is recorded; run again to resume.
+    /// EX_TEMPFAIL from sysexits.h, the code Slurm requeue scripts test for.
+    Interrupted = 75,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+impl Exit {
+    /// Every code, for documentation and the exit-code walk test.
+    pub const ALL: [Exit; 6] = [
+        Exit::Complete,
+        Exit::Failure,
+        Exit::InvalidInput,
+        Exit::ShardsFailed,
+        Exit::Locked,
+        Exit::Interrupted,
+    ];
+
+    /// The code a process exited with, if it is one of ours.
+    pub fn from_code(code: i32) -> Option<Exit> {
+        Exit::ALL.into_iter().find(|e| *e as i32 == code)
+    }
+
+    /// One line for docs and `--help`.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Complete => "done",
+            Exit::Failure => "unexpected runtime failure (I/O, libtorch)",
+            Exit::InvalidInput => "invalid config, model file, command line or environment; nothing changed",
+            Exit::ShardsFailed => "finished, but some shards exhausted their retries",
+            Exit::Locked => "another coordinator holds this out dir",
+            Exit::Interrupted => "interrupted; run again to resume",
+        }
+    }
+}
+
+/// An error that carries the exit code it should produce.
+#[derive(Debug, thiserror::Error)]
+#[error("{err:#}")]
+pub struct Fatal {
+    pub code: Exit,
+    pub err: anyhow::Error,
+}
+
+impl Fatal {
+    pub fn new(code: Exit, e: impl Into<anyhow::Error>) -> Self {
+        Fatal {
+            code,
+            err: e.into(),
+        }
+    }
+    pub fn input(e: impl Into<anyhow::Error>) -> Self {
+        Fatal::new(Exit::InvalidInput, e)
+    }
+}
+
+/// Shorthand: an input error (exit 2) with a formatted one-line message.
+#[macro_export]
+macro_rules! input_error {
+    ($($arg:tt)*) => {
+        anyhow::Error::new($crate::exit::Fatal::input(anyhow::anyhow!($($arg)*)))
+    };
+}
+
+/// The exit code of an error: the first error in its chain whose type knows its code decides
+/// (`Fatal`, [`CoreError`](crate::error::CoreError), [`RespaceError`](crate::diffusion::RespaceError),
+/// and whatever `more` recognises, e.g. the engine's error in the worker binary); anything
+/// else is `Failure`. Walking the whole chain means a `.context(...)` or a new `?` can never
+/// turn a documented code into 1.
+pub fn code_of_with(
+    err: &anyhow::Error,
+    more: &dyn Fn(&(dyn std::error::Error + 'static)) -> Option<Exit>,
+) -> Exit {
+    for cause in err.chain() {
+        if let Some(f) = cause.downcast_ref::<Fatal>() {
+            return f.code;
+        }
+        if let Some(e) = cause.downcast_ref::<crate::error::CoreError>() {
+            return e.exit();
+        }
+        if cause.downcast_ref::<crate::diffusion::RespaceError>().is_some() {
+            return Exit::InvalidInput;
+        }
+        if let Some(code) = more(cause) {
+            return code;
+        }
+    }
+    Exit::Failure
+}
+
+/// [`code_of_with`] for the types this crate knows.
+pub fn code_of(err: &anyhow::Error) -> Exit {
+    code_of_with(err, &|_| None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn context_keeps_the_code() {
+        let e: anyhow::Error = Fatal::input(anyhow::anyhow!("bad key")).into();
+        let e = Err::<(), _>(e).context("loading x").context("run").unwrap_err();
+        assert_eq!(code_of(&e), Exit::InvalidInput);
+        let io = crate::error::CoreError::io("/x", std::io::Error::other("disk"));
+        let e = Err::<(), _>(io).context("writing").unwrap_err();
+        assert_eq!(code_of(&e), Exit::Failure);
+        let png = crate::error::CoreError::Png("bad".into());
+        assert_eq!(code_of(&anyhow::Error::new(png)), Exit::Failure);
+        assert_eq!(code_of(&anyhow::anyhow!("other")), Exit::Failure);
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for e in Exit::ALL {
+            assert_eq!(Exit::from_code(e as i32), Some(e));
+            assert!(!e.meaning().is_empty());
+        }
+        assert_eq!(Exit::from_code(101), None);
+    }
+}

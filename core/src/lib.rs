@@ -1,0 +1,31 @@
+//! fidshard's shared layer, free of libtorch: what both binaries must agree on.
+//!
+//! - the coordinator (`fidshard`, orchestrator/) reads the job, resolves it into
+//!   [`SamplerSettings`] and checks everything that can be checked without weights;
+//! - the worker (`fidshard-worker`, worker/) receives those settings over the
+//!   [`protocol`] and samples.
+//!
+//! Nothing here links libtorch, so `fidshard status` and `plan` start in milliseconds on a login
+//! node without a torch install (docs/architecture.md).
+pub mod device;
+pub mod diffusion;
+pub mod dit_config;
+pub mod error;
+pub mod exit;
+pub mod faults;
+pub mod labels;
+pub mod output;
+pub mod protocol;
+pub mod settings;
+pub mod shard;
+pub mod task;
+pub mod vae_config;
+
+pub use device::DeviceSpec;
+pub use dit_config::{CfgChannels, DiTConfig, PRESETS};
+pub use error::CoreError;
+pub use exit::{Exit, Fatal};
+pub use labels::LabelMode;
+pub use settings::{Precision, SamplerKind, SamplerSettings};
+pub use shard::Shard;
+pub use vae_config::VaeConfig;

@@ -1,0 +1,50 @@
+//! Image files: PNG encoding and the write-to-temporary-then-rename rule, so that no partial
+//! file ever carries a final name.
+use crate::error::{CoreError, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// File name of sample `index` in a job of `num_samples`: zero-padded to at least 6 digits,
+/// wider when the job needs it, so that names sort in index order.
+pub fn png_name(index: u64, num_samples: u64) -> String {
+    let width = num_samples.saturating_sub(1).to_string().len().max(6);
+    format!("{index:0width$}.png")
+}
+
+/// Encodes `H x W x 3` RGB pixels as PNG bytes.
+pub fn encode_png(pixels: &[u8], side: u32) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(pixels.len() / 2);
+    let enc = image::codecs::png::PngEncoder::new_with_quality(
+        &mut buf,
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::Adaptive,
+    );
+    image::ImageEncoder::write_image(enc, pixels, side, side, image::ExtendedColorType::Rgb8)
+        .map_err(|e| CoreError::Png(e.to_string()))?;
+    Ok(buf)
+}
+
+/// Writes `bytes` to `path` through `path.tmp.<pid>` + fsync + rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_name(path);
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CoreError::io(path, e));
+    }
+    Ok(())
+}
+
+/// The temporary name used while writing `path` (`.{name}.tmp.{pid}` beside it).
+pub fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
+}

@@ -1,0 +1,87 @@
+//! The coordinator <-> worker pipe protocol: one JSON object per line, `{"type": ...}`.
+//!
+//! Coordinator -> worker (the worker's stdin):
+//! - `init` (first line): the resolved sampler settings and where to write.
+//! - `assign`: sample one shard. A worker has at most one shard assigned at a time.
+//! - `shutdown`: exit after the shard in hand. End of stdin means the same, immediately: a
+//!   worker whose coordinator died exits at once and never writes into a resumed run.
+//!
+//! Worker -> coordinator (the worker's stdout; its logs go to stderr = `OUT/logs/worker-N.log`):
+//! - `ready` once the model and VAE are loaded;
+//! - `progress` after each sampled batch and each written image batch;
+//! - `shard_done` after every PNG of the shard is written (fsynced and renamed), with a CRC32
+//!   per file and the labels. Only the coordinator decides that a shard is done: it records
+//!   the shard in the state DB when it receives this line.
+//! - `shard_failed` (typed: `oom` after the micro-batch could not shrink further, `io` for disk
+//!   errors, `other`), after which the worker takes more work;
+//! - `fatal` (e.g. `load`: the checkpoint or VAE did not load), after which it exits non-zero.
+use crate::shard::Shard;
+use crate::settings::SamplerSettings;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    Init {
+        settings: Box<SamplerSettings>,
+        samples_dir: PathBuf,
+    },
+    Assign {
+        shard: Shard,
+        attempt: u32,
+    },
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Out of device memory even at micro-batch 1.
+    Oom,
+    /// Writing files failed (disk full, permissions, I/O error).
+    Io,
+    /// The model or VAE could not be loaded.
+    Load,
+    Other,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromWorker {
+    Ready {
+        pid: u32,
+        device: String,
+        load_seconds: f64,
+    },
+    Progress {
+        shard: u64,
+        sampled: u64,
+        written: u64,
+        total: u64,
+        /// The micro-batch in use (it shrinks after an out-of-memory error).
+        batch: usize,
+    },
+    ShardDone {
+        shard: u64,
+        crc32: Vec<u32>,
+        labels: Vec<i64>,
+        seconds: f64,
+    },
+    ShardFailed {
+        shard: u64,
+        kind: FailureKind,
+        message: String,
+    },
+    Fatal {
+        kind: FailureKind,
+        message: String,
+    },
+}
+
+/// Serializes a message as one line (with the newline).
+pub fn line<T: Serialize>(msg: &T) -> String {
+    let mut s = serde_json::to_string(msg).expect("protocol messages serialize");
+    s.push('\n');
+    s
+}

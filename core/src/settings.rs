@@ -1,0 +1,96 @@
+//! Fully resolved sampling settings: everything that decides the pixels of image `i`.
+//! The orchestrator builds this from the YAML job (paths made absolute, defaults filled in) and
+//! hands it to each worker; the engine never reads YAML itself.
+use crate::diffusion::{BetaSchedule, VarianceType};
+use crate::dit_config::{CfgChannels, DiTConfig};
+use crate::labels::LabelMode;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerKind {
+    /// Ancestral sampling (`p_sample_loop`), the reference's FID setting.
+    Ddpm,
+    /// DDIM (`ddim_sample_loop`) with the job's `eta`.
+    Ddim,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Strict float32 (the only mode on CPU).
+    Fp32,
+    /// float32 tensors, TF32 matmuls on Ampere+ GPUs (the reference `sample.py` enables it).
+    Tf32,
+    /// bfloat16 autocast of the DiT and VAE forward passes on GPU; sampler math stays float32.
+    Bf16,
+    /// float16 autocast, as Bf16.
+    Fp16,
+}
+
+impl SamplerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim => "ddim",
+        }
+    }
+}
+
+impl Precision {
+    pub const NAMES: &'static str = "fp32, tf32, bf16, fp16";
+
+    /// The mode named `s` (`fp32`, `tf32`, `bf16`, `fp16`).
+    pub fn parse(s: &str) -> Option<Precision> {
+        Some(match s {
+            "fp32" => Precision::Fp32,
+            "tf32" => Precision::Tf32,
+            "bf16" => Precision::Bf16,
+            "fp16" => Precision::Fp16,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+        }
+    }
+}
+
+/// Serializable: the coordinator sends it to each worker, so a YAML edited mid-run can never
+/// make two workers of one job sample differently.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SamplerSettings {
+    pub dit: DiTConfig,
+    pub checkpoint: PathBuf,
+    pub vae: PathBuf,
+    pub num_samples: u64,
+    pub seed: u64,
+    pub labels: LabelMode,
+    pub cfg_scale: f64,
+    pub cfg_channels: CfgChannels,
+    pub sampler: SamplerKind,
+    /// Respacing spec (`"250"`, `"ddim50"`, `"10,20,30"`).
+    pub steps: String,
+    pub eta: f64,
+    pub beta_schedule: BetaSchedule,
+    pub variance: VarianceType,
+    pub precision: Precision,
+    /// Images per DiT forward pass (classifier-free guidance doubles it inside).
+    pub batch_size: usize,
+    /// Images per VAE decode call.
+    pub vae_batch_size: usize,
+}
+
+impl SamplerSettings {
+    /// Classifier-free guidance runs (and doubles the batch) only for scale > 1 with class
+    /// labels, as in the reference's `sample.py` (`using_cfg = cfg_scale > 1.0`).
+    pub fn uses_cfg(&self) -> bool {
+        self.cfg_scale > 1.0 && self.labels != LabelMode::Unconditional
+    }
+}

@@ -1,0 +1,71 @@
+//! One-shot tasks the coordinator hands to the worker binary for the commands that need
+//! tensors (`sample`, `bench`, the model check of `validate` and `run`, `doctor`'s probe).
+//! The user types `fidshard sample ...`; `fidshard` resolves and checks the job, then runs
+//! `fidshard-worker task` with one JSON [`Task`] on its stdin, its stdout and stderr inherited,
+//! and exits with the worker's exit code.
+use crate::device::DeviceSpec;
+use crate::settings::{Precision, SamplerSettings};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum Task {
+    /// Sample `range` into `out/{index}.png` in this one process.
+    Sample {
+        settings: Box<SamplerSettings>,
+        out: PathBuf,
+        range: (u64, u64),
+        device: DeviceSpec,
+        /// Also write `out/latents/{index}.safetensors`.
+        save_latents: bool,
+    },
+    /// Time the sampling path.
+    Bench(BenchTask),
+    /// Build the DiT and the VAE from their files on the CPU, then drop them.
+    Check { settings: Box<SamplerSettings> },
+    /// Report libtorch, CUDA and the devices as one JSON [`Probe`] line on stdout.
+    Probe,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchTask {
+    pub model: BenchModel,
+    pub precision: Precision,
+    pub batch_size: usize,
+    pub images: usize,
+    pub device: DeviceSpec,
+    pub threads: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchModel {
+    /// A job's real weights.
+    Job { settings: Box<SamplerSettings>, name: String },
+    /// A DiT preset with random weights and a VAE architecture (sd-vae-ft-ema's by default).
+    Random {
+        preset: String,
+        vae_config: Option<PathBuf>,
+        image_size: i64,
+        steps: String,
+        cfg_scale: f64,
+    },
+}
+
+/// What the worker binary sees of libtorch and the GPUs (`fidshard doctor`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Probe {
+    pub worker_version: String,
+    /// Whether `libtorch_cuda.so` is mapped into the worker process.
+    pub cuda_library_loaded: bool,
+    pub cuda_available: bool,
+    pub cuda_device_count: i64,
+    pub cudnn_available: bool,
+    /// The libraries the worker process has mapped whose names start with libtorch / libc10.
+    pub torch_libraries: Vec<String>,
+    /// `torch.__version__` of the torch install the worker links (from its `version.py`).
+    pub torch_version: Option<String>,
+    /// The CUDA version that torch was built with (`torch.version.cuda`), none for CPU builds.
+    pub torch_cuda_version: Option<String>,
+}

@@ -1,0 +1,98 @@
+//! `fidshard bench`: seconds per image and where they go, measured in the worker binary. Either
+//! a job config (real weights), or a preset with random weights and the real sd-vae-ft-ema
+//! architecture, which measures a real-sized model without its checkpoint.
+use crate::job::config::Job;
+use crate::worker::{run_task, Output};
+use anyhow::Result;
+use fidshard_core::task::{BenchModel, BenchTask, Task};
+use fidshard_core::{DeviceSpec, Precision};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub(crate) struct BenchArgs {
+    /// A job config to benchmark with its real weights.
+    config: Option<PathBuf>,
+    /// Instead of a config: a DiT preset with random weights (e.g. DiT-S/2).
+    #[arg(long, conflicts_with = "config")]
+    random_model: Option<String>,
+    /// diffusers VAE config.json for --random-model (default: sd-vae-ft-ema's architecture,
+    /// embedded in the worker binary).
+    #[arg(long)]
+    vae_config: Option<PathBuf>,
+    /// Image side for --random-model.
+    #[arg(long, default_value_t = 256)]
+    image_size: i64,
+    /// Respacing spec for --random-model.
+    #[arg(long, default_value = "10")]
+    steps: String,
+    #[arg(long, default_value_t = 4.0)]
+    cfg_scale: f64,
+    /// fp32, tf32, bf16 or fp16 (default: the config's, else fp32).
+    #[arg(long, value_parser = parse_precision)]
+    precision: Option<Precision>,
+    /// Images per batch (default: the config's batch_size, else 4).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Number of images to time (after one warm-up batch).
+    #[arg(long, default_value_t = 8)]
+    images: usize,
+    #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse)]
+    device: DeviceSpec,
+    /// CPU threads. Sampling uses 1 so that images never depend on the machine (see
+    /// docs/architecture.md); more threads only show what the arithmetic could do.
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    Precision::parse(s).ok_or_else(|| format!("`{s}` is not one of {}", Precision::NAMES))
+}
+
+pub(crate) fn run(args: BenchArgs) -> Result<()> {
+    if args.batch_size == Some(0) || args.images == 0 {
+        return Err(fidshard_core::input_error!(
+            "--batch-size and --images must be at least 1"
+        ));
+    }
+    if !args.cfg_scale.is_finite() || args.image_size <= 0 {
+        return Err(fidshard_core::input_error!(
+            "--cfg-scale must be finite and --image-size positive"
+        ));
+    }
+    let (model, precision, batch_size) = match &args.config {
+        Some(cfg) => {
+            let job = Job::load(cfg)?;
+            let precision = args.precision.unwrap_or(job.settings.precision);
+            let batch = args.batch_size.unwrap_or(job.settings.batch_size);
+            let model = BenchModel::Job {
+                settings: Box::new(job.settings),
+                name: cfg.display().to_string(),
+            };
+            (model, precision, batch)
+        }
+        None => {
+            let model = BenchModel::Random {
+                preset: args.random_model.clone().unwrap_or_else(|| "DiT-S/2".into()),
+                vae_config: args.vae_config.clone(),
+                image_size: args.image_size,
+                steps: args.steps.clone(),
+                cfg_scale: args.cfg_scale,
+            };
+            (
+                model,
+                args.precision.unwrap_or(Precision::Fp32),
+                args.batch_size.unwrap_or(4),
+            )
+        }
+    };
+    let task = Task::Bench(BenchTask {
+        model,
+        precision,
+        batch_size,
+        images: args.images,
+        device: args.device,
+        threads: args.threads,
+    });
+    run_task(&task, Output::Inherit)?;
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! One file per verb of the command line. Each turns its arguments into calls of the layers
+//! below (coordinator, worker, out dir, npz, job) and returns what `main` maps to an exit code.
+pub(crate) mod assemble;
+pub(crate) mod bench;
+pub(crate) mod plan;
+pub(crate) mod repair;
+pub(crate) mod run;
+pub(crate) mod sample;
+pub(crate) mod status;
+pub(crate) mod validate;

@@ -1,0 +1,318 @@
+//! `fidshard run CONFIG`: the whole job. Lock the out dir, check the fingerprint, skip recorded
+//! shards (after checking their files), check models and disk before spawning anything, let the
+//! coordinator sample the rest, then assemble `samples.npz`.
+use crate::job::config::Job;
+use crate::job::devices::{resolve_devices, WorkerDevice};
+use crate::coordinator::{Coordinator, Outcome};
+use crate::sys::exit::{Exit, Fatal};
+use crate::outdir::lock::JobLock;
+use crate::npz::{assemble, AssembleError, AssembleInput};
+use crate::job::plan::{plan, Shard};
+use crate::outdir::snapshot::{self, JobState, Snapshot};
+use crate::outdir::state::StateDb;
+use anyhow::{anyhow, Context, Result};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub(crate) struct RunArgs {
+    pub config: PathBuf,
+    pub restart: bool,
+    pub force: bool,
+    pub grace: Duration,
+}
+
+/// Rounds of "assemble, find bad files, redo their shards" before giving up.
+const REPAIR_ROUNDS: usize = 2;
+
+pub(crate) fn run(args: RunArgs) -> Result<Exit> {
+    crate::sys::signals::install()?;
+    let job = Job::load(&args.config)?;
+    let out = job.out_dir.clone();
+    let lock = JobLock::acquire(&out).map_err(|e| e.fatal())?;
+    let started = Instant::now();
+    // Build the DiT and the VAE once on the CPU before anything in the out dir is deleted or
+    // written: a bad checkpoint or VAE then fails in seconds with one message (exit 2), instead
+    // of once per worker, and leaves the samples and the state as they were.
+    crate::cmd::validate::check_models(&job)?;
+    if args.restart {
+        tracing::warn!(out = %out.display(), "--restart: deleting the recorded state and samples");
+        crate::outdir::state::restart_out_dir(&lock)?;
+    }
+    let fp = crate::job::fingerprint::Fingerprint::compute(&job)?;
+    // Opens the state, or rebuilds it from the PNGs when it is missing or unreadable.
+    let db = if args.restart {
+        crate::outdir::rebuild::open_for_restart(&lock, &job, &fp)?
+    } else {
+        crate::outdir::rebuild::open_for_run(&lock, &job, &fp)?
+    };
+    let result = run_with_state(&job, &db, &args, started);
+    if let Err(e) = &result {
+        warn_if_state_failed(e, &out);
+    }
+    result
+}
+
+/// A sled failure in the middle of a run costs no finished work, since every recorded shard's
+/// PNGs are on disk; but say so, and how to get the records back.
+fn warn_if_state_failed(e: &anyhow::Error, out: &std::path::Path) {
+    let state_error = e
+        .chain()
+        .any(|c| c.downcast_ref::<crate::outdir::state::StateError>().is_some());
+    if state_error {
+        tracing::error!(
+            out = %out.display(),
+            "the state database failed; the finished PNGs in samples/ are kept, and the next \
+             `fidshard run` (or `fidshard repair CONFIG`) rebuilds the records from them if the \
+             database stays unreadable"
+        );
+    }
+}
+
+fn run_with_state(job: &Job, db: &StateDb, args: &RunArgs, started: Instant) -> Result<Exit> {
+    let out = &job.out_dir;
+    let samples_dir = out.join("samples");
+    std::fs::create_dir_all(&samples_dir)
+        .with_context(|| format!("cannot create {}", samples_dir.display()))?;
+    let removed =
+        crate::outdir::state::remove_stale_temps(&samples_dir)? + crate::outdir::state::remove_stale_temps(out)?;
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed temporary files of an earlier, interrupted run"
+        );
+    }
+    let devices = resolve_devices(&job.raw.devices)?;
+    let shards = plan(job.settings.num_samples, job.raw.shard_size);
+
+    for round in 0..=REPAIR_ROUNDS {
+        let todo = pending_shards(db, &shards, &samples_dir, job.settings.num_samples)?;
+        let npz_path = job.out_dir.join("samples.npz");
+        if round == 0 && todo.is_empty() && npz_path.is_file() {
+            let n = job.settings.num_samples;
+            if crate::npz::verify_npz(&npz_path, n, job.image_size as u32).is_ok() {
+                tracing::info!(npz = %npz_path.display(), "already complete");
+                final_snapshot(job, db, JobState::Complete);
+                return Ok(Exit::Complete);
+            }
+        }
+        if !todo.is_empty() {
+            if round == 0 {
+                preflight(job, &todo, args.force)?;
+            }
+            let outcome = sample(job, db, &devices, args, todo, shards.len() as u64)?;
+            match outcome {
+                Outcome::Interrupted => {
+                    tracing::warn!("interrupted; run the same command again to resume");
+                    return Ok(Exit::Interrupted);
+                }
+                Outcome::Finished { failed } if failed > 0 => {
+                    let ranges = missing_ranges(db)?;
+                    final_snapshot(job, db, JobState::Failed);
+                    tracing::error!(
+                        failed,
+                        missing = %ranges,
+                        "some shards failed every attempt; run again to retry them"
+                    );
+                    return Ok(Exit::ShardsFailed);
+                }
+                Outcome::Finished { .. } => {}
+            }
+        }
+        if let Some(sig) = crate::sys::signals::pending() {
+            tracing::warn!("{sig}: stopping before assembly; run again to finish");
+            return Ok(Exit::Interrupted);
+        }
+        match assemble_interruptible(job, db)? {
+            Ok(()) => {
+                tracing::info!(
+                    seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+                    npz = %out.join("samples.npz").display(),
+                    "complete"
+                );
+                final_snapshot(job, db, JobState::Complete);
+                return Ok(Exit::Complete);
+            }
+            Err(e) if round < REPAIR_ROUNDS && e.bad_indices().is_some() => {
+                let bad: BTreeSet<u64> = e
+                    .bad_indices()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|i| i / job.raw.shard_size)
+                    .collect();
+                tracing::warn!(shards = ?bad, "PNGs missing or corrupt after recording; redoing their shards");
+                for id in bad {
+                    db.remove_done(id)?;
+                }
+            }
+            Err(e) => return Err(anyhow!(e)).context("assembling samples.npz"),
+        }
+    }
+    Err(anyhow!(
+        "samples.npz: files kept going bad after {REPAIR_ROUNDS} repair rounds"
+    ))
+}
+
+/// Shards not recorded done, or recorded but with files missing (those records are dropped).
+fn pending_shards(
+    db: &StateDb,
+    shards: &[Shard],
+    samples_dir: &std::path::Path,
+    n: u64,
+) -> Result<Vec<Shard>> {
+    for id in db.verify_done(samples_dir, n)? {
+        tracing::warn!(
+            shard = id,
+            "recorded shard has missing files; it will be sampled again"
+        );
+        db.remove_done(id)?;
+    }
+    let done: BTreeSet<u64> = db.done_records()?.iter().map(|r| r.shard.id).collect();
+    Ok(shards
+        .iter()
+        .filter(|s| !done.contains(&s.id))
+        .copied()
+        .collect())
+}
+
+fn sample(
+    job: &Job,
+    db: &StateDb,
+    devices: &[WorkerDevice],
+    args: &RunArgs,
+    todo: Vec<Shard>,
+    total: u64,
+) -> Result<Outcome> {
+    // The models were checked once in `run`, before anything was written.
+    let done = db.done_records()?;
+    let done_samples: u64 = done.iter().map(|r| r.shard.len()).sum();
+    tracing::info!(
+        shards = todo.len(),
+        workers = devices.len(),
+        devices = %devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
+        "sampling"
+    );
+    let c = Coordinator {
+        job,
+        db,
+        devices: devices.to_vec(),
+        grace: args.grace,
+        samples_dir: job.out_dir.join("samples"),
+        log_dir: crate::outdir::OutDir::new(&job.out_dir).logs(),
+    };
+    c.run(todo, (done.len() as u64, done_samples), total)
+}
+
+fn missing_ranges(db: &StateDb) -> Result<String> {
+    let ranges = crate::job::plan::merge_ranges(
+        db.failed_records()?
+            .iter()
+            .map(|f| (f.shard.start, f.shard.end))
+            .collect(),
+    );
+    Ok(ranges
+        .iter()
+        .map(|(a, b)| format!("{a}..{b}"))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// Assembles `samples.npz` from the recorded shards' PNGs, checking each file's CRC.
+pub(crate) fn assemble_npz(job: &Job, db: &StateDb) -> Result<(), AssembleError> {
+    let n = job.settings.num_samples;
+    let mut records = db
+        .done_records()
+        .map_err(|e| AssembleError::Input(format!("{e:#}")))?;
+    records.sort_by_key(|r| r.shard.start);
+    let mut labels = Vec::with_capacity(n as usize);
+    let mut crc = Vec::with_capacity(n as usize);
+    for r in &records {
+        labels.extend_from_slice(&r.labels);
+        crc.extend_from_slice(&r.crc32);
+    }
+    if labels.len() as u64 != n {
+        return Err(AssembleError::Input(format!(
+            "the state records {} samples, the job has {n}",
+            labels.len()
+        )));
+    }
+    let input = AssembleInput {
+        samples_dir: &job.out_dir.join("samples"),
+        num_samples: n,
+        image_size: job.image_size as u32,
+        labels: &labels,
+        expected_crc: Some(&crc),
+    };
+    let report = assemble(&input, &job.out_dir.join("samples.npz"))?;
+    tracing::info!(
+        bytes = report.bytes,
+        seconds = format!("{:.1}", report.seconds),
+        "samples.npz written"
+    );
+    Ok(())
+}
+
+/// Refuses to start when the disk cannot hold what the remaining shards will write (`--force`
+/// overrides).
+fn preflight(job: &Job, todo: &[Shard], force: bool) -> Result<()> {
+    let need = crate::job::disk::disk_needed(job, todo.iter().map(Shard::len).sum());
+    let free = crate::job::disk::free_bytes(&job.out_dir)?;
+    if free < need.total() && !force {
+        return Err(Fatal::input(anyhow!(
+            "{}: {} free but the job needs about {} (PNGs {} + npz {}); free space, choose another out_dir, or pass --force",
+            job.out_dir.display(),
+            crate::job::disk::human(free),
+            crate::job::disk::human(need.total()),
+            crate::job::disk::human(need.pngs),
+            crate::job::disk::human(need.npz),
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The snapshot `status` shows after the run: the coordinator's last one (or a fresh one when
+/// nothing needed sampling), with the final state and counts from the state DB.
+pub(crate) fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
+    let out = &job.out_dir;
+    let mut snap = snapshot::read(out).unwrap_or_else(|| Snapshot::empty(out, state));
+    let done = db.done_records().unwrap_or_default();
+    let failed = db.failed_records().unwrap_or_default();
+    snap.state = state;
+    snap.samples_total = job.settings.num_samples;
+    let shards_total = plan(job.settings.num_samples, job.raw.shard_size).len() as u64;
+    snap.set_records(shards_total, &done, &failed);
+    snap.retries = snap.retries.max(db.retries().unwrap_or(0));
+    snap.eta_seconds = None;
+    snap.coordinator_pid = None;
+    for w in &mut snap.workers {
+        w.pid = None;
+        w.shard = None;
+        w.progress = None;
+        if w.state != crate::outdir::snapshot::WorkerState::Quarantined {
+            w.state = crate::outdir::snapshot::WorkerState::Dead;
+        }
+    }
+    snap.updated_unix = snapshot::unix_now();
+    if let Err(e) = snapshot::write(out, &snap) {
+        tracing::warn!("cannot write status.json: {e}");
+    }
+}
+
+
+/// Assembles on a helper thread while this one watches for stop signals: a preempted assembly
+/// exits 75 at once (its temporary npz is removed by the next run), instead of being killed
+/// half way with a signal status.
+fn assemble_interruptible(job: &Job, db: &StateDb) -> Result<Result<(), AssembleError>> {
+    std::thread::scope(|s| {
+        let h = s.spawn(|| assemble_npz(job, db));
+        while !h.is_finished() {
+            if let Some(sig) = crate::sys::signals::pending() {
+                tracing::warn!("{sig} during assembly: exiting; run again to finish");
+                std::process::exit(Exit::Interrupted as i32);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(h.join().expect("assembly thread panicked"))
+    })
+}

@@ -1,0 +1,63 @@
+//! `fidshard sample CONFIG --out DIR`: samples a range of indices in one worker process and
+//! writes `DIR/{index:06}.png`. The job is resolved and checked here; the worker binary samples.
+use crate::job::config::Job;
+use crate::worker::{run_task, Output};
+use anyhow::Result;
+use fidshard_core::task::Task;
+use fidshard_core::DeviceSpec;
+use std::path::PathBuf;
+
+pub(crate) struct SampleArgs {
+    pub config: PathBuf,
+    pub out: PathBuf,
+    pub range: Option<(u64, u64)>,
+    pub device: DeviceSpec,
+    pub batch_size: Option<usize>,
+    pub save_latents: bool,
+}
+
+/// Parses `A..B` (half-open, like Rust ranges).
+pub(crate) fn parse_range(s: &str) -> std::result::Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("`{s}` is not a range A..B"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{a}` is not a sample index"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{b}` is not a sample index"))?;
+    if a >= b {
+        return Err(format!("range {a}..{b} is empty"));
+    }
+    Ok((a, b))
+}
+
+pub(crate) fn run(args: SampleArgs) -> Result<()> {
+    let mut job = Job::load(&args.config)?;
+    if let Some(b) = args.batch_size {
+        if b == 0 {
+            return Err(fidshard_core::input_error!("--batch-size must be at least 1"));
+        }
+        job.settings.batch_size = b;
+    }
+    let n = job.settings.num_samples;
+    let (a, b) = args.range.unwrap_or((0, n));
+    if b > n {
+        return Err(fidshard_core::input_error!(
+            "--range {a}..{b} goes past num_samples = {n} in {}",
+            args.config.display()
+        ));
+    }
+    let task = Task::Sample {
+        settings: Box::new(job.settings),
+        out: args.out,
+        range: (a, b),
+        device: args.device,
+        save_latents: args.save_latents,
+    };
+    run_task(&task, Output::Inherit)?;
+    Ok(())
+}

@@ -1,0 +1,458 @@
+//! `fidshard status TARGET [--json]`: where a job stands, whether its coordinator is running,
+//! crashed, or long gone.
+//!
+//! A live coordinator (it holds `OUT/coordinator.lock`) is the authority: its `status.json`,
+//! rewritten every second, is reported. Without one, the durable records in `state.sled` are
+//! (a `status.json` left behind may be stale or written by a coordinator that crashed), and the
+//! state is derived from them: complete, failed, interrupted or not started. The sled DB is read
+//! while holding the job lock, so no coordinator can start in the middle of the read.
+use crate::job::config::Job;
+use crate::sys::exit::Fatal;
+use crate::outdir::lock::{JobLock, Probe};
+use crate::outdir::LOCK_FILE;
+use crate::job::plan::plan;
+use crate::outdir::snapshot::{self, format_utc, unix_now, JobState, Snapshot, MAX_ERRORS};
+use crate::outdir::state::StateDb;
+use anyhow::{anyhow, Result};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub(crate) struct StatusArgs {
+    /// The job's YAML file, or its out dir.
+    target: PathBuf,
+    /// Print one JSON object (the fields of OUT/status.json) instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: StatusArgs) -> Result<()> {
+    let (out_dir, totals) = resolve_target(&args.target)?;
+    let snap = compute(&out_dir, totals)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&snap)?);
+    } else {
+        print!("{}", render(&snap));
+    }
+    Ok(())
+}
+
+/// `(num_samples, shard_size)` from the job file, when the target is one: the totals to show
+/// before any record exists.
+type Totals = Option<(u64, u64)>;
+
+/// The out dir a target names. A bad target is an input error (exit code 2).
+fn resolve_target(target: &Path) -> Result<(PathBuf, Totals)> {
+    if target.is_file() {
+        let job = Job::load(target)?;
+        return Ok((job.out_dir, Some((job.raw.num_samples, job.raw.shard_size))));
+    }
+    if target.is_dir() {
+        if crate::outdir::OutDir::new(target).lock_file().exists() || StateDb::exists(target) {
+            return Ok((target.to_path_buf(), None));
+        }
+        return Err(Fatal::input(anyhow!(
+            "{}: not a fidshard out dir (no {LOCK_FILE} or state.sled); pass the job's YAML \
+             file or its out_dir",
+            target.display()
+        ))
+        .into());
+    }
+    Err(Fatal::input(anyhow!("{}: no such job file or out dir", target.display())).into())
+}
+
+/// The job's status: the live coordinator's snapshot, or one derived from the records.
+pub(crate) fn compute(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
+    match JobLock::probe(out_dir).map_err(|e| e.fatal())? {
+        Probe::Held(holder) => Ok(from_live(out_dir, &holder, totals)),
+        Probe::Free(guard) => {
+            let snap = from_records(out_dir, totals);
+            drop(guard);
+            snap
+        }
+    }
+}
+
+fn from_live(out_dir: &Path, holder: &crate::outdir::lock::Holder, totals: Totals) -> Snapshot {
+    match snapshot::read(out_dir) {
+        Some(mut s) if s.coordinator_pid == Some(holder.pid) => {
+            if s.state == JobState::NotStarted {
+                s.state = JobState::Running;
+            }
+            s
+        }
+        // The coordinator is starting (hashing the checkpoint, loading models) and has not
+        // written a snapshot yet; any status.json is a previous run's.
+        previous => {
+            let mut s = previous.unwrap_or_else(|| {
+                let mut s = Snapshot::empty(out_dir, JobState::Running);
+                set_totals(&mut s, totals);
+                s
+            });
+            s.state = JobState::Running;
+            s.workers.clear();
+            s.shards_running = 0;
+            s.images_per_sec = 0.0;
+            s.eta_seconds = None;
+            s.coordinator_pid = Some(holder.pid);
+            s.out_dir = out_dir.to_path_buf();
+            s.note = Some(format!(
+                "coordinator pid {} (started {}) has not reported yet; counts are from before it \
+                 started",
+                holder.pid,
+                format_utc(holder.started_unix)
+            ));
+            s
+        }
+    }
+}
+
+fn set_totals(s: &mut Snapshot, totals: Totals) {
+    if let Some((n, shard_size)) = totals {
+        s.samples_total = n;
+        s.shards_total = plan(n, shard_size).len() as u64;
+        s.shards_pending = s.shards_total;
+    }
+}
+
+/// The status when no coordinator runs: from `state.sled` (falling back on the last
+/// `status.json` if the DB cannot be opened, e.g. another user's read-only out dir).
+fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
+    let previous = snapshot::read(out_dir);
+    let mut s = Snapshot::empty(out_dir, JobState::NotStarted);
+    set_totals(&mut s, totals);
+    if !StateDb::exists(out_dir) {
+        return Ok(s);
+    }
+    let db = match StateDb::open(out_dir) {
+        Ok(db) => db,
+        Err(e) => {
+            let Some(mut prev) = previous else {
+                return Err(e.fatal().into());
+            };
+            if prev.state == JobState::Running {
+                prev.state = JobState::Interrupted;
+            }
+            prev.workers.clear();
+            prev.coordinator_pid = None;
+            prev.note = Some(format!("from the last status.json: {e}"));
+            return Ok(prev);
+        }
+    };
+    let Some(meta) = db.meta().map_err(|e| e.fatal())? else {
+        return Ok(s);
+    };
+    let done = db.done_records().map_err(|e| e.fatal())?;
+    let failed = db.failed_records().map_err(|e| e.fatal())?;
+    // The coordinator may have reported retries it had not yet counted durably.
+    let retries = db.retries().map_err(|e| e.fatal())?;
+    s.retries = retries.max(previous.as_ref().map_or(0, |p| p.retries));
+    drop(db);
+
+    s.samples_total = meta.num_samples;
+    s.set_records(meta.plan().len() as u64, &done, &failed);
+
+    let mut errors: Vec<_> = failed.iter().collect();
+    errors.sort_by_key(|r| r.failed_unix);
+    s.last_errors = match &previous {
+        Some(p) if !p.last_errors.is_empty() => p.last_errors.clone(),
+        _ => errors
+            .iter()
+            .map(|r| format!("shard {}: {}", r.shard, r.error))
+            .collect(),
+    };
+    let extra = s.last_errors.len().saturating_sub(MAX_ERRORS);
+    s.last_errors.drain(..extra);
+
+    let was_running = previous.as_ref().map(|p| p.state) == Some(JobState::Running);
+    let all_done = s.shards_done == s.shards_total;
+    s.state = if all_done && crate::outdir::OutDir::new(out_dir).npz().is_file() {
+        JobState::Complete
+    } else if s.shards_failed > 0 && s.shards_done + s.shards_failed == s.shards_total {
+        JobState::Failed
+    } else if s.shards_done > 0 || s.shards_failed > 0 || was_running {
+        JobState::Interrupted
+    } else {
+        JobState::NotStarted
+    };
+    s.note = match s.state {
+        JobState::Interrupted if was_running => Some(format!(
+            "the coordinator{} stopped without finishing (crashed or killed); run the job again \
+             to resume",
+            previous
+                .and_then(|p| p.coordinator_pid)
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default()
+        )),
+        JobState::Interrupted if all_done => {
+            Some("every shard is done but samples.npz is not written; run the job again".into())
+        }
+        JobState::Interrupted => Some("run the job again to resume".into()),
+        _ => None,
+    };
+    Ok(s)
+}
+
+/// The human-readable summary.
+pub(crate) fn render(s: &Snapshot) -> String {
+    let mut o = String::new();
+    let pct = if s.samples_total > 0 {
+        100.0 * s.samples_done as f64 / s.samples_total as f64
+    } else {
+        0.0
+    };
+    let pid = s
+        .coordinator_pid
+        .map(|p| format!(" (coordinator pid {p})"))
+        .unwrap_or_default();
+    let _ = writeln!(o, "job      {}", s.out_dir.display());
+    let _ = writeln!(o, "state    {}{pid}", s.state.as_str());
+    let _ = writeln!(
+        o,
+        "samples  {}/{} ({pct:.1}%)",
+        s.samples_done, s.samples_total
+    );
+    let _ = writeln!(
+        o,
+        "shards   {} done, {} running, {} pending, {} failed (of {})",
+        s.shards_done, s.shards_running, s.shards_pending, s.shards_failed, s.shards_total
+    );
+    for w in &s.workers {
+        let mut line = format!(
+            "worker {:<2} {:<8} {:<11}",
+            w.id,
+            w.device,
+            w.state.as_str()
+        );
+        if let Some(pid) = w.pid {
+            let _ = write!(line, " pid {pid:<8}");
+        }
+        if let Some(shard) = &w.shard {
+            let _ = write!(line, " shard {shard}");
+        }
+        if let Some((done, total)) = w.progress {
+            let _ = write!(line, " {done}/{total}");
+        }
+        let _ = writeln!(o, "{}", line.trim_end());
+    }
+    if s.state == JobState::Running {
+        let eta = s
+            .eta_seconds
+            .map(|e| format!(", ETA {}", format_duration(e)))
+            .unwrap_or_default();
+        let _ = writeln!(o, "rate     {:.2} images/s{eta}", s.images_per_sec);
+    }
+    let _ = writeln!(o, "retries  {}", s.retries);
+    if !s.missing_ranges.is_empty() {
+        let ranges: Vec<String> = s
+            .missing_ranges
+            .iter()
+            .map(|(a, b)| format!("[{a}..{b})"))
+            .collect();
+        let _ = writeln!(o, "missing  {}", ranges.join(", "));
+    }
+    for (i, e) in s.last_errors.iter().enumerate() {
+        let label = if i == 0 { "errors" } else { "" };
+        let _ = writeln!(o, "{label:<8} {e}");
+    }
+    if let Some(note) = &s.note {
+        let _ = writeln!(o, "note     {note}");
+    }
+    let age = (unix_now() - s.updated_unix).max(0.0);
+    let _ = writeln!(
+        o,
+        "updated  {} ({} ago)",
+        format_utc(s.updated_unix as u64),
+        format_duration(age)
+    );
+    o
+}
+
+/// `1h 02m`, `5m 03s`, `42s`.
+fn format_duration(secs: f64) -> String {
+    let t = secs.max(0.0).round() as u64;
+    match (t / 3600, t / 60 % 60, t % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s:02}s"),
+        (h, m, _) => format!("{h}h {m:02}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::exit::{code_of, Exit};
+    use crate::outdir::snapshot::{WorkerSnapshot, WorkerState};
+    use crate::outdir::state::tests::{done, failed, fp, PLAN};
+
+    /// An out dir whose DB holds `done` / `failed` shards of the 25-sample, 3-shard plan.
+    fn out_dir_with(done_ids: &[u64], failed_ids: &[u64]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let shards = plan(PLAN.num_samples, PLAN.shard_size);
+        // As a coordinator would leave it: lock file written, then released.
+        drop(JobLock::acquire(dir.path()).unwrap());
+        let db = StateDb::open(dir.path()).unwrap();
+        db.check_or_init(&fp("0"), PLAN, false).unwrap();
+        for &id in done_ids {
+            db.record_done(&done(shards[id as usize])).unwrap();
+        }
+        for &id in failed_ids {
+            db.record_failed(&failed(shards[id as usize])).unwrap();
+        }
+        db.add_retries(failed_ids.len() as u64 * 2).unwrap();
+        dir
+    }
+
+    #[test]
+    fn not_started_without_a_db_or_without_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = compute(&dir.path().join("never-ran"), Some((25, 10))).unwrap();
+        assert_eq!(s.state, JobState::NotStarted);
+        assert_eq!(
+            (s.samples_total, s.shards_total, s.shards_pending),
+            (25, 3, 3)
+        );
+        assert!(
+            !dir.path().join("never-ran").exists(),
+            "status creates nothing"
+        );
+
+        let dir = out_dir_with(&[], &[]);
+        let s = compute(dir.path(), None).unwrap();
+        assert_eq!(s.state, JobState::NotStarted);
+        assert_eq!(
+            (s.samples_done, s.samples_total, s.shards_total),
+            (0, 25, 3)
+        );
+    }
+
+    #[test]
+    fn interrupted_with_partial_progress_or_after_a_crash() {
+        let dir = out_dir_with(&[0], &[]);
+        let s = compute(dir.path(), None).unwrap();
+        assert_eq!(s.state, JobState::Interrupted);
+        assert_eq!(
+            (s.samples_done, s.shards_done, s.shards_pending),
+            (10, 1, 2)
+        );
+        assert_eq!(s.coordinator_pid, None);
+
+        // A snapshot says running but nobody holds the lock: the coordinator died.
+        let dir = out_dir_with(&[], &[]);
+        let mut snap = Snapshot::empty(dir.path(), JobState::Running);
+        snap.coordinator_pid = Some(4_194_303);
+        snapshot::write(dir.path(), &snap).unwrap();
+        let s = compute(dir.path(), None).unwrap();
+        assert_eq!(s.state, JobState::Interrupted);
+        assert!(s
+            .note
+            .unwrap()
+            .contains("pid 4194303) stopped without finishing"));
+
+        // All shards done, npz not yet assembled.
+        let dir = out_dir_with(&[0, 1, 2], &[]);
+        let s = compute(dir.path(), None).unwrap();
+        assert_eq!(s.state, JobState::Interrupted);
+        assert_eq!(s.samples_done, 25);
+        assert!(s.note.unwrap().contains("samples.npz"));
+    }
+
+    #[test]
+    fn failed_when_the_rest_is_done_and_complete_with_the_npz() {
+        let dir = out_dir_with(&[0, 2], &[1]);
+        let s = compute(dir.path(), None).unwrap();
+        assert_eq!(s.state, JobState::Failed);
+        assert_eq!(
+            (s.shards_done, s.shards_failed, s.shards_pending),
+            (2, 1, 0)
+        );
+        assert_eq!(s.samples_done, 15);
+        assert_eq!(s.missing_ranges, vec![(10, 20)]);
+        assert_eq!(s.retries, 2);
+        assert_eq!(s.last_errors.len(), 1);
+        assert!(s.last_errors[0].contains("worker died"));
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["state"], "failed");
+        assert_eq!(v["samples_total"], 25);
+        let text = render(&s);
+        assert!(text.contains("state    failed\n"), "{text}");
+        assert!(text.contains("samples  15/25 (60.0%)"), "{text}");
+        assert!(text.contains("missing  [10..20)"), "{text}");
+
+        // Partly failed, partly pending: still resumable.
+        let dir = out_dir_with(&[0], &[1]);
+        assert_eq!(
+            compute(dir.path(), None).unwrap().state,
+            JobState::Interrupted
+        );
+
+        let dir = out_dir_with(&[0, 1, 2], &[]);
+        std::fs::write(crate::outdir::OutDir::new(dir.path()).npz(), b"npz").unwrap();
+        let s = compute(dir.path(), Some((25, 10))).unwrap();
+        assert_eq!(s.state, JobState::Complete);
+        assert_eq!((s.samples_done, s.shards_done), (25, 3));
+        // The lock is free again after status.
+        drop(JobLock::acquire(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn a_live_coordinator_reports_its_snapshot() {
+        let dir = out_dir_with(&[0], &[]);
+        let lock = JobLock::acquire(dir.path()).unwrap();
+        // Its snapshot is not written yet; the previous one is stale.
+        let mut old = Snapshot::empty(dir.path(), JobState::Interrupted);
+        old.samples_done = 10;
+        old.coordinator_pid = Some(1);
+        snapshot::write(dir.path(), &old).unwrap();
+        let s = compute(dir.path(), None).unwrap();
+        assert_eq!(s.state, JobState::Running);
+        assert_eq!(s.coordinator_pid, Some(std::process::id()));
+        assert_eq!(s.samples_done, 10);
+        assert!(s.note.unwrap().contains("has not reported yet"));
+
+        let mut live = Snapshot::empty(dir.path(), JobState::Running);
+        live.coordinator_pid = Some(std::process::id());
+        live.samples_total = 25;
+        live.samples_done = 12;
+        live.images_per_sec = 3.5;
+        live.eta_seconds = Some(3725.0);
+        live.updated_unix = 1_700_000_000.5; // exact in JSON, see snapshot's tests
+        live.workers.push(WorkerSnapshot {
+            id: 0,
+            device: "cuda:0".into(),
+            pid: Some(77),
+            state: WorkerState::Busy,
+            shard: Some(plan(25, 10)[1]),
+            progress: Some((2, 10)),
+        });
+        snapshot::write(dir.path(), &live).unwrap();
+        let s = compute(dir.path(), None).unwrap();
+        assert_eq!(s, live);
+        let text = render(&s);
+        assert!(text.contains("cuda:0"), "{text}");
+        assert!(text.contains("shard #1 [10..20) 2/10"), "{text}");
+        assert!(text.contains("3.50 images/s, ETA 1h 02m"), "{text}");
+        drop(lock);
+    }
+
+    #[test]
+    fn bad_targets_are_input_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        for target in [dir.path().to_path_buf(), dir.path().join("nope.yaml")] {
+            let err = resolve_target(&target).unwrap_err();
+            assert_eq!(code_of(&err), Exit::InvalidInput, "{err:#}");
+        }
+        std::fs::write(dir.path().join("bad.yaml"), "num_samples: [").unwrap();
+        let err = resolve_target(&dir.path().join("bad.yaml")).unwrap_err();
+        assert_eq!(code_of(&err), Exit::InvalidInput);
+        drop(JobLock::acquire(dir.path()).unwrap());
+        assert_eq!(resolve_target(dir.path()).unwrap().0, dir.path());
+    }
+
+    #[test]
+    fn formats_durations() {
+        assert_eq!(format_duration(42.4), "42s");
+        assert_eq!(format_duration(303.0), "5m 03s");
+        assert_eq!(format_duration(3725.0), "1h 02m");
+    }
+}

@@ -1,0 +1,49 @@
+//! The disk a job needs and the disk there is.
+use crate::job::config::Job;
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// Bytes a job needs on disk for `samples` more images.
+pub(crate) struct DiskNeed {
+    pub pngs: u64,
+    pub npz: u64,
+}
+
+impl DiskNeed {
+    pub fn total(&self) -> u64 {
+        self.pngs + self.npz
+    }
+}
+
+/// An upper bound: a PNG is at most about its raw size (diffusion samples compress little),
+/// the npz is exactly the raw pixels plus headers.
+pub(crate) fn disk_needed(job: &Job, samples: u64) -> DiskNeed {
+    let raw = (job.image_size * job.image_size * 3) as u64;
+    DiskNeed {
+        pngs: samples * (raw + 1024),
+        npz: job.settings.num_samples * raw + job.settings.num_samples * 8 + 4096,
+    }
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `dir` (or its nearest
+/// existing ancestor).
+pub(crate) fn free_bytes(dir: &Path) -> Result<u64> {
+    let mut p = dir;
+    while !p.exists() {
+        p = p.parent().unwrap_or(Path::new("/"));
+    }
+    let st = nix::sys::statvfs::statvfs(p).with_context(|| format!("statvfs {}", p.display()))?;
+    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+pub(crate) fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.0} kB", b / 1e3)
+    }
+}
+

@@ -1,0 +1,272 @@
+//! The job fingerprint: everything that changes the pixels of an image or the layout of the
+//! shard records, as `name -> value` strings. A resumed run must have the same fingerprint as the
+//! run that made the out dir, or the finished shards would mix two different jobs.
+//!
+//! Deliberately absent: `batch_size`, `vae_batch_size`, `devices`, `retry`, `stall_timeout` and
+//! `out_dir`. Images never depend on them (docs/architecture.md, batch invariance), so changing
+//! them between runs (e.g. resuming a 4-GPU job on 2 GPUs) must keep the finished work.
+//!
+//! Weights are identified by content (size + CRC32 of the whole file) plus the file name, never
+//! by path or mtime: a checkpoint copied to a new cluster keeps its identity, one retrained in
+//! place under the same name does not.
+use crate::job::config::Job;
+use anyhow::{Context, Result};
+use fidshard_core::dit_config::CfgChannels;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+/// One difference between two fingerprints: `(key, old value, new value)`; a key present on one
+/// side only has `(none)` on the other.
+pub(crate) type Change = (String, String, String);
+
+const ABSENT: &str = "(none)";
+
+/// Read size for hashing: large enough that a 2.7 GB checkpoint takes ~330 reads, small enough
+/// to stay out of the way of the page cache.
+const CHUNK: usize = 8 << 20;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Fingerprint(BTreeMap<String, String>);
+
+impl Fingerprint {
+    /// Hashes the checkpoint and the VAE files (seconds for GB-sized checkpoints) and collects
+    /// the pixel-relevant settings.
+    pub fn compute(job: &Job) -> Result<Fingerprint> {
+        let s = &job.settings;
+        let mut fp = Fingerprint::default();
+
+        fp.insert("checkpoint", file_identity(&s.checkpoint)?);
+        let vae_config = s.vae.join(fidshard_core::vae_config::CONFIG_FILE);
+        let vae_weights = fidshard_core::vae_config::find_weights(&s.vae)?;
+        fp.insert(
+            "vae",
+            format!(
+                "{}; config.json {}",
+                file_identity(&vae_weights)?,
+                file_identity(&vae_config)?
+            ),
+        );
+        fp.insert(
+            "dit",
+            serde_json::to_string(&s.dit).context("serializing the DiT config")?,
+        );
+        fp.insert("sampler", s.sampler.as_str());
+        fp.insert("steps", s.steps.as_str());
+        // `{}` of an f64 is the shortest string that parses back to the same value.
+        fp.insert("eta", s.eta.to_string());
+        fp.insert("cfg_scale", s.cfg_scale.to_string());
+        fp.insert(
+            "cfg_channels",
+            match s.cfg_channels {
+                CfgChannels::First(n) => n.to_string(),
+                CfgChannels::All => "all".to_string(),
+            },
+        );
+        fp.insert("beta_schedule", s.beta_schedule.name());
+        fp.insert("variance", s.variance.name());
+        fp.insert("seed", s.seed.to_string());
+        fp.insert("num_samples", s.num_samples.to_string());
+        fp.insert("image_size", job.image_size.to_string());
+        fp.insert("labels", s.labels.as_str());
+        fp.insert("precision", s.precision.as_str());
+        // Not a pixel setting, but the shard records (ids, CRC lists) are laid out by it.
+        fp.insert("shard_size", job.raw.shard_size.to_string());
+        Ok(fp)
+    }
+
+    pub fn insert(&mut self, key: &str, value: impl Into<String>) {
+        self.0.insert(key.to_string(), value.into());
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// What changed from `self` (the old job) to `other` (the new one), in key order.
+    pub fn diff(&self, other: &Fingerprint) -> Vec<Change> {
+        let keys: std::collections::BTreeSet<&String> =
+            self.0.keys().chain(other.0.keys()).collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let old = self.get(k);
+                let new = other.get(k);
+                (old != new).then(|| {
+                    (
+                        k.clone(),
+                        old.unwrap_or(ABSENT).to_string(),
+                        new.unwrap_or(ABSENT).to_string(),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// `seed 0 -> 1, steps 250 -> 100` for messages.
+pub(crate) fn describe(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(|(k, old, new)| format!("{k} {old} -> {new}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `name.pt, 2700000000 bytes, crc32 1a2b3c4d`.
+fn file_identity(path: &Path) -> Result<String> {
+    let (size, crc) = hash_file(path)
+        .with_context(|| format!("{}: cannot read to fingerprint", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(format!("{name}, {size} bytes, crc32 {crc:08x}"))
+}
+
+/// Size and CRC32 of the whole file. crc32fast runs at many GB/s (SIMD), so reading dominates.
+fn hash_file(path: &Path) -> std::io::Result<(u64, u32)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(pairs: &[(&str, &str)]) -> Fingerprint {
+        let mut f = Fingerprint::default();
+        for (k, v) in pairs {
+            f.insert(k, *v);
+        }
+        f
+    }
+
+    #[test]
+    fn diff_names_the_changed_keys() {
+        let a = fp(&[("seed", "0"), ("steps", "250"), ("sampler", "ddpm")]);
+        let b = fp(&[("seed", "1"), ("steps", "250"), ("precision", "tf32")]);
+        assert!(a.diff(&a.clone()).is_empty());
+        let d = a.diff(&b);
+        assert_eq!(
+            d,
+            vec![
+                ("precision".into(), "(none)".into(), "tf32".into()),
+                ("sampler".into(), "ddpm".into(), "(none)".into()),
+                ("seed".into(), "0".into(), "1".into()),
+            ]
+        );
+        assert_eq!(
+            describe(&d[2..]),
+            "seed 0 -> 1",
+            "the message format the state error uses"
+        );
+    }
+
+    #[test]
+    fn round_trips_through_json_as_an_object() {
+        let a = fp(&[("seed", "0"), ("eta", "0.5")]);
+        let text = serde_json::to_string(&a).unwrap();
+        assert_eq!(text, r#"{"eta":"0.5","seed":"0"}"#);
+        assert_eq!(serde_json::from_str::<Fingerprint>(&text).unwrap(), a);
+    }
+
+    /// A job on the golden fixtures with `extra` YAML lines appended.
+    fn job(dir: &Path, name: &str, extra: &str) -> Job {
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/golden");
+        let yaml = format!(
+            "model:\n  config: {g}/dit/config.json\n  checkpoint: {g}/dit/model.pt\n\
+             vae: {g}/vae\nnum_samples: 40\n{extra}",
+            g = golden.display()
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, yaml).unwrap();
+        Job::load(&path).unwrap()
+    }
+
+    #[test]
+    fn computed_from_a_job_ignores_throughput_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Fingerprint::compute(&job(dir.path(), "a.yaml", "")).unwrap();
+        for key in [
+            "checkpoint",
+            "vae",
+            "dit",
+            "sampler",
+            "steps",
+            "eta",
+            "cfg_scale",
+            "cfg_channels",
+            "beta_schedule",
+            "variance",
+            "seed",
+            "num_samples",
+            "image_size",
+            "labels",
+            "precision",
+            "shard_size",
+        ] {
+            assert!(base.get(key).is_some(), "missing {key}");
+        }
+        assert!(base.get("checkpoint").unwrap().starts_with("model.pt, "));
+        let throughput = "batch_size: 3\nvae_batch_size: 1\ndevices: {cpu: 2}\n\
+                          stall_timeout: 5\nretry: {attempts: 9}\nout_dir: elsewhere\n";
+        let same = Fingerprint::compute(&job(dir.path(), "b.yaml", throughput)).unwrap();
+        assert_eq!(base.diff(&same), vec![]);
+        let other = Fingerprint::compute(&job(dir.path(), "c.yaml", "seed: 1\n")).unwrap();
+        assert_eq!(
+            base.diff(&other),
+            vec![("seed".into(), "0".into(), "1".into())]
+        );
+    }
+
+    #[test]
+    fn file_identity_is_content_and_name_not_path() {
+        let dir = tempfile::tempdir().unwrap();
+        // Larger than one chunk, so the chunked loop is exercised.
+        let data: Vec<u8> = (0..CHUNK + 12_345).map(|i| (i * 31 % 251) as u8).collect();
+        let a = dir.path().join("a").join("model.pt");
+        let b = dir.path().join("b").join("model.pt");
+        for p in [&a, &b] {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, &data).unwrap();
+        }
+        let id = file_identity(&a).unwrap();
+        assert_eq!(
+            id,
+            file_identity(&b).unwrap(),
+            "a copy elsewhere is the same"
+        );
+        assert_eq!(
+            id,
+            format!(
+                "model.pt, {} bytes, crc32 {:08x}",
+                data.len(),
+                crc32fast::hash(&data)
+            )
+        );
+        let mut changed = data.clone();
+        *changed.last_mut().unwrap() ^= 1;
+        std::fs::write(&b, &changed).unwrap();
+        assert_ne!(
+            id,
+            file_identity(&b).unwrap(),
+            "one flipped bit is a new checkpoint"
+        );
+        assert!(file_identity(&dir.path().join("missing.pt")).is_err());
+    }
+}

@@ -1,0 +1,619 @@
+//! The durable job state in `OUT/state.sled`: which shards are finished (with the CRC32 of every
+//! PNG and the labels), which exhausted their retries, and the fingerprint of the job that owns
+//! the out dir. A shard counts as done only once its record is flushed to disk, after its PNGs
+//! were renamed into place, so a crash at any point loses at most the shards in flight.
+//!
+//! Keys (values are JSON, so the DB can be inspected with any sled tool):
+//! - `meta`: [`Meta`]
+//! - `done/{shard_id:012}`: [`ShardRecord`] (zero-padded so that key order is shard order)
+//! - `failed/{shard_id:012}`: [`FailedRecord`]
+//! - `counter/retries`: u64
+//!
+//! sled admits one process at a time (it `flock`s its own file); the coordinator opens it under
+//! the [`JobLock`], and `status` only while it holds that lock too.
+use crate::job::fingerprint::{describe, Change, Fingerprint};
+use crate::outdir::lock::JobLock;
+use crate::job::plan::{plan, Shard};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::sys::exit::{Exit, Fatal};
+
+const META: &str = "meta";
+const DONE: &str = "done/";
+const FAILED: &str = "failed/";
+const RETRIES: &str = "counter/retries";
+
+/// The plan-defining numbers stored next to the fingerprint, so `status` can rebuild the plan
+/// without the job file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PlanMeta {
+    pub num_samples: u64,
+    pub shard_size: u64,
+    pub image_size: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Meta {
+    pub fingerprint: Fingerprint,
+    pub num_samples: u64,
+    pub shard_size: u64,
+    pub image_size: i64,
+    pub created_unix: u64,
+}
+
+impl Meta {
+    pub fn plan(&self) -> Vec<Shard> {
+        plan(self.num_samples, self.shard_size)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ShardRecord {
+    pub shard: Shard,
+    /// Attempts it took, this one included.
+    pub attempts: u32,
+    /// CRC32 of each PNG file, in index order (checked when `samples.npz` is assembled).
+    pub crc32: Vec<u32>,
+    pub labels: Vec<i64>,
+    /// Which worker made it (`cuda:1`, ...), for forensics.
+    pub worker: String,
+    pub finished_unix: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FailedRecord {
+    pub shard: Shard,
+    pub attempts: u32,
+    /// The last attempt's error.
+    pub error: String,
+    pub failed_unix: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StateError {
+    #[error(
+        "{}: this out dir was made with a different job: {}; rerun with --restart to start over \
+         (deletes its samples) or choose another out_dir",
+        out_dir.display(),
+        describe(changed)
+    )]
+    FingerprintChanged {
+        out_dir: PathBuf,
+        changed: Vec<Change>,
+    },
+    #[error("{}: the state database is open in another process", path.display())]
+    Busy { path: PathBuf },
+    #[error("{}: state database: {source}", path.display())]
+    Db { path: PathBuf, source: sled::Error },
+    #[error("{}: unreadable state record `{key}`: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+impl StateError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            StateError::FingerprintChanged { .. } => Exit::InvalidInput,
+            StateError::Busy { .. } => Exit::Locked,
+            StateError::Db { .. } | StateError::Corrupt { .. } => Exit::Failure,
+        }
+    }
+
+    /// The error with its exit code attached, for `exit::code_of`.
+    pub fn fatal(self) -> Fatal {
+        Fatal {
+            code: self.exit(),
+            err: self.into(),
+        }
+    }
+}
+
+type Result<T, E = StateError> = std::result::Result<T, E>;
+
+pub(crate) struct StateDb {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+impl StateDb {
+    pub fn path(out_dir: &Path) -> PathBuf {
+        crate::outdir::OutDir::new(out_dir).state()
+    }
+
+    pub fn exists(out_dir: &Path) -> bool {
+        Self::path(out_dir).is_dir()
+    }
+
+    /// Opens (creating) `OUT/state.sled`. `StateError::Busy` when another process has it.
+    pub fn open(out_dir: &Path) -> Result<StateDb> {
+        let path = Self::path(out_dir);
+        match sled::Config::new().path(&path).open() {
+            Ok(db) => Ok(StateDb { db, path }),
+            // sled reports its own flock failure as a plain I/O error with this text.
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                Err(StateError::Busy { path })
+            }
+            Err(source) => Err(StateError::Db { path, source }),
+        }
+    }
+
+    /// Binds the DB to the job `fp`: stores it when the DB is new, accepts the same job, refuses
+    /// another one (naming what changed). `restart` forgets every record and adopts `fp`; call
+    /// [`restart_out_dir`] first, so a crash in between leaves records without files (which
+    /// [`verify_done`](Self::verify_done) catches) rather than files without records.
+    pub fn check_or_init(&self, fp: &Fingerprint, plan: PlanMeta, restart: bool) -> Result<()> {
+        if !restart {
+            if let Some(meta) = self.meta()? {
+                let changed = meta.fingerprint.diff(fp);
+                if changed.is_empty() {
+                    if saved_fingerprint(self.out_dir()).is_none() {
+                        self.save_fingerprint(fp);
+                    }
+                    return Ok(());
+                }
+                return Err(StateError::FingerprintChanged {
+                    out_dir: self.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                    changed,
+                });
+            }
+        }
+        self.db.clear().map_err(|e| self.db_err(e))?;
+        let meta = Meta {
+            fingerprint: fp.clone(),
+            num_samples: plan.num_samples,
+            shard_size: plan.shard_size,
+            image_size: plan.image_size,
+            created_unix: crate::outdir::snapshot::unix_now() as u64,
+        };
+        self.put(META, &meta)?;
+        self.flush()?;
+        self.save_fingerprint(fp);
+        Ok(())
+    }
+
+    fn out_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Writes [`FINGERPRINT_FILE`] (temporary file + rename). The DB stays the authority, so a
+    /// failure is only logged.
+    fn save_fingerprint(&self, fp: &Fingerprint) {
+        let path = crate::outdir::OutDir::new(self.out_dir()).fingerprint();
+        let text = serde_json::to_vec_pretty(fp).expect("fingerprints serialize");
+        if let Err(e) = fidshard_core::output::write_atomic(&path, &text) {
+            tracing::warn!("cannot save a copy of the job fingerprint: {e}");
+        }
+    }
+
+    pub fn meta(&self) -> Result<Option<Meta>> {
+        self.get(META)
+    }
+
+    /// Marks a shard finished (and no longer failed), durably: on return the record is on disk.
+    pub fn record_done(&self, rec: &ShardRecord) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        batch.insert(done_key(rec.shard.id).as_bytes(), to_json(rec));
+        batch.remove(failed_key(rec.shard.id).as_bytes());
+        // One batch: a crash never leaves the shard both done and failed.
+        self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
+        self.flush()
+    }
+
+    /// Marks many shards finished with one flush (a rebuild of 50,000 one-sample shards would
+    /// otherwise fsync 50,000 times). Durable on return, like [`record_done`](Self::record_done).
+    pub fn record_done_many(&self, recs: &[ShardRecord]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for rec in recs {
+            batch.insert(done_key(rec.shard.id).as_bytes(), to_json(rec));
+            batch.remove(failed_key(rec.shard.id).as_bytes());
+        }
+        self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
+        self.flush()
+    }
+
+    /// Reads every record once, so that a damaged DB shows up now, at the start of a run, as
+    /// `Db`/`Corrupt`, rather than in the middle of one.
+    pub fn check_readable(&self) -> Result<()> {
+        self.meta()?;
+        self.done_records()?;
+        self.failed_records()?;
+        self.retries().map(drop)
+    }
+
+    pub fn record_failed(&self, rec: &FailedRecord) -> Result<()> {
+        self.put(&failed_key(rec.shard.id), rec)?;
+        self.flush()
+    }
+
+    /// Adds `n` to the retry counter and returns the new total.
+    pub fn add_retries(&self, n: u64) -> Result<u64> {
+        let total = self.retries()? + n;
+        self.put(RETRIES, &total)?;
+        self.flush()?;
+        Ok(total)
+    }
+
+    pub fn retries(&self) -> Result<u64> {
+        Ok(self.get(RETRIES)?.unwrap_or(0))
+    }
+
+    /// Finished shards in shard order.
+    pub fn done_records(&self) -> Result<Vec<ShardRecord>> {
+        self.scan(DONE)
+    }
+
+    /// Failed shards in shard order.
+    pub fn failed_records(&self) -> Result<Vec<FailedRecord>> {
+        self.scan(FAILED)
+    }
+
+    /// Forgets a finished shard (its files went missing); it will be sampled again.
+    pub fn remove_done(&self, shard_id: u64) -> Result<()> {
+        self.db
+            .remove(done_key(shard_id))
+            .map_err(|e| self.db_err(e))?;
+        self.flush()
+    }
+
+    /// Ids of the done shards whose PNGs are not all in `samples_dir` (or whose record does not
+    /// fit a job of `num_samples`). Existence only; the CRCs are checked at assembly.
+    pub fn verify_done(&self, samples_dir: &Path, num_samples: u64) -> Result<Vec<u64>> {
+        // One directory listing instead of 50,000 stat calls.
+        let present: HashSet<OsString> = match std::fs::read_dir(samples_dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Err(_) => HashSet::new(),
+        };
+        Ok(self
+            .done_records()?
+            .into_iter()
+            .filter(|r| {
+                r.shard.end > num_samples
+                    || r.crc32.len() as u64 != r.shard.len()
+                    || r.shard.indices().any(|i| {
+                        let name = fidshard_core::output::png_name(i, num_samples);
+                        !present.contains(&OsString::from(name))
+                    })
+            })
+            .map(|r| r.shard.id)
+            .collect())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(|e| self.db_err(e))
+    }
+
+    fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        self.db
+            .insert(key, to_json(value))
+            .map(|_| ())
+            .map_err(|e| self.db_err(e))
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.db.get(key).map_err(|e| self.db_err(e))? {
+            None => Ok(None),
+            Some(v) => self.decode(key, &v).map(Some),
+        }
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.db_err(e))?;
+                self.decode(&String::from_utf8_lossy(&k), &v)
+            })
+            .collect()
+    }
+
+    fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|source| StateError::Corrupt {
+            path: self.path.clone(),
+            key: key.to_string(),
+            source,
+        })
+    }
+
+    fn db_err(&self, source: sled::Error) -> StateError {
+        StateError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+fn done_key(id: u64) -> String {
+    format!("{DONE}{id:012}")
+}
+
+fn failed_key(id: u64) -> String {
+    format!("{FAILED}{id:012}")
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("state records serialize")
+}
+
+/// The fingerprint copy in `out_dir`, if there is a readable one.
+pub(crate) fn saved_fingerprint(out_dir: &Path) -> Option<Fingerprint> {
+    let bytes = std::fs::read(crate::outdir::OutDir::new(out_dir).fingerprint()).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Refuses to rebuild the state of job `fp` from PNGs that the saved fingerprint says another
+/// job made (the error `run` gives for a changed job). Without a saved copy (an out dir of an
+/// older fidshard) the PNGs are trusted.
+pub(crate) fn check_saved_fingerprint(out_dir: &Path, fp: &Fingerprint) -> Result<()> {
+    let Some(saved) = saved_fingerprint(out_dir) else {
+        return Ok(());
+    };
+    let changed = saved.diff(fp);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(StateError::FingerprintChanged {
+        out_dir: out_dir.to_path_buf(),
+        changed,
+    })
+}
+
+/// Renames `OUT/state.sled` to `OUT/state.sled.{tag}-{unix time}` (with `.2`, `.3`... if that
+/// exists) and returns the new path. Used instead of deleting a DB that cannot be opened or is
+/// being replaced, so that whatever it holds can still be inspected or recovered by hand.
+/// Call only while holding the [`JobLock`], with the DB closed.
+pub(crate) fn move_aside(lock: &JobLock, tag: &str) -> std::io::Result<PathBuf> {
+    let from = StateDb::path(lock.out_dir());
+    let base = format!("{}.{tag}-{}", crate::outdir::STATE_DIR, crate::outdir::snapshot::unix_now() as u64);
+    let mut to = lock.out_dir().join(&base);
+    let mut n = 1;
+    while std::fs::symlink_metadata(&to).is_ok() {
+        n += 1;
+        to = lock.out_dir().join(format!("{base}.{n}"));
+    }
+    std::fs::rename(&from, &to)?;
+    Ok(to)
+}
+
+/// Deletes the leftovers of writes that never finished: `.{name}.tmp.{pid}[...]` files (the
+/// worker's PNGs, `status.json`, the npz). Call only while holding the [`JobLock`] and before
+/// starting workers; a missing folder is fine. Returns how many were removed.
+pub(crate) fn remove_stale_temps(dir: &Path) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = name.starts_with('.') && name.contains(".tmp.") && entry.file_type()?.is_file();
+        if !stale {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+/// `--restart`: deletes the samples, the npz and the old snapshot (never anything else in the
+/// out dir, and never the dir itself). Taking the lock as an argument makes "no coordinator is
+/// writing here" a precondition the compiler checks. Symlinks are removed, not followed.
+pub(crate) fn restart_out_dir(lock: &JobLock) -> std::io::Result<()> {
+    let out = lock.out_dir();
+    let ignore_missing = |r: std::io::Result<()>| match r {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    let samples = crate::outdir::OutDir::new(out).samples();
+    match std::fs::symlink_metadata(&samples) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&samples)?,
+        Ok(_) => ignore_missing(std::fs::remove_file(&samples))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    ignore_missing(std::fs::remove_file(crate::outdir::OutDir::new(out).npz()))?;
+    ignore_missing(std::fs::remove_file(
+        crate::outdir::OutDir::new(out).snapshot(),
+    ))?;
+    remove_stale_temps(out).map(|_| ())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const PLAN: PlanMeta = PlanMeta {
+        num_samples: 25,
+        shard_size: 10,
+        image_size: 64,
+    };
+
+    pub(crate) fn fp(seed: &str) -> Fingerprint {
+        let mut f = Fingerprint::default();
+        f.insert("seed", seed);
+        f.insert("steps", "250");
+        f
+    }
+
+    pub(crate) fn done(shard: Shard) -> ShardRecord {
+        ShardRecord {
+            shard,
+            attempts: 1,
+            crc32: shard.indices().map(|i| i as u32).collect(),
+            labels: shard.indices().map(|i| i as i64 % 10).collect(),
+            worker: "cpu:0".into(),
+            finished_unix: 1,
+        }
+    }
+
+    pub(crate) fn failed(shard: Shard) -> FailedRecord {
+        FailedRecord {
+            shard,
+            attempts: 3,
+            error: format!("worker died sampling {shard}"),
+            failed_unix: 2,
+        }
+    }
+
+    fn shards() -> Vec<Shard> {
+        plan(PLAN.num_samples, PLAN.shard_size)
+    }
+
+    #[test]
+    fn check_or_init_stores_accepts_and_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(db.meta().unwrap(), None);
+        db.check_or_init(&fp("0"), PLAN, false).unwrap();
+        assert_eq!(saved_fingerprint(dir.path()), Some(fp("0")));
+        let meta = db.meta().unwrap().unwrap();
+        assert_eq!(
+            (meta.num_samples, meta.shard_size, meta.image_size),
+            (25, 10, 64)
+        );
+        assert_eq!(meta.plan().len(), 3);
+        db.check_or_init(&fp("0"), PLAN, false).unwrap();
+
+        db.record_done(&done(shards()[0])).unwrap();
+        let err = db.check_or_init(&fp("1"), PLAN, false).unwrap_err();
+        assert_eq!(err.exit(), Exit::InvalidInput);
+        let msg = err.to_string();
+        assert!(msg.contains("different job: seed 0 -> 1;"), "{msg}");
+        assert!(msg.contains("--restart"), "{msg}");
+        match err {
+            StateError::FingerprintChanged { changed, out_dir } => {
+                assert_eq!(changed, vec![("seed".into(), "0".into(), "1".into())]);
+                assert_eq!(out_dir, dir.path());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing was changed by the refusal.
+        assert_eq!(db.done_records().unwrap().len(), 1);
+
+        db.record_failed(&failed(shards()[1])).unwrap();
+        db.add_retries(2).unwrap();
+        check_saved_fingerprint(dir.path(), &fp("0")).unwrap();
+        let err = check_saved_fingerprint(dir.path(), &fp("1")).unwrap_err();
+        assert!(err.to_string().contains("seed 0 -> 1"), "{err}");
+        db.check_or_init(&fp("1"), PLAN, true).unwrap();
+        assert_eq!(db.meta().unwrap().unwrap().fingerprint, fp("1"));
+        assert_eq!(saved_fingerprint(dir.path()), Some(fp("1")));
+        check_saved_fingerprint(dir.path(), &fp("1")).unwrap();
+        assert!(db.done_records().unwrap().is_empty());
+        assert!(db.failed_records().unwrap().is_empty());
+        assert_eq!(db.retries().unwrap(), 0);
+    }
+
+    #[test]
+    fn records_survive_reopening_and_done_clears_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shards();
+        {
+            let db = StateDb::open(dir.path()).unwrap();
+            db.check_or_init(&fp("0"), PLAN, false).unwrap();
+            db.record_failed(&failed(s[0])).unwrap();
+            db.record_failed(&failed(s[2])).unwrap();
+            db.record_done(&done(s[1])).unwrap();
+            assert_eq!(db.add_retries(3).unwrap(), 3);
+            assert_eq!(db.add_retries(1).unwrap(), 4);
+            // A retry of a failed shard that succeeds: done, no longer failed.
+            db.record_done(&done(s[0])).unwrap();
+        }
+        let db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(db.done_records().unwrap(), vec![done(s[0]), done(s[1])]);
+        assert_eq!(db.failed_records().unwrap(), vec![failed(s[2])]);
+        assert_eq!(db.retries().unwrap(), 4);
+        db.remove_done(s[0].id).unwrap();
+        assert_eq!(db.done_records().unwrap(), vec![done(s[1])]);
+    }
+
+    #[test]
+    fn a_second_open_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let _db = StateDb::open(dir.path()).unwrap();
+        let err = StateDb::open(dir.path()).err().expect("busy");
+        assert!(matches!(err, StateError::Busy { .. }), "{err:?}");
+        assert_eq!(err.exit(), Exit::Locked);
+    }
+
+    #[test]
+    fn verify_done_names_shards_with_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let samples = crate::outdir::OutDir::new(dir.path()).samples();
+        std::fs::create_dir_all(&samples).unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let s = shards();
+        for shard in &s {
+            db.record_done(&done(*shard)).unwrap();
+        }
+        for i in 0..25 {
+            if i != 13 {
+                std::fs::write(samples.join(format!("{i:06}.png")), b"png").unwrap();
+            }
+        }
+        assert_eq!(db.verify_done(&samples, 25).unwrap(), vec![1]);
+        // A record of a longer job does not fit this one.
+        assert_eq!(db.verify_done(&samples, 20).unwrap(), vec![1, 2]);
+        assert_eq!(
+            db.verify_done(&dir.path().join("nowhere"), 25).unwrap(),
+            vec![0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn removes_only_stale_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert_eq!(remove_stale_temps(&d.join("missing")).unwrap(), 0);
+        for name in [
+            "000001.png",
+            ".000002.png.tmp.4242",
+            ".status.json.tmp.1.0",
+            "notes.tmp.txt",
+        ] {
+            std::fs::write(d.join(name), b"x").unwrap();
+        }
+        std::fs::create_dir(d.join(".dir.tmp.1")).unwrap();
+        assert_eq!(remove_stale_temps(d).unwrap(), 2);
+        let mut left: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![".dir.tmp.1", "000001.png", "notes.tmp.txt"]);
+    }
+
+    #[test]
+    fn restart_deletes_samples_npz_and_snapshot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let lock = JobLock::acquire(out).unwrap();
+        restart_out_dir(&lock).unwrap(); // nothing there yet
+        std::fs::create_dir_all(crate::outdir::OutDir::new(out).samples()).unwrap();
+        std::fs::write(crate::outdir::OutDir::new(out).samples().join("000000.png"), b"x").unwrap();
+        std::fs::write(crate::outdir::OutDir::new(out).npz(), b"x").unwrap();
+        std::fs::write(crate::outdir::OutDir::new(out).snapshot(), b"{}").unwrap();
+        std::fs::write(out.join("job.log"), b"keep").unwrap();
+        drop(StateDb::open(out).unwrap());
+        restart_out_dir(&lock).unwrap();
+        assert!(!crate::outdir::OutDir::new(out).samples().exists());
+        assert!(!crate::outdir::OutDir::new(out).npz().exists());
+        assert!(!crate::outdir::OutDir::new(out).snapshot().exists());
+        assert!(out.join("job.log").is_file());
+        assert!(StateDb::exists(out));
+        assert!(crate::outdir::OutDir::new(out).lock_file().is_file());
+    }
+}

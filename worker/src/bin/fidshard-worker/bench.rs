@@ -1,0 +1,134 @@
+//! The `bench` task: seconds per image of the sampling path and where they go (noise drawing,
+//! DiT forward passes, VAE decoding, PNG encoding). Either a job's real weights, or a preset with
+//! random weights and the real sd-vae-ft-ema architecture (random too), which measures the cost
+//! of a real-sized model without its checkpoint.
+use crate::device::to_tch;
+use anyhow::{anyhow, Result};
+use fidshard_core::diffusion::{BetaSchedule, VarianceType};
+use fidshard_core::output::encode_png;
+use fidshard_core::task::{BenchModel, BenchTask};
+use fidshard_core::{CfgChannels, DiTConfig, LabelMode, SamplerKind, SamplerSettings, VaeConfig};
+use fidshard_worker::dit::DiT;
+use fidshard_worker::params::RandomParams;
+use fidshard_worker::vae::AutoencoderKlDecoder;
+use fidshard_worker::{Engine, Timings};
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::Kind;
+
+/// sd-vae-ft-ema's `config.json`, the default VAE architecture of `--random-model`.
+const SD_VAE_FT_EMA: &str = include_str!("../../../assets/sd-vae-ft-ema.config.json");
+
+fn build_engine(task: &BenchTask) -> Result<(Engine, String)> {
+    let device = to_tch(task.device)?;
+    fidshard_worker::precision::configure(task.precision);
+    match &task.model {
+        BenchModel::Job { settings, name } => {
+            let mut s = (**settings).clone();
+            s.batch_size = task.batch_size;
+            s.vae_batch_size = task.batch_size;
+            s.precision = task.precision;
+            Ok((Engine::load(s, device)?, name.clone()))
+        }
+        BenchModel::Random {
+            preset,
+            vae_config,
+            image_size,
+            steps,
+            cfg_scale,
+        } => {
+            let (vae_cfg, vae_path) = match vae_config {
+                Some(p) => (VaeConfig::from_file(p)?, p.clone()),
+                None => {
+                    let origin = PathBuf::from("<embedded sd-vae-ft-ema config>");
+                    (VaeConfig::from_json_str(SD_VAE_FT_EMA, &origin)?, origin)
+                }
+            };
+            let factor = vae_cfg.upsample_factor();
+            let dit_cfg = DiTConfig::preset(preset, image_size / factor, 1000).ok_or_else(|| {
+                fidshard_core::input_error!("--random-model `{preset}` is not a DiT preset")
+            })?;
+            let mut params = RandomParams {
+                device,
+                kind: Kind::Float,
+            };
+            let _g = tch::no_grad_guard();
+            let dit = DiT::build(&dit_cfg, &mut params)?;
+            let vae = AutoencoderKlDecoder::build(&vae_cfg, &mut params)?;
+            let settings = SamplerSettings {
+                dit: dit_cfg,
+                checkpoint: PathBuf::from("<random>"),
+                vae: vae_path,
+                num_samples: u64::MAX,
+                seed: 0,
+                labels: LabelMode::Random,
+                cfg_scale: *cfg_scale,
+                cfg_channels: CfgChannels::default(),
+                sampler: SamplerKind::Ddpm,
+                steps: steps.clone(),
+                eta: 0.0,
+                beta_schedule: BetaSchedule::Linear,
+                variance: VarianceType::LearnedRange,
+                precision: task.precision,
+                batch_size: task.batch_size,
+                vae_batch_size: task.batch_size,
+            };
+            let what = format!(
+                "{preset} (random weights) at {image_size} px, steps {steps}, cfg {cfg_scale}"
+            );
+            Ok((Engine::from_parts(settings, device, dit, vae)?, what))
+        }
+    }
+}
+
+pub(crate) fn run(task: BenchTask) -> Result<()> {
+    let (engine, what) = build_engine(&task)?;
+    if let Some(n) = task.threads {
+        tch::set_num_threads(n.max(1));
+    }
+    let side = engine.image_size() as u32;
+    let batch = task.batch_size.max(1);
+    let mut warm = Timings::default();
+    // Warm-up batch (allocator, kernels), not counted.
+    let first: Vec<u64> = (0..batch as u64).collect();
+    engine
+        .try_sample_batch(&first, &mut warm)
+        .map_err(|m| anyhow!("warm-up batch: {m}"))?;
+
+    let mut t = Timings::default();
+    let mut png = 0.0;
+    let start = Instant::now();
+    let mut done = 0usize;
+    let mut next = batch as u64;
+    while done < task.images {
+        let n = batch.min(task.images - done);
+        let idx: Vec<u64> = (next..next + n as u64).collect();
+        let out = engine.try_sample_batch(&idx, &mut t).map_err(|m| anyhow!(m))?;
+        let p = Instant::now();
+        for s in &out.samples {
+            encode_png(&s.pixels, side)?;
+        }
+        png += p.elapsed().as_secs_f64();
+        done += n;
+        next += n as u64;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let per = |x: f64| x / done.max(1) as f64;
+    println!("bench: {what}");
+    println!(
+        "device {}, precision {}, batch {batch}, {done} images, {} threads",
+        task.device,
+        engine.settings().precision.as_str(),
+        tch::get_num_threads()
+    );
+    println!(
+        "  total        {:8.4} s/image   {:8.3} images/s",
+        per(wall),
+        done as f64 / wall
+    );
+    println!("  noise draw   {:8.4} s/image", per(t.noise));
+    println!("  DiT+sampler  {:8.4} s/image", per(t.dit));
+    println!("  VAE decode   {:8.4} s/image", per(t.vae));
+    println!("  PNG encode   {:8.4} s/image", per(png));
+    Ok(())
+}

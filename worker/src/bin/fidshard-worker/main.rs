@@ -1,0 +1,124 @@
+//! `fidshard-worker`: the process that links libtorch. The `fidshard` coordinator starts it in
+//! two ways (docs/architecture.md):
+//!
+//! - `fidshard-worker serve --id N --device D`: one long-lived worker per device, speaking the
+//!   JSON-lines protocol of fidshard-core's `protocol.rs` on stdin/stdout;
+//! - `fidshard-worker task`: one [`Task`](fidshard_core::task::Task) read as JSON from stdin
+//!   (`sample`, `bench`, the model check, the probe of `doctor`), then exit.
+//!
+//! Users never type it; errors are printed as `fidshard: error: ...` because the user typed
+//! `fidshard`.
+mod bench;
+mod device;
+mod probe;
+mod sample;
+mod serve;
+mod writer;
+
+use clap::{Parser, Subcommand};
+use fidshard_core::exit::{code_of_with, Exit};
+use fidshard_core::task::Task;
+use std::io::Read;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "fidshard-worker", version, about = "fidshard's libtorch worker (started by `fidshard`)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The long-lived worker of `fidshard run`.
+    Serve {
+        #[arg(long)]
+        id: u32,
+        #[arg(long, value_parser = fidshard_core::DeviceSpec::parse)]
+        device: fidshard_core::DeviceSpec,
+    },
+    /// One task, read as JSON from stdin.
+    Task,
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FIDSHARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("FIDSHARD_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let color = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .with_target(false);
+    if json {
+        builder.json().init()
+    } else {
+        builder.init()
+    }
+}
+
+fn run_task() -> anyhow::Result<()> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text)?;
+    let task: Task = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("protocol error: the task on stdin does not parse: {e}"))?;
+    match task {
+        Task::Sample {
+            settings,
+            out,
+            range,
+            device,
+            save_latents,
+        } => sample::run(*settings, out, range, device, save_latents),
+        Task::Bench(b) => bench::run(b),
+        Task::Check { settings } => {
+            let _g = tch::no_grad_guard();
+            fidshard_worker::Engine::load(*settings, tch::Device::Cpu)?;
+            Ok(())
+        }
+        Task::Probe => probe::run(),
+    }
+}
+
+/// Exit codes: the engine's errors know theirs (input vs machine), as do fidshard-core's.
+fn exit_of(err: &anyhow::Error) -> Exit {
+    code_of_with(err, &|cause| {
+        cause
+            .downcast_ref::<fidshard_worker::EngineError>()
+            .map(|e| e.exit())
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Exit::Complete.into()
+                }
+                _ => Exit::InvalidInput.into(),
+            };
+        }
+    };
+    init_logging();
+    let _failpoints = fidshard_core::faults::setup();
+    let result = match cli.command {
+        Command::Serve { id, device } => {
+            device::to_tch(device).and_then(|d| serve::run(id, d))
+        }
+        Command::Task => run_task(),
+    };
+    match result {
+        Ok(()) => Exit::Complete.into(),
+        Err(e) => {
+            let code = exit_of(&e);
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("fidshard: error: {msg}");
+            code.into()
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! `fidshard-worker serve`: the long-lived process the coordinator spawns per device. It loads
+//! the model and VAE once, then samples the shards it is assigned; the PNG writer thread
+//! (writer.rs) encodes and writes while the next batch samples. See fidshard-core's protocol.rs
+//! for the messages.
+use crate::writer::{WriteJob, Writer, WriterEvent};
+use anyhow::{anyhow, Context, Result};
+use fidshard_core::protocol::{line, FailureKind, FromWorker, ToWorker};
+use fidshard_worker::{Engine, Timings};
+use std::io::{BufRead, Write};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tch::Device;
+
+/// Messages to the coordinator, from the sampling and the writer thread alike.
+#[derive(Clone)]
+struct Outbox(Arc<Mutex<std::io::Stdout>>);
+
+impl Outbox {
+    fn send(&self, msg: &FromWorker) {
+        let mut out = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // A closed stdout means the coordinator is gone: exit like on end of stdin.
+        if out
+            .write_all(line(msg).as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Exits when the parent dies: SIGKILL on parent death, and a check that the parent we were
+/// started by is still the parent (it may have died before the prctl).
+fn bind_to_parent() {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    }
+    if let Ok(ppid) = std::env::var("FIDSHARD_PARENT_PID") {
+        if ppid.parse::<i32>().ok() != Some(nix::unistd::getppid().as_raw()) {
+            std::process::exit(0);
+        }
+    }
+}
+
+pub(crate) fn run(id: u32, device: Device) -> Result<()> {
+    bind_to_parent();
+    let outbox = Outbox(Arc::new(Mutex::new(std::io::stdout())));
+    let (tx, rx) = mpsc::channel::<ToWorker>();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for l in stdin.lock().lines() {
+            let Ok(l) = l else { break };
+            match serde_json::from_str::<ToWorker>(&l) {
+                Ok(msg) => {
+                    if tx.send(msg).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => tracing::error!("bad message from the coordinator: {e}: {l}"),
+            }
+        }
+        // End of input: the coordinator is gone or wants us gone. Never outlive it.
+        tracing::info!("stdin closed; exiting");
+        std::process::exit(0);
+    });
+
+    let Ok(ToWorker::Init {
+        settings,
+        samples_dir,
+    }) = rx.recv()
+    else {
+        return Err(anyhow!("worker {id}: the first message was not `init`"));
+    };
+    fidshard_worker::precision::configure(settings.precision);
+    let start = Instant::now();
+    let num_samples = settings.num_samples;
+    let loaded = fidshard_core::faults::maybe_load_failure()
+        .map_err(|m| fidshard_worker::EngineError::checkpoint(&settings.checkpoint, m))
+        .and_then(|_| Engine::load(*settings, device));
+    let engine = match loaded {
+        Ok(e) => e,
+        Err(e) => {
+            outbox.send(&FromWorker::Fatal {
+                kind: FailureKind::Load,
+                message: e.to_string(),
+            });
+            return Err(anyhow!(e)).context(format!("worker {id}: loading failed"));
+        }
+    };
+    outbox.send(&FromWorker::Ready {
+        pid: std::process::id(),
+        device: format!("{device:?}"),
+        load_seconds: start.elapsed().as_secs_f64(),
+    });
+    tracing::info!(worker = id, ?device, "ready");
+
+    let mut run_seq = 0u64;
+    let writer = {
+        let outbox = outbox.clone();
+        Writer::spawn(
+            samples_dir,
+            engine.image_size() as u32,
+            num_samples,
+            move |ev| match ev {
+                WriterEvent::Done {
+                    shard,
+                    crc32,
+                    labels,
+                    seconds,
+                } => outbox.send(&FromWorker::ShardDone {
+                    shard,
+                    crc32,
+                    labels,
+                    seconds,
+                }),
+                WriterEvent::Failed { shard, message } => outbox.send(&FromWorker::ShardFailed {
+                    shard,
+                    kind: FailureKind::Io,
+                    message,
+                }),
+            },
+        )
+    };
+
+    let mut batch = engine.settings().batch_size.max(1);
+    for msg in rx {
+        match msg {
+            ToWorker::Assign { shard, attempt } => {
+                tracing::info!(worker = id, %shard, attempt, "sampling shard");
+                fidshard_core::faults::maybe_crash(id);
+                run_seq += 1;
+                let run = run_seq;
+                let started = Instant::now();
+                let indices: Vec<u64> = shard.indices().collect();
+                let mut sampled = 0usize;
+                let mut timings = Timings::default();
+                while sampled < indices.len() {
+                    if writer.is_aborted(run) {
+                        break;
+                    }
+                    let chunk = &indices[sampled..(sampled + batch).min(indices.len())];
+                    fidshard_core::faults::maybe_slow();
+                    let poisoned = fidshard_core::faults::maybe_poison(shard.id).map_err(ChunkError::Other);
+                    match poisoned.and_then(|_| sample_chunk(&engine, chunk, &mut timings)) {
+                        Ok(samples) => {
+                            sampled += chunk.len();
+                            if writer
+                                .tx
+                                .send(WriteJob::Images {
+                                    run,
+                                    shard: shard.id,
+                                    samples,
+                                })
+                                .is_err()
+                            {
+                                return Err(anyhow!("PNG writer thread stopped"));
+                            }
+                            outbox.send(&FromWorker::Progress {
+                                shard: shard.id,
+                                sampled: sampled as u64,
+                                written: 0,
+                                total: shard.len(),
+                                batch,
+                            });
+                        }
+                        Err(ChunkError::Oom(msg)) if batch > 1 => {
+                            batch = (batch / 2).max(1);
+                            tracing::warn!(
+                                worker = id,
+                                batch,
+                                "out of memory; halving the micro-batch: {msg}"
+                            );
+                        }
+                        Err(ChunkError::Oom(msg)) => {
+                            outbox.send(&FromWorker::ShardFailed {
+                                shard: shard.id,
+                                kind: FailureKind::Oom,
+                                message: format!("out of memory at micro-batch 1: {msg}"),
+                            });
+                            break;
+                        }
+                        Err(ChunkError::Other(msg)) => {
+                            outbox.send(&FromWorker::ShardFailed {
+                                shard: shard.id,
+                                kind: FailureKind::Other,
+                                message: msg,
+                            });
+                            break;
+                        }
+                    }
+                }
+                if sampled == indices.len() {
+                    let _ = writer.tx.send(WriteJob::EndShard {
+                        run,
+                        shard: shard.id,
+                        started,
+                    });
+                }
+            }
+            ToWorker::Shutdown => break,
+            ToWorker::Init { .. } => tracing::warn!("ignoring a second init"),
+        }
+    }
+    writer.finish();
+    Ok(())
+}
+
+enum ChunkError {
+    Oom(String),
+    Other(String),
+}
+
+/// Samples and decodes one micro-batch, classifying libtorch's errors (out of memory or not).
+fn sample_chunk(
+    engine: &Engine,
+    chunk: &[u64],
+    t: &mut Timings,
+) -> Result<Vec<fidshard_worker::Sample>, ChunkError> {
+    fidshard_core::faults::maybe_oom(chunk.len()).map_err(ChunkError::Oom)?;
+    match engine.try_sample_batch(chunk, t) {
+        Ok(batch) => Ok(batch.samples),
+        Err(msg) if fidshard_worker::is_oom(&msg) => Err(ChunkError::Oom(msg)),
+        Err(msg) => Err(ChunkError::Other(msg)),
+    }
+}
