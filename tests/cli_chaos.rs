@@ -4,7 +4,6 @@
 //! byte-identical to a fault-free run's. Prints the numbers for the issue notes
 //! (`cargo test ... --test cli_chaos -- --nocapture`).
 mod cli_common;
-mod common;
 
 use cli_common::*;
 use nix::sys::signal::{kill, Signal};

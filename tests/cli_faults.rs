@@ -2,7 +2,6 @@
 //! `sample_ddp.py` job must cost at most the shard in flight here. The binary under test is
 //! built with the `failpoints` feature (`make test` enables it), see orchestrator/src/faults.rs.
 mod cli_common;
-mod common;
 
 use cli_common::*;
 use nix::sys::signal::{kill, Signal};

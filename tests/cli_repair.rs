@@ -3,10 +3,8 @@
 //! and resampled, model files that fail once before any worker starts, and VAE / checkpoint
 //! names resolved in a Hugging Face cache.
 mod cli_common;
-mod common;
 
 use cli_common::*;
-use common::fixture;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

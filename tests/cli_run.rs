@@ -1,10 +1,8 @@
 //! End-to-end tests of `fidshard run`, `status`, resume and the job lock, with the real binary,
 //! CPU workers and the small golden model.
 mod cli_common;
-mod common;
 
 use cli_common::*;
-use common::fixture;
 use std::path::Path;
 
 fn npz(out: &Path) -> Vec<u8> {

@@ -1,11 +1,8 @@
 //! End-to-end tests of `fidshard sample`: every golden job reproduced from its `job.json`
 //! through the real binary, batch-independence of the bytes, and the bad-input errors.
 mod cli_common;
-mod common;
 
 use cli_common::*;
-use common::{fixture, rel_l2};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 fn check_job(name: &str, checkpoint: &str) {
@@ -21,23 +18,20 @@ fn check_job(name: &str, checkpoint: &str) {
     ]);
     assert!(o.status.success(), "{name}: {}", stderr(&o));
 
-    let expected =
-        common::read_safetensors(&format!("golden/jobs/{name}/expected-latents.safetensors"));
-    let n = expected["labels"].size()[0] as usize;
+    let expected = read_safetensors(&fixture(&format!(
+        "golden/jobs/{name}/expected-latents.safetensors"
+    )));
+    let n = expected["labels"].shape[0];
     let mut labels = Vec::new();
     let mut latents = Vec::new();
     for i in 0..n {
         let f = out.join(format!("latents/{i:06}.safetensors"));
-        let t: BTreeMap<String, tch::Tensor> = tch::Tensor::read_safetensors(&f)
-            .unwrap()
-            .into_iter()
-            .collect();
-        labels.push(t["label"].int64_value(&[0]));
-        latents.push(t["latent"].shallow_clone());
+        let t = read_safetensors(&f);
+        labels.push(t["label"].values[0]);
+        latents.extend_from_slice(&t["latent"].values);
     }
-    let want_labels: Vec<i64> = Vec::try_from(&expected["labels"]).unwrap();
-    assert_eq!(labels, want_labels, "{name}: labels");
-    let err = rel_l2(&tch::Tensor::stack(&latents, 0), &expected["latents"]);
+    assert_eq!(labels, expected["labels"].values, "{name}: labels");
+    let err = rel_l2(&latents, &expected["latents"].values);
     assert!(err < 1e-4, "{name}: latents rel L2 {err:e}");
 
     let (shape, want) = read_npz_u8(&fixture(&format!("golden/jobs/{name}/expected.npz")));
@@ -231,12 +225,26 @@ fn checkpoint_without_state_dict() {
 #[test]
 fn safetensors_with_wrong_shape() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut tensors = common::read_safetensors("golden/dit/model.safetensors");
-    let w = tensors["final_layer.linear.weight"].narrow(0, 0, 16);
-    tensors.insert("final_layer.linear.weight".into(), w);
+    // The golden weights with final_layer.linear.weight cut to its first 16 rows.
+    let bytes = std::fs::read(fixture("golden/dit/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let mut shape = view.shape().to_vec();
+        let mut data = view.data().to_vec();
+        if name == "final_layer.linear.weight" {
+            let row = data.len() / shape[0];
+            shape[0] = 16;
+            data.truncate(16 * row);
+        }
+        owned.push((name, view.dtype(), shape, data));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
     let ckpt = tmp.path().join("wrong-shape.safetensors");
-    let list: Vec<(&str, &tch::Tensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    tch::Tensor::write_safetensors(&list, &ckpt).unwrap();
+    safetensors::serialize_to_file(views, &None, &ckpt).unwrap();
     let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         &fixture("golden/dit/model.pt").display().to_string(),

@@ -1,6 +1,5 @@
 //! Helpers of the tests that run the real `fidshard` binary.
 #![allow(dead_code)]
-use crate::common::fixture;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,6 +11,57 @@ pub const JOBS: [&str; 4] = [
     "cfg1.5-ddim25-eta0",
     "cfg3-allchannels-steps10",
 ];
+
+/// `tests/fixtures/<rel>` (the golden data is copied there so a fresh clone has it).
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(rel)
+}
+
+/// A tensor read without libtorch (the coordinator's tests never link it): shape and values.
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<f64>,
+}
+
+/// All tensors of a safetensors file (F32 and I64), as f64.
+pub fn read_safetensors(path: &Path) -> BTreeMap<String, HostTensor> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view.data();
+            let values: Vec<f64> = match view.dtype() {
+                safetensors::Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                safetensors::Dtype::I64 => data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                d => panic!("{name}: unsupported dtype {d:?}"),
+            };
+            (
+                name,
+                HostTensor {
+                    shape: view.shape().to_vec(),
+                    values,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Relative L2 error ||out - ref|| / ||ref||.
+pub fn rel_l2(out: &[f64], reference: &[f64]) -> f64 {
+    assert_eq!(out.len(), reference.len(), "size mismatch");
+    let num: f64 = out.iter().zip(reference).map(|(a, b)| (a - b) * (a - b)).sum();
+    let den: f64 = reference.iter().map(|b| b * b).sum();
+    (num / den).sqrt()
+}
 
 pub fn fidshard(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fidshard"))

@@ -48,7 +48,7 @@ fn resolve_target(target: &Path) -> Result<(PathBuf, Totals)> {
         return Ok((job.out_dir, Some((job.raw.num_samples, job.raw.shard_size))));
     }
     if target.is_dir() {
-        if crate::outdir::OutDir::new(target).lock_file().exists() || StateDb::exists(target) {
+        if crate::outdir::OutDir::new(&target).lock_file().exists() || StateDb::exists(target) {
             return Ok((target.to_path_buf(), None));
         }
         return Err(Fatal::input(anyhow!(
@@ -166,7 +166,7 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
 
     let was_running = previous.as_ref().map(|p| p.state) == Some(JobState::Running);
     let all_done = s.shards_done == s.shards_total;
-    s.state = if all_done && crate::outdir::OutDir::new(out_dir).npz().is_file() {
+    s.state = if all_done && crate::outdir::OutDir::new(&out_dir).npz().is_file() {
         JobState::Complete
     } else if s.shards_failed > 0 && s.shards_done + s.shards_failed == s.shards_total {
         JobState::Failed

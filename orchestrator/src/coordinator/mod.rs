@@ -4,23 +4,33 @@
 //! One tokio current-thread runtime drives everything: worker stdout readers and a 100 ms tick
 //! for signals (see signals.rs), stall detection and snapshots. (Current-thread also keeps every child spawned from the
 //! main thread, which is what the workers' parent-death signal refers to.)
+//!
+//! Workers are started through the [`Spawner`] seam (spawner.rs): real processes in production
+//! (spawn.rs), scripted in-process workers in the tests (fake.rs, tests.rs).
+#[cfg(test)]
+mod fake;
+mod messages;
 mod pool;
 mod progress;
 mod queue;
-pub(crate) mod spawn;
+mod report;
+mod spawn;
+mod spawner;
+#[cfg(test)]
+mod tests;
 
 use crate::job::config::Job;
 use crate::job::plan::Shard;
-use fidshard_core::protocol::{FromWorker, ToWorker};
-use crate::outdir::snapshot::{self, JobState, Snapshot, WorkerState};
-use crate::outdir::state::{FailedRecord, ShardRecord, StateDb};
+use fidshard_core::protocol::ToWorker;
+use crate::outdir::snapshot::{self, JobState, Snapshot};
+use crate::outdir::state::{FailedRecord, StateDb};
 use anyhow::Result;
 use nix::sys::signal::Signal;
-use pool::{Running, Slot, QUARANTINE_AFTER};
+use pool::{Slot, QUARANTINE_AFTER};
 use progress::Progress;
-use queue::{backoff, Queue, Verdict};
+use queue::{backoff, Queue};
 use crate::job::devices::WorkerDevice;
-use spawn::{Event, SpawnSpec};
+use spawner::{Event, SpawnSpec, Spawner};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -47,6 +57,7 @@ pub(crate) struct Coordinator<'a> {
 
 struct Run<'a> {
     c: &'a Coordinator<'a>,
+    spawner: &'a mut dyn Spawner,
     slots: Vec<Slot>,
     queue: Queue,
     /// Shards failed for good: id -> index range (for the snapshot's missing ranges).
@@ -73,14 +84,26 @@ impl<'a> Coordinator<'a> {
         done_before: (u64, u64),
         total_shards: u64,
     ) -> Result<Outcome> {
+        self.run_with(&mut spawn::ProcessSpawner, todo, done_before, total_shards)
+    }
+
+    /// [`Coordinator::run`] with workers from `spawner`.
+    pub(crate) fn run_with(
+        &self,
+        spawner: &mut dyn Spawner,
+        todo: Vec<Shard>,
+        done_before: (u64, u64),
+        total_shards: u64,
+    ) -> Result<Outcome> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(self.run_async(todo, done_before, total_shards))
+        rt.block_on(self.run_async(spawner, todo, done_before, total_shards))
     }
 
     async fn run_async(
         &self,
+        spawner: &mut dyn Spawner,
         todo: Vec<Shard>,
         done_before: (u64, u64),
         total_shards: u64,
@@ -96,6 +119,7 @@ impl<'a> Coordinator<'a> {
         snap.coordinator_pid = Some(std::process::id());
         let mut run = Run {
             c: self,
+            spawner,
             slots: self
                 .devices
                 .iter()
@@ -131,7 +155,7 @@ impl<'a> Coordinator<'a> {
                 }
                 run.begin_stop(sig);
             }
-            run.housekeeping().await;
+            run.housekeeping();
             if let Some(outcome) = run.finished() {
                 run.shutdown_workers(&mut events).await;
                 run.write_snapshot(true);
@@ -139,7 +163,7 @@ impl<'a> Coordinator<'a> {
                 return Ok(outcome);
             }
             tokio::select! {
-                Some(ev) = events.recv() => run.on_event(ev).await,
+                Some(ev) = events.recv() => run.on_event(ev),
                 _ = tick.tick() => {}
             }
         }
@@ -176,16 +200,14 @@ impl Run<'_> {
     }
 
     fn kill_all(&mut self, sig: Signal) {
+        let now = Instant::now();
         for s in &mut self.slots {
-            if let Some(p) = &s.proc {
-                p.signal(sig);
-                s.terminating_since.get_or_insert_with(Instant::now);
-            }
+            s.terminate(sig, now);
         }
     }
 
     /// Spawns, assigns, detects hangs and escalates, writes the snapshot.
-    async fn housekeeping(&mut self) {
+    fn housekeeping(&mut self) {
         let now = Instant::now();
         if let Some(since) = self.stopping {
             if now.duration_since(since) > self.c.grace {
@@ -200,11 +222,7 @@ impl Run<'_> {
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
             if slot.stalled(now, stall) {
-                let what = match &slot.sampling {
-                    Some(r) => format!("shard {}", r.shard),
-                    None if slot.state == WorkerState::Loading => "loading".to_string(),
-                    None => "writing".to_string(),
-                };
+                let what = slot.doing();
                 tracing::warn!(worker = slot.id, device = %slot.device, "no progress for {:.0} s ({what}): SIGTERM", stall.as_secs_f64());
                 self.snap.push_error(format!(
                     "worker {} ({}) hung for {:.0} s ({what}); restarted",
@@ -212,22 +230,15 @@ impl Run<'_> {
                     slot.device,
                     stall.as_secs_f64()
                 ));
-                if let Some(p) = &slot.proc {
-                    p.signal(Signal::SIGTERM);
-                }
-                slot.terminating_since = Some(now);
-            } else if let (Some(t), Some(p)) = (slot.terminating_since, &slot.proc) {
-                if now.duration_since(t) > kill_after {
-                    p.signal(Signal::SIGKILL);
-                }
+                slot.terminate(Signal::SIGTERM, now);
+            } else if slot.kill_due(now, kill_after) {
+                slot.kill();
             }
-            let slot = &mut self.slots[i];
-            let due = slot.respawn_at.is_some_and(|t| t <= now);
-            if !slot.alive() && due && slot.state != WorkerState::Quarantined && work_left {
-                self.spawn(i).await;
+            if self.slots[i].respawn_due(now) && work_left {
+                self.spawn(i);
             }
         }
-        self.assign().await;
+        self.assign();
         self.write_snapshot(false);
     }
 
@@ -235,24 +246,21 @@ impl Run<'_> {
         self.c.job
     }
 
-    async fn spawn(&mut self, i: usize) {
+    /// Starts a worker in the dead slot `i` and sends it the settings.
+    fn spawn(&mut self, i: usize) {
         let slot = &mut self.slots[i];
         slot.gen += 1;
-        slot.respawn_at = None;
-        slot.terminating_since = None;
         let spec = SpawnSpec {
             worker: slot.id,
             gen: slot.gen,
             device: &slot.device,
             log_dir: &self.c.log_dir,
-            init: &self.init,
         };
-        match spawn::spawn(spec, self.events_tx.clone()).await {
-            Ok(proc) => {
-                tracing::info!(worker = slot.id, device = %slot.device, pid = proc.pid, "worker started");
-                slot.proc = Some(proc);
-                slot.state = WorkerState::Loading;
-                slot.last_progress = Instant::now();
+        match self.spawner.spawn(spec, self.events_tx.clone()) {
+            Ok(mut proc) => {
+                tracing::info!(worker = slot.id, device = %slot.device, pid = proc.pid(), "worker started");
+                proc.send(&self.init);
+                slot.started(proc, Instant::now());
             }
             Err(e) => {
                 slot.deaths_in_row += 1;
@@ -262,7 +270,7 @@ impl Run<'_> {
         }
     }
 
-    async fn assign(&mut self) {
+    fn assign(&mut self) {
         let now = Instant::now();
         for i in 0..self.slots.len() {
             if !self.slots[i].can_take() {
@@ -273,20 +281,11 @@ impl Run<'_> {
             };
             let slot = &mut self.slots[i];
             tracing::debug!(worker = slot.id, %shard, attempt, "assign");
-            if let Some(p) = slot.proc.as_mut() {
-                p.send(&ToWorker::Assign { shard, attempt }).await;
-            }
-            slot.sampling = Some(Running {
-                shard,
-                attempt,
-                sampled: 0,
-            });
-            slot.state = WorkerState::Busy;
-            slot.last_progress = now;
+            slot.assign(shard, attempt, now);
         }
     }
 
-    async fn on_event(&mut self, ev: Event) {
+    fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Msg { worker, gen, msg } if self.slots[worker].gen == gen => {
                 self.on_message(worker, msg);
@@ -302,172 +301,11 @@ impl Run<'_> {
         }
     }
 
-    fn on_message(&mut self, w: usize, msg: FromWorker) {
-        let now = Instant::now();
-        self.slots[w].last_progress = now;
-        match msg {
-            FromWorker::Ready { load_seconds, .. } => {
-                let slot = &mut self.slots[w];
-                tracing::info!(worker = slot.id, device = %slot.device, "ready after {load_seconds:.1} s");
-                slot.state = WorkerState::Idle;
-            }
-            FromWorker::Progress {
-                shard,
-                sampled,
-                total,
-                batch,
-                ..
-            } => {
-                let slot = &mut self.slots[w];
-                slot.micro_batch = Some(batch);
-                let mut newly = 0;
-                if let Some(r) = slot.sampling.as_mut().filter(|r| r.shard.id == shard) {
-                    newly = sampled.saturating_sub(r.sampled);
-                    r.sampled = sampled;
-                    if sampled >= total {
-                        let r = slot.sampling.take().expect("checked above");
-                        slot.writing.push(r);
-                    }
-                }
-                self.progress.sampled(newly);
-            }
-            FromWorker::ShardDone {
-                shard,
-                crc32,
-                labels,
-                seconds,
-            } => self.on_shard_done(w, shard, crc32, labels, seconds),
-            FromWorker::ShardFailed {
-                shard,
-                kind,
-                message,
-            } => {
-                let slot = &mut self.slots[w];
-                if let Some(r) = slot.take_shard(shard) {
-                    let msg = format!(
-                        "shard {} on worker {} ({}): {kind:?}: {message}",
-                        r.shard, slot.id, slot.device
-                    );
-                    self.attempt_failed(r, msg);
-                }
-                let slot = &mut self.slots[w];
-                if !slot.busy() {
-                    slot.state = WorkerState::Idle;
-                }
-            }
-            FromWorker::Fatal { kind, message } => {
-                let slot = &mut self.slots[w];
-                let msg = format!(
-                    "worker {} ({}) cannot work: {kind:?}: {message}",
-                    slot.id, slot.device
-                );
-                tracing::error!("{msg}");
-                self.snap.push_error(msg);
-                // A worker that cannot load will not load on a retry either.
-                slot.deaths_in_row = QUARANTINE_AFTER;
-            }
-        }
-    }
-
-    fn on_shard_done(
-        &mut self,
-        w: usize,
-        id: u64,
-        crc32: Vec<u32>,
-        labels: Vec<i64>,
-        seconds: f64,
-    ) {
-        let slot = &mut self.slots[w];
-        let Some(r) = slot.take_shard(id) else {
-            return;
-        };
-        if !slot.busy() {
-            slot.state = WorkerState::Idle;
-        }
-        slot.deaths_in_row = 0;
-        let worker = format!("{} ({})", slot.id, slot.device);
-        let n = r.shard.len();
-        if crc32.len() as u64 != n || labels.len() as u64 != n {
-            let msg = format!(
-                "shard {}: worker {worker} reported {} files for {n} samples",
-                r.shard,
-                crc32.len()
-            );
-            self.attempt_failed(r, msg);
-            return;
-        }
-        // Trust, but check: every file must exist under its final name before the record.
-        let n_total = self.c.job.settings.num_samples;
-        if let Some(i) = r.shard.indices().find(|&i| {
-            !self
-                .c
-                .samples_dir
-                .join(fidshard_core::output::png_name(i, n_total))
-                .is_file()
-        }) {
-            let msg = format!(
-                "shard {}: worker {worker} reported it done but sample {i} has no PNG",
-                r.shard
-            );
-            self.attempt_failed(r, msg);
-            return;
-        }
-        let rec = ShardRecord {
-            shard: r.shard,
-            attempts: r.attempt,
-            crc32,
-            labels,
-            worker: worker.clone(),
-            finished_unix: snapshot::unix_now() as u64,
-        };
-        if let Err(e) = self.c.db.record_done(&rec) {
-            let msg = format!("shard {}: cannot record it as done: {e:#}", r.shard);
-            self.attempt_failed(r, msg);
-            return;
-        }
-        self.done += 1;
-        self.samples_done += n;
-        self.done_ranges.push((r.shard.start, r.shard.end));
-        self.done_ranges = crate::job::plan::merge_ranges(std::mem::take(&mut self.done_ranges));
-        self.progress
-            .shard_done(&r.shard, &worker, seconds, self.done, self.total_shards);
-    }
-
-    fn attempt_failed(&mut self, r: Running, msg: String) {
-        tracing::warn!("{msg}");
-        self.snap.push_error(msg.clone());
-        if self.stopping.is_some() {
-            // Interrupted, not failed: it runs again on resume, uncounted.
-            return;
-        }
-        match self.queue.failed(r.shard) {
-            Verdict::Retry { after } => {
-                let _ = self.c.db.add_retries(1);
-                tracing::info!(shard = %r.shard, "retry in {:.1} s", after.as_secs_f64());
-            }
-            Verdict::GiveUp { attempts } => {
-                tracing::error!(shard = %r.shard, attempts, "shard failed for good");
-                self.failed.insert(r.shard.id, (r.shard.start, r.shard.end));
-                let rec = FailedRecord {
-                    shard: r.shard,
-                    attempts,
-                    error: msg,
-                    failed_unix: snapshot::unix_now() as u64,
-                };
-                if let Err(e) = self.c.db.record_failed(&rec) {
-                    tracing::error!("cannot record the failure of shard {}: {e:#}", r.shard);
-                }
-            }
-        }
-    }
-
     fn on_exit(&mut self, w: usize, status: String) {
         let slot = &mut self.slots[w];
-        slot.proc = None;
-        let lost = slot.take_shards();
-        let was_loading = slot.state == WorkerState::Loading;
+        let exit = slot.exited();
         let stopped_by_us = self.stopping.is_some();
-        if !lost.is_empty() || was_loading {
+        if exit.counts_as_death {
             slot.deaths_in_row += 1;
         }
         let id = slot.id;
@@ -475,7 +313,7 @@ impl Run<'_> {
         if !stopped_by_us {
             tracing::warn!(worker = id, %device, "worker {status}");
         }
-        for r in lost {
+        for r in exit.lost {
             let msg = format!("shard {} lost: worker {id} ({device}) {status}", r.shard);
             self.attempt_failed(r, msg);
         }
@@ -484,9 +322,8 @@ impl Run<'_> {
 
     fn after_death(&mut self, w: usize) {
         let slot = &mut self.slots[w];
-        slot.proc = None;
         if slot.deaths_in_row >= QUARANTINE_AFTER {
-            if slot.state != WorkerState::Quarantined {
+            if slot.quarantine() {
                 let msg = format!(
                     "device {} quarantined after {} failures in a row; the other devices carry on",
                     slot.device, slot.deaths_in_row
@@ -494,20 +331,13 @@ impl Run<'_> {
                 tracing::error!("{msg}");
                 self.snap.push_error(msg);
             }
-            slot.state = WorkerState::Quarantined;
-            slot.respawn_at = None;
-            if self
-                .slots
-                .iter()
-                .all(|s| s.state == WorkerState::Quarantined)
-            {
+            if self.slots.iter().all(Slot::quarantined) {
                 self.give_up_all("every device is quarantined");
             }
             return;
         }
-        slot.state = WorkerState::Dead;
         let wait = backoff(&self.c.job.raw.retry, slot.deaths_in_row.max(1));
-        slot.respawn_at = Some(Instant::now() + wait);
+        slot.dead(Instant::now() + wait);
     }
 
     /// No worker is left: the remaining shards fail with `why`.
@@ -526,17 +356,13 @@ impl Run<'_> {
 
     async fn shutdown_workers(&mut self, events: &mut mpsc::UnboundedReceiver<Event>) {
         for s in &mut self.slots {
-            if let Some(p) = s.proc.as_mut() {
-                p.send(&ToWorker::Shutdown).await;
-                p.close();
-            }
+            s.shut_down();
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.slots.iter().any(Slot::alive) {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(Event::Exited { worker, gen, .. })) if self.slots[worker].gen == gen => {
-                    self.slots[worker].proc = None;
-                    self.slots[worker].state = WorkerState::Dead;
+                    self.slots[worker].exited();
                 }
                 Ok(Some(_)) => {}
                 _ => {
@@ -544,43 +370,6 @@ impl Run<'_> {
                     break;
                 }
             }
-        }
-    }
-
-    fn write_snapshot(&mut self, force: bool) {
-        let now = Instant::now();
-        if !force && now.duration_since(self.last_snapshot) < Duration::from_millis(900) {
-            return;
-        }
-        self.last_snapshot = now;
-        let running = self
-            .slots
-            .iter()
-            .map(|s| s.sampling.iter().count() + s.writing.len())
-            .sum::<usize>();
-        let job = self.c.job;
-        let s = &mut self.snap;
-        s.state = if self.stopping.is_some() {
-            JobState::Interrupted
-        } else {
-            JobState::Running
-        };
-        s.samples_done = self.samples_done;
-        s.shards_done = self.done;
-        s.shards_running = running as u64;
-        s.shards_pending = self.queue.pending_len() as u64;
-        s.shards_failed = self.failed.len() as u64;
-        s.workers = self.slots.iter().map(Slot::snapshot).collect();
-        s.images_per_sec = self.progress.rate();
-        s.eta_seconds = self
-            .progress
-            .eta(job.settings.num_samples - self.samples_done);
-        s.retries = self.queue.retries;
-        s.missing_ranges = crate::job::plan::merge_ranges(self.failed.values().copied().collect());
-        s.done_ranges = self.done_ranges.clone();
-        s.updated_unix = snapshot::unix_now();
-        if let Err(e) = snapshot::write(&job.out_dir, s) {
-            tracing::warn!("cannot write status.json: {e}");
         }
     }
 }

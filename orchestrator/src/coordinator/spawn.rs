@@ -1,67 +1,68 @@
-//! Starting and stopping worker processes. Each worker runs in its own process group (so a
+//! Worker processes, the real [`Spawner`]. Each worker runs in its own process group (so a
 //! signal reaches everything it started), pinned to its GPU with CUDA_VISIBLE_DEVICES, with its
-//! stdout read line by line into the coordinator's event channel and its stderr appended to
+//! stdout read line by line into the coordinator's event channel, its stdin fed by a writer
+//! task (so that a worker that stops reading never blocks the loop), and its stderr appended to
 //! `OUT/logs/worker-N.log`.
+use super::spawner::{Event, SpawnSpec, Spawner, WorkerHandle};
 use crate::job::devices::WorkerDevice;
-use fidshard_core::protocol::{line, FromWorker, ToWorker};
 use anyhow::{Context, Result};
+use fidshard_core::protocol::{line, FromWorker, ToWorker};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{self, UnboundedSender};
 
-/// What the reader task of a worker reports.
-#[derive(Debug)]
-pub(crate) enum Event {
-    Msg {
-        worker: usize,
-        gen: u64,
-        msg: FromWorker,
-    },
-    Exited {
-        worker: usize,
-        gen: u64,
-        status: String,
-    },
+/// Starts `fidshard-worker serve` processes.
+pub(crate) struct ProcessSpawner;
+
+impl Spawner for ProcessSpawner {
+    fn spawn(
+        &mut self,
+        spec: SpawnSpec<'_>,
+        events: UnboundedSender<Event>,
+    ) -> Result<Box<dyn WorkerHandle>> {
+        Ok(Box::new(spawn(spec, events)?))
+    }
 }
 
+/// A running worker process: its pid and the queue of its stdin writer task.
 pub(crate) struct Proc {
-    pub pid: u32,
-    stdin: Option<ChildStdin>,
+    pid: u32,
+    stdin: Option<mpsc::UnboundedSender<String>>,
 }
 
-impl Proc {
-    /// Sends one message; a broken pipe is ignored (the exit event follows).
-    pub async fn send(&mut self, msg: &ToWorker) {
-        if let Some(stdin) = self.stdin.as_mut() {
-            if stdin.write_all(line(msg).as_bytes()).await.is_err() || stdin.flush().await.is_err()
-            {
+impl WorkerHandle for Proc {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn send(&mut self, msg: &ToWorker) {
+        if let Some(tx) = &self.stdin {
+            if tx.send(line(msg)).is_err() {
                 self.stdin = None;
             }
         }
     }
-    /// Closes stdin: the worker exits at once.
-    pub fn close(&mut self) {
+    fn close(&mut self) {
         self.stdin = None;
     }
-    /// Signals the worker's whole process group.
-    pub fn signal(&self, sig: Signal) {
+    fn signal(&self, sig: Signal) {
         let _ = killpg(Pid::from_raw(self.pid as i32), sig);
     }
 }
 
-pub(crate) struct SpawnSpec<'a> {
-    pub worker: usize,
-    pub gen: u64,
-    pub device: &'a crate::job::devices::WorkerDevice,
-    pub log_dir: &'a Path,
-    pub init: &'a ToWorker,
+/// Writes queued lines to the worker's stdin; when the queue closes (or a write fails), stdin
+/// is dropped: end of input.
+async fn write_stdin(mut stdin: ChildStdin, mut lines: mpsc::UnboundedReceiver<String>) {
+    while let Some(l) = lines.recv().await {
+        if stdin.write_all(l.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+            return;
+        }
+    }
 }
 
-pub(crate) async fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -> Result<Proc> {
+fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -> Result<Proc> {
     std::fs::create_dir_all(spec.log_dir)
         .with_context(|| format!("cannot create {}", spec.log_dir.display()))?;
     let log_path = spec.log_dir.join(format!("worker-{}.log", spec.worker));
@@ -102,9 +103,14 @@ pub(crate) async fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -
     let mut child = cmd.spawn().context("cannot start a worker process")?;
     let pid = child.id().unwrap_or(0);
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut proc = Proc {
+    let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
+    tokio::spawn(write_stdin(
+        child.stdin.take().expect("stdin is piped"),
+        stdin_rx,
+    ));
+    let proc = Proc {
         pid,
-        stdin: child.stdin.take(),
+        stdin: Some(stdin_tx),
     };
     let (worker, gen) = (spec.worker, spec.gen);
     tokio::spawn(async move {
@@ -127,7 +133,6 @@ pub(crate) async fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -
             status,
         });
     });
-    proc.send(spec.init).await;
     Ok(proc)
 }
 

@@ -184,7 +184,7 @@ impl JobLock {
     }
 
     pub fn path(out_dir: &Path) -> PathBuf {
-        crate::outdir::OutDir::new(out_dir).lock_file()
+        crate::outdir::OutDir::new(&out_dir).lock_file()
     }
 
     /// Tries the lock; while it is held by a process other than the one the file names (which
@@ -271,7 +271,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let first = JobLock::acquire(&out).unwrap();
-        assert!(crate::outdir::OutDir::new(out).lock_file().is_file());
+        assert!(crate::outdir::OutDir::new(&out).lock_file().is_file());
 
         let t = Instant::now();
         let err = JobLock::acquire(&out).unwrap_err();
@@ -320,7 +320,7 @@ mod tests {
         let out = dir.path().to_path_buf();
         // A previous coordinator that is gone: its info names a pid that does not exist.
         std::fs::write(
-            crate::outdir::OutDir::new(out).lock_file(),
+            crate::outdir::OutDir::new(&out).lock_file(),
             r#"{"pid":4194303,"hostname":"HOST","started_unix":1,"command":"old"}"#
                 .replace("HOST", &hostname()),
         )

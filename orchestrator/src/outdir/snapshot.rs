@@ -169,7 +169,7 @@ impl Snapshot {
 pub(crate) fn write(out_dir: &Path, snap: &Snapshot) -> std::io::Result<()> {
     // A counter besides the pid so that two threads of one process never share a temp file.
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let path = crate::outdir::OutDir::new(out_dir).snapshot();
+    let path = crate::outdir::OutDir::new(&out_dir).snapshot();
     let tmp = out_dir.join(format!(
         ".{SNAPSHOT_FILE}.tmp.{}.{}",
         std::process::id(),
@@ -192,7 +192,7 @@ pub(crate) fn write(out_dir: &Path, snap: &Snapshot) -> std::io::Result<()> {
 /// The last snapshot written, if any and readable (a file from an incompatible version reads as
 /// `None` rather than failing `status`).
 pub(crate) fn read(out_dir: &Path) -> Option<Snapshot> {
-    let text = std::fs::read(crate::outdir::OutDir::new(out_dir).snapshot()).ok()?;
+    let text = std::fs::read(crate::outdir::OutDir::new(&out_dir).snapshot()).ok()?;
     serde_json::from_slice(&text).ok()
 }
 

@@ -124,7 +124,7 @@ pub(crate) struct StateDb {
 
 impl StateDb {
     pub fn path(out_dir: &Path) -> PathBuf {
-        crate::outdir::OutDir::new(out_dir).state()
+        crate::outdir::OutDir::new(&out_dir).state()
     }
 
     pub fn exists(out_dir: &Path) -> bool {
@@ -343,7 +343,7 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 
 /// The fingerprint copy in `out_dir`, if there is a readable one.
 pub(crate) fn saved_fingerprint(out_dir: &Path) -> Option<Fingerprint> {
-    let bytes = std::fs::read(crate::outdir::OutDir::new(out_dir).fingerprint()).ok()?;
+    let bytes = std::fs::read(crate::outdir::OutDir::new(&out_dir).fingerprint()).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -417,16 +417,16 @@ pub(crate) fn restart_out_dir(lock: &JobLock) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
     };
-    let samples = crate::outdir::OutDir::new(out).samples();
+    let samples = crate::outdir::OutDir::new(&out).samples();
     match std::fs::symlink_metadata(&samples) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(&samples)?,
         Ok(_) => ignore_missing(std::fs::remove_file(&samples))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    ignore_missing(std::fs::remove_file(crate::outdir::OutDir::new(out).npz()))?;
+    ignore_missing(std::fs::remove_file(crate::outdir::OutDir::new(&out).npz()))?;
     ignore_missing(std::fs::remove_file(
-        crate::outdir::OutDir::new(out).snapshot(),
+        crate::outdir::OutDir::new(&out).snapshot(),
     ))?;
     remove_stale_temps(out).map(|_| ())
 }
@@ -602,18 +602,18 @@ pub(crate) mod tests {
         let out = dir.path();
         let lock = JobLock::acquire(out).unwrap();
         restart_out_dir(&lock).unwrap(); // nothing there yet
-        std::fs::create_dir_all(crate::outdir::OutDir::new(out).samples()).unwrap();
-        std::fs::write(crate::outdir::OutDir::new(out).samples().join("000000.png"), b"x").unwrap();
-        std::fs::write(crate::outdir::OutDir::new(out).npz(), b"x").unwrap();
-        std::fs::write(crate::outdir::OutDir::new(out).snapshot(), b"{}").unwrap();
+        std::fs::create_dir_all(crate::outdir::OutDir::new(&out).samples()).unwrap();
+        std::fs::write(crate::outdir::OutDir::new(&out).samples().join("000000.png"), b"x").unwrap();
+        std::fs::write(crate::outdir::OutDir::new(&out).npz(), b"x").unwrap();
+        std::fs::write(crate::outdir::OutDir::new(&out).snapshot(), b"{}").unwrap();
         std::fs::write(out.join("job.log"), b"keep").unwrap();
         drop(StateDb::open(out).unwrap());
         restart_out_dir(&lock).unwrap();
-        assert!(!crate::outdir::OutDir::new(out).samples().exists());
-        assert!(!crate::outdir::OutDir::new(out).npz().exists());
-        assert!(!crate::outdir::OutDir::new(out).snapshot().exists());
+        assert!(!crate::outdir::OutDir::new(&out).samples().exists());
+        assert!(!crate::outdir::OutDir::new(&out).npz().exists());
+        assert!(!crate::outdir::OutDir::new(&out).snapshot().exists());
         assert!(out.join("job.log").is_file());
         assert!(StateDb::exists(out));
-        assert!(crate::outdir::OutDir::new(out).lock_file().is_file());
+        assert!(crate::outdir::OutDir::new(&out).lock_file().is_file());
     }
 }
