@@ -347,6 +347,177 @@ fn damage_storage(rng: &mut Rng, f: &Fixture) -> Vec<u8> {
     })
 }
 
+/// A hand-assembled pickle (protocol 2), for the crafted cases.
+#[derive(Default)]
+struct Pickle(Vec<u8>);
+
+impl Pickle {
+    fn op(&mut self, b: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn str(&mut self, s: &str) -> &mut Self {
+        self.op(b"X").op(&(s.len() as u32).to_le_bytes()).op(s.as_bytes())
+    }
+    fn int(&mut self, i: i64) -> &mut Self {
+        self.op(b"\x8a\x08").op(&i.to_le_bytes())
+    }
+    fn global(&mut self, module: &str, name: &str) -> &mut Self {
+        self.op(b"c").op(module.as_bytes()).op(b"\n").op(name.as_bytes()).op(b"\n")
+    }
+    fn ints(&mut self, v: &[i64]) -> &mut Self {
+        self.op(b"(");
+        for &i in v {
+            self.int(i);
+        }
+        self.op(b"t")
+    }
+    /// `_rebuild_tensor_v2(<storage `key` of `numel` floats>, offset, size, stride, False,
+    /// OrderedDict())`.
+    fn tensor(&mut self, key: &str, numel: i64, offset: i64, size: &[i64], stride: &[i64]) -> &mut Self {
+        self.global("torch._utils", "_rebuild_tensor_v2").op(b"(");
+        self.op(b"(").str("storage").global("torch", "FloatStorage").str(key).str("cpu");
+        self.int(numel).op(b"tQ").int(offset).ints(size).ints(stride);
+        self.op(b"\x89").global("collections", "OrderedDict").op(b")R").op(b"tR")
+    }
+    /// `{name: tensor}` then STOP.
+    fn state_dict(name: &str, tensor: impl FnOnce(&mut Pickle)) -> Vec<u8> {
+        let mut p = Pickle::default();
+        p.op(b"\x80\x02}").str(name);
+        tensor(&mut p);
+        p.op(b"s.");
+        p.0
+    }
+}
+
+/// A `torch.save`-like zip holding `entries` under `archive/`.
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in entries {
+        w.start_file(format!("archive/{name}"), opts).unwrap();
+        w.write_all(bytes).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// Hand-made hostile files: names with newlines and control characters in errors, views that
+/// would allocate absurdly, nesting deep enough to overflow a recursive drop, and pickles whose
+/// work grows quadratically in their size.
+fn crafted(run: &mut Runner) {
+    let floats: Vec<u8> = (0..16).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let one = |p: &mut Pickle| {
+        p.tensor("0", 16, 0, &[4, 4], &[4, 1]);
+    };
+    let ok = Pickle::state_dict("w", one);
+    run.case("crafted/valid".into(), |_| zip_of(&[("data.pkl", &ok), ("data/0", &floats)]));
+
+    // Strings from the file reach the error messages.
+    let newline_key = Pickle::state_dict("w", |p| {
+        p.tensor("0\nnext line", 16, 0, &[16], &[1]);
+    });
+    run.case("crafted/key-with-newline".into(), |_| zip_of(&[("data.pkl", &newline_key)]));
+    let newline_name = Pickle::state_dict("a\nb\r\x1b[31m\u{2028}", one);
+    run.case("crafted/name-with-newline".into(), |_| {
+        zip_of(&[("data.pkl", &newline_name), ("data/0", &floats[..8])])
+    });
+    run.case("crafted/byteorder-with-newline".into(), |_| {
+        zip_of(&[("byteorder", b"big\nendian"), ("data.pkl", &ok), ("data/0", &floats)])
+    });
+    let newline_dtype = Pickle::state_dict("w", |p| {
+        p.global("torch._utils", "_rebuild_tensor_v2").op(b"(");
+        p.op(b"(").str("storage").op(b"\x8c\x05torch\x8c\x04a\nb\x0c\x93").str("0").str("cpu");
+        p.int(16).op(b"tQ").int(0).ints(&[16]).ints(&[1]).op(b"\x89)tR");
+    });
+    run.case("crafted/storage-type-with-newline".into(), |_| {
+        zip_of(&[("data.pkl", &newline_dtype), ("data/0", &floats)])
+    });
+    let newline_global = {
+        let mut p = Pickle::default();
+        p.op(b"\x80\x02\x8c\x03a\nb\x8c\x01c\x93)R.");
+        p.0
+    };
+    run.case("crafted/class-with-newline".into(), |_| zip_of(&[("data.pkl", &newline_global)]));
+    let huge_name = Pickle::state_dict(&"x".repeat(1 << 20), |p| {
+        p.int(1);
+    });
+    run.case("crafted/huge-name".into(), |_| zip_of(&[("data.pkl", &huge_name)]));
+
+    // Views that address far more elements than the storage holds (stride 0).
+    for (id, size, stride) in [
+        ("expand-huge", vec![1 << 20, 1 << 20], vec![0, 0]),
+        ("expand-i64max", vec![i64::MAX], vec![0]),
+        ("expand-overflow", vec![1 << 40, 1 << 40], vec![0, 0]),
+        ("many-dims", vec![1; 200], vec![1; 200]),
+        ("many-dims-expanded", vec![2; 64], vec![0; 64]),
+    ] {
+        let pkl = Pickle::state_dict("w", |p| {
+            p.tensor("0", 16, 0, &size, &stride);
+        });
+        run.case(format!("crafted/{id}"), |_| zip_of(&[("data.pkl", &pkl), ("data/0", &floats)]));
+    }
+    // A storage that claims more elements than a file can hold.
+    let big_numel = Pickle::state_dict("w", |p| {
+        p.tensor("0", i64::MAX, 0, &[4], &[1]);
+    });
+    run.case("crafted/storage-numel-max".into(), |_| {
+        zip_of(&[("data.pkl", &big_numel), ("data/0", &floats)])
+    });
+
+    // Nesting: 1M-deep tuples (a recursive drop overflows the stack) ...
+    let mut deep = Pickle::default();
+    deep.op(b"\x80\x02)").op(&[0x85; 1 << 20]).op(b".");
+    let deep = deep.0;
+    run.case("crafted/deep-tuples".into(), |_| zip_of(&[("data.pkl", &deep)]));
+    // ... deep lists and dicts, built through the memo ...
+    let mut deep = Pickle::default();
+    deep.op(b"\x80\x02]r\x00\x00\x00\x00");
+    for _ in 0..200_000 {
+        // d = {"k": d}: a new dict whose item is the one in memo 0, memoized as memo 0.
+        deep.op(b"0}X\x01\x00\x00\x00kj\x00\x00\x00\x00sr\x00\x00\x00\x00");
+    }
+    deep.op(b".");
+    let deep = deep.0;
+    run.case("crafted/deep-dicts".into(), |_| zip_of(&[("data.pkl", &deep)]));
+    // ... and _rebuild_from_type_v2 wrapping itself 100k times, which recurses when called.
+    let mut deep = Pickle::default();
+    deep.op(b"\x80\x02").global("torch._tensor", "_rebuild_from_type_v2").op(b"q\x00)");
+    for _ in 0..100_000 {
+        // (g, None, previous)
+        deep.op(b"q\x010h\x00Nh\x01\x87");
+    }
+    deep.op(b"R.");
+    let deep = deep.0;
+    run.case("crafted/deep-rebuild-from-type".into(), |_| zip_of(&[("data.pkl", &deep)]));
+
+    // Quadratic work: a 100k-item list memoized, then `set(that list)` 20k times (each call
+    // copies it), and a 100 KB str used as a dict key 20k times (each insert hashes it).
+    let mut quad = Pickle::default();
+    quad.op(b"\x80\x02]q\x00(").op(&[b'N'; 100_000]).op(b"e");
+    quad.global("builtins", "set").op(b"q\x01");
+    for _ in 0..20_000 {
+        quad.op(b"h\x01h\x00\x85R0");
+    }
+    quad.op(b"}q\x02").str(&"k".repeat(100_000)).op(b"q\x030");
+    for _ in 0..20_000 {
+        quad.op(b"h\x02h\x03Ns0");
+    }
+    quad.op(b".");
+    let quad = quad.0;
+    run.case("crafted/quadratic-copies".into(), |_| zip_of(&[("data.pkl", &quad)]));
+    let mut quad = Pickle::default();
+    quad.op(b"\x80\x02]q\x00(").op(&[b'N'; 100_000]).op(b"e");
+    quad.global("builtins", "set").op(b"q\x01(");
+    for _ in 0..1_000 {
+        // Kept on the stack: 1k copies of 100k values (~2.4 GB) unless something stops it.
+        quad.op(b"h\x01h\x00\x85R");
+    }
+    quad.op(b"t.");
+    let quad = quad.0;
+    run.case("crafted/quadratic-memory".into(), |_| zip_of(&[("data.pkl", &quad)]));
+}
+
 #[test]
 fn damaged_checkpoints_give_one_line_errors_and_never_panic() {
     let started = Instant::now();
@@ -424,6 +595,20 @@ fn damaged_checkpoints_give_one_line_errors_and_never_panic() {
             run.case(format!("{}/storage#{k}", f.name), |rng| damage_storage(rng, f));
         }
     }
+
+    // (f) Point mutations anywhere in the small zips (headers included: the zip reader's
+    // own error paths).
+    for f in zips.iter().filter(|f| f.bytes.len() < 100_000) {
+        for k in 0..scale * 60 {
+            run.case(format!("{}/zip-flip#{k}", f.name), |rng| {
+                let mut b = f.bytes.clone();
+                flip(rng, &mut b);
+                b
+            });
+        }
+    }
+
+    crafted(&mut run);
 
     let took = started.elapsed();
     eprintln!(

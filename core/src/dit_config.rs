@@ -47,6 +47,40 @@ fn default_true() -> bool {
     true
 }
 
+/// A DiT config JSON is a dozen keys; anything over this is refused before parsing.
+pub const MAX_JSON_BYTES: u64 = 1 << 20;
+/// Bounds of the integers of a [`DiTConfig`] (see [`DiTConfig::validate`]).
+pub const MAX_INPUT_SIZE: i64 = 1024;
+pub const MAX_CHANNELS: i64 = 1024;
+pub const MAX_HIDDEN: i64 = 65_536;
+pub const MAX_DEPTH: i64 = 1024;
+pub const MAX_CLASSES: i64 = 1_000_000;
+pub const MAX_MLP_RATIO: f64 = 64.0;
+
+#[derive(Clone, Copy)]
+enum JsonKind {
+    Int,
+    Float,
+    Bool,
+}
+
+/// The keys of a DiT config JSON and their JSON types.
+const JSON_KEYS: [(&str, JsonKind); 10] = [
+    ("input_size", JsonKind::Int),
+    ("patch_size", JsonKind::Int),
+    ("in_channels", JsonKind::Int),
+    ("hidden_size", JsonKind::Int),
+    ("depth", JsonKind::Int),
+    ("num_heads", JsonKind::Int),
+    ("mlp_ratio", JsonKind::Float),
+    ("class_dropout_prob", JsonKind::Float),
+    ("num_classes", JsonKind::Int),
+    ("learn_sigma", JsonKind::Bool),
+];
+
+/// The keys without a default.
+const REQUIRED_KEYS: [&str; 4] = ["input_size", "hidden_size", "depth", "num_heads"];
+
 /// The preset names, as the reference's `DiT_models` dict spells them.
 pub const PRESETS: [&str; 12] = [
     "DiT-XL/2", "DiT-XL/4", "DiT-XL/8", "DiT-L/2", "DiT-L/4", "DiT-L/8", "DiT-B/2", "DiT-B/4",
@@ -89,23 +123,91 @@ impl DiTConfig {
         Self::preset("DiT-XL/2", input_size, 1000).expect("known preset")
     }
 
-    /// Reads a JSON of the constructor arguments (as `golden/dit/config.json`).
+    /// Reads a JSON of the constructor arguments (as `golden/dit/config.json`). Each key is
+    /// type-checked on its own so that an error names it; then [`DiTConfig::validate`].
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
-        let cfg: DiTConfig = serde_json::from_str(&text).map_err(|e| {
-            EngineError::config(
+        let bad = |key: &str, msg: String| EngineError::config(path, key, msg);
+        let meta = std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?;
+        if meta.len() > MAX_JSON_BYTES {
+            return Err(EngineError::checkpoint(
                 path,
+                format!(
+                    "{} bytes is too large for a DiT config JSON (at most {MAX_JSON_BYTES})",
+                    meta.len()
+                ),
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
+        let value: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
+            .map_err(|e| {
+                bad(
+                    "model.config",
+                    format!("not valid JSON ({e}); expected the DiT constructor arguments"),
+                )
+            })?;
+        let obj = value.as_object().ok_or_else(|| {
+            bad(
                 "model.config",
-                format!("invalid DiT config JSON: {e}"),
+                "expected a JSON object of the DiT constructor arguments".into(),
             )
         })?;
+        for (key, v) in obj {
+            let Some((_, kind)) = JSON_KEYS.iter().find(|(k, _)| k == key) else {
+                let keys: Vec<&str> = JSON_KEYS.iter().map(|(k, _)| *k).collect();
+                return Err(bad(
+                    key,
+                    format!("unknown key; the keys are {}", keys.join(", ")),
+                ));
+            };
+            let ok = match kind {
+                JsonKind::Int => v.is_i64(),
+                JsonKind::Float => v.is_number(),
+                JsonKind::Bool => v.is_boolean(),
+            };
+            if !ok {
+                let want = match kind {
+                    JsonKind::Int => "a whole number",
+                    JsonKind::Float => "a number",
+                    JsonKind::Bool => "true or false",
+                };
+                let mut got = v.to_string();
+                if got.len() > 40 {
+                    got = format!("{}...", got.chars().take(40).collect::<String>());
+                }
+                return Err(bad(key, format!("{got} is not {want}")));
+            }
+        }
+        for key in REQUIRED_KEYS {
+            if !obj.contains_key(key) {
+                return Err(bad(key, "is required".into()));
+            }
+        }
+        let cfg: DiTConfig = serde_json::from_value(value)
+            .map_err(|e| bad("model.config", format!("invalid DiT config JSON: {e}")))?;
         cfg.validate(path)?;
         Ok(cfg)
     }
 
+    /// Checks every number against what the DiT can be built with; `origin` names the file in
+    /// errors. The upper bounds only keep absurd values (a typo, a byte-flipped file) from
+    /// reaching libtorch as a multi-terabyte allocation.
     pub fn validate(&self, origin: &Path) -> Result<()> {
         let bad = |key: &str, msg: String| Err(EngineError::config(origin, key, msg));
-        if self.input_size <= 0 || self.patch_size <= 0 || self.input_size % self.patch_size != 0 {
+        let ints = [
+            ("input_size", self.input_size, MAX_INPUT_SIZE),
+            ("patch_size", self.patch_size, MAX_INPUT_SIZE),
+            ("in_channels", self.in_channels, MAX_CHANNELS),
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            ("depth", self.depth, MAX_DEPTH),
+            ("num_heads", self.num_heads, MAX_HIDDEN),
+            ("num_classes", self.num_classes, MAX_CLASSES),
+        ];
+        for (key, v, max) in ints {
+            if v <= 0 || v > max {
+                return bad(key, format!("{v} is not in 1..={max}"));
+            }
+        }
+        if self.input_size % self.patch_size != 0 {
             return bad(
                 "input_size",
                 format!(
@@ -114,7 +216,7 @@ impl DiTConfig {
                 ),
             );
         }
-        if self.num_heads <= 0 || self.hidden_size % self.num_heads != 0 {
+        if self.hidden_size % self.num_heads != 0 {
             return bad(
                 "num_heads",
                 format!(
@@ -130,14 +232,33 @@ impl DiTConfig {
                 format!("{} is not a multiple of 4", self.hidden_size),
             );
         }
-        if self.num_classes <= 0 {
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0 && self.mlp_ratio <= MAX_MLP_RATIO)
+        {
             return bad(
-                "num_classes",
-                format!("{} must be positive", self.num_classes),
+                "mlp_ratio",
+                format!(
+                    "{} is not a number in (0, {MAX_MLP_RATIO}] (the reference uses 4.0)",
+                    self.mlp_ratio
+                ),
             );
         }
-        if self.depth <= 0 {
-            return bad("depth", format!("{} must be positive", self.depth));
+        if self.mlp_hidden() < 1 {
+            return bad(
+                "mlp_ratio",
+                format!(
+                    "{} x hidden_size {} leaves the MLP no hidden unit",
+                    self.mlp_ratio, self.hidden_size
+                ),
+            );
+        }
+        if !(self.class_dropout_prob.is_finite() && (0.0..1.0).contains(&self.class_dropout_prob)) {
+            return bad(
+                "class_dropout_prob",
+                format!(
+                    "{} is not in [0, 1) (the reference uses 0.1; > 0 adds the null label of guidance)",
+                    self.class_dropout_prob
+                ),
+            );
         }
         Ok(())
     }

@@ -12,6 +12,14 @@ use std::path::{Path, PathBuf};
 /// samples are decoded as `vae.decode(latents / 0.18215)`.
 pub const DEFAULT_SCALING_FACTOR: f64 = 0.18215;
 
+/// Bounds of the numbers of a [`VaeConfig`] (see [`VaeConfig::validate`]).
+pub const MAX_CHANNELS: i64 = 65_536;
+pub const MAX_LAYERS_PER_BLOCK: i64 = 64;
+pub const MIN_SCALING_FACTOR: f64 = 1e-6;
+pub const MAX_SCALING_FACTOR: f64 = 1e6;
+/// A config.json is a few dozen keys; anything over this is refused before parsing.
+pub const MAX_JSON_BYTES: u64 = 1 << 20;
+
 /// The only up block type this decoder implements.
 pub const UP_DECODER_BLOCK: &str = "UpDecoderBlock2D";
 
@@ -131,8 +139,18 @@ impl VaeConfig {
     /// Reads and validates a diffusers `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?;
+        if meta.len() > MAX_JSON_BYTES {
+            return Err(EngineError::checkpoint(
+                path,
+                format!(
+                    "{} bytes is too large for a VAE config.json (at most {MAX_JSON_BYTES})",
+                    meta.len()
+                ),
+            ));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
-        Self::from_json_str(&text, path)
+        Self::from_json_str(text.trim_start_matches('\u{feff}'), path)
     }
 
     /// Parses and validates the text of a `config.json`; `origin` names it in errors.
@@ -175,11 +193,13 @@ impl VaeConfig {
                 );
             }
         }
-        if self.block_out_channels.is_empty() || self.block_out_channels.iter().any(|&c| c <= 0) {
+        if self.block_out_channels.is_empty()
+            || self.block_out_channels.iter().any(|&c| c <= 0 || c > MAX_CHANNELS)
+        {
             return err(
                 "block_out_channels",
                 format!(
-                    "{:?}: expected a non-empty list of positive channel counts",
+                    "{:?}: expected a non-empty list of channel counts in 1..={MAX_CHANNELS}",
                     self.block_out_channels
                 ),
             );
@@ -214,10 +234,13 @@ impl VaeConfig {
                 format!("entry {i} is {t:?}; only \"{UP_DECODER_BLOCK}\" is supported (the decoder of the Stable Diffusion VAEs)"),
             );
         }
-        if self.layers_per_block < 0 {
+        if !(0..=MAX_LAYERS_PER_BLOCK).contains(&self.layers_per_block) {
             return err(
                 "layers_per_block",
-                format!("{} must be >= 0", self.layers_per_block),
+                format!(
+                    "{} is not in 0..={MAX_LAYERS_PER_BLOCK}",
+                    self.layers_per_block
+                ),
             );
         }
         if self.norm_num_groups <= 0 {
@@ -239,17 +262,13 @@ impl VaeConfig {
                 ),
             );
         }
-        if self.latent_channels <= 0 {
-            return err(
-                "latent_channels",
-                format!("{} must be positive", self.latent_channels),
-            );
-        }
-        if self.out_channels <= 0 {
-            return err(
-                "out_channels",
-                format!("{} must be positive", self.out_channels),
-            );
+        for (key, v) in [
+            ("latent_channels", self.latent_channels),
+            ("out_channels", self.out_channels),
+        ] {
+            if v <= 0 || v > MAX_CHANNELS {
+                return err(key, format!("{v} is not in 1..={MAX_CHANNELS}"));
+            }
         }
         // diffusers' get_activation maps both "silu" and "swish" to nn.SiLU.
         if self.act_fn != "silu" && self.act_fn != "swish" {
@@ -258,10 +277,16 @@ impl VaeConfig {
                 format!("{:?} is not supported; only \"silu\"", self.act_fn),
             );
         }
-        if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
+        // Latents are divided by it before decoding: 0 or a denormal would make them inf.
+        if !(self.scaling_factor.is_finite()
+            && (MIN_SCALING_FACTOR..=MAX_SCALING_FACTOR).contains(&self.scaling_factor))
+        {
             return err(
                 "scaling_factor",
-                format!("{} must be a positive number", self.scaling_factor),
+                format!(
+                    "{} is not a positive number in [{MIN_SCALING_FACTOR:e}, {MAX_SCALING_FACTOR:e}] (the SD VAEs use 0.18215)",
+                    self.scaling_factor
+                ),
             );
         }
         if let Some(s) = self.shift_factor {

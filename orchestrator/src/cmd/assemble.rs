@@ -1,7 +1,6 @@
 //! `fidshard assemble CONFIG`: only the last step, samples.npz from what the state DB records.
 use crate::cmd::run::{assemble_npz, final_snapshot};
 use crate::job::config::Job;
-use crate::job::plan::plan;
 use crate::outdir::lock::JobLock;
 use crate::outdir::snapshot::JobState;
 use crate::outdir::state::StateDb;
@@ -29,7 +28,7 @@ pub(crate) fn run(config: &std::path::Path) -> Result<()> {
         .into());
     }
     let db = StateDb::open(&job.out_dir).map_err(|e| e.fatal())?;
-    let shards = plan(job.settings.num_samples, job.raw.shard_size);
+    let shards = job.plan();
     let done = db.done_records()?.len();
     if done < shards.len() {
         return Err(Fatal::input(anyhow!(

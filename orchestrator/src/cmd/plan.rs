@@ -2,19 +2,18 @@
 use crate::job::config::Job;
 use crate::job::devices::resolve_devices;
 use crate::job::disk::{disk_needed, free_bytes, human};
-use crate::job::plan::plan;
 use anyhow::Result;
 use std::path::Path;
 
 pub(crate) fn run(config: &Path) -> Result<()> {
     let job = Job::load(config)?;
-    let shards = plan(job.settings.num_samples, job.raw.shard_size);
-    let devices = resolve_devices(&job.raw.devices)?;
+    let shards = job.plan();
+    let devices = resolve_devices(&job.run.devices)?;
     println!(
         "{} samples in {} shards of {} (last: {})",
         job.settings.num_samples,
         shards.len(),
-        job.raw.shard_size,
+        job.run.shard_size,
         shards.last().map(|s| s.len()).unwrap_or(0)
     );
     for s in &shards {
@@ -27,7 +26,7 @@ pub(crate) fn run(config: &Path) -> Result<()> {
         let n = per + u64::from((i as u64) < extra);
         println!(
             "  worker {i} on {d}: about {n} shard(s), {} samples",
-            n * job.raw.shard_size
+            n * job.run.shard_size
         );
     }
     let need = disk_needed(&job, job.settings.num_samples);

@@ -7,7 +7,7 @@ use crate::coordinator::{Coordinator, Outcome};
 use crate::sys::exit::{Exit, Fatal};
 use crate::outdir::lock::JobLock;
 use crate::npz::{assemble, AssembleError, AssembleInput};
-use crate::job::plan::{plan, Shard};
+use crate::job::plan::Shard;
 use crate::outdir::snapshot::{self, JobState, Snapshot};
 use crate::outdir::state::StateDb;
 use anyhow::{anyhow, Context, Result};
@@ -82,18 +82,24 @@ fn run_with_state(job: &Job, db: &StateDb, args: &RunArgs, started: Instant) -> 
             "removed temporary files of an earlier, interrupted run"
         );
     }
-    let devices = resolve_devices(&job.raw.devices)?;
-    let shards = plan(job.settings.num_samples, job.raw.shard_size);
+    let devices = resolve_devices(&job.run.devices)?;
+    let shards = job.plan();
 
     for round in 0..=REPAIR_ROUNDS {
         let todo = pending_shards(db, &shards, &samples_dir, job.settings.num_samples)?;
         let npz_path = job.out_dir.join("samples.npz");
         if round == 0 && todo.is_empty() && npz_path.is_file() {
             let n = job.settings.num_samples;
-            if crate::npz::verify_npz(&npz_path, n, job.image_size as u32).is_ok() {
-                tracing::info!(npz = %npz_path.display(), "already complete");
-                final_snapshot(job, db, JobState::Complete);
-                return Ok(Exit::Complete);
+            // "Complete" means verified: every byte against the zip's CRC-32, the labels
+            // against the records. A damaged npz is assembled again from the PNGs.
+            let labels = recorded_labels(db)?;
+            match crate::npz::verify_npz_full(&npz_path, n, job.image_size as u32, &labels) {
+                Ok(()) => {
+                    tracing::info!(npz = %npz_path.display(), "already complete (verified)");
+                    final_snapshot(job, db, JobState::Complete);
+                    return Ok(Exit::Complete);
+                }
+                Err(e) => tracing::warn!("{e}; assembling it again from the PNGs"),
             }
         }
         if !todo.is_empty() {
@@ -138,7 +144,7 @@ fn run_with_state(job: &Job, db: &StateDb, args: &RunArgs, started: Instant) -> 
                     .bad_indices()
                     .unwrap_or_default()
                     .iter()
-                    .map(|i| i / job.raw.shard_size)
+                    .map(|&i| job.shard_of(i))
                     .collect();
                 tracing::warn!(shards = ?bad, "PNGs missing or corrupt after recording; redoing their shards");
                 for id in bad {
@@ -217,6 +223,13 @@ fn missing_ranges(db: &StateDb) -> Result<String> {
         .join(", "))
 }
 
+/// The labels of every recorded shard, in index order.
+pub(crate) fn recorded_labels(db: &StateDb) -> Result<Vec<i64>> {
+    let mut records = db.done_records()?;
+    records.sort_by_key(|r| r.shard.start);
+    Ok(records.into_iter().flat_map(|r| r.labels).collect())
+}
+
 /// Assembles `samples.npz` from the recorded shards' PNGs, checking each file's CRC.
 pub(crate) fn assemble_npz(job: &Job, db: &StateDb) -> Result<(), AssembleError> {
     let n = job.settings.num_samples;
@@ -280,7 +293,7 @@ pub(crate) fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
     let failed = db.failed_records().unwrap_or_default();
     snap.state = state;
     snap.samples_total = job.settings.num_samples;
-    let shards_total = plan(job.settings.num_samples, job.raw.shard_size).len() as u64;
+    let shards_total = job.shard_count();
     snap.set_records(shards_total, &done, &failed);
     snap.retries = snap.retries.max(db.retries().unwrap_or(0));
     snap.eta_seconds = None;

@@ -24,17 +24,56 @@ pub(crate) struct StatusArgs {
     /// Print one JSON object (the fields of OUT/status.json) instead of the summary.
     #[arg(long)]
     json: bool,
+    /// For a complete job, read samples.npz in full: every byte against the zip's CRC-32 and
+    /// the labels against the records (about 1 s per GB). A damaged npz exits 1.
+    #[arg(long)]
+    verify: bool,
 }
 
 pub(crate) fn run(args: StatusArgs) -> Result<()> {
     let (out_dir, totals) = resolve_target(&args.target)?;
-    let snap = compute(&out_dir, totals)?;
+    let mut snap = compute(&out_dir, totals)?;
+    let damaged = if args.verify && snap.state == JobState::Complete {
+        let res = verify_complete(&out_dir, snap.samples_total);
+        snap.note = Some(match &res {
+            Ok(secs) => format!("samples.npz verified in {secs:.1} s"),
+            Err(e) => format!("samples.npz is damaged: {e:#}; `fidshard run` assembles it again"),
+        });
+        res.err()
+    } else {
+        None
+    };
     if args.json {
         println!("{}", serde_json::to_string(&snap)?);
     } else {
         print!("{}", render(&snap));
     }
-    Ok(())
+    match damaged {
+        Some(e) => Err(e.context("status --verify")),
+        None => Ok(()),
+    }
+}
+
+/// Reads a complete job's npz in full against the recorded labels; returns the seconds taken.
+fn verify_complete(out_dir: &Path, n: u64) -> Result<f64> {
+    let started = std::time::Instant::now();
+    let npz = crate::outdir::OutDir::new(out_dir).npz();
+    let labels = match JobLock::probe(out_dir).map_err(|e| e.fatal())? {
+        Probe::Free(_guard) => {
+            let db = StateDb::open(out_dir).map_err(|e| e.fatal())?;
+            crate::cmd::run::recorded_labels(&db)?
+        }
+        Probe::Held(h) => {
+            return Err(fidshard_core::input_error!(
+                "{}: a coordinator (pid {}) is running; verify after it finishes",
+                out_dir.display(),
+                h.pid
+            ))
+        }
+    };
+    let side = crate::npz::npz_image_side(&npz)?;
+    crate::npz::verify_npz_full(&npz, n, side, &labels)?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// `(num_samples, shard_size)` from the job file, when the target is one: the totals to show
@@ -45,7 +84,7 @@ type Totals = Option<(u64, u64)>;
 fn resolve_target(target: &Path) -> Result<(PathBuf, Totals)> {
     if target.is_file() {
         let job = Job::load(target)?;
-        return Ok((job.out_dir, Some((job.raw.num_samples, job.raw.shard_size))));
+        return Ok((job.out_dir, Some((job.settings.num_samples, job.run.shard_size))));
     }
     if target.is_dir() {
         if crate::outdir::OutDir::new(&target).lock_file().exists() || StateDb::exists(target) {
@@ -164,9 +203,22 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
     let extra = s.last_errors.len().saturating_sub(MAX_ERRORS);
     s.last_errors.drain(..extra);
 
-    let was_running = previous.as_ref().map(|p| p.state) == Some(JobState::Running);
+    // The last snapshot says running, but no coordinator holds the lock: it died.
+    let crashed = previous.as_ref().map(|p| p.state) == Some(JobState::Running);
+    // A run that was interrupted before finishing a shard is still a run that started.
+    let was_running = matches!(
+        previous.as_ref().map(|p| p.state),
+        Some(JobState::Running | JobState::Interrupted)
+    );
     let all_done = s.shards_done == s.shards_total;
-    s.state = if all_done && crate::outdir::OutDir::new(&out_dir).npz().is_file() {
+    let npz = crate::outdir::OutDir::new(out_dir).npz();
+    // The cheap check (zip directory, npy headers, sizes; milliseconds): an npz cut short or of
+    // another job is not "complete". `--verify` reads every byte.
+    let npz_ok = npz.is_file()
+        && crate::npz::npz_image_side(&npz)
+            .and_then(|side| crate::npz::verify_npz(&npz, meta.num_samples, side))
+            .is_ok();
+    s.state = if all_done && npz_ok {
         JobState::Complete
     } else if s.shards_failed > 0 && s.shards_done + s.shards_failed == s.shards_total {
         JobState::Failed
@@ -176,7 +228,7 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
         JobState::NotStarted
     };
     s.note = match s.state {
-        JobState::Interrupted if was_running => Some(format!(
+        JobState::Interrupted if crashed => Some(format!(
             "the coordinator{} stopped without finishing (crashed or killed); run the job again \
              to resume",
             previous
@@ -184,9 +236,9 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
                 .map(|pid| format!(" (pid {pid})"))
                 .unwrap_or_default()
         )),
-        JobState::Interrupted if all_done => {
-            Some("every shard is done but samples.npz is not written; run the job again".into())
-        }
+        JobState::Interrupted if all_done => Some(
+            "every shard is done but samples.npz is missing or damaged; run the job again".into(),
+        ),
         JobState::Interrupted => Some("run the job again to resume".into()),
         _ => None,
     };

@@ -9,6 +9,7 @@
 //! (spawn.rs), scripted in-process workers in the tests (fake.rs, tests.rs).
 #[cfg(test)]
 mod fake;
+mod held;
 mod messages;
 mod pool;
 mod progress;
@@ -126,7 +127,7 @@ impl<'a> Coordinator<'a> {
                 .enumerate()
                 .map(|(i, d)| Slot::new(i, d.clone()))
                 .collect(),
-            queue: Queue::new(todo, self.job.raw.retry.clone()),
+            queue: Queue::new(todo, self.job.run.retry.clone()),
             failed: BTreeMap::new(),
             done: done_before.0,
             done_ranges: self
@@ -216,7 +217,7 @@ impl Run<'_> {
             self.write_snapshot(false);
             return;
         }
-        let stall = Duration::from_secs_f64(self.job().raw.stall_timeout);
+        let stall = self.job().run.stall_timeout;
         let kill_after = self.c.grace;
         let work_left = self.queue.pending_len() > 0;
         for i in 0..self.slots.len() {
@@ -336,7 +337,7 @@ impl Run<'_> {
             }
             return;
         }
-        let wait = backoff(&self.c.job.raw.retry, slot.deaths_in_row.max(1));
+        let wait = backoff(&self.c.job.run.retry, slot.deaths_in_row.max(1));
         slot.dead(Instant::now() + wait);
     }
 

@@ -3,6 +3,8 @@
 //! the held shards only while busy or terminating, the respawn time only while dead), and moves
 //! between them through the methods below. Across states it keeps its generation (spawn count)
 //! and the crash accounting that quarantines a device whose worker keeps dying.
+pub(crate) use super::held::Running;
+use super::held::Held;
 use super::spawner::WorkerHandle;
 use crate::job::devices::WorkerDevice;
 use crate::job::plan::Shard;
@@ -14,61 +16,6 @@ use std::time::{Duration, Instant};
 pub(crate) const QUARANTINE_AFTER: u32 = 3;
 
 type Handle = Box<dyn WorkerHandle>;
-
-/// One attempt at a shard, held by a worker.
-pub(crate) struct Running {
-    pub shard: Shard,
-    pub attempt: u32,
-    pub sampled: u64,
-}
-
-/// The shards a worker holds: at most one being sampled, and those fully sampled whose PNGs
-/// are still being written.
-#[derive(Default)]
-pub(crate) struct Held {
-    sampling: Option<Running>,
-    writing: Vec<Running>,
-}
-
-impl Held {
-    fn is_empty(&self) -> bool {
-        self.sampling.is_none() && self.writing.is_empty()
-    }
-
-    fn current(&self) -> Option<&Running> {
-        self.sampling.as_ref().or(self.writing.first())
-    }
-
-    fn len(&self) -> usize {
-        self.sampling.iter().count() + self.writing.len()
-    }
-
-    fn take(&mut self, id: u64) -> Option<Running> {
-        if self.sampling.as_ref().map(|r| r.shard.id) == Some(id) {
-            return self.sampling.take();
-        }
-        let pos = self.writing.iter().position(|r| r.shard.id == id)?;
-        Some(self.writing.remove(pos))
-    }
-
-    /// Records sampling progress; returns the samples newly sampled.
-    fn progress(&mut self, id: u64, sampled: u64, total: u64) -> u64 {
-        let Some(r) = self.sampling.as_mut().filter(|r| r.shard.id == id) else {
-            return 0;
-        };
-        let newly = sampled.saturating_sub(r.sampled);
-        r.sampled = sampled;
-        if sampled >= total {
-            let r = self.sampling.take().expect("checked above");
-            self.writing.push(r);
-        }
-        newly
-    }
-
-    fn into_vec(self) -> Vec<Running> {
-        self.sampling.into_iter().chain(self.writing).collect()
-    }
-}
 
 pub(crate) enum SlotState {
     /// Started, loading the model: gets no shard until it says `ready`.
@@ -126,10 +73,6 @@ impl Slot {
                 respawn_at: Instant::now(),
             },
         }
-    }
-
-    pub fn state(&self) -> &SlotState {
-        &self.state
     }
 
     fn proc(&self) -> Option<&Handle> {
@@ -195,7 +138,7 @@ impl Slot {
     pub fn can_take(&self) -> bool {
         match &self.state {
             SlotState::Idle { .. } => true,
-            SlotState::Busy { held, .. } => held.sampling.is_none() && held.writing.len() <= 1,
+            SlotState::Busy { held, .. } => held.can_take(),
             _ => false,
         }
     }
@@ -211,14 +154,11 @@ impl Slot {
         self.state = match std::mem::replace(&mut self.state, SlotState::Quarantined) {
             SlotState::Idle { proc } => SlotState::Busy {
                 proc,
-                held: Held {
-                    sampling: Some(run),
-                    writing: Vec::new(),
-                },
+                held: Held::sampling(run),
                 last_progress: now,
             },
             SlotState::Busy { proc, mut held, .. } => {
-                held.sampling = Some(run);
+                held.start(run);
                 SlotState::Busy {
                     proc,
                     held,
@@ -303,13 +243,10 @@ impl Slot {
     /// What a stalled worker was doing, for the messages.
     pub fn doing(&self) -> String {
         match &self.state {
-            SlotState::Busy {
-                held:
-                    Held {
-                        sampling: Some(r), ..
-                    },
-                ..
-            } => format!("shard {}", r.shard),
+            SlotState::Busy { held, .. } => match held.in_sampling() {
+                Some(r) => format!("shard {}", r.shard),
+                None => "writing".to_string(),
+            },
             SlotState::Loading { .. } => "loading".to_string(),
             _ => "writing".to_string(),
         }

@@ -84,8 +84,10 @@ impl Queue {
 
 /// `backoff * 2^(n-1)`, capped at `backoff_max`.
 pub(crate) fn backoff(policy: &RetryPolicy, n: u32) -> Duration {
-    let secs = policy.backoff * 2f64.powi(n.saturating_sub(1).min(30) as i32);
-    Duration::from_secs_f64(secs.min(policy.backoff_max))
+    let doubled = policy
+        .backoff
+        .saturating_mul(1u32 << n.saturating_sub(1).min(30));
+    doubled.min(policy.backoff_max)
 }
 
 #[cfg(test)]
@@ -97,8 +99,8 @@ mod tests {
     fn retries_with_backoff_then_gives_up() {
         let policy = RetryPolicy {
             attempts: 3,
-            backoff: 0.0,
-            backoff_max: 0.0,
+            backoff: Duration::ZERO,
+            backoff_max: Duration::ZERO,
         };
         let mut q = Queue::new(plan(30, 10), policy);
         let now = Instant::now();
@@ -125,8 +127,8 @@ mod tests {
     fn backoff_doubles_and_caps() {
         let p = RetryPolicy {
             attempts: 9,
-            backoff: 2.0,
-            backoff_max: 10.0,
+            backoff: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(10),
         };
         let secs: Vec<f64> = (1..6).map(|n| backoff(&p, n).as_secs_f64()).collect();
         assert_eq!(secs, vec![2.0, 4.0, 8.0, 10.0, 10.0]);

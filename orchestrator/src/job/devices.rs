@@ -133,7 +133,10 @@ pub(crate) fn resolve_devices(devices: &crate::job::config::Devices) -> Result<V
     let n = inv.gpus.len() as u32;
     let name_of = |i: u32| -> String { inv.gpus[i as usize].visible_id.clone() };
     Ok(match devices {
-        Devices::Cpu(n) => vec![WorkerDevice::Cpu; *n as usize],
+        Devices::Cpu(n) => {
+            crate::job::config::check_cpu_workers(*n)?;
+            vec![WorkerDevice::Cpu; *n as usize]
+        }
         Devices::Auto => {
             if n == 0 {
                 // A CPU worker samples on one thread (see Engine::load): one per core, at most

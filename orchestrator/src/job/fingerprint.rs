@@ -73,7 +73,7 @@ impl Fingerprint {
         fp.insert("labels", s.labels.as_str());
         fp.insert("precision", s.precision.as_str());
         // Not a pixel setting, but the shard records (ids, CRC lists) are laid out by it.
-        fp.insert("shard_size", job.raw.shard_size.to_string());
+        fp.insert("shard_size", job.run.shard_size.to_string());
         Ok(fp)
     }
 

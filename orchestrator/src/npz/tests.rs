@@ -480,32 +480,6 @@ fn disk_full_child() {
     println!("disk-full child ok: {msg}");
 }
 
-#[test]
-fn stale_temporary_files_are_removed_but_not_our_own() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("samples.npz");
-    let own = fidshard_core::output::temp_name(&out);
-    for name in [
-        ".samples.npz.tmp.1",
-        ".samples.npz.tmp.999999",
-        ".samples.npz.tmp.x",
-        "samples.npz",
-    ] {
-        std::fs::write(tmp.path().join(name), b"").unwrap();
-    }
-    std::fs::write(&own, b"").unwrap();
-    let mut removed = remove_stale_temps(&out).unwrap();
-    removed.sort();
-    assert_eq!(
-        removed,
-        [
-            tmp.path().join(".samples.npz.tmp.1"),
-            tmp.path().join(".samples.npz.tmp.999999")
-        ]
-    );
-    assert!(own.exists() && out.exists() && tmp.path().join(".samples.npz.tmp.x").exists());
-}
-
 /// A >4 GiB npz (zip64 sizes and offsets) read back by numpy. 22,000 synthetic 256^2 images
 /// (4.3 GB) go straight through `NpzWriter`; numpy needs as much memory to load `arr_0`.
 #[test]
@@ -639,4 +613,30 @@ fn npz_bench() {
         report.bytes as f64 / 1e6,
         peak_rss_mib()
     );
+}
+
+/// A byte flipped inside the images (same size, headers intact) passes the cheap check but not
+/// the full one; other labels than the recorded ones fail it too.
+#[test]
+fn full_verification_catches_flipped_image_bytes_and_other_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 6;
+    let (dir, crcs) = write_job(tmp.path(), n, SIDE);
+    let labels = labels(n);
+    let out = tmp.path().join("samples.npz");
+    assemble_with_threads(&input(&dir, n, &labels, Some(&crcs)), &out, 2).unwrap();
+    verify_npz_full(&out, n, SIDE, &labels).unwrap();
+    let mut other = labels.clone();
+    other[3] += 1;
+    let err = verify_npz_full(&out, n, SIDE, &other).unwrap_err().to_string();
+    assert!(err.contains("labels differ") && err.contains("index 3"), "{err}");
+
+    let mut bytes = std::fs::read(&out).unwrap();
+    // Well inside arr_0's pixels: past the local header and the 128-byte npy header.
+    let at = 30 + "arr_0.npy".len() + 128 + 2 * (SIDE * SIDE * 3) as usize + 5;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&out, &bytes).unwrap();
+    verify_npz(&out, n, SIDE).unwrap();
+    let err = verify_npz_full(&out, n, SIDE, &labels).unwrap_err().to_string();
+    assert!(err.contains("arr_0.npy") && err.contains("samples.npz"), "{err}");
 }

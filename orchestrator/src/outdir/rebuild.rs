@@ -20,7 +20,7 @@
 use crate::job::config::Job;
 use crate::job::fingerprint::Fingerprint;
 use crate::outdir::lock::JobLock;
-use crate::job::plan::{plan, Shard};
+use crate::job::plan::Shard;
 use crate::outdir::state::{PlanMeta, ShardRecord, StateDb, StateError};
 use crate::outdir::STATE_DIR;
 use anyhow::{Context, Result};
@@ -211,7 +211,7 @@ pub(crate) fn fresh(lock: &JobLock, job: &Job, fp: &Fingerprint) -> Result<State
 pub(crate) fn plan_meta(job: &Job) -> PlanMeta {
     PlanMeta {
         num_samples: job.settings.num_samples,
-        shard_size: job.raw.shard_size,
+        shard_size: job.run.shard_size,
         image_size: job.image_size,
     }
 }
@@ -239,7 +239,7 @@ pub(crate) fn recover_into(job: &Job, db: &StateDb) -> Result<RepairReport> {
     let n = job.settings.num_samples;
     let side = job.image_size as u32;
     let dir = crate::outdir::OutDir::new(&job.out_dir).samples();
-    let shards = plan(n, job.raw.shard_size);
+    let shards = job.plan();
     // One listing instead of a stat per file: shards with a missing file need no decoding.
     let present: HashSet<OsString> = match std::fs::read_dir(&dir) {
         Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
@@ -394,6 +394,7 @@ fn check_png(path: &Path, side: u32, buf: &mut Vec<u8>) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::plan::plan;
 
     fn png(side: u32, seed: u8) -> Vec<u8> {
         let pixels: Vec<u8> = (0..side * side * 3)

@@ -40,12 +40,12 @@ pub fn load_state_dict(path: &Path) -> Result<StateDict> {
     {
         use std::io::Read;
         let f = std::fs::File::open(path)
-            .map_err(|e| EngineError::checkpoint(path, format!("cannot open checkpoint: {e}")))?;
+            .map_err(|e| error(path, format!("cannot open checkpoint: {e}")))?;
         f.take(LEGACY_TORCH_MAGIC.len() as u64)
             .read_to_end(&mut head)
             .map_err(|e| EngineError::io(path, e))?;
         if head.len() < 4 {
-            return Err(EngineError::checkpoint(
+            return Err(error(
                 path,
                 "file is too short to be a checkpoint (truncated?)",
             ));
@@ -54,7 +54,7 @@ pub fn load_state_dict(path: &Path) -> Result<StateDict> {
     let tensors = if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         load_torch_zip(path)?
     } else if head == LEGACY_TORCH_MAGIC {
-        return Err(EngineError::checkpoint(
+        return Err(error(
             path,
             "is a legacy (pre-1.6, non-zip) torch.save file, which is not supported; \
              re-save it with torch>=1.6: `sd = torch.load(path); torch.save(sd, path)`",
@@ -69,7 +69,7 @@ pub fn load_state_dict(path: &Path) -> Result<StateDict> {
 fn load_torch_zip(path: &Path) -> Result<BTreeMap<String, tch::Tensor>> {
     let (mut zip, top) = torch_zip::TorchZip::open(path)?;
     let entries = select_state_dict(&top).map_err(|why| {
-        EngineError::checkpoint(
+        error(
             path,
             format!(
                 "holds no state dict ({why}); expected torch.save(model.state_dict()) or a DiT \
@@ -121,6 +121,36 @@ fn tensor_dict(v: &Value) -> std::result::Result<Vec<(String, Rc<TensorRef>)>, S
         .collect()
 }
 
+/// A checkpoint error whose message is one printable line. Names, keys, class names and dtypes
+/// quoted in it come from the file, which may put newlines or terminal escapes in them or make
+/// them megabytes long: control characters are escaped (`\n`, `\u{1b}`) and a very long message
+/// keeps its start and its end (where the fix is).
+pub(crate) fn error(path: &Path, msg: impl AsRef<str>) -> EngineError {
+    EngineError::checkpoint(path, one_line(msg.as_ref()))
+}
+
+fn one_line(msg: &str) -> String {
+    const MAX: usize = 1000;
+    const HEAD: usize = 600;
+    const TAIL: usize = 300;
+    let n = msg.chars().count();
+    let mut out = String::with_capacity(msg.len().min(4 * MAX));
+    for (i, c) in msg.chars().enumerate() {
+        if n > MAX && (HEAD..n - TAIL).contains(&i) {
+            if i == HEAD {
+                out.push_str(" [...] ");
+            }
+            continue;
+        }
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Removes the `module.` prefix that DistributedDataParallel adds to every key.
 pub(crate) fn strip_module_prefix<T>(
     map: std::collections::BTreeMap<String, T>,
@@ -131,4 +161,21 @@ pub(crate) fn strip_module_prefix<T>(
             None => (k, v),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_one_printable_line() {
+        let path = Path::new("m.pt");
+        let e = error(path, "key `a\nb\r\u{1b}[31m\u{2028}` is bad").to_string();
+        assert_eq!(e, "m.pt: key `a\\nb\\r\\u{1b}[31m\\u{2028}` is bad");
+        let long = format!("start {} end", "é".repeat(5000));
+        let e = one_line(&long);
+        assert!(e.starts_with("start ") && e.ends_with(" end") && e.contains(" [...] "), "{e}");
+        assert!(e.chars().count() < 1000, "{}", e.len());
+        assert_eq!(one_line("plain `ok` (é)"), "plain `ok` (é)");
+    }
 }

@@ -13,24 +13,15 @@
 //! `torch_zip` materializes on demand, so the parts of a checkpoint nobody uses (optimizer
 //! moments, the non-EMA model) cost no memory.
 use super::globals::call;
-use super::value::{set_items, StorageRef, Value};
+use super::value::{set_items, Budget, StorageRef, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// Runs the pickle `data` and returns the value its `STOP` opcode returns. Errors are one line.
+/// Runs the pickle `data` and returns the value its `STOP` opcode returns. Errors are one line
+/// (strings quoted from the pickle may hold control characters: the caller escapes them).
 pub(crate) fn unpickle(data: &[u8]) -> Result<Value, String> {
-    let mut m = Machine {
-        data,
-        pos: 0,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-        storages: HashMap::new(),
-    };
-    let mut op_pos = 0;
-    m.run(&mut op_pos)
-        .map_err(|e| format!("{e} (opcode at byte {op_pos})"))
+    Machine::new(data).unpickle()
 }
 
 struct Machine<'a> {
@@ -42,6 +33,8 @@ struct Machine<'a> {
     memo: HashMap<u32, Value>,
     /// Storages by key, so tensors that share a storage share one `StorageRef`.
     storages: HashMap<String, Rc<StorageRef>>,
+    /// What copying shared values may still cost (see [`Budget`]).
+    budget: Budget,
 }
 
 type R<T> = Result<T, String>;
@@ -49,7 +42,23 @@ type R<T> = Result<T, String>;
 const TRUNCATED: &str =
     "data.pkl ends before its STOP opcode: truncated or not a complete PyTorch checkpoint";
 
-impl Machine<'_> {
+impl<'a> Machine<'a> {
+    fn new(data: &'a [u8]) -> Machine<'a> {
+        Machine {
+            data,
+            pos: 0,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+            storages: HashMap::new(),
+            budget: Budget::new(data.len()),
+        }
+    }
+    fn unpickle(&mut self) -> Result<Value, String> {
+        let mut op_pos = 0;
+        self.run(&mut op_pos)
+            .map_err(|e| format!("{e} (opcode at byte {op_pos})"))
+    }
     fn take(&mut self, n: u64) -> R<&[u8]> {
         let left = (self.data.len() - self.pos) as u64;
         if n > left {
@@ -103,6 +112,16 @@ impl Machine<'_> {
         self.stack
             .last_mut()
             .ok_or_else(|| "pickle stack underflow".into())
+    }
+    /// `SETITEM(S)` into the value on top of the stack.
+    fn set_items(&mut self, items: Vec<Value>) -> R<()> {
+        let top = self.stack.last().ok_or("pickle stack underflow")?;
+        set_items(top, items, &mut self.budget)
+    }
+    /// Calls `callable` (see [`call`]) with a copy of `args`.
+    fn call(&mut self, callable: &Value, args: &[Value]) -> R<Value> {
+        self.budget.charge(args.len())?;
+        call(callable, args.to_vec(), &mut self.budget)
     }
     fn pop_mark(&mut self) -> R<Vec<Value>> {
         let saved = self.marks.pop().ok_or("pickle MARK missing")?;
@@ -276,18 +295,18 @@ impl Machine<'_> {
                 b'd' => {
                     let items = self.pop_mark()?;
                     let d = Value::Dict(Rc::default());
-                    set_items(&d, items)?;
+                    set_items(&d, items, &mut self.budget)?;
                     d
                 }
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
-                    set_items(self.top()?, vec![k, v])?;
+                    self.set_items(vec![k, v])?;
                     continue;
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
-                    set_items(self.top()?, items)?;
+                    self.set_items(items)?;
                     continue;
                 }
                 // Classes, calls and objects.
@@ -299,8 +318,9 @@ impl Machine<'_> {
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    match (module, name) {
+                    match (&module, &name) {
                         (Value::Str(m), Value::Str(n)) => {
+                            self.budget.charge(m.len() + n.len())?;
                             Value::Global(Rc::new((m.to_string(), n.to_string())))
                         }
                         _ => return Err("STACK_GLOBAL needs two strs".into()),
@@ -309,10 +329,10 @@ impl Machine<'_> {
                 b'R' => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
-                    let Value::Tuple(args) = args else {
+                    let Value::Tuple(args) = &args else {
                         return Err("REDUCE arguments are not a tuple".into());
                     };
-                    call(&callable, args.to_vec())?
+                    self.call(&callable, args)?
                 }
                 0x81 | 0x92 => {
                     if op == 0x92 {
@@ -320,10 +340,10 @@ impl Machine<'_> {
                     }
                     let args = self.pop()?;
                     let cls = self.pop()?;
-                    let Value::Tuple(args) = args else {
+                    let Value::Tuple(args) = &args else {
                         return Err("NEWOBJ arguments are not a tuple".into());
                     };
-                    call(&cls, args.to_vec())?
+                    self.call(&cls, args)?
                 }
                 b'o' => {
                     let mut items = self.pop_mark()?;
@@ -331,13 +351,13 @@ impl Machine<'_> {
                         return Err("OBJ without a class".into());
                     }
                     let cls = items.remove(0);
-                    call(&cls, items)?
+                    call(&cls, items, &mut self.budget)?
                 }
                 b'i' => {
                     let module = self.line()?;
                     let name = self.line()?;
                     let args = self.pop_mark()?;
-                    call(&Value::Global(Rc::new((module, name))), args)?
+                    call(&Value::Global(Rc::new((module, name))), args, &mut self.budget)?
                 }
                 b'b' => {
                     let state = self.pop()?;
@@ -395,10 +415,14 @@ impl Machine<'_> {
             return Err(bad());
         };
         let key = match key {
-            Value::Str(s) => s.to_string(),
+            Value::Str(s) => {
+                self.budget.charge(s.len())?;
+                s.to_string()
+            }
             Value::Int(i) => i.to_string(),
             _ => return Err(bad()),
         };
+        self.budget.charge(ty.0.len() + ty.1.len())?;
         let storage_type = format!("{}.{}", ty.0, ty.1);
         let s = self.storages.entry(key.clone()).or_insert_with(|| {
             Rc::new(StorageRef {

@@ -24,7 +24,7 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        EngineError::checkpoint(
+        super::error(
             path,
             format!("not a valid .safetensors file ({e}); re-download or re-export it"),
         )
@@ -32,7 +32,7 @@ pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let kind = kind_of(view.dtype()).ok_or_else(|| {
-            EngineError::checkpoint(
+            super::error(
                 path,
                 format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()),
             )

@@ -35,7 +35,7 @@ pub(crate) struct TorchZip {
 impl TorchZip {
     /// Opens `path` and unpickles its `data.pkl`; tensors in the returned value are not read yet.
     pub(crate) fn open(path: &Path) -> Result<(TorchZip, Value)> {
-        let err = |msg: String| EngineError::checkpoint(path, msg);
+        let err = |msg: String| super::error(path, msg);
         let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
         let file_len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
         let archive = ZipArchive::new(BufReader::new(file)).map_err(|e| {
@@ -95,7 +95,7 @@ impl TorchZip {
             Ok(entry) => entry,
             Err(ZipError::FileNotFound) => return Ok(None),
             Err(e) => {
-                return Err(EngineError::checkpoint(
+                return Err(super::error(
                     path,
                     format!("cannot read entry `{name}`: {e}"),
                 ))
@@ -103,7 +103,7 @@ impl TorchZip {
         };
         let mut buf = Vec::with_capacity(entry.size().min(self.file_len) as usize);
         entry.read_to_end(&mut buf).map_err(|e| {
-            EngineError::checkpoint(
+            super::error(
                 path,
                 format!("cannot read entry `{name}` ({e}): truncated or corrupt checkpoint"),
             )
@@ -114,7 +114,15 @@ impl TorchZip {
     /// Reads the tensor `t`, the value of state dict key `name` (for error messages).
     pub(crate) fn tensor(&mut self, name: &str, t: &TensorRef) -> Result<Tensor> {
         let path = self.path.clone();
-        let err = |msg: String| EngineError::checkpoint(&path, msg);
+        let err = |msg: String| super::error(&path, msg);
+        // libtorch's messages run on with a C++ backtrace: keep their first line.
+        let torch = |e: tch::TchError| {
+            let e = e.to_string();
+            err(format!(
+                "tensor `{name}`: libtorch cannot build it: {}",
+                e.lines().next().unwrap_or_default()
+            ))
+        };
         let s = &t.storage;
         let unsupported = |what: &str| {
             err(format!(
@@ -158,7 +166,8 @@ impl TorchZip {
                     bytes.len()
                 )));
             }
-            let storage = Tensor::f_from_data_size(&bytes[..numel as usize * elt], &[numel], kind)?;
+            let storage = Tensor::f_from_data_size(&bytes[..numel as usize * elt], &[numel], kind)
+                .map_err(torch)?;
             self.storages.insert(cache_key.clone(), storage);
         }
         let storage = &self.storages[&cache_key];
@@ -170,11 +179,28 @@ impl TorchZip {
                 t.offset, t.size, t.stride
             )));
         }
-        Ok(storage
-            .f_as_strided(&t.size, &t.stride, Some(t.offset))?
-            .f_contiguous()?)
+        // A view with a zero stride addresses elements many times (torch.save keeps expanded
+        // tensors as they are), so a corrupt size could ask for any amount of memory here.
+        let view_bytes = t
+            .size
+            .iter()
+            .try_fold(elt as u64, |acc, &n| acc.checked_mul(n as u64));
+        if !matches!(view_bytes, Some(b) if b <= nbytes.max(MAX_EXPANDED_BYTES)) {
+            return Err(err(format!(
+                "tensor `{name}`: its size {:?} (stride {:?}) needs far more memory than its \
+                 storage of {nbytes} bytes: corrupt checkpoint",
+                t.size, t.stride
+            )));
+        }
+        storage
+            .f_as_strided(&t.size, &t.stride, Some(t.offset))
+            .and_then(|v| v.f_contiguous())
+            .map_err(torch)
     }
 }
+
+/// The most bytes a tensor may take beyond its storage's size (an expanded view, stride 0).
+const MAX_EXPANDED_BYTES: u64 = 1 << 28;
 
 /// Whether every element the view addresses lies inside a storage of `numel` elements.
 fn view_fits(t: &TensorRef, numel: i64) -> bool {

@@ -119,7 +119,7 @@ impl Value {
 }
 
 /// `SETITEM(S)`: key/value pairs into the dict on top of the stack.
-pub(crate) fn set_items(target: &Value, items: Vec<Value>) -> Result<(), String> {
+pub(crate) fn set_items(target: &Value, items: Vec<Value>, budget: &mut Budget) -> Result<(), String> {
     if items.len() & 1 != 0 {
         return Err("SETITEMS with an odd number of items".into());
     }
@@ -128,6 +128,9 @@ pub(crate) fn set_items(target: &Value, items: Vec<Value>) -> Result<(), String>
             let mut d = d.borrow_mut();
             let mut it = items.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                // Inserting hashes a str key: a memoized long key inserted over and over would
+                // cost time quadratic in the pickle's size.
+                budget.charge(1 + if let Value::Str(s) = &k { s.len() } else { 0 })?;
                 d.insert(k, v);
             }
             Ok(())
@@ -138,5 +141,105 @@ pub(crate) fn set_items(target: &Value, items: Vec<Value>) -> Result<(), String>
             Ok(())
         }
         v => Err(format!("SETITEM on {}", v.describe())),
+    }
+}
+
+/// Bounds the work a pickle may ask for beyond reading itself. Values are shared, so the memo
+/// lets a small pickle name a big list, str or tuple again and again; every operation that
+/// copies or hashes one (a call's arguments, `set(list)`, a dict key, a class name) is charged
+/// here, so that a hostile `data.pkl` errors out instead of taking quadratic time and memory.
+/// Real checkpoints copy each value a few times at most: they use a small fraction of it.
+pub(crate) struct Budget {
+    left: u64,
+}
+
+impl Budget {
+    /// Copies per byte of pickle allowed, on top of [`Budget::BASE`].
+    const PER_BYTE: u64 = 16;
+    const BASE: u64 = 1 << 20;
+
+    /// The budget of a pickle of `len` bytes.
+    pub(crate) fn new(len: usize) -> Budget {
+        Budget {
+            left: Self::BASE + Self::PER_BYTE * len as u64,
+        }
+    }
+    /// Takes `n` units (values copied or bytes copied or hashed) from the budget.
+    pub(crate) fn charge(&mut self, n: usize) -> Result<(), String> {
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err("the pickle copies far more data than its size justifies (it refers to \
+                         the same values over and over): corrupt or malicious file"
+                .into()),
+        }
+    }
+    #[cfg(test)]
+    pub(crate) fn left(&self) -> u64 {
+        self.left
+    }
+}
+
+/// Drops nested values with a loop instead of recursion: a pickle of a few MB can nest tuples,
+/// lists or dicts a million deep (`TUPLE1` is one byte), which a recursive drop would overflow
+/// the stack with (an abort, not an error).
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut pending = Vec::new();
+        self.take_children(&mut pending);
+        while let Some(mut v) = pending.pop() {
+            v.take_children(&mut pending);
+            // `v` drops here with its children already moved out: no recursion.
+        }
+    }
+}
+
+impl Value {
+    /// Moves the values this one alone owns into `out` (shared containers are left alone: the
+    /// last owner's drop takes their children).
+    fn take_children(&mut self, out: &mut Vec<Value>) {
+        match self {
+            Value::Tuple(t) => {
+                if let Some(items) = Rc::get_mut(t) {
+                    out.extend(
+                        items
+                            .iter_mut()
+                            .filter(|v| v.may_nest())
+                            .map(|v| std::mem::replace(v, Value::None)),
+                    );
+                }
+            }
+            Value::List(l) => {
+                if let Some(l) = Rc::get_mut(l) {
+                    out.append(l.get_mut());
+                }
+            }
+            Value::Dict(d) => {
+                if let Some(d) = Rc::get_mut(d) {
+                    let d = d.get_mut();
+                    d.index.clear();
+                    for (k, v) in d.entries.drain(..) {
+                        out.push(k);
+                        out.push(v);
+                    }
+                }
+            }
+            Value::Object(o) => {
+                if let Some(o) = Rc::get_mut(o) {
+                    let o = o.get_mut();
+                    out.append(&mut o.args);
+                    out.extend(o.state.take());
+                }
+            }
+            _ => {}
+        }
+    }
+    fn may_nest(&self) -> bool {
+        matches!(
+            self,
+            Value::Tuple(_) | Value::List(_) | Value::Dict(_) | Value::Object(_)
+        )
     }
 }

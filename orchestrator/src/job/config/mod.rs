@@ -1,0 +1,136 @@
+//! The YAML job file (docs/configuration.md). Paths are relative to the YAML file's folder;
+//! unknown keys are errors naming the key. [`Job::load`] reads the file (read.rs: size, BOM,
+//! nesting depth, then serde_yaml into the raw structs of raw.rs) and resolves it (resolve.rs)
+//! into the engine's `SamplerSettings` plus the coordinator's [`RunSettings`], checking
+//! everything that can be checked without loading weights (the bounds are in checks.rs). Every
+//! failure is an input error (exit code 2) on one line that names the file and the key.
+mod checks;
+mod raw;
+mod read;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+use crate::job::plan::{plan, Shard};
+use anyhow::Result;
+use fidshard_core::SamplerSettings;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub(crate) use checks::{check_cpu_workers, limits};
+
+/// Which devices get a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum Devices {
+    /// `auto`: every GPU visible through CUDA_VISIBLE_DEVICES / the driver; without a GPU, one
+    /// CPU worker per core (at most 8).
+    #[default]
+    Auto,
+    /// `[0, 2, 3]`: these GPU ids (as CUDA numbers the visible devices).
+    Gpus(Vec<u32>),
+    /// `{cpu: N}`: N CPU workers.
+    Cpu(u32),
+}
+
+/// What happens when a shard's worker crashes, hangs or reports a failure.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RetryPolicy {
+    /// Attempts per shard before it is marked failed.
+    pub attempts: u32,
+    /// Wait before the first retry of a shard; doubles each attempt, capped by `backoff_max`.
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            backoff: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How the coordinator runs the job; none of it changes an image (so none of it is in the
+/// fingerprint, except `shard_size`, which lays out the records).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RunSettings {
+    /// `auto`, a list of GPU ids, or `{cpu: N}`.
+    pub devices: Devices,
+    /// Consecutive indices per shard (the unit of work, retry and resume).
+    pub shard_size: u64,
+    pub retry: RetryPolicy,
+    /// Time without progress from a busy worker before it is declared hung.
+    pub stall_timeout: Duration,
+}
+
+/// A loaded, checked job.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    /// Everything that decides the pixels, as the workers receive it.
+    pub settings: SamplerSettings,
+    /// Image side in pixels (the DiT's input_size x the VAE's factor).
+    pub image_size: i64,
+    pub out_dir: PathBuf,
+    pub run: RunSettings,
+}
+
+impl Job {
+    /// Reads and checks a job file; every failure is an input error (exit code 2).
+    pub fn load(path: &Path) -> Result<Job> {
+        Self::load_inner(path).map_err(|e| crate::sys::exit::Fatal::input(e).into())
+    }
+
+    fn load_inner(path: &Path) -> Result<Job> {
+        let text = read::read_job_text(path)?;
+        let raw = read::parse(path, &text)?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        resolve::Resolver { path, base: &base }.resolve(raw)
+    }
+
+    /// The shards of the job: `ceil(num_samples / shard_size)` of them (at most
+    /// [`limits::MAX_SHARDS`], checked at load).
+    pub fn plan(&self) -> Vec<Shard> {
+        plan(self.settings.num_samples, self.run.shard_size)
+    }
+
+    /// How many shards [`Job::plan`] has, without building it.
+    pub fn shard_count(&self) -> u64 {
+        self.settings.num_samples.div_ceil(self.run.shard_size)
+    }
+
+    /// The shard that holds sample `index`.
+    pub fn shard_of(&self, index: u64) -> u64 {
+        index / self.run.shard_size
+    }
+}
+
+/// Removes `.` and `a/..` pairs without touching the filesystem, so logs show
+/// `runs/demo` rather than `configs/../runs/demo` (a leading `..` is kept).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(c),
+            },
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
+    }
+}

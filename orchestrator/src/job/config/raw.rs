@@ -1,0 +1,216 @@
+//! The job file as written: serde structs, deserialized straight into the engine's enums
+//! (`sampler`, `beta_schedule`, `precision`, `labels`) so that a misspelt value is refused by
+//! serde with the accepted values listed. Nothing here checks ranges; resolve.rs does.
+use fidshard_core::diffusion::{BetaSchedule, VarianceType};
+use fidshard_core::{LabelMode, Precision, SamplerKind};
+use serde::{Deserialize, Deserializer};
+use serde_yaml::Value;
+use std::path::PathBuf;
+
+use super::Devices;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ModelSection {
+    /// One of the 12 presets (`DiT-XL/2`, ...).
+    pub preset: Option<String>,
+    /// A JSON of the DiT constructor arguments, for a custom architecture.
+    pub config: Option<PathBuf>,
+    /// `.pt` (torch.save or DiT train.py) or `.safetensors`.
+    pub checkpoint: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJob {
+    pub model: ModelSection,
+    pub vae: PathBuf,
+    pub num_classes: Option<i64>,
+    pub image_size: Option<i64>,
+    pub num_samples: u64,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub labels: LabelMode,
+    #[serde(default = "default_cfg_scale")]
+    pub cfg_scale: f64,
+    #[serde(default)]
+    pub cfg_channels: Option<CfgChannelsSpec>,
+    #[serde(default = "default_sampler")]
+    pub sampler: SamplerKind,
+    #[serde(default)]
+    pub steps: Option<StepsSpec>,
+    #[serde(default)]
+    pub eta: f64,
+    #[serde(default)]
+    pub beta_schedule: BetaSchedule,
+    #[serde(default)]
+    pub variance: VarianceChoice,
+    #[serde(default = "default_precision")]
+    pub precision: Precision,
+    #[serde(default = "default_batch")]
+    pub batch_size: u64,
+    pub vae_batch_size: Option<u64>,
+    pub out_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub devices: Devices,
+    #[serde(default = "default_shard_size")]
+    pub shard_size: u64,
+    #[serde(default)]
+    pub retry: RawRetry,
+    /// Seconds.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: f64,
+}
+
+/// `variance`: `auto` picks from the model's `learn_sigma`; the others are the engine's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum VarianceChoice {
+    #[default]
+    Auto,
+    LearnedRange,
+    FixedLarge,
+    FixedSmall,
+}
+
+impl VarianceChoice {
+    pub fn fixed(self) -> Option<VarianceType> {
+        match self {
+            VarianceChoice::Auto => None,
+            VarianceChoice::LearnedRange => Some(VarianceType::LearnedRange),
+            VarianceChoice::FixedLarge => Some(VarianceType::FixedLarge),
+            VarianceChoice::FixedSmall => Some(VarianceType::FixedSmall),
+        }
+    }
+}
+
+/// `retry:` in seconds, as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRetry {
+    pub attempts: u32,
+    pub backoff: f64,
+    pub backoff_max: f64,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            attempts: 3,
+            backoff: 2.0,
+            backoff_max: 60.0,
+        }
+    }
+}
+
+/// `steps`: a respacing spec, written as a string (`"250"`, `"ddim50"`, `"10,20,30"`) or a
+/// plain non-negative integer.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct StepsSpec(pub String);
+
+const STEPS_EXPECTED: &str =
+    "expected a step count such as 250 or \"250\", section counts such as \"10,20,30\", or \"ddimN\"";
+
+impl<'de> Deserialize<'de> for StepsSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match &v {
+            Value::String(s) => Ok(StepsSpec(s.trim().to_string())),
+            Value::Number(n) if n.as_u64().is_some() => Ok(StepsSpec(n.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "{} is not a step count; {STEPS_EXPECTED}",
+                describe(other)
+            ))),
+        }
+    }
+}
+
+/// `cfg_channels`: a positive integer or `all`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum CfgChannelsSpec {
+    First(u64),
+    All,
+}
+
+impl<'de> Deserialize<'de> for CfgChannelsSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match &v {
+            Value::String(s) if s.trim() == "all" => Ok(CfgChannelsSpec::All),
+            Value::Number(n) if n.as_u64().is_some() => {
+                Ok(CfgChannelsSpec::First(n.as_u64().unwrap_or(0)))
+            }
+            other => Err(serde::de::Error::custom(format!(
+                "{} is not a channel count; expected 3 (the paper's behaviour), another count of latent channels, or `all`",
+                describe(other)
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Devices {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "{} is not a device list; expected `auto`, a list of GPU ids such as [0, 1], or {{cpu: N}}",
+                describe(&v)
+            ))
+        };
+        match &v {
+            Value::String(s) if s == "auto" => Ok(Devices::Auto),
+            Value::Sequence(ids) => ids
+                .iter()
+                .map(|id| {
+                    id.as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(bad)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Devices::Gpus),
+            Value::Mapping(m) if m.len() == 1 => m
+                .get("cpu")
+                .and_then(Value::as_u64)
+                .map(|n| Devices::Cpu(u32::try_from(n).unwrap_or(u32::MAX)))
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// A short rendering of a YAML value for messages (`-3`, `"abc"`, `a list`).
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            let mut s: String = s.chars().take(40).collect();
+            s = format!("{s:?}");
+            s
+        }
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(_) => "a tagged value".into(),
+    }
+}
+
+fn default_cfg_scale() -> f64 {
+    1.5
+}
+fn default_sampler() -> SamplerKind {
+    SamplerKind::Ddpm
+}
+fn default_precision() -> Precision {
+    Precision::Fp32
+}
+fn default_batch() -> u64 {
+    32
+}
+fn default_shard_size() -> u64 {
+    1000
+}
+fn default_stall_timeout() -> f64 {
+    600.0
+}

@@ -1,0 +1,410 @@
+//! From the raw YAML to a [`Job`]: paths made absolute (or found in the Hugging Face cache),
+//! defaults filled in, every value checked against the model it applies to and against the
+//! bounds of checks.rs. The first problem ends the load with one line naming the key.
+use super::checks::{limits, out_dir_usable, seconds};
+use super::raw::{CfgChannelsSpec, RawJob};
+use super::{normalize, Devices, Job, RetryPolicy, RunSettings};
+use anyhow::{anyhow, bail, Result};
+use fidshard_core::diffusion::{space_timesteps, VarianceType, DIFFUSION_STEPS};
+use fidshard_core::dit_config::{CfgChannels, DiTConfig, PRESETS};
+use fidshard_core::vae_config::VaeConfig;
+use fidshard_core::{SamplerKind, SamplerSettings};
+use std::path::{Path, PathBuf};
+
+pub(super) struct Resolver<'a> {
+    pub path: &'a Path,
+    pub base: &'a Path,
+}
+
+impl Resolver<'_> {
+    fn err(&self, key: &str, msg: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!("{}: `{key}`: {msg}", self.path.display())
+    }
+
+    fn rel(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            normalize(&self.base.join(p))
+        }
+    }
+
+    /// Workers receive paths as UTF-8 text (JSON), so every path must be one.
+    fn utf8(&self, key: &str, p: &Path) -> Result<()> {
+        if p.to_str().is_none() {
+            bail!(self.err(
+                key,
+                format!(
+                    "{} is not valid UTF-8; rename it (paths are passed to the workers as UTF-8 text)",
+                    p.display()
+                )
+            ));
+        }
+        Ok(())
+    }
+
+    /// A weights path of the YAML: relative to its folder, or, when that does not exist and the
+    /// value is spelled `org/name`, the Hugging Face cache's copy of that repo (see hub.rs).
+    fn weights(&self, key: &str, value: &Path, wanted: crate::job::hub::Wanted) -> Result<PathBuf> {
+        use crate::job::hub;
+        let local = self.rel(value);
+        self.utf8(key, &local)?;
+        if local.exists() {
+            return Ok(local);
+        }
+        match hub::repo_id(value) {
+            Some(id) => hub::resolve(&hub::CacheRoot::from_env(), id, wanted, &local)
+                .map_err(|msg| self.err(key, msg)),
+            None => Ok(local),
+        }
+    }
+
+    pub fn resolve(&self, raw: RawJob) -> Result<Job> {
+        let vae_dir = self.weights("vae", &raw.vae, crate::job::hub::Wanted::VaeFolder)?;
+        self.utf8("vae", &vae_dir)?;
+        let vae_cfg_path = vae_dir.join("config.json");
+        if !vae_cfg_path.is_file() {
+            bail!(self.err(
+                "vae",
+                format!(
+                    "{} has no config.json; expected a diffusers AutoencoderKL folder (e.g. stabilityai/sd-vae-ft-ema)",
+                    vae_dir.display()
+                )
+            ));
+        }
+        let vae_cfg = VaeConfig::from_file(&vae_cfg_path)?;
+        let factor = vae_cfg.upsample_factor();
+
+        let dit = self.dit_config(&raw, factor)?;
+        let image_size = dit.input_size.saturating_mul(factor);
+        if image_size > limits::MAX_IMAGE_SIZE {
+            bail!(self.err(
+                "image_size",
+                format!(
+                    "{image_size} pixels (input_size {} x VAE factor {factor}) is more than {}",
+                    dit.input_size,
+                    limits::MAX_IMAGE_SIZE
+                )
+            ));
+        }
+
+        let checkpoint = self.weights(
+            "model.checkpoint",
+            &raw.model.checkpoint,
+            crate::job::hub::Wanted::CheckpointFile,
+        )?;
+        self.utf8("model.checkpoint", &checkpoint)?;
+        if !checkpoint.is_file() {
+            bail!(self.err(
+                "model.checkpoint",
+                format!("{} does not exist", checkpoint.display())
+            ));
+        }
+        if raw.num_samples == 0 || raw.num_samples > limits::MAX_SAMPLES {
+            bail!(self.err(
+                "num_samples",
+                format!(
+                    "{} is not in 1..={} (10^9)",
+                    raw.num_samples,
+                    limits::MAX_SAMPLES
+                )
+            ));
+        }
+        let batch_size = self.batch("batch_size", raw.batch_size)?;
+        let vae_batch_size = self.batch("vae_batch_size", raw.vae_batch_size.unwrap_or(raw.batch_size))?;
+        self.cfg_scale(raw.cfg_scale)?;
+        let cfg_channels = match &raw.cfg_channels {
+            None => CfgChannels::default(),
+            Some(CfgChannelsSpec::All) => CfgChannels::All,
+            Some(CfgChannelsSpec::First(n)) if *n >= 1 && *n <= dit.in_channels as u64 => {
+                CfgChannels::First(*n as i64)
+            }
+            Some(CfgChannelsSpec::First(n)) => bail!(self.err(
+                "cfg_channels",
+                format!(
+                    "{n}: expected 3 (the paper's behaviour) or `all`, or 1..={} (the model's in_channels)",
+                    dit.in_channels
+                )
+            )),
+        };
+        let sampler = raw.sampler;
+        if !raw.eta.is_finite() {
+            bail!(self.err("eta", format!("{} is not a number in [0, 1]", raw.eta)));
+        }
+        if sampler == SamplerKind::Ddpm && raw.eta != 0.0 {
+            bail!(self.err(
+                "eta",
+                "applies to `sampler: ddim` only; remove it or set sampler: ddim"
+            ));
+        }
+        if !(0.0..=1.0).contains(&raw.eta) {
+            bail!(self.err(
+                "eta",
+                format!(
+                    "{} is outside [0, 1] (0: deterministic DDIM, 1: DDPM-like noise; above 1 the DDIM update takes the square root of a negative number)",
+                    raw.eta
+                )
+            ));
+        }
+        let steps = raw.steps.as_ref().map(|s| s.0.clone()).unwrap_or_else(|| "250".to_string());
+        space_timesteps(DIFFUSION_STEPS, &steps).map_err(|e| self.err("steps", e))?;
+        let variance = match (raw.variance.fixed(), dit.learn_sigma) {
+            (None, true) | (Some(VarianceType::LearnedRange), true) => VarianceType::LearnedRange,
+            (None, false) => VarianceType::FixedLarge,
+            (Some(v @ (VarianceType::FixedLarge | VarianceType::FixedSmall)), false) => v,
+            (Some(VarianceType::LearnedRange), false) => bail!(self.err(
+                "variance",
+                "learned_range needs a model with learn_sigma: true; use auto, fixed_large or fixed_small"
+            )),
+            (Some(_), true) => bail!(self.err(
+                "variance",
+                "the model predicts its variance (learn_sigma: true); use auto or learned_range"
+            )),
+        };
+        let run = self.run_settings(&raw)?;
+        let out_dir = match &raw.out_dir {
+            Some(p) => self.rel(p),
+            None => {
+                let stem = self.path.file_stem().unwrap_or_default().to_string_lossy();
+                normalize(&self.base.join("runs").join(stem.as_ref()))
+            }
+        };
+        self.utf8("out_dir", &out_dir)?;
+        out_dir_usable(&out_dir).map_err(|msg| self.err("out_dir", msg))?;
+        let settings = SamplerSettings {
+            dit,
+            checkpoint,
+            vae: vae_dir,
+            num_samples: raw.num_samples,
+            seed: raw.seed,
+            labels: raw.labels,
+            cfg_scale: raw.cfg_scale,
+            cfg_channels,
+            sampler,
+            steps,
+            eta: raw.eta,
+            beta_schedule: raw.beta_schedule,
+            variance,
+            precision: raw.precision,
+            batch_size,
+            vae_batch_size,
+        };
+        Ok(Job {
+            settings,
+            image_size,
+            out_dir,
+            run,
+        })
+    }
+
+    fn batch(&self, key: &str, n: u64) -> Result<usize> {
+        if n == 0 || n > limits::MAX_BATCH {
+            bail!(self.err(
+                key,
+                format!("{n} is not in 1..={} (images per forward pass)", limits::MAX_BATCH)
+            ));
+        }
+        Ok(n as usize)
+    }
+
+    fn cfg_scale(&self, s: f64) -> Result<()> {
+        if !s.is_finite() {
+            bail!(self.err(
+                "cfg_scale",
+                format!("{s} is not a finite number; use 1.0 for no guidance, 1.5 for the paper's FID setting")
+            ));
+        }
+        if s < 1.0 {
+            bail!(self.err(
+                "cfg_scale",
+                format!("{s} is below 1.0; use 1.0 for no guidance")
+            ));
+        }
+        if s > limits::MAX_CFG_SCALE {
+            bail!(self.err(
+                "cfg_scale",
+                format!(
+                    "{s} is above {}: guidance `uncond + scale * (cond - uncond)` would blow float32 rounding noise up into inf/NaN latents; the paper uses 1.5 to 4",
+                    limits::MAX_CFG_SCALE
+                )
+            ));
+        }
+        Ok(())
+    }
+
+    /// `devices`, `shard_size`, `retry`, `stall_timeout`: how the job is run.
+    fn run_settings(&self, raw: &RawJob) -> Result<RunSettings> {
+        let n = raw.num_samples;
+        if raw.shard_size == 0 || raw.shard_size > limits::MAX_SHARD_SIZE {
+            bail!(self.err(
+                "shard_size",
+                format!("{} is not in 1..={}", raw.shard_size, limits::MAX_SHARD_SIZE)
+            ));
+        }
+        let shards = n.div_ceil(raw.shard_size);
+        if shards > limits::MAX_SHARDS {
+            bail!(self.err(
+                "shard_size",
+                format!(
+                    "{n} samples in shards of {} make {shards} shards, more than {} (10^7); use shard_size: {} or more",
+                    raw.shard_size,
+                    limits::MAX_SHARDS,
+                    n.div_ceil(limits::MAX_SHARDS)
+                )
+            ));
+        }
+        let r = &raw.retry;
+        if r.attempts == 0 || r.attempts > limits::MAX_ATTEMPTS {
+            bail!(self.err(
+                "retry.attempts",
+                format!("{} is not in 1..={}", r.attempts, limits::MAX_ATTEMPTS)
+            ));
+        }
+        let err = |k: &str, m: String| self.err(k, m);
+        let backoff = seconds(&err, "retry.backoff", r.backoff, true, limits::MAX_BACKOFF_SECONDS)?;
+        let backoff_max = seconds(
+            &err,
+            "retry.backoff_max",
+            r.backoff_max,
+            true,
+            limits::MAX_BACKOFF_SECONDS,
+        )?;
+        if backoff_max < backoff {
+            bail!(self.err(
+                "retry.backoff_max",
+                format!(
+                    "{} is below retry.backoff {}; needs 0 <= backoff <= backoff_max (seconds)",
+                    r.backoff_max, r.backoff
+                )
+            ));
+        }
+        let stall_timeout = seconds(
+            &err,
+            "stall_timeout",
+            raw.stall_timeout,
+            false,
+            limits::MAX_STALL_SECONDS,
+        )?;
+        if raw.devices == Devices::Cpu(0) || raw.devices == Devices::Gpus(vec![]) {
+            bail!(self.err(
+                "devices",
+                "names no device; use `auto`, [0, 1, ...] or {cpu: N} with N >= 1"
+            ));
+        }
+        match &raw.devices {
+            Devices::Cpu(w) if u64::from(*w) > limits::MAX_WORKERS => bail!(self.err(
+                "devices",
+                format!("{{cpu: {w}}} is more than {} workers", limits::MAX_WORKERS)
+            )),
+            Devices::Cpu(w) if u64::from(*w) > shards => bail!(self.err(
+                "devices",
+                format!(
+                    "{{cpu: {w}}} starts more workers than the plan has shards ({shards}), so some would only sit idle; use {{cpu: {shards}}} or a smaller shard_size"
+                )
+            )),
+            Devices::Gpus(ids) if ids.len() as u64 > limits::MAX_WORKERS => bail!(self.err(
+                "devices",
+                format!("lists {} GPUs, more than {} workers", ids.len(), limits::MAX_WORKERS)
+            )),
+            _ => {}
+        }
+        Ok(RunSettings {
+            devices: raw.devices.clone(),
+            shard_size: raw.shard_size,
+            retry: RetryPolicy {
+                attempts: r.attempts,
+                backoff,
+                backoff_max,
+            },
+            stall_timeout,
+        })
+    }
+
+    fn dit_config(&self, raw: &RawJob, factor: i64) -> Result<DiTConfig> {
+        let m = &raw.model;
+        match (&m.preset, &m.config) {
+            (Some(_), Some(_)) => {
+                bail!(self.err("model", "give either `preset` or `config`, not both"))
+            }
+            (None, None) => bail!(self.err(
+                "model",
+                format!(
+                    "give `preset` (one of {}) or `config: path/to/dit-config.json`",
+                    PRESETS.join(", ")
+                )
+            )),
+            (Some(name), None) => {
+                let image_size = raw.image_size.ok_or_else(|| {
+                    self.err(
+                        "image_size",
+                        "required with `model.preset` (e.g. 256 or 512)",
+                    )
+                })?;
+                if image_size <= 0 || image_size % factor != 0 {
+                    bail!(self.err(
+                        "image_size",
+                        format!(
+                            "{image_size} is not a positive multiple of the VAE's factor {factor}"
+                        )
+                    ));
+                }
+                if image_size > limits::MAX_IMAGE_SIZE {
+                    bail!(self.err(
+                        "image_size",
+                        format!("{image_size} is more than {} pixels", limits::MAX_IMAGE_SIZE)
+                    ));
+                }
+                let num_classes = raw.num_classes.unwrap_or(1000);
+                let cfg =
+                    DiTConfig::preset(name, image_size / factor, num_classes).ok_or_else(|| {
+                        self.err(
+                            "model.preset",
+                            format!("`{name}` is not one of {}", PRESETS.join(", ")),
+                        )
+                    })?;
+                cfg.validate(self.path)?;
+                Ok(cfg)
+            }
+            (None, Some(path)) => {
+                let json = self.rel(path);
+                self.utf8("model.config", &json)?;
+                if !json.is_file() {
+                    bail!(self.err(
+                        "model.config",
+                        format!(
+                            "{} does not exist; expected a JSON of the DiT constructor arguments",
+                            json.display()
+                        )
+                    ));
+                }
+                let mut cfg = DiTConfig::from_json_file(&json)?;
+                if let Some(n) = raw.num_classes {
+                    if n != cfg.num_classes {
+                        bail!(self.err(
+                            "num_classes",
+                            format!(
+                                "{n} disagrees with num_classes {} in {}",
+                                cfg.num_classes,
+                                path.display()
+                            )
+                        ));
+                    }
+                    cfg.num_classes = n;
+                }
+                if let Some(size) = raw.image_size {
+                    let want = cfg.input_size.saturating_mul(factor);
+                    if size != want {
+                        bail!(self.err(
+                            "image_size",
+                            format!(
+                                "{size} disagrees with input_size {} x VAE factor {factor} = {want}",
+                                cfg.input_size,
+                            )
+                        ));
+                    }
+                }
+                Ok(cfg)
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The two binaries: `fidshard` (coordinator, CLI) never links libtorch; `fidshard-worker` does,
+//! and the coordinator finds it next to itself or at $FIDSHARD_WORKER. Commands that need no
+//! tensors (plan, status) work without the worker binary at all.
+mod cli_common;
+
+use cli_common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn needed_libraries(bin: &Path) -> Vec<String> {
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(bin)
+        .output()
+        .expect("readelf (binutils) must be installed to inspect the binaries");
+    assert!(out.status.success(), "readelf -d {}", bin.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next().map(str::to_string))
+        .collect()
+}
+
+fn worker_bin() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_fidshard")).with_file_name("fidshard-worker")
+}
+
+#[test]
+fn coordinator_links_no_libtorch() {
+    let libs = needed_libraries(Path::new(env!("CARGO_BIN_EXE_fidshard")));
+    assert!(!libs.is_empty(), "readelf found no NEEDED entries");
+    let torch: Vec<_> = libs
+        .iter()
+        .filter(|l| l.starts_with("libtorch") || l.starts_with("libc10"))
+        .collect();
+    assert!(torch.is_empty(), "fidshard links {torch:?}");
+}
+
+#[test]
+fn worker_links_libtorch() {
+    let libs = needed_libraries(&worker_bin());
+    assert!(
+        libs.iter().any(|l| l == "libtorch_cpu.so"),
+        "fidshard-worker should link libtorch_cpu.so: {libs:?}"
+    );
+}
+
+fn with_worker(args: &[&str], worker: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(args)
+        .env("FIDSHARD_LOG", "warn")
+        .env("FIDSHARD_WORKER", worker)
+        .output()
+        .unwrap()
+}
+
+fn assert_one_line_error(o: &std::process::Output, code: i32, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("fidshard: error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "`{n}` not in: {}", lines[0]);
+    }
+}
+
+#[test]
+fn missing_worker_binary_is_an_input_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
+    let missing = tmp.path().join("no-such-worker");
+    let o = with_worker(&["validate", cfg.to_str().unwrap()], missing.to_str().unwrap());
+    assert_one_line_error(&o, 2, &["FIDSHARD_WORKER", "no-such-worker"]);
+    // `sample` and `run` go through the worker as well and fail the same way, before writing.
+    let out = tmp.path().join("png");
+    let o = with_worker(
+        &["sample", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        missing.to_str().unwrap(),
+    );
+    assert_one_line_error(&o, 2, &["FIDSHARD_WORKER"]);
+    assert!(!out.exists());
+}
+
+#[test]
+fn broken_worker_binary_is_an_input_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
+    // Not executable at all.
+    let junk = tmp.path().join("junk-worker");
+    std::fs::write(&junk, b"not a program").unwrap();
+    let o = with_worker(&["validate", cfg.to_str().unwrap()], junk.to_str().unwrap());
+    assert_one_line_error(&o, 2, &["junk-worker", "cannot start the worker binary"]);
+    // Starts, then dies of a signal (like a missing libtorch symbol or a crash at load).
+    let crash = tmp.path().join("crash-worker");
+    std::fs::write(&crash, b"#!/bin/sh\nkill -SEGV $$\n").unwrap();
+    std::fs::set_permissions(
+        &crash,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let o = with_worker(&["validate", cfg.to_str().unwrap()], crash.to_str().unwrap());
+    assert_one_line_error(&o, 2, &["crash-worker", "failed"]);
+}
+
+#[test]
+fn plan_and_status_need_no_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "devices: {cpu: 1}\n");
+    let nowhere = tmp.path().join("no-worker");
+    let o = with_worker(&["plan", cfg.to_str().unwrap()], nowhere.to_str().unwrap());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = with_worker(&["status", cfg.to_str().unwrap()], nowhere.to_str().unwrap());
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn worker_found_next_to_fidshard_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
+    let o = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(["validate", cfg.to_str().unwrap()])
+        .env_remove("FIDSHARD_WORKER")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
