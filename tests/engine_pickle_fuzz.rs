@@ -164,8 +164,8 @@ impl Runner {
     }
 
     /// Loads `bytes` as a checkpoint file; records a failure if it panics, takes too long, or
-    /// gives an error that is not one line naming the file.
-    fn check(&mut self, id: &str, bytes: &[u8]) {
+    /// gives an error that is not one short line naming the file. Returns the error, if any.
+    fn check(&mut self, id: &str, bytes: &[u8]) -> Option<String> {
         let path: PathBuf = self.dir.path().join("case.pt");
         std::fs::write(&path, bytes).unwrap();
         self.cases += 1;
@@ -186,18 +186,48 @@ impl Runner {
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
                 self.failures.push(format!("{id}: panicked: {msg}"));
+                None
             }
-            Ok(Ok(_)) => self.loaded += 1,
+            Ok(Ok(_)) => {
+                self.loaded += 1;
+                None
+            }
             Ok(Err(e)) => {
                 let msg = e.to_string();
-                if msg.contains('\n') || msg.contains('\r') {
-                    self.failures.push(format!("{id}: error is not one line: {msg:?}"));
+                if msg.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) {
+                    self.failures.push(format!("{id}: error is not one printable line: {msg:?}"));
+                }
+                if msg.len() > 4096 {
+                    self.failures.push(format!("{id}: error of {} bytes", msg.len()));
                 }
                 if !msg.starts_with(&format!("{}: ", path.display())) {
                     self.failures.push(format!("{id}: error does not name the file: {msg}"));
                 }
                 *self.kinds.entry(error_kind(&msg)).or_default() += 1;
+                Some(msg)
             }
+        }
+    }
+
+    /// `check` on the crafted case `id`, which must load (`want` is `None`) or give an error
+    /// that contains `want`.
+    fn expect(&mut self, id: &str, want: Option<&str>, bytes: impl FnOnce() -> Vec<u8>) {
+        if !self.wanted(id) {
+            return;
+        }
+        let failures = self.failures.len();
+        // `None`: it loaded (a panic is already a failure).
+        let got = self.check(id, &bytes());
+        if self.failures.len() > failures {
+            return;
+        }
+        match (want, got) {
+            (None, Some(e)) => self.failures.push(format!("{id}: expected to load: {e}")),
+            (Some(w), None) => self.failures.push(format!("{id}: loaded, expected `{w}`")),
+            (Some(w), Some(e)) if !e.contains(w) => {
+                self.failures.push(format!("{id}: expected `{w}`: {e}"))
+            }
+            _ => {}
         }
     }
 
@@ -404,73 +434,111 @@ fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// Hand-made hostile files: names with newlines and control characters in errors, views that
 /// would allocate absurdly, nesting deep enough to overflow a recursive drop, and pickles whose
-/// work grows quadratically in their size.
+/// work grows quadratically in their size. Each must give the error it names.
 fn crafted(run: &mut Runner) {
     let floats: Vec<u8> = (0..16).flat_map(|i| (i as f32).to_le_bytes()).collect();
     let one = |p: &mut Pickle| {
         p.tensor("0", 16, 0, &[4, 4], &[4, 1]);
     };
     let ok = Pickle::state_dict("w", one);
-    run.case("crafted/valid".into(), |_| zip_of(&[("data.pkl", &ok), ("data/0", &floats)]));
+    run.expect("crafted/valid", None, || {
+        zip_of(&[("data.pkl", &ok), ("data/0", &floats)])
+    });
 
-    // Strings from the file reach the error messages.
-    let newline_key = Pickle::state_dict("w", |p| {
+    // Strings from the file reach the error messages: escaped, not printed raw.
+    let pkl = Pickle::state_dict("w", |p| {
         p.tensor("0\nnext line", 16, 0, &[16], &[1]);
     });
-    run.case("crafted/key-with-newline".into(), |_| zip_of(&[("data.pkl", &newline_key)]));
-    let newline_name = Pickle::state_dict("a\nb\r\x1b[31m\u{2028}", one);
-    run.case("crafted/name-with-newline".into(), |_| {
-        zip_of(&[("data.pkl", &newline_name), ("data/0", &floats[..8])])
-    });
-    run.case("crafted/byteorder-with-newline".into(), |_| {
-        zip_of(&[("byteorder", b"big\nendian"), ("data.pkl", &ok), ("data/0", &floats)])
-    });
-    let newline_dtype = Pickle::state_dict("w", |p| {
+    run.expect(
+        "crafted/key-with-newline",
+        Some(r"missing storage entry `archive/data/0\nnext line`"),
+        || zip_of(&[("data.pkl", &pkl)]),
+    );
+    let pkl = Pickle::state_dict("a\nb\r\x1b[31m\u{2028}", one);
+    run.expect(
+        "crafted/name-with-newline",
+        Some(r"tensor `a\nb\r\u{1b}[31m\u{2028}` needs 64"),
+        || zip_of(&[("data.pkl", &pkl), ("data/0", &floats[..8])]),
+    );
+    run.expect(
+        "crafted/byteorder-with-newline",
+        Some(r"saved on a `big\nendian`-endian machine"),
+        || zip_of(&[("byteorder", b"big\nendian"), ("data.pkl", &ok), ("data/0", &floats)]),
+    );
+    let pkl = Pickle::state_dict("w", |p| {
         p.global("torch._utils", "_rebuild_tensor_v2").op(b"(");
-        p.op(b"(").str("storage").op(b"\x8c\x05torch\x8c\x04a\nb\x0c\x93").str("0").str("cpu");
-        p.int(16).op(b"tQ").int(0).ints(&[16]).ints(&[1]).op(b"\x89)tR");
+        p.op(b"(").str("storage").op(b"\x8c\x05torch\x8c\x04a\nb\x0c\x93");
+        p.str("0").str("cpu").int(16).op(b"tQ").int(0).ints(&[16]).ints(&[1]);
+        p.op(b"\x89)tR");
     });
-    run.case("crafted/storage-type-with-newline".into(), |_| {
-        zip_of(&[("data.pkl", &newline_dtype), ("data/0", &floats)])
-    });
-    let newline_global = {
-        let mut p = Pickle::default();
-        p.op(b"\x80\x02\x8c\x03a\nb\x8c\x01c\x93)R.");
-        p.0
-    };
-    run.case("crafted/class-with-newline".into(), |_| zip_of(&[("data.pkl", &newline_global)]));
-    let huge_name = Pickle::state_dict(&"x".repeat(1 << 20), |p| {
+    run.expect(
+        "crafted/storage-type-with-newline",
+        Some(r"unsupported dtype torch.a\nb\u{c};"),
+        || zip_of(&[("data.pkl", &pkl), ("data/0", &floats)]),
+    );
+    let pkl = b"\x80\x02\x8c\x03a\nb\x8c\x01c\x93)R.";
+    run.expect(
+        "crafted/class-with-newline",
+        Some(r"top-level object is a `a\nb.c` object"),
+        || zip_of(&[("data.pkl", pkl)]),
+    );
+    let pkl = Pickle::state_dict(&"x".repeat(1 << 20), |p| {
         p.int(1);
     });
-    run.case("crafted/huge-name".into(), |_| zip_of(&[("data.pkl", &huge_name)]));
+    run.expect(
+        "crafted/huge-name",
+        Some("xxx [...] xxx"),
+        || zip_of(&[("data.pkl", &pkl)]),
+    );
 
-    // Views that address far more elements than the storage holds (stride 0).
+    // Views with a zero stride address elements many times: a small one loads, one that
+    // would take far more memory than its storage is an error, not an allocation.
+    let pkl = Pickle::state_dict("w", |p| {
+        p.tensor("0", 16, 0, &[8, 16], &[0, 1]);
+    });
+    run.expect("crafted/expanded", None, || {
+        zip_of(&[("data.pkl", &pkl), ("data/0", &floats)])
+    });
     for (id, size, stride) in [
         ("expand-huge", vec![1 << 20, 1 << 20], vec![0, 0]),
         ("expand-i64max", vec![i64::MAX], vec![0]),
         ("expand-overflow", vec![1 << 40, 1 << 40], vec![0, 0]),
-        ("many-dims", vec![1; 200], vec![1; 200]),
         ("many-dims-expanded", vec![2; 64], vec![0; 64]),
     ] {
         let pkl = Pickle::state_dict("w", |p| {
             p.tensor("0", 16, 0, &size, &stride);
         });
-        run.case(format!("crafted/{id}"), |_| zip_of(&[("data.pkl", &pkl), ("data/0", &floats)]));
+        run.expect(
+            &format!("crafted/{id}"),
+            Some("needs far more memory than its storage of 64 bytes"),
+            || zip_of(&[("data.pkl", &pkl), ("data/0", &floats)]),
+        );
     }
+    let pkl = Pickle::state_dict("w", |p| {
+        p.tensor("0", 16, 0, &[1; 200], &[1; 200]);
+    });
+    run.expect("crafted/many-dims", None, || {
+        zip_of(&[("data.pkl", &pkl), ("data/0", &floats)])
+    });
     // A storage that claims more elements than a file can hold.
-    let big_numel = Pickle::state_dict("w", |p| {
+    let pkl = Pickle::state_dict("w", |p| {
         p.tensor("0", i64::MAX, 0, &[4], &[1]);
     });
-    run.case("crafted/storage-numel-max".into(), |_| {
-        zip_of(&[("data.pkl", &big_numel), ("data/0", &floats)])
-    });
+    run.expect(
+        "crafted/storage-numel-max",
+        Some("bad storage size"),
+        || zip_of(&[("data.pkl", &pkl), ("data/0", &floats)]),
+    );
 
     // Nesting: 1M-deep tuples (a recursive drop overflows the stack) ...
     let mut deep = Pickle::default();
     deep.op(b"\x80\x02)").op(&[0x85; 1 << 20]).op(b".");
-    let deep = deep.0;
-    run.case("crafted/deep-tuples".into(), |_| zip_of(&[("data.pkl", &deep)]));
-    // ... deep lists and dicts, built through the memo ...
+    run.expect(
+        "crafted/deep-tuples",
+        Some("top-level object is a tuple"),
+        || zip_of(&[("data.pkl", &deep.0)]),
+    );
+    // ... deep dicts, built through the memo ...
     let mut deep = Pickle::default();
     deep.op(b"\x80\x02]r\x00\x00\x00\x00");
     for _ in 0..200_000 {
@@ -478,34 +546,48 @@ fn crafted(run: &mut Runner) {
         deep.op(b"0}X\x01\x00\x00\x00kj\x00\x00\x00\x00sr\x00\x00\x00\x00");
     }
     deep.op(b".");
-    let deep = deep.0;
-    run.case("crafted/deep-dicts".into(), |_| zip_of(&[("data.pkl", &deep)]));
+    run.expect(
+        "crafted/deep-dicts",
+        Some("whose key `k` holds a dict, not a tensor"),
+        || zip_of(&[("data.pkl", &deep.0)]),
+    );
     // ... and _rebuild_from_type_v2 wrapping itself 100k times, which recurses when called.
     let mut deep = Pickle::default();
-    deep.op(b"\x80\x02").global("torch._tensor", "_rebuild_from_type_v2").op(b"q\x00)");
+    deep.op(b"\x80\x02").global("torch._tensor", "_rebuild_from_type_v2");
+    deep.op(b"q\x00)");
     for _ in 0..100_000 {
         // (g, None, previous)
         deep.op(b"q\x010h\x00Nh\x01\x87");
     }
     deep.op(b"R.");
-    let deep = deep.0;
-    run.case("crafted/deep-rebuild-from-type".into(), |_| zip_of(&[("data.pkl", &deep)]));
+    run.expect(
+        "crafted/deep-rebuild-from-type",
+        Some("_rebuild_from_type_v2 nested too deep"),
+        || zip_of(&[("data.pkl", &deep.0)]),
+    );
 
     // Quadratic work: a 100k-item list memoized, then `set(that list)` 20k times (each call
-    // copies it), and a 100 KB str used as a dict key 20k times (each insert hashes it).
+    // copies it), or a 100 KB str used as a dict key 20k times (each insert hashes it).
+    let copies = "the pickle copies far more data than its size justifies";
     let mut quad = Pickle::default();
     quad.op(b"\x80\x02]q\x00(").op(&[b'N'; 100_000]).op(b"e");
     quad.global("builtins", "set").op(b"q\x01");
     for _ in 0..20_000 {
         quad.op(b"h\x01h\x00\x85R0");
     }
-    quad.op(b"}q\x02").str(&"k".repeat(100_000)).op(b"q\x030");
+    quad.op(b".");
+    run.expect("crafted/quadratic-copies", Some(copies), || {
+        zip_of(&[("data.pkl", &quad.0)])
+    });
+    let mut quad = Pickle::default();
+    quad.op(b"\x80\x02}q\x00").str(&"k".repeat(100_000)).op(b"q\x010");
     for _ in 0..20_000 {
-        quad.op(b"h\x02h\x03Ns0");
+        quad.op(b"h\x00h\x01Ns0");
     }
     quad.op(b".");
-    let quad = quad.0;
-    run.case("crafted/quadratic-copies".into(), |_| zip_of(&[("data.pkl", &quad)]));
+    run.expect("crafted/quadratic-hashing", Some(copies), || {
+        zip_of(&[("data.pkl", &quad.0)])
+    });
     let mut quad = Pickle::default();
     quad.op(b"\x80\x02]q\x00(").op(&[b'N'; 100_000]).op(b"e");
     quad.global("builtins", "set").op(b"q\x01(");
@@ -514,8 +596,9 @@ fn crafted(run: &mut Runner) {
         quad.op(b"h\x01h\x00\x85R");
     }
     quad.op(b"t.");
-    let quad = quad.0;
-    run.case("crafted/quadratic-memory".into(), |_| zip_of(&[("data.pkl", &quad)]));
+    run.expect("crafted/quadratic-memory", Some(copies), || {
+        zip_of(&[("data.pkl", &quad.0)])
+    });
 }
 
 #[test]

@@ -238,7 +238,7 @@ impl DiTConfig {
                 "mlp_ratio",
                 format!(
                     "{} is not a number in (0, {MAX_MLP_RATIO}] (the reference uses 4.0)",
-                    self.mlp_ratio
+                    short(self.mlp_ratio)
                 ),
             );
         }
@@ -256,7 +256,7 @@ impl DiTConfig {
                 "class_dropout_prob",
                 format!(
                     "{} is not in [0, 1) (the reference uses 0.1; > 0 adds the null label of guidance)",
-                    self.class_dropout_prob
+                    short(self.class_dropout_prob)
                 ),
             );
         }
@@ -285,6 +285,15 @@ impl DiTConfig {
     /// The label that means "no class" (index num_classes).
     pub fn null_label(&self) -> i64 {
         self.num_classes
+    }
+}
+
+/// `x` for a message: plain when moderate, in scientific notation when huge or tiny.
+fn short(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
     }
 }
 

@@ -13,6 +13,7 @@ pub mod dit_config;
 pub mod error;
 pub mod exit;
 pub mod faults;
+pub mod identity;
 pub mod labels;
 pub mod output;
 pub mod protocol;

@@ -26,6 +26,10 @@ pub enum ToWorker {
     Init {
         settings: Box<SamplerSettings>,
         samples_dir: PathBuf,
+        /// The weights the job's fingerprint recorded: the worker checks, before and after
+        /// loading, that the files it loads are these (a file replaced mid-run stops the run).
+        #[serde(default)]
+        weights: Option<crate::identity::WeightsIdentity>,
     },
     Assign {
         shard: Shard,
@@ -43,6 +47,13 @@ pub enum FailureKind {
     Io,
     /// The model or VAE could not be loaded.
     Load,
+    /// Sampling produced NaN or infinite values (bad weights, overflowing guidance, fp16).
+    NonFinite,
+    /// The weights the worker loaded are not the ones the job's fingerprint recorded (a file
+    /// replaced during the run). The run must stop: retrying would mix two models.
+    WeightsChanged,
+    /// A message from the coordinator did not parse: the two binaries disagree.
+    Protocol,
     Other,
 }
 

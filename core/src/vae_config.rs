@@ -194,7 +194,10 @@ impl VaeConfig {
             }
         }
         if self.block_out_channels.is_empty()
-            || self.block_out_channels.iter().any(|&c| c <= 0 || c > MAX_CHANNELS)
+            || self
+                .block_out_channels
+                .iter()
+                .any(|&c| c <= 0 || c > MAX_CHANNELS)
         {
             return err(
                 "block_out_channels",
@@ -285,7 +288,7 @@ impl VaeConfig {
                 "scaling_factor",
                 format!(
                     "{} is not a positive number in [{MIN_SCALING_FACTOR:e}, {MAX_SCALING_FACTOR:e}] (the SD VAEs use 0.18215)",
-                    self.scaling_factor
+                    short(self.scaling_factor)
                 ),
             );
         }
@@ -304,6 +307,15 @@ impl VaeConfig {
     /// block but the last, i.e. `2^(len(block_out_channels) - 1)` (8 for the SD VAEs).
     pub fn upsample_factor(&self) -> i64 {
         1i64 << (self.block_out_channels.len().max(1) - 1)
+    }
+}
+
+/// `x` for a message: plain when moderate, in scientific notation when huge or tiny.
+fn short(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
     }
 }
 

@@ -8,7 +8,8 @@ mod outdir;
 mod sys;
 mod worker;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use sys::log::LogFormat;
 use sys::exit::{code_of, Exit};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,12 +28,6 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole job: sample every index on all devices, resume what an earlier run
@@ -46,9 +41,9 @@ enum Command {
         /// Start even when the disk looks too small for the job.
         #[arg(long)]
         force: bool,
-        /// Seconds workers get after SIGTERM (preemption, hang) before SIGKILL.
-        #[arg(long, default_value_t = 20.0)]
-        grace: f64,
+        /// Seconds workers get after SIGTERM (preemption, hang) before SIGKILL (0 to 3600).
+        #[arg(long, default_value = "20", value_parser = parse_grace)]
+        grace: std::time::Duration,
     },
     /// Check the config, the checkpoint and the VAE without sampling.
     Validate { config: PathBuf },
@@ -86,37 +81,24 @@ enum Command {
     Status(cmd::status::StatusArgs),
 }
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FIDSHARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour only for a person at a terminal, and never with NO_COLOR (no-color.org).
-    let color = std::env::var_os("NO_COLOR").is_none()
-        && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(color)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// `--grace`: a finite number of seconds in 0..=3600.
+fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !secs.is_finite() || !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("{s} s is not between 0 and 3600 seconds"));
     }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    Exit::Complete.into()
-                }
-                _ => Exit::InvalidInput.into(),
-            };
-        }
+        Err(e) => return sys::log::usage_error(&e).into(),
     };
-    init_logging(cli.log_format);
+    let format = cli.log_format;
+    sys::log::init(format);
     let _failpoints = fidshard_core::faults::setup();
     let result = match cli.command {
         Command::Run {
@@ -129,7 +111,7 @@ fn main() -> ExitCode {
                 config,
                 restart,
                 force,
-                grace: std::time::Duration::from_secs_f64(grace.max(0.0)),
+                grace,
             };
             match cmd::run::run(args) {
                 Ok(code) => return code.into(),
@@ -166,7 +148,7 @@ fn main() -> ExitCode {
                 return r.0.into();
             }
             let code = code_of(&e);
-            eprintln!("fidshard: error: {e:#}");
+            sys::log::error(format, &format!("{e:#}"), code);
             code.into()
         }
     }

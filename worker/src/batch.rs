@@ -1,7 +1,7 @@
 //! The one sampling path every caller uses (the worker's shards, `sample`, `bench`):
 //! per-sample noise -> DiT + guidance through the diffusion steps -> VAE -> uint8 samples.
 use crate::engine::{to_samples, Engine, Sample, Timings};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use tch::Tensor;
 
 /// What one batch produced: the samples and their final latents (before the VAE).
@@ -14,28 +14,46 @@ impl Engine {
     /// Samples and decodes `indices` as one batch.
     pub fn sample_batch(&self, indices: &[u64], t: &mut Timings) -> Result<Batch> {
         let (labels, latents) = self.sample_latents(indices, t);
-        let images = self.decode(&latents, t);
+        crate::engine::check_finite(&latents, "the final latents")?;
+        let images = self.decode(&latents, t)?;
         let samples = to_samples(indices, &labels, &images)?;
         Ok(Batch { samples, latents })
     }
 
-    /// [`Engine::sample_batch`] with libtorch's errors caught: tch's infallible API reports them
-    /// as panics. The error is the first line of libtorch's message.
-    pub fn try_sample_batch(
-        &self,
-        indices: &[u64],
-        t: &mut Timings,
-    ) -> std::result::Result<Batch, String> {
+    /// [`Engine::sample_batch`] with libtorch's errors caught (tch's infallible API reports them
+    /// as panics) and classified. Messages are one line.
+    pub fn try_sample_batch(&self, indices: &[u64], t: &mut Timings) -> Result<Batch, BatchError> {
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.sample_batch(indices, t).map_err(|e| e.to_string())
+            self.sample_batch(indices, t)
         }));
         let msg = match res {
             Ok(Ok(batch)) => return Ok(batch),
-            Ok(Err(msg)) => msg,
+            Ok(Err(e @ EngineError::NonFinite { .. })) => {
+                return Err(BatchError::NonFinite(e.to_string()))
+            }
+            Ok(Err(e)) => e.to_string(),
             Err(panic) => fidshard_core::error::panic_message(panic.as_ref()),
         };
-        Err(msg.lines().next().unwrap_or_default().to_string())
+        let line = msg.lines().next().unwrap_or_default().to_string();
+        Err(if is_oom(&msg) {
+            BatchError::OutOfMemory(line)
+        } else {
+            BatchError::Failed(line)
+        })
     }
+}
+
+/// Why a batch failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The device ran out of memory (CUDA's or the CPU allocator's message).
+    #[error("{0}")]
+    OutOfMemory(String),
+    /// NaN or infinite values: nothing of the batch may be written.
+    #[error("{0}")]
+    NonFinite(String),
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// True when libtorch's message is an out-of-memory error (CUDA's or the CPU allocator's).

@@ -208,20 +208,37 @@ impl Engine {
 
     /// Decodes latents to uint8 images `(B, H, W, 3)` on the CPU:
     /// `clamp(127.5 * vae.decode(z / scale) + 128, 0, 255)` truncated to uint8, as the reference.
-    pub fn decode(&self, latents: &Tensor, t: &mut Timings) -> Tensor {
+    /// A non-finite decoder output is an error: clamping would turn NaN into black pixels.
+    pub fn decode(&self, latents: &Tensor, t: &mut Timings) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
         let start = Instant::now();
         let z = latents / self.vae.scaling_factor();
         let img = self.with_precision(|| self.vae.decode_micro_batched(&z, self.vae_micro_batch()));
-        let img = (img.to_kind(Kind::Float) * 127.5 + 128.0)
+        let img = img.to_kind(Kind::Float);
+        check_finite(&img, "the VAE decoder's output")?;
+        let img = (img * 127.5 + 128.0)
             .clamp(0.0, 255.0)
             .permute([0, 2, 3, 1])
             .to_device(Device::Cpu)
             .to_kind(Kind::Uint8)
             .contiguous();
         t.vae += secs(start.elapsed());
-        img
+        Ok(img)
     }
+}
+
+/// Fails with [`EngineError::NonFinite`] when `x` holds a NaN or an infinity (one reduction on
+/// the device; it synchronises once per batch, not per step).
+pub fn check_finite(x: &Tensor, stage: &'static str) -> Result<()> {
+    let bad = x.isfinite().logical_not().sum(Kind::Int64).int64_value(&[]);
+    if bad > 0 {
+        return Err(EngineError::NonFinite {
+            stage,
+            count: bad,
+            total: x.numel() as i64,
+        });
+    }
+    Ok(())
 }
 
 /// Splits a `(B, H, W, 3)` uint8 CPU tensor into [`Sample`]s.

@@ -30,6 +30,14 @@ pub enum EngineError {
     #[error(transparent)]
     Core(#[from] fidshard_core::CoreError),
 
+    /// Sampling produced NaN or infinite values: never written as (black) images.
+    #[error("{count} of {total} values of {stage} are NaN or infinite; likely causes: NaN or infinite weights in the checkpoint, a cfg_scale so large that guidance overflows float32, or fp16 overflow (try bf16 or fp32)")]
+    NonFinite {
+        stage: &'static str,
+        count: i64,
+        total: i64,
+    },
+
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
@@ -70,7 +78,7 @@ impl EngineError {
     pub fn exit(&self) -> fidshard_core::Exit {
         match self {
             EngineError::Core(e) => e.exit(),
-            EngineError::Torch(_) => fidshard_core::Exit::Failure,
+            EngineError::Torch(_) | EngineError::NonFinite { .. } => fidshard_core::Exit::Failure,
             EngineError::Checkpoint { .. }
             | EngineError::MissingKey { .. }
             | EngineError::UnexpectedKeys { .. }

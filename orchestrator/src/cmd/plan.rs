@@ -1,32 +1,71 @@
-//! `fidshard plan CONFIG`: the shards, each worker's share, and the disk the job needs.
+//! `fidshard plan CONFIG`: the shards, each worker's share, and the disk the job needs. Needs
+//! no weights and allocates nothing per shard: a plan of millions of shards prints its first
+//! and last few.
 use crate::job::config::Job;
-use crate::job::devices::resolve_devices;
+use crate::job::devices::{inventory, resolve_devices, WorkerDevice};
 use crate::job::disk::{disk_needed, free_bytes, human};
 use anyhow::Result;
+use fidshard_core::Shard;
 use std::path::Path;
+
+/// Plans with more shards than this print the first [`HEAD`] and the last [`TAIL`].
+const LIST_ALL_UP_TO: u64 = 40;
+const HEAD: u64 = 10;
+const TAIL: u64 = 3;
+
+fn shard(job: &Job, id: u64) -> Shard {
+    let s = job.run.shard_size;
+    Shard {
+        id,
+        start: id * s,
+        end: ((id + 1) * s).min(job.settings.num_samples),
+    }
+}
 
 pub(crate) fn run(config: &Path) -> Result<()> {
     let job = Job::load(config)?;
-    let shards = job.plan();
+    let count = job.shard_count();
     let devices = resolve_devices(&job.run.devices)?;
+    let last = if count > 0 { shard(&job, count - 1).len() } else { 0 };
     println!(
-        "{} samples in {} shards of {} (last: {})",
-        job.settings.num_samples,
-        shards.len(),
-        job.run.shard_size,
-        shards.last().map(|s| s.len()).unwrap_or(0)
+        "{} samples in {count} shards of {} (last: {last})",
+        job.settings.num_samples, job.run.shard_size,
     );
-    for s in &shards {
+    let print = |id: u64| {
+        let s = shard(&job, id);
         println!("  shard {:>6}  [{}..{})", s.id, s.start, s.end);
+    };
+    if count <= LIST_ALL_UP_TO {
+        (0..count).for_each(print);
+    } else {
+        (0..HEAD).for_each(print);
+        println!("  ... {} more shards ...", count - HEAD - TAIL);
+        (count - TAIL..count).for_each(print);
     }
+    let gpus = inventory().gpus;
     let w = devices.len() as u64;
-    let per = shards.len() as u64 / w;
-    let extra = shards.len() as u64 % w;
+    let per = count / w;
+    let extra = count % w;
     for (i, d) in devices.iter().enumerate() {
         let n = per + u64::from((i as u64) < extra);
+        let what = match d {
+            WorkerDevice::Cpu => "cpu".to_string(),
+            WorkerDevice::Gpu(id) => gpus
+                .iter()
+                .find(|g| &g.visible_id == id)
+                .map(|g| {
+                    format!(
+                        "gpu {id} ({}, {} total, {} free)",
+                        g.name,
+                        human(g.memory_total),
+                        human(g.memory_free)
+                    )
+                })
+                .unwrap_or_else(|| format!("gpu {id}")),
+        };
         println!(
-            "  worker {i} on {d}: about {n} shard(s), {} samples",
-            n * job.run.shard_size
+            "  worker {i} on {what}: about {n} shard(s), {} samples",
+            (n * job.run.shard_size).min(job.settings.num_samples)
         );
     }
     let need = disk_needed(&job, job.settings.num_samples);

@@ -11,6 +11,7 @@ use crate::job::plan::Shard;
 use crate::outdir::snapshot::{self, JobState, Snapshot};
 use crate::outdir::state::StateDb;
 use anyhow::{anyhow, Context, Result};
+use crate::sys::time::round1;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,6 +30,15 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     crate::sys::signals::install()?;
     let job = Job::load(&args.config)?;
     let out = job.out_dir.clone();
+    // Resolved before anything is written: a device that is not there is exit 2, no damage.
+    let devices = resolve_devices(&job.run.devices)?;
+    tracing::info!(
+        config = %args.config.display(),
+        samples = job.settings.num_samples,
+        devices = %crate::job::devices::describe(&devices),
+        out = %out.display(),
+        "fidshard run"
+    );
     let lock = JobLock::acquire(&out).map_err(|e| e.fatal())?;
     let started = Instant::now();
     // Build the DiT and the VAE once on the CPU before anything in the out dir is deleted or
@@ -40,13 +50,19 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
         crate::outdir::state::restart_out_dir(&lock)?;
     }
     let fp = crate::job::fingerprint::Fingerprint::compute(&job)?;
+    let fresh = !StateDb::exists(&out) && !crate::outdir::OutDir::new(&out).samples().is_dir();
+    if args.restart || fresh {
+        // A new job: check the disk before the state is created, so that a refusal leaves
+        // nothing behind (a resumed job checks what is left to sample, below).
+        preflight(&job, job.settings.num_samples, args.force)?;
+    }
     // Opens the state, or rebuilds it from the PNGs when it is missing or unreadable.
     let db = if args.restart {
         crate::outdir::rebuild::open_for_restart(&lock, &job, &fp)?
     } else {
         crate::outdir::rebuild::open_for_run(&lock, &job, &fp)?
     };
-    let result = run_with_state(&job, &db, &args, started);
+    let result = run_with_state(&job, &db, &args, started, &devices);
     if let Err(e) = &result {
         warn_if_state_failed(e, &out);
     }
@@ -69,7 +85,13 @@ fn warn_if_state_failed(e: &anyhow::Error, out: &std::path::Path) {
     }
 }
 
-fn run_with_state(job: &Job, db: &StateDb, args: &RunArgs, started: Instant) -> Result<Exit> {
+fn run_with_state(
+    job: &Job,
+    db: &StateDb,
+    args: &RunArgs,
+    started: Instant,
+    devices: &[WorkerDevice],
+) -> Result<Exit> {
     let out = &job.out_dir;
     let samples_dir = out.join("samples");
     std::fs::create_dir_all(&samples_dir)
@@ -82,7 +104,6 @@ fn run_with_state(job: &Job, db: &StateDb, args: &RunArgs, started: Instant) -> 
             "removed temporary files of an earlier, interrupted run"
         );
     }
-    let devices = resolve_devices(&job.run.devices)?;
     let shards = job.plan();
 
     for round in 0..=REPAIR_ROUNDS {
@@ -104,9 +125,9 @@ fn run_with_state(job: &Job, db: &StateDb, args: &RunArgs, started: Instant) -> 
         }
         if !todo.is_empty() {
             if round == 0 {
-                preflight(job, &todo, args.force)?;
+                preflight(job, todo.iter().map(Shard::len).sum(), args.force)?;
             }
-            let outcome = sample(job, db, &devices, args, todo, shards.len() as u64)?;
+            let outcome = sample(job, db, devices, args, todo, shards.len() as u64)?;
             match outcome {
                 Outcome::Interrupted => {
                     tracing::warn!("interrupted; run the same command again to resume");
@@ -132,7 +153,7 @@ fn run_with_state(job: &Job, db: &StateDb, args: &RunArgs, started: Instant) -> 
         match assemble_interruptible(job, db)? {
             Ok(()) => {
                 tracing::info!(
-                    seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+                    seconds = round1(started.elapsed().as_secs_f64()),
                     npz = %out.join("samples.npz").display(),
                     "complete"
                 );
@@ -259,7 +280,7 @@ pub(crate) fn assemble_npz(job: &Job, db: &StateDb) -> Result<(), AssembleError>
     let report = assemble(&input, &job.out_dir.join("samples.npz"))?;
     tracing::info!(
         bytes = report.bytes,
-        seconds = format!("{:.1}", report.seconds),
+        seconds = round1(report.seconds),
         "samples.npz written"
     );
     Ok(())
@@ -267,8 +288,8 @@ pub(crate) fn assemble_npz(job: &Job, db: &StateDb) -> Result<(), AssembleError>
 
 /// Refuses to start when the disk cannot hold what the remaining shards will write (`--force`
 /// overrides).
-fn preflight(job: &Job, todo: &[Shard], force: bool) -> Result<()> {
-    let need = crate::job::disk::disk_needed(job, todo.iter().map(Shard::len).sum());
+fn preflight(job: &Job, samples: u64, force: bool) -> Result<()> {
+    let need = crate::job::disk::disk_needed(job, samples);
     let free = crate::job::disk::free_bytes(&job.out_dir)?;
     if free < need.total() && !force {
         return Err(Fatal::input(anyhow!(

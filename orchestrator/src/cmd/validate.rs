@@ -18,6 +18,9 @@ pub(crate) fn check_models(job: &Job) -> Result<()> {
 
 pub(crate) fn run(config: &Path) -> Result<()> {
     let job = Job::load(config)?;
+    // The devices as `run` would resolve them: `devices: [7]` on a machine without GPU 7 is
+    // refused here too, not only when the job starts.
+    crate::job::devices::resolve_devices(&job.run.devices)?;
     check_models(&job)?;
     let s = &job.settings;
     println!(

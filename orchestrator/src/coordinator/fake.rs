@@ -309,6 +309,7 @@ impl WorkerHandle for FakeWorker {
             ToWorker::Init {
                 settings,
                 samples_dir,
+                ..
             } => {
                 std::fs::create_dir_all(samples_dir).expect("create the samples folder");
                 self.w.state.lock().unwrap().samples =

@@ -110,9 +110,13 @@ impl<'a> Coordinator<'a> {
         total_shards: u64,
     ) -> Result<Outcome> {
         let (events_tx, mut events) = mpsc::unbounded_channel();
+        // The weights the job's fingerprint recorded: every worker (first start and respawn)
+        // checks that it loads these, so a file replaced mid-run stops the run.
+        let weights = self.db.meta()?.and_then(|m| m.fingerprint.weights());
         let init = ToWorker::Init {
             settings: Box::new(self.job.settings.clone()),
             samples_dir: self.samples_dir.clone(),
+            weights,
         };
         let mut snap = Snapshot::empty(&self.job.out_dir, JobState::Running);
         snap.samples_total = self.job.settings.num_samples;

@@ -129,7 +129,7 @@ fn crash_mid_shard_is_retried_on_a_respawned_worker_and_recorded_once() {
     let snap = f.snapshot();
     assert_eq!((snap.samples_done, snap.shards_done), (SAMPLES, 4));
     assert_eq!(snap.retries, 1);
-    assert!(snap.last_errors.iter().any(|e| e.contains("shard 0") && e.contains("lost")));
+    assert!(snap.last_errors.iter().any(|e| e.contains("shard #0 [0..3) lost") && e.contains("SIGSEGV")));
 }
 
 #[test]
@@ -179,15 +179,15 @@ fn shard_failures_back_off_then_fail_for_good_after_the_attempts() {
 
 #[test]
 fn slow_loader_gets_no_shard_before_ready_and_is_not_stalled() {
-    // One shard per sample; the slow worker loads for 0.25 s and then needs 0.1 s per shard:
-    // more than the 0.3 s stall timeout together, each well below it.
-    let keys = "shard_size: 1\nstall_timeout: 0.3\nretry: {attempts: 3, backoff: 0.05, backoff_max: 0.1}\n";
+    // One shard per sample; the slow worker loads for 0.35 s and then needs 0.2 s per shard:
+    // more than the 0.5 s stall timeout together, each well below it.
+    let keys = "shard_size: 1\nstall_timeout: 0.5\nretry: {attempts: 3, backoff: 0.05, backoff_max: 0.1}\n";
     let f = fixture(keys, 1);
     let mut s = FakeSpawner::new(|w, _| match w {
         0 => Script::good().then(OnShard::Finish(Duration::from_millis(60))),
         _ => Script::good()
-            .loads(Load::Ready(Duration::from_millis(250)))
-            .then(OnShard::Finish(Duration::from_millis(100))),
+            .loads(Load::Ready(Duration::from_millis(350)))
+            .then(OnShard::Finish(Duration::from_millis(200))),
     });
     assert_eq!(f.run(2, &mut s), Outcome::Finished { failed: 0 });
     let slow = seen(&s, 1);

@@ -126,6 +126,32 @@ impl std::fmt::Display for WorkerDevice {
     }
 }
 
+/// `2 x cpu` / `gpu0 (NVIDIA H100 80GB HBM3, 79.2 GB), gpu1 (...)` for log lines.
+pub(crate) fn describe(devices: &[WorkerDevice]) -> String {
+    let cpus = devices.iter().filter(|d| **d == WorkerDevice::Cpu).count();
+    let inv = if cpus < devices.len() { Some(inventory()) } else { None };
+    let mut parts: Vec<String> = Vec::new();
+    if cpus > 0 {
+        parts.push(format!("{cpus} x cpu"));
+    }
+    for d in devices {
+        if let WorkerDevice::Gpu(id) = d {
+            let info = inv
+                .as_ref()
+                .and_then(|i| i.gpus.iter().find(|g| &g.visible_id == id));
+            parts.push(match info {
+                Some(g) => format!(
+                    "gpu{id} ({}, {:.1} GB)",
+                    g.name,
+                    g.memory_total as f64 / 1e9
+                ),
+                None => format!("gpu{id}"),
+            });
+        }
+    }
+    parts.join(", ")
+}
+
 /// The devices `devices` names, resolved against what this machine has.
 pub(crate) fn resolve_devices(devices: &crate::job::config::Devices) -> Result<Vec<WorkerDevice>> {
     use crate::job::config::Devices;

@@ -20,8 +20,12 @@ impl DiskNeed {
 pub(crate) fn disk_needed(job: &Job, samples: u64) -> DiskNeed {
     let raw = (job.image_size * job.image_size * 3) as u64;
     DiskNeed {
-        pngs: samples * (raw + 1024),
-        npz: job.settings.num_samples * raw + job.settings.num_samples * 8 + 4096,
+        pngs: samples.saturating_mul(raw + 1024),
+        npz: job
+            .settings
+            .num_samples
+            .saturating_mul(raw + 8)
+            .saturating_add(4096),
     }
 }
 

@@ -14,8 +14,6 @@ use anyhow::{Context, Result};
 use fidshard_core::dit_config::CfgChannels;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::Path;
 
 /// One difference between two fingerprints: `(key, old value, new value)`; a key present on one
 /// side only has `(none)` on the other.
@@ -23,9 +21,6 @@ pub(crate) type Change = (String, String, String);
 
 const ABSENT: &str = "(none)";
 
-/// Read size for hashing: large enough that a 2.7 GB checkpoint takes ~330 reads, small enough
-/// to stay out of the way of the page cache.
-const CHUNK: usize = 8 << 20;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -38,17 +33,10 @@ impl Fingerprint {
         let s = &job.settings;
         let mut fp = Fingerprint::default();
 
-        fp.insert("checkpoint", file_identity(&s.checkpoint)?);
-        let vae_config = s.vae.join(fidshard_core::vae_config::CONFIG_FILE);
-        let vae_weights = fidshard_core::vae_config::find_weights(&s.vae)?;
-        fp.insert(
-            "vae",
-            format!(
-                "{}; config.json {}",
-                file_identity(&vae_weights)?,
-                file_identity(&vae_config)?
-            ),
-        );
+        let weights = fidshard_core::identity::WeightsIdentity::compute(&s.checkpoint, &s.vae)
+            .context("cannot read the weights to fingerprint them")?;
+        fp.insert("checkpoint", weights.checkpoint);
+        fp.insert("vae", weights.vae);
         fp.insert(
             "dit",
             serde_json::to_string(&s.dit).context("serializing the DiT config")?,
@@ -79,6 +67,14 @@ impl Fingerprint {
 
     pub fn insert(&mut self, key: &str, value: impl Into<String>) {
         self.0.insert(key.to_string(), value.into());
+    }
+
+    /// The weights' identities this fingerprint recorded (what each worker must load).
+    pub fn weights(&self) -> Option<fidshard_core::identity::WeightsIdentity> {
+        Some(fidshard_core::identity::WeightsIdentity {
+            checkpoint: self.get("checkpoint")?.to_string(),
+            vae: self.get("vae")?.to_string(),
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -112,36 +108,6 @@ pub(crate) fn describe(changes: &[Change]) -> String {
         .map(|(k, old, new)| format!("{k} {old} -> {new}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `name.pt, 2700000000 bytes, crc32 1a2b3c4d`.
-fn file_identity(path: &Path) -> Result<String> {
-    let (size, crc) = hash_file(path)
-        .with_context(|| format!("{}: cannot read to fingerprint", path.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(format!("{name}, {size} bytes, crc32 {crc:08x}"))
-}
-
-/// Size and CRC32 of the whole file. crc32fast runs at many GB/s (SIMD), so reading dominates.
-fn hash_file(path: &Path) -> std::io::Result<(u64, u32)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut size = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, hasher.finalize()))
 }
 
 #[cfg(test)]
@@ -234,39 +200,4 @@ mod tests {
         );
     }
 
-    #[test]
-    fn file_identity_is_content_and_name_not_path() {
-        let dir = tempfile::tempdir().unwrap();
-        // Larger than one chunk, so the chunked loop is exercised.
-        let data: Vec<u8> = (0..CHUNK + 12_345).map(|i| (i * 31 % 251) as u8).collect();
-        let a = dir.path().join("a").join("model.pt");
-        let b = dir.path().join("b").join("model.pt");
-        for p in [&a, &b] {
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, &data).unwrap();
-        }
-        let id = file_identity(&a).unwrap();
-        assert_eq!(
-            id,
-            file_identity(&b).unwrap(),
-            "a copy elsewhere is the same"
-        );
-        assert_eq!(
-            id,
-            format!(
-                "model.pt, {} bytes, crc32 {:08x}",
-                data.len(),
-                crc32fast::hash(&data)
-            )
-        );
-        let mut changed = data.clone();
-        *changed.last_mut().unwrap() ^= 1;
-        std::fs::write(&b, &changed).unwrap();
-        assert_ne!(
-            id,
-            file_identity(&b).unwrap(),
-            "one flipped bit is a new checkpoint"
-        );
-        assert!(file_identity(&dir.path().join("missing.pt")).is_err());
-    }
 }

@@ -86,6 +86,9 @@ pub(crate) enum LockError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The out dir is not fidshard's (claim.rs).
+    #[error(transparent)]
+    Claim(#[from] crate::outdir::claim::ClaimError),
 }
 
 impl LockError {
@@ -93,6 +96,7 @@ impl LockError {
         match self {
             LockError::Held { .. } => Exit::Locked,
             LockError::Io { .. } => Exit::Failure,
+            LockError::Claim(e) => e.exit(),
         }
     }
 
@@ -138,11 +142,9 @@ pub(crate) struct JobLock {
 
 impl JobLock {
     /// Takes the out dir for this process (creating the dir), or says who has it.
+    /// A folder that is not fidshard's is refused untouched (see claim.rs).
     pub fn acquire(out_dir: &Path) -> Result<JobLock, LockError> {
-        std::fs::create_dir_all(out_dir).map_err(|source| LockError::Io {
-            path: out_dir.to_path_buf(),
-            source,
-        })?;
+        crate::outdir::claim::claim(out_dir)?;
         let lock = match Self::take(out_dir, true)? {
             Ok(lock) => lock,
             Err(holder) => return Err(LockError::held(holder, out_dir)),

@@ -2,6 +2,7 @@
 //! a file name of the out dir.
 //!
 //! ```text
+//! OUT/.fidshard-out-dir  the marker: this folder is fidshard's (claim.rs)
 //! OUT/coordinator.lock   flock'ed while a coordinator runs (lock.rs)
 //! OUT/state.sled/        the durable shard records (state.rs)
 //! OUT/fingerprint.json   a copy of the job fingerprint outside sled (state.rs, rebuild.rs)
@@ -10,6 +11,7 @@
 //! OUT/logs/              worker-N.log
 //! OUT/samples.npz        the assembled result
 //! ```
+pub(crate) mod claim;
 pub(crate) mod lock;
 pub(crate) mod rebuild;
 pub(crate) mod snapshot;
@@ -24,6 +26,8 @@ const SAMPLES_DIR: &str = "samples";
 const LOGS_DIR: &str = "logs";
 const NPZ_FILE: &str = "samples.npz";
 const FINGERPRINT_FILE: &str = "fingerprint.json";
+/// Says "this folder is fidshard's" (claim.rs).
+const MARKER_FILE: &str = ".fidshard-out-dir";
 
 /// The paths of one out dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +40,9 @@ impl OutDir {
         OutDir {
             root: root.as_ref().to_path_buf(),
         }
+    }
+    pub fn marker(&self) -> PathBuf {
+        self.root.join(MARKER_FILE)
     }
     pub fn lock_file(&self) -> PathBuf {
         self.root.join(LOCK_FILE)

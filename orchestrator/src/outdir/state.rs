@@ -381,8 +381,8 @@ pub(crate) fn move_aside(lock: &JobLock, tag: &str) -> std::io::Result<PathBuf> 
     Ok(to)
 }
 
-/// Deletes the leftovers of writes that never finished: `.{name}.tmp.{pid}[...]` files (the
-/// worker's PNGs, `status.json`, the npz). Call only while holding the [`JobLock`] and before
+/// Deletes the leftovers of writes that never finished: `.{name}.tmp.{pid}[...]` files of
+/// fidshard's own names (the worker's PNGs, `status.json`, the npz, the fingerprint). Call only while holding the [`JobLock`] and before
 /// starting workers; a missing folder is fine. Returns how many were removed.
 pub(crate) fn remove_stale_temps(dir: &Path) -> std::io::Result<usize> {
     let entries = match std::fs::read_dir(dir) {
@@ -395,7 +395,8 @@ pub(crate) fn remove_stale_temps(dir: &Path) -> std::io::Result<usize> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let stale = name.starts_with('.') && name.contains(".tmp.") && entry.file_type()?.is_file();
+        // Only fidshard's own temporary names: a user's `.x.tmp.1` is not ours to delete.
+        let stale = crate::outdir::claim::is_own_temp(&name) && entry.file_type()?.is_file();
         if !stale {
             continue;
         }
@@ -419,8 +420,27 @@ pub(crate) fn restart_out_dir(lock: &JobLock) -> std::io::Result<()> {
     };
     let samples = crate::outdir::OutDir::new(&out).samples();
     match std::fs::symlink_metadata(&samples) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&samples)?,
-        Ok(_) => ignore_missing(std::fs::remove_file(&samples))?,
+        Ok(m) if m.is_dir() => {
+            // Only the samples and their temporary files; anything else a user put there stays
+            // (and then so does the folder).
+            for entry in std::fs::read_dir(&samples)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let ours = crate::outdir::claim::is_own_png(&name)
+                    || crate::outdir::claim::is_own_temp(&name);
+                if ours && !entry.file_type()?.is_dir() {
+                    ignore_missing(std::fs::remove_file(entry.path()))?;
+                }
+            }
+            match std::fs::remove_dir(&samples) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Not empty: the user's files are kept.
+                Err(_) => {}
+            }
+        }
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -583,6 +603,7 @@ pub(crate) mod tests {
             ".000002.png.tmp.4242",
             ".status.json.tmp.1.0",
             "notes.tmp.txt",
+            ".x.tmp.123",
         ] {
             std::fs::write(d.join(name), b"x").unwrap();
         }
@@ -593,7 +614,10 @@ pub(crate) mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, vec![".dir.tmp.1", "000001.png", "notes.tmp.txt"]);
+        assert_eq!(
+            left,
+            vec![".dir.tmp.1", ".x.tmp.123", "000001.png", "notes.tmp.txt"]
+        );
     }
 
     #[test]
@@ -610,6 +634,14 @@ pub(crate) mod tests {
         drop(StateDb::open(out).unwrap());
         restart_out_dir(&lock).unwrap();
         assert!(!crate::outdir::OutDir::new(&out).samples().exists());
+        // A user's file in samples/ survives a restart, and so does its folder.
+        let samples = crate::outdir::OutDir::new(&out).samples();
+        std::fs::create_dir_all(&samples).unwrap();
+        std::fs::write(samples.join("000001.png"), b"x").unwrap();
+        std::fs::write(samples.join("notes.txt"), b"mine").unwrap();
+        restart_out_dir(&lock).unwrap();
+        assert!(samples.join("notes.txt").is_file());
+        assert!(!samples.join("000001.png").exists());
         assert!(!crate::outdir::OutDir::new(&out).npz().exists());
         assert!(!crate::outdir::OutDir::new(&out).snapshot().exists());
         assert!(out.join("job.log").is_file());

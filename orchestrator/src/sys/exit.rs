@@ -9,6 +9,9 @@ pub(crate) fn code_of(err: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<crate::outdir::lock::LockError>() {
             return Some(e.exit());
         }
+        if let Some(e) = cause.downcast_ref::<crate::outdir::claim::ClaimError>() {
+            return Some(e.exit());
+        }
         if let Some(e) = cause.downcast_ref::<crate::outdir::state::StateError>() {
             return Some(e.exit());
         }

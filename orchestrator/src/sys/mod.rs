@@ -1,4 +1,5 @@
 //! The process's contact with the operating system: exit codes, signals, wall-clock time.
 pub(crate) mod exit;
+pub(crate) mod log;
 pub(crate) mod signals;
 pub(crate) mod time;

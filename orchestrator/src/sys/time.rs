@@ -30,3 +30,17 @@ pub(crate) fn format_utc(unix: u64) -> String {
     )
 }
 
+
+/// `x` rounded to 0.1, for log fields: a number (JSON logs keep numbers as numbers), short.
+pub(crate) fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// `2024-05-01T13:45:07.123Z`, the timestamp form of the JSON log lines.
+pub(crate) fn rfc3339_now() -> String {
+    let now = unix_now();
+    let secs = now as u64;
+    let millis = ((now - secs as f64) * 1000.0) as u64;
+    let t = format_utc(secs); // "YYYY-MM-DD HH:MM:SS UTC"
+    format!("{}T{}.{millis:03}Z", &t[..10], &t[11..19])
+}

@@ -63,7 +63,10 @@ pub(crate) fn run_task(task: &Task, output: Output) -> Result<String> {
     let mut cmd = command(&worker);
     cmd.stdin(Stdio::piped());
     if output == Output::Capture {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Its error line is parsed here and reported in this process's format.
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("FIDSHARD_LOG_FORMAT", "text");
     }
     let mut child = cmd.spawn().map_err(|e| {
         Fatal::input(anyhow!(

@@ -49,10 +49,22 @@ pub(super) fn seconds(
     if !ok {
         return Err(err(
             key,
-            format!("{value} is not a number of seconds in {range} <= {hi}"),
+            format!(
+                "{} is not a number of seconds in {range} <= {hi}",
+                short(value)
+            ),
         ));
     }
     Duration::try_from_secs_f64(value).map_err(|e| err(key, format!("{value}: {e}")))
+}
+
+/// `x` for a message: plain when moderate, in scientific notation when huge or tiny.
+pub(super) fn short(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
 }
 
 /// `{cpu: N}` against this machine: at most [`limits::CPU_WORKERS_PER_CORE`] workers per core.

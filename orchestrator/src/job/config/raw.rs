@@ -114,15 +114,14 @@ const STEPS_EXPECTED: &str =
 
 impl<'de> Deserialize<'de> for StepsSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        match &v {
+        via_value(d, |v| match &v {
             Value::String(s) => Ok(StepsSpec(s.trim().to_string())),
             Value::Number(n) if n.as_u64().is_some() => Ok(StepsSpec(n.to_string())),
-            other => Err(serde::de::Error::custom(format!(
+            other => Err(format!(
                 "{} is not a step count; {STEPS_EXPECTED}",
                 describe(other)
-            ))),
-        }
+            )),
+        })
     }
 }
 
@@ -135,48 +134,103 @@ pub(super) enum CfgChannelsSpec {
 
 impl<'de> Deserialize<'de> for CfgChannelsSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        match &v {
+        via_value(d, |v| {
+            match &v {
             Value::String(s) if s.trim() == "all" => Ok(CfgChannelsSpec::All),
             Value::Number(n) if n.as_u64().is_some() => {
                 Ok(CfgChannelsSpec::First(n.as_u64().unwrap_or(0)))
             }
-            other => Err(serde::de::Error::custom(format!(
+            other => Err(format!(
                 "{} is not a channel count; expected 3 (the paper's behaviour), another count of latent channels, or `all`",
                 describe(other)
-            ))),
+            )),
         }
+        })
     }
 }
 
 impl<'de> Deserialize<'de> for Devices {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        let bad = || {
-            serde::de::Error::custom(format!(
-                "{} is not a device list; expected `auto`, a list of GPU ids such as [0, 1], or {{cpu: N}}",
-                describe(&v)
-            ))
-        };
-        match &v {
-            Value::String(s) if s == "auto" => Ok(Devices::Auto),
-            Value::Sequence(ids) => ids
-                .iter()
-                .map(|id| {
-                    id.as_u64()
-                        .and_then(|n| u32::try_from(n).ok())
-                        .ok_or_else(bad)
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Devices::Gpus),
-            Value::Mapping(m) if m.len() == 1 => m
-                .get("cpu")
-                .and_then(Value::as_u64)
-                .map(|n| Devices::Cpu(u32::try_from(n).unwrap_or(u32::MAX)))
-                .ok_or_else(bad),
-            _ => Err(bad()),
+        via_value(d, devices_from_value)
+    }
+}
+
+fn devices_from_value(v: Value) -> Result<Devices, String> {
+    let bad = |v: &Value| {
+        format!(
+            "{} is not a device list; expected `auto`, a list of GPU ids such as [0, 1], or {{cpu: N}}",
+            describe(v)
+        )
+    };
+    match &v {
+        Value::String(s) if s == "auto" => Ok(Devices::Auto),
+        Value::Sequence(ids) => ids
+            .iter()
+            .map(|id| {
+                id.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "{} is not a GPU id; expected a list of GPU ids such as [0, 1]",
+                            describe(id)
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Devices::Gpus),
+        Value::Mapping(m) if m.len() == 1 => m
+            .get("cpu")
+            .and_then(Value::as_u64)
+            .map(|n| Devices::Cpu(u32::try_from(n).unwrap_or(u32::MAX)))
+            .ok_or_else(|| bad(&v)),
+        _ => Err(bad(&v)),
+    }
+}
+
+/// Deserializes any YAML value and converts it with `f` *inside* serde_yaml's visit, so that an
+/// error of `f` gets the key path and line like serde's own errors do.
+fn via_value<'de, D, T>(d: D, f: impl FnOnce(Value) -> Result<T, String>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    use serde::de::{value::MapAccessDeserializer, value::SeqAccessDeserializer, Error, Visitor};
+    struct V<F>(F);
+    impl<'de, T, F: FnOnce(Value) -> Result<T, String>> Visitor<'de> for V<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a value")
+        }
+        fn visit_bool<E: Error>(self, b: bool) -> Result<T, E> {
+            (self.0)(Value::Bool(b)).map_err(E::custom)
+        }
+        fn visit_i64<E: Error>(self, n: i64) -> Result<T, E> {
+            (self.0)(Value::Number(n.into())).map_err(E::custom)
+        }
+        fn visit_u64<E: Error>(self, n: u64) -> Result<T, E> {
+            (self.0)(Value::Number(n.into())).map_err(E::custom)
+        }
+        fn visit_f64<E: Error>(self, n: f64) -> Result<T, E> {
+            (self.0)(Value::Number(n.into())).map_err(E::custom)
+        }
+        fn visit_str<E: Error>(self, s: &str) -> Result<T, E> {
+            (self.0)(Value::String(s.to_string())).map_err(E::custom)
+        }
+        fn visit_unit<E: Error>(self) -> Result<T, E> {
+            (self.0)(Value::Null).map_err(E::custom)
+        }
+        fn visit_none<E: Error>(self) -> Result<T, E> {
+            (self.0)(Value::Null).map_err(E::custom)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
+            let v = Value::deserialize(SeqAccessDeserializer::new(seq))?;
+            (self.0)(v).map_err(A::Error::custom)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            let v = Value::deserialize(MapAccessDeserializer::new(map))?;
+            (self.0)(v).map_err(A::Error::custom)
         }
     }
+    d.deserialize_any(V(f))
 }
 
 /// A short rendering of a YAML value for messages (`-3`, `"abc"`, `a list`).

@@ -23,9 +23,7 @@ pub(super) fn read_job_text(path: &Path) -> Result<String> {
         .metadata()
         .map_err(|e| anyhow!("{shown}: cannot read the job config: {e}"))?;
     if meta.is_dir() {
-        return Err(anyhow!(
-            "{shown}: is a folder; pass the job's YAML file"
-        ));
+        return Err(anyhow!("{shown}: is a folder; pass the job's YAML file"));
     }
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1)
@@ -125,6 +123,16 @@ pub(super) fn too_deep(text: &str, max: usize) -> Option<usize> {
 
 /// serde_yaml over the checked text, with its errors rewritten.
 pub(super) fn parse(path: &Path, text: &str) -> Result<RawJob> {
+    let blank = |l: &str| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    };
+    if text.lines().all(blank) {
+        return Err(anyhow!(
+            "{}: the job config is empty; see docs/configuration.md for the keys",
+            path.display()
+        ));
+    }
     serde_yaml::from_str(text).map_err(|e| anyhow!("{}", yaml_error(path, &e)))
 }
 
@@ -140,7 +148,7 @@ const ENUM_VALUES: [(&str, &str); 5] = [
 /// One line: `FILE: `KEY` (line L): what is wrong; see docs/configuration.md`.
 pub(super) fn yaml_error(path: &Path, e: &serde_yaml::Error) -> String {
     let mut msg = e.to_string().replace('\n', " ");
-    let line = e.location().map(|l| l.line());
+    let mut line = e.location().map(|l| l.line());
     // serde_yaml appends (or, for syntax errors, inserts) " at line L column C".
     if let Some(at) = msg.find(" at line ") {
         let tail = &msg[at + " at line ".len()..];
@@ -148,7 +156,10 @@ pub(super) fn yaml_error(path: &Path, e: &serde_yaml::Error) -> String {
             .find(" column ")
             .map(|c| {
                 let after = &tail[c + " column ".len()..];
-                c + " column ".len() + after.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(after.len())
+                c + " column ".len()
+                    + after
+                        .find(|ch: char| !ch.is_ascii_digit())
+                        .unwrap_or(after.len())
             })
             .unwrap_or(0);
         msg = format!("{}{}", &msg[..at], &tail[end..]);
@@ -157,7 +168,8 @@ pub(super) fn yaml_error(path: &Path, e: &serde_yaml::Error) -> String {
     let (mut key, mut rest) = match msg.split_once(": ") {
         Some((p, r))
             if !p.is_empty()
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c)) =>
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c)) =>
         {
             (Some(p.to_string()), r.to_string())
         }
@@ -186,9 +198,11 @@ pub(super) fn yaml_error(path: &Path, e: &serde_yaml::Error) -> String {
     } else if let Some(r) = rest.strip_prefix("missing field ") {
         key = Some(join(&key, &ticked(r).unwrap_or_default()));
         rest = "is required".to_string();
+        line = None;
     } else if let Some(r) = rest.strip_prefix("duplicate field ") {
         key = Some(join(&key, &ticked(r).unwrap_or_default()));
         rest = "is given twice".to_string();
+        line = None;
     } else if let Some(r) = rest.strip_prefix("unknown variant ") {
         let (name, expected) = r.split_once(", expected").unwrap_or((r, ""));
         rest = format!(

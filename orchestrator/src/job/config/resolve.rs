@@ -1,7 +1,7 @@
 //! From the raw YAML to a [`Job`]: paths made absolute (or found in the Hugging Face cache),
 //! defaults filled in, every value checked against the model it applies to and against the
 //! bounds of checks.rs. The first problem ends the load with one line naming the key.
-use super::checks::{limits, out_dir_usable, seconds};
+use super::checks::{limits, out_dir_usable, seconds, short};
 use super::raw::{CfgChannelsSpec, RawJob};
 use super::{normalize, Devices, Job, RetryPolicy, RunSettings};
 use anyhow::{anyhow, bail, Result};
@@ -111,7 +111,10 @@ impl Resolver<'_> {
             ));
         }
         let batch_size = self.batch("batch_size", raw.batch_size)?;
-        let vae_batch_size = self.batch("vae_batch_size", raw.vae_batch_size.unwrap_or(raw.batch_size))?;
+        let vae_batch_size = self.batch(
+            "vae_batch_size",
+            raw.vae_batch_size.unwrap_or(raw.batch_size),
+        )?;
         self.cfg_scale(raw.cfg_scale)?;
         let cfg_channels = match &raw.cfg_channels {
             None => CfgChannels::default(),
@@ -129,7 +132,10 @@ impl Resolver<'_> {
         };
         let sampler = raw.sampler;
         if !raw.eta.is_finite() {
-            bail!(self.err("eta", format!("{} is not a number in [0, 1]", raw.eta)));
+            bail!(self.err(
+                "eta",
+                format!("{} is not a number in [0, 1]", short(raw.eta))
+            ));
         }
         if sampler == SamplerKind::Ddpm && raw.eta != 0.0 {
             bail!(self.err(
@@ -142,11 +148,15 @@ impl Resolver<'_> {
                 "eta",
                 format!(
                     "{} is outside [0, 1] (0: deterministic DDIM, 1: DDPM-like noise; above 1 the DDIM update takes the square root of a negative number)",
-                    raw.eta
+                    short(raw.eta)
                 )
             ));
         }
-        let steps = raw.steps.as_ref().map(|s| s.0.clone()).unwrap_or_else(|| "250".to_string());
+        let steps = raw
+            .steps
+            .as_ref()
+            .map(|s| s.0.clone())
+            .unwrap_or_else(|| "250".to_string());
         space_timesteps(DIFFUSION_STEPS, &steps).map_err(|e| self.err("steps", e))?;
         let variance = match (raw.variance.fixed(), dit.learn_sigma) {
             (None, true) | (Some(VarianceType::LearnedRange), true) => VarianceType::LearnedRange,
@@ -201,7 +211,10 @@ impl Resolver<'_> {
         if n == 0 || n > limits::MAX_BATCH {
             bail!(self.err(
                 key,
-                format!("{n} is not in 1..={} (images per forward pass)", limits::MAX_BATCH)
+                format!(
+                    "{n} is not in 1..={} (images per forward pass)",
+                    limits::MAX_BATCH
+                )
             ));
         }
         Ok(n as usize)
@@ -211,7 +224,7 @@ impl Resolver<'_> {
         if !s.is_finite() {
             bail!(self.err(
                 "cfg_scale",
-                format!("{s} is not a finite number; use 1.0 for no guidance, 1.5 for the paper's FID setting")
+                format!("{} is not a finite number; use 1.0 for no guidance, 1.5 for the paper's FID setting", short(s))
             ));
         }
         if s < 1.0 {
@@ -224,7 +237,8 @@ impl Resolver<'_> {
             bail!(self.err(
                 "cfg_scale",
                 format!(
-                    "{s} is above {}: guidance `uncond + scale * (cond - uncond)` would blow float32 rounding noise up into inf/NaN latents; the paper uses 1.5 to 4",
+                    "{} is above {}: guidance `uncond + scale * (cond - uncond)` would blow float32 rounding noise up into inf/NaN latents; the paper uses 1.5 to 4",
+                    short(s),
                     limits::MAX_CFG_SCALE
                 )
             ));
@@ -238,7 +252,11 @@ impl Resolver<'_> {
         if raw.shard_size == 0 || raw.shard_size > limits::MAX_SHARD_SIZE {
             bail!(self.err(
                 "shard_size",
-                format!("{} is not in 1..={}", raw.shard_size, limits::MAX_SHARD_SIZE)
+                format!(
+                    "{} is not in 1..={}",
+                    raw.shard_size,
+                    limits::MAX_SHARD_SIZE
+                )
             ));
         }
         let shards = n.div_ceil(raw.shard_size);
@@ -261,7 +279,13 @@ impl Resolver<'_> {
             ));
         }
         let err = |k: &str, m: String| self.err(k, m);
-        let backoff = seconds(&err, "retry.backoff", r.backoff, true, limits::MAX_BACKOFF_SECONDS)?;
+        let backoff = seconds(
+            &err,
+            "retry.backoff",
+            r.backoff,
+            true,
+            limits::MAX_BACKOFF_SECONDS,
+        )?;
         let backoff_max = seconds(
             &err,
             "retry.backoff_max",
@@ -296,15 +320,13 @@ impl Resolver<'_> {
                 "devices",
                 format!("{{cpu: {w}}} is more than {} workers", limits::MAX_WORKERS)
             )),
-            Devices::Cpu(w) if u64::from(*w) > shards => bail!(self.err(
-                "devices",
-                format!(
-                    "{{cpu: {w}}} starts more workers than the plan has shards ({shards}), so some would only sit idle; use {{cpu: {shards}}} or a smaller shard_size"
-                )
-            )),
             Devices::Gpus(ids) if ids.len() as u64 > limits::MAX_WORKERS => bail!(self.err(
                 "devices",
-                format!("lists {} GPUs, more than {} workers", ids.len(), limits::MAX_WORKERS)
+                format!(
+                    "lists {} GPUs, more than {} workers",
+                    ids.len(),
+                    limits::MAX_WORKERS
+                )
             )),
             _ => {}
         }
@@ -351,7 +373,10 @@ impl Resolver<'_> {
                 if image_size > limits::MAX_IMAGE_SIZE {
                     bail!(self.err(
                         "image_size",
-                        format!("{image_size} is more than {} pixels", limits::MAX_IMAGE_SIZE)
+                        format!(
+                            "{image_size} is more than {} pixels",
+                            limits::MAX_IMAGE_SIZE
+                        )
                     ));
                 }
                 let num_classes = raw.num_classes.unwrap_or(1000);

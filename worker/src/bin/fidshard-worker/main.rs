@@ -117,7 +117,15 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = exit_of(&e);
             let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("fidshard: error: {msg}");
+            if std::env::var("FIDSHARD_LOG_FORMAT").is_ok_and(|f| f == "json") {
+                let line = serde_json::json!({
+                    "level": "ERROR",
+                    "fields": { "message": msg, "exit_code": code as i32 },
+                });
+                eprintln!("{line}");
+            } else {
+                eprintln!("fidshard: error: {msg}");
+            }
             code.into()
         }
     }

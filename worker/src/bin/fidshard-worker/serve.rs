@@ -5,7 +5,7 @@
 use crate::writer::{WriteJob, Writer, WriterEvent};
 use anyhow::{anyhow, Context, Result};
 use fidshard_core::protocol::{line, FailureKind, FromWorker, ToWorker};
-use fidshard_worker::{Engine, Timings};
+use fidshard_worker::{BatchError, Engine, Timings};
 use std::io::{BufRead, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,7 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
     bind_to_parent();
     let outbox = Outbox(Arc::new(Mutex::new(std::io::stdout())));
     let (tx, rx) = mpsc::channel::<ToWorker>();
+    let inbox_outbox = outbox.clone();
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         for l in stdin.lock().lines() {
@@ -58,7 +59,19 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                         break;
                     }
                 }
-                Err(e) => tracing::error!("bad message from the coordinator: {e}: {l}"),
+                Err(e) => {
+                    // The two binaries disagree (different versions?): stop at once and say so,
+                    // instead of idling until the stall timeout.
+                    let message = format!(
+                        "protocol error: cannot parse a message from the coordinator ({e}); are fidshard and fidshard-worker the same version?"
+                    );
+                    tracing::error!("{message}");
+                    inbox_outbox.send(&FromWorker::Fatal {
+                        kind: FailureKind::Protocol,
+                        message,
+                    });
+                    std::process::exit(fidshard_core::Exit::InvalidInput as i32);
+                }
             }
         }
         // End of input: the coordinator is gone or wants us gone. Never outlive it.
@@ -69,6 +82,7 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
     let Ok(ToWorker::Init {
         settings,
         samples_dir,
+        weights,
     }) = rx.recv()
     else {
         return Err(anyhow!("worker {id}: the first message was not `init`"));
@@ -76,6 +90,9 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
     fidshard_worker::precision::configure(settings.precision);
     let start = Instant::now();
     let num_samples = settings.num_samples;
+    if let Some(expected) = &weights {
+        check_weights(&outbox, expected, &settings.checkpoint, &settings.vae)?;
+    }
     let loaded = fidshard_core::faults::maybe_load_failure()
         .map_err(|m| fidshard_worker::EngineError::checkpoint(&settings.checkpoint, m))
         .and_then(|_| Engine::load(*settings, device));
@@ -89,6 +106,10 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
             return Err(anyhow!(e)).context(format!("worker {id}: loading failed"));
         }
     };
+    // Checked again after loading: a file replaced while it was being read is caught too.
+    if let Some(expected) = &weights {
+        check_weights(&outbox, expected, &engine.settings().checkpoint, &engine.settings().vae)?;
+    }
     outbox.send(&FromWorker::Ready {
         pid: std::process::id(),
         device: format!("{device:?}"),
@@ -142,7 +163,8 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                     }
                     let chunk = &indices[sampled..(sampled + batch).min(indices.len())];
                     fidshard_core::faults::maybe_slow();
-                    let poisoned = fidshard_core::faults::maybe_poison(shard.id).map_err(ChunkError::Other);
+                    let poisoned = fidshard_core::faults::maybe_poison(shard.id)
+                        .map_err(|m| ChunkError::Fail(FailureKind::Other, m));
                     match poisoned.and_then(|_| sample_chunk(&engine, chunk, &mut timings)) {
                         Ok(samples) => {
                             sampled += chunk.len();
@@ -181,10 +203,10 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                             });
                             break;
                         }
-                        Err(ChunkError::Other(msg)) => {
+                        Err(ChunkError::Fail(kind, msg)) => {
                             outbox.send(&FromWorker::ShardFailed {
                                 shard: shard.id,
-                                kind: FailureKind::Other,
+                                kind,
                                 message: msg,
                             });
                             break;
@@ -207,9 +229,33 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
     Ok(())
 }
 
+/// Stops the worker (and, through the `weights_changed` fatal message, the run) when the
+/// checkpoint or the VAE on disk is not what the job's fingerprint recorded.
+fn check_weights(
+    outbox: &Outbox,
+    expected: &fidshard_core::identity::WeightsIdentity,
+    checkpoint: &std::path::Path,
+    vae: &std::path::Path,
+) -> Result<()> {
+    let found = fidshard_core::identity::WeightsIdentity::compute(checkpoint, vae)
+        .map_err(|e| e.to_string());
+    let problem = match &found {
+        Ok(found) => found.mismatch(expected, checkpoint, vae),
+        Err(e) => Some(format!("cannot read the weights to check them: {e}")),
+    };
+    if let Some(message) = problem {
+        outbox.send(&FromWorker::Fatal {
+            kind: FailureKind::WeightsChanged,
+            message: message.clone(),
+        });
+        return Err(anyhow!(fidshard_core::Fatal::input(anyhow!(message))));
+    }
+    Ok(())
+}
+
 enum ChunkError {
     Oom(String),
-    Other(String),
+    Fail(FailureKind, String),
 }
 
 /// Samples and decodes one micro-batch, classifying libtorch's errors (out of memory or not).
@@ -221,7 +267,8 @@ fn sample_chunk(
     fidshard_core::faults::maybe_oom(chunk.len()).map_err(ChunkError::Oom)?;
     match engine.try_sample_batch(chunk, t) {
         Ok(batch) => Ok(batch.samples),
-        Err(msg) if fidshard_worker::is_oom(&msg) => Err(ChunkError::Oom(msg)),
-        Err(msg) => Err(ChunkError::Other(msg)),
+        Err(BatchError::OutOfMemory(msg)) => Err(ChunkError::Oom(msg)),
+        Err(BatchError::NonFinite(msg)) => Err(ChunkError::Fail(FailureKind::NonFinite, msg)),
+        Err(BatchError::Failed(msg)) => Err(ChunkError::Fail(FailureKind::Other, msg)),
     }
 }

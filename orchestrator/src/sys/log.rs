@@ -1,0 +1,121 @@
+//! What `fidshard` writes on stderr: tracing logs, the final error line, usage errors and
+//! panics, all in one format: human text (colour only on a terminal, never with NO_COLOR), or
+//! with `--log-format json` one JSON object per line with numbers as numbers.
+use crate::sys::exit::Exit;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// The format asked for on a command line that clap could not parse.
+    pub fn from_raw_args() -> LogFormat {
+        let args: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let json = args.windows(2).any(|w| w[0] == "--log-format" && w[1] == "json")
+            || args.iter().any(|a| a == "--log-format=json");
+        if json {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+pub(crate) fn init(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FIDSHARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let color = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    install_panic_hook(format);
+    // Worker processes started by this one log in the same format.
+    std::env::set_var("FIDSHARD_LOG_FORMAT", format.as_str());
+}
+
+fn json_line(level: &str, message: &str, exit_code: Option<i32>) -> String {
+    let mut obj = serde_json::json!({
+        "timestamp": crate::sys::time::rfc3339_now(),
+        "level": level,
+        "fields": { "message": message },
+    });
+    if let Some(code) = exit_code {
+        obj["fields"]["exit_code"] = code.into();
+    }
+    obj.to_string()
+}
+
+/// The last line of a failed command: `fidshard: error: ...` (one line), or one JSON object.
+pub(crate) fn error(format: LogFormat, message: &str, code: Exit) {
+    let message = message.replace('\n', " ");
+    match format {
+        LogFormat::Text => eprintln!("fidshard: error: {message}"),
+        LogFormat::Json => eprintln!("{}", json_line("ERROR", &message, Some(code as i32))),
+    }
+}
+
+/// A command line clap rejected (exit 2), or `--help` / `--version` (exit 0, on stdout).
+pub(crate) fn usage_error(e: &clap::Error) -> Exit {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            Exit::Complete
+        }
+        _ => {
+            match LogFormat::from_raw_args() {
+                LogFormat::Text => {
+                    let _ = e.print();
+                }
+                LogFormat::Json => {
+                    let text = e.to_string();
+                    let first = text
+                        .lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("invalid command line")
+                        .trim_start_matches("error: ")
+                        .to_string();
+                    eprintln!("{}", json_line("ERROR", &first, Some(Exit::InvalidInput as i32)));
+                }
+            }
+            Exit::InvalidInput
+        }
+    }
+}
+
+/// A panic is a bug: one line (or one JSON object) naming where, instead of Rust's default
+/// multi-line report.
+fn install_panic_hook(format: LogFormat) {
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = fidshard_core::error::panic_message(info.payload());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let text = format!("internal error (a bug; please report it): {msg}{at}").replace('\n', " ");
+        match format {
+            LogFormat::Text => eprintln!("fidshard: {text}"),
+            LogFormat::Json => eprintln!("{}", json_line("ERROR", &text, Some(101))),
+        }
+    }));
+}
