@@ -113,11 +113,22 @@ impl Fixture {
         self.entries.as_deref().expect("a zip fixture")
     }
     fn pkl(&self) -> &[u8] {
-        &self.entries().iter().find(|(n, _)| n.ends_with("/data.pkl")).unwrap().1
+        &self
+            .entries()
+            .iter()
+            .find(|(n, _)| n.ends_with("/data.pkl"))
+            .unwrap()
+            .1
     }
     /// The fixture re-zipped (stored) with `data.pkl` replaced by `pkl`.
     fn with_pkl(&self, pkl: &[u8]) -> Vec<u8> {
-        self.rezip(|name, b| Some(if name.ends_with("/data.pkl") { pkl.to_vec() } else { b.to_vec() }))
+        self.rezip(|name, b| {
+            Some(if name.ends_with("/data.pkl") {
+                pkl.to_vec()
+            } else {
+                b.to_vec()
+            })
+        })
     }
     /// The fixture re-zipped (stored), `edit` changing or dropping each entry.
     fn rezip(&self, mut edit: impl FnMut(&str, &[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
@@ -194,14 +205,20 @@ impl Runner {
             }
             Ok(Err(e)) => {
                 let msg = e.to_string();
-                if msg.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) {
-                    self.failures.push(format!("{id}: error is not one printable line: {msg:?}"));
+                if msg
+                    .chars()
+                    .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+                {
+                    self.failures
+                        .push(format!("{id}: error is not one printable line: {msg:?}"));
                 }
                 if msg.len() > 4096 {
-                    self.failures.push(format!("{id}: error of {} bytes", msg.len()));
+                    self.failures
+                        .push(format!("{id}: error of {} bytes", msg.len()));
                 }
                 if !msg.starts_with(&format!("{}: ", path.display())) {
-                    self.failures.push(format!("{id}: error does not name the file: {msg}"));
+                    self.failures
+                        .push(format!("{id}: error does not name the file: {msg}"));
                 }
                 *self.kinds.entry(error_kind(&msg)).or_default() += 1;
                 Some(msg)
@@ -244,9 +261,9 @@ impl Runner {
 /// to count which errors the cases reached.
 fn error_kind(msg: &str) -> String {
     let rest = msg.split_once(": ").map_or(msg, |(_, r)| r);
-    let rest = rest.strip_prefix("cannot unpickle ").map_or(rest, |r| {
-        r.split_once(": ").map_or(r, |(_, r)| r)
-    });
+    let rest = rest
+        .strip_prefix("cannot unpickle ")
+        .map_or(rest, |r| r.split_once(": ").map_or(r, |(_, r)| r));
     let mut out = String::new();
     let mut quoted = false;
     for c in rest.chars() {
@@ -370,7 +387,9 @@ fn damage_storage(rng: &mut Rng, f: &Fixture) -> Vec<u8> {
                 v.extend(std::iter::repeat_n(r1 as u8, 1 + (r2 % 64) as usize));
                 v
             }
-            4 => (0..b.len().min(64)).map(|i| (r1 >> (i % 8 * 8)) as u8).collect(),
+            4 => (0..b.len().min(64))
+                .map(|i| (r1 >> (i % 8 * 8)) as u8)
+                .collect(),
             5 => return None,
             _ => b.iter().chain(b).copied().collect(),
         })
@@ -387,13 +406,19 @@ impl Pickle {
         self
     }
     fn str(&mut self, s: &str) -> &mut Self {
-        self.op(b"X").op(&(s.len() as u32).to_le_bytes()).op(s.as_bytes())
+        self.op(b"X")
+            .op(&(s.len() as u32).to_le_bytes())
+            .op(s.as_bytes())
     }
     fn int(&mut self, i: i64) -> &mut Self {
         self.op(b"\x8a\x08").op(&i.to_le_bytes())
     }
     fn global(&mut self, module: &str, name: &str) -> &mut Self {
-        self.op(b"c").op(module.as_bytes()).op(b"\n").op(name.as_bytes()).op(b"\n")
+        self.op(b"c")
+            .op(module.as_bytes())
+            .op(b"\n")
+            .op(name.as_bytes())
+            .op(b"\n")
     }
     fn ints(&mut self, v: &[i64]) -> &mut Self {
         self.op(b"(");
@@ -404,11 +429,29 @@ impl Pickle {
     }
     /// `_rebuild_tensor_v2(<storage `key` of `numel` floats>, offset, size, stride, False,
     /// OrderedDict())`.
-    fn tensor(&mut self, key: &str, numel: i64, offset: i64, size: &[i64], stride: &[i64]) -> &mut Self {
+    fn tensor(
+        &mut self,
+        key: &str,
+        numel: i64,
+        offset: i64,
+        size: &[i64],
+        stride: &[i64],
+    ) -> &mut Self {
         self.global("torch._utils", "_rebuild_tensor_v2").op(b"(");
-        self.op(b"(").str("storage").global("torch", "FloatStorage").str(key).str("cpu");
-        self.int(numel).op(b"tQ").int(offset).ints(size).ints(stride);
-        self.op(b"\x89").global("collections", "OrderedDict").op(b")R").op(b"tR")
+        self.op(b"(")
+            .str("storage")
+            .global("torch", "FloatStorage")
+            .str(key)
+            .str("cpu");
+        self.int(numel)
+            .op(b"tQ")
+            .int(offset)
+            .ints(size)
+            .ints(stride);
+        self.op(b"\x89")
+            .global("collections", "OrderedDict")
+            .op(b")R")
+            .op(b"tR")
     }
     /// `{name: tensor}` then STOP.
     fn state_dict(name: &str, tensor: impl FnOnce(&mut Pickle)) -> Vec<u8> {
@@ -463,12 +506,26 @@ fn crafted(run: &mut Runner) {
     run.expect(
         "crafted/byteorder-with-newline",
         Some(r"saved on a `big\nendian`-endian machine"),
-        || zip_of(&[("byteorder", b"big\nendian"), ("data.pkl", &ok), ("data/0", &floats)]),
+        || {
+            zip_of(&[
+                ("byteorder", b"big\nendian"),
+                ("data.pkl", &ok),
+                ("data/0", &floats),
+            ])
+        },
     );
     let pkl = Pickle::state_dict("w", |p| {
         p.global("torch._utils", "_rebuild_tensor_v2").op(b"(");
-        p.op(b"(").str("storage").op(b"\x8c\x05torch\x8c\x04a\nb\x0c\x93");
-        p.str("0").str("cpu").int(16).op(b"tQ").int(0).ints(&[16]).ints(&[1]);
+        p.op(b"(")
+            .str("storage")
+            .op(b"\x8c\x05torch\x8c\x04a\nb\x0c\x93");
+        p.str("0")
+            .str("cpu")
+            .int(16)
+            .op(b"tQ")
+            .int(0)
+            .ints(&[16])
+            .ints(&[1]);
         p.op(b"\x89)tR");
     });
     run.expect(
@@ -485,11 +542,9 @@ fn crafted(run: &mut Runner) {
     let pkl = Pickle::state_dict(&"x".repeat(1 << 20), |p| {
         p.int(1);
     });
-    run.expect(
-        "crafted/huge-name",
-        Some("xxx [...] xxx"),
-        || zip_of(&[("data.pkl", &pkl)]),
-    );
+    run.expect("crafted/huge-name", Some("xxx [...] xxx"), || {
+        zip_of(&[("data.pkl", &pkl)])
+    });
 
     // Views with a zero stride address elements many times: a small one loads, one that
     // would take far more memory than its storage is an error, not an allocation.
@@ -553,7 +608,8 @@ fn crafted(run: &mut Runner) {
     );
     // ... and _rebuild_from_type_v2 wrapping itself 100k times, which recurses when called.
     let mut deep = Pickle::default();
-    deep.op(b"\x80\x02").global("torch._tensor", "_rebuild_from_type_v2");
+    deep.op(b"\x80\x02")
+        .global("torch._tensor", "_rebuild_from_type_v2");
     deep.op(b"q\x00)");
     for _ in 0..100_000 {
         // (g, None, previous)
@@ -580,7 +636,9 @@ fn crafted(run: &mut Runner) {
         zip_of(&[("data.pkl", &quad.0)])
     });
     let mut quad = Pickle::default();
-    quad.op(b"\x80\x02}q\x00").str(&"k".repeat(100_000)).op(b"q\x010");
+    quad.op(b"\x80\x02}q\x00")
+        .str(&"k".repeat(100_000))
+        .op(b"q\x010");
     for _ in 0..20_000 {
         quad.op(b"h\x00h\x01Ns0");
     }
@@ -622,10 +680,14 @@ fn damaged_checkpoints_give_one_line_errors_and_never_panic() {
     .iter()
     .map(|rel| Fixture::load(rel))
     .collect();
-    let others: Vec<Fixture> = ["bad/legacy.pt", "bad/small.safetensors", "bad/dtypes.safetensors"]
-        .iter()
-        .map(|rel| Fixture::load(rel))
-        .collect();
+    let others: Vec<Fixture> = [
+        "bad/legacy.pt",
+        "bad/small.safetensors",
+        "bad/dtypes.safetensors",
+    ]
+    .iter()
+    .map(|rel| Fixture::load(rel))
+    .collect();
     let mut run = Runner::new();
 
     // The fixtures themselves, re-zipped: the baseline the mutations start from.
@@ -641,7 +703,9 @@ fn damaged_checkpoints_give_one_line_errors_and_never_panic() {
         let n = if big { 120 } else { 160 };
         let mut rng = Rng::new(seed_of(&f.name));
         for at in offsets(&mut rng, f.bytes.len(), n) {
-            run.case(format!("{}/truncate@{at}", f.name), |_| f.bytes[..at].to_vec());
+            run.case(format!("{}/truncate@{at}", f.name), |_| {
+                f.bytes[..at].to_vec()
+            });
         }
     }
 
@@ -661,7 +725,9 @@ fn damaged_checkpoints_give_one_line_errors_and_never_panic() {
         // (c) Truncations of data.pkl.
         let mut rng = Rng::new(seed_of(&format!("{}/pkl-cut", f.name)));
         for at in offsets(&mut rng, pkl.len(), per(120, 60)) {
-            run.case(format!("{}/pkl-truncate@{at}", f.name), |_| f.with_pkl(&pkl[..at]));
+            run.case(format!("{}/pkl-truncate@{at}", f.name), |_| {
+                f.with_pkl(&pkl[..at])
+            });
         }
         // (d) Spliced opcodes, 1 to 3 splices per case.
         for k in 0..per(200, 80) {
@@ -675,7 +741,9 @@ fn damaged_checkpoints_give_one_line_errors_and_never_panic() {
         }
         // (e) Damaged storage entries.
         for k in 0..per(40, 30) {
-            run.case(format!("{}/storage#{k}", f.name), |rng| damage_storage(rng, f));
+            run.case(format!("{}/storage#{k}", f.name), |rng| {
+                damage_storage(rng, f)
+            });
         }
     }
 
@@ -706,11 +774,19 @@ fn damaged_checkpoints_give_one_line_errors_and_never_panic() {
         "{} of {} cases failed:\n{}",
         run.failures.len(),
         run.cases,
-        run.failures.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+        run.failures
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     if run.only.is_none() {
         // model.pt, train-checkpoint.pt, dtypes.pt, wrapped.pt and module-prefix.pt.
-        assert_eq!(baseline_loaded, 5, "the fixtures with a state dict must load");
+        assert_eq!(
+            baseline_loaded, 5,
+            "the fixtures with a state dict must load"
+        );
         assert!(run.cases >= 5000, "only {} cases", run.cases);
     }
 }

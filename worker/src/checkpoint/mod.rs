@@ -174,7 +174,10 @@ mod tests {
         assert_eq!(e, "m.pt: key `a\\nb\\r\\u{1b}[31m\\u{2028}` is bad");
         let long = format!("start {} end", "é".repeat(5000));
         let e = one_line(&long);
-        assert!(e.starts_with("start ") && e.ends_with(" end") && e.contains(" [...] "), "{e}");
+        assert!(
+            e.starts_with("start ") && e.ends_with(" end") && e.contains(" [...] "),
+            "{e}"
+        );
         assert!(e.chars().count() < 1000, "{}", e.len());
         assert_eq!(one_line("plain `ok` (é)"), "plain `ok` (é)");
     }

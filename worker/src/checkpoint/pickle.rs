@@ -36,7 +36,9 @@ pub(crate) struct PickleError {
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub(crate) enum ErrorKind {
     /// The data ends inside an opcode or its argument, or before `STOP`.
-    #[error("data.pkl ends before its STOP opcode: truncated or not a complete PyTorch checkpoint")]
+    #[error(
+        "data.pkl ends before its STOP opcode: truncated or not a complete PyTorch checkpoint"
+    )]
     Truncated,
     #[error("unsupported pickle protocol {0}")]
     UnsupportedProtocol(u8),
@@ -124,7 +126,10 @@ impl<'a> Machine<'a> {
     /// A newline-terminated text argument (protocol 0 opcodes, `GLOBAL`).
     fn line(&mut self) -> R<String> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or(ErrorKind::Truncated)?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(ErrorKind::Truncated)?;
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
         self.pos += n + 1;
         Ok(s)
@@ -168,8 +173,7 @@ impl<'a> Machine<'a> {
     }
     fn memo_get(&mut self, i: u32) -> R<()> {
         let v = self.memo.get(&i).cloned();
-        self.stack
-            .push(v.ok_or(ErrorKind::MemoMiss(i))?);
+        self.stack.push(v.ok_or(ErrorKind::MemoMiss(i))?);
         Ok(())
     }
 
@@ -391,7 +395,11 @@ impl<'a> Machine<'a> {
                     let module = self.line()?;
                     let name = self.line()?;
                     let args = self.pop_mark()?;
-                    call(&Value::Global(Rc::new((module, name))), args, &mut self.budget)?
+                    call(
+                        &Value::Global(Rc::new((module, name))),
+                        args,
+                        &mut self.budget,
+                    )?
                 }
                 b'b' => {
                     let state = self.pop()?;
@@ -521,7 +529,12 @@ mod tests {
             Value::Object(o) => {
                 let o = o.borrow();
                 let state = o.state.as_ref().map(|s| format!(" state={}", repr(s)));
-                format!("<{}({}){}>", o.class, list(&o.args), state.unwrap_or_default())
+                format!(
+                    "<{}({}){}>",
+                    o.class,
+                    list(&o.args),
+                    state.unwrap_or_default()
+                )
             }
             Value::Storage(s) => format!("<storage {} {} {}>", s.key, s.storage_type, s.numel),
             Value::Tensor(t) => format!(
@@ -543,7 +556,10 @@ mod tests {
         };
         let msg = e.to_string();
         assert!(!msg.contains('\n'), "not one line: {msg}");
-        assert!(msg.ends_with(&format!(" (opcode at byte {})", e.at)), "{msg}");
+        assert!(
+            msg.ends_with(&format!(" (opcode at byte {})", e.at)),
+            "{msg}"
+        );
         assert!(e.at <= p.len(), "{msg}");
         e
     }
@@ -566,17 +582,28 @@ mod tests {
         // Protocol 0/1 pickles have no PROTO opcode.
         assert_eq!(run(b"K\x01."), "1");
         // FRAME (protocol 4) only announces a length: skipped.
-        assert_eq!(run(b"\x80\x04\x95\x02\x00\x00\x00\x00\x00\x00\x00K\x07."), "7");
+        assert_eq!(
+            run(b"\x80\x04\x95\x02\x00\x00\x00\x00\x00\x00\x00K\x07."),
+            "7"
+        );
         // STOP returns the top of the stack.
         assert_eq!(run(b"\x80\x05K\x01K\x02."), "2");
         let e = fail(b"\x80\x06N.");
         assert_eq!((e.kind, e.at), (ErrorKind::UnsupportedProtocol(6), 0));
-        for p in [&b""[..], b"\x80", b"\x80\x02N", b"\x95\x01\x00", b"\x80\x02K"] {
+        for p in [
+            &b""[..],
+            b"\x80",
+            b"\x80\x02N",
+            b"\x95\x01\x00",
+            b"\x80\x02K",
+        ] {
             assert_eq!(fail(p).kind, ErrorKind::Truncated, "{}", p.escape_ascii());
         }
         let e = fail(b"\x80\x02N");
         assert_eq!(e.at, 3);
-        assert!(e.to_string().starts_with("data.pkl ends before its STOP opcode: truncated"));
+        assert!(e
+            .to_string()
+            .starts_with("data.pkl ends before its STOP opcode: truncated"));
         let e = fail(b"\x80\x02.");
         assert_eq!((e.kind, e.at), (ErrorKind::StackUnderflow, 2));
     }
@@ -592,10 +619,19 @@ mod tests {
         assert_eq!(run(b"\x8a\x00."), "0");
         assert_eq!(run(b"\x8a\x01\xff."), "-1");
         assert_eq!(run(b"\x8a\x02\x00\x80."), "-32768");
-        assert_eq!(run(b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80."), i64::MIN.to_string());
+        assert_eq!(
+            run(b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80."),
+            i64::MIN.to_string()
+        );
         assert_eq!(run(b"\x8a\x09\xff\xff\xff\xff\xff\xff\xff\xff\xff."), "-1");
-        assert_eq!(run(b"\x8a\x09\xff\xff\xff\xff\xff\xff\xff\xff\x00."), "<bigint>");
-        assert_eq!(run(b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x80\x00."), "<bigint>");
+        assert_eq!(
+            run(b"\x8a\x09\xff\xff\xff\xff\xff\xff\xff\xff\x00."),
+            "<bigint>"
+        );
+        assert_eq!(
+            run(b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x80\x00."),
+            "<bigint>"
+        );
         // LONG4.
         assert_eq!(run(b"\x8b\x02\x00\x00\x00\x00\x01."), "256");
         invalid(b"\x8b\xff\xff\xff\xff", "negative LONG4 length");
@@ -708,14 +744,20 @@ mod tests {
         // through every reference.
         assert_eq!(run(b"]q\x00h\x00K\x01a\x86."), "([1], [1])");
         // LONG_BINPUT/LONG_BINGET.
-        assert_eq!(run(b"K\x05r\x00\x01\x00\x00j\x00\x01\x00\x00\x86."), "(5, 5)");
+        assert_eq!(
+            run(b"K\x05r\x00\x01\x00\x00j\x00\x01\x00\x00\x86."),
+            "(5, 5)"
+        );
         // MEMOIZE numbers entries in order.
         assert_eq!(run(b"K\x05\x94K\x06\x94h\x01h\x00\x86."), "(6, 5)");
         // PUT/GET (protocol 0 text).
         assert_eq!(run(b"K\x05p3\nK\x06g3\n\x86."), "(6, 5)");
         // Misses, empty stacks, bad and truncated arguments.
         let e = fail(b"K\x01h\x07.");
-        assert_eq!(e.to_string(), "pickle memo has no entry 7 (opcode at byte 2)");
+        assert_eq!(
+            e.to_string(),
+            "pickle memo has no entry 7 (opcode at byte 2)"
+        );
         assert_eq!((e.kind, e.at), (ErrorKind::MemoMiss(7), 2));
         assert_eq!(fail(b"j\x00\x00\x01\x00").kind, ErrorKind::MemoMiss(65536));
         assert_eq!(fail(b"g9\n").kind, ErrorKind::MemoMiss(9));
@@ -759,14 +801,23 @@ mod tests {
         let od = b"ccollections\nOrderedDict\n";
         assert_eq!(run(&cat(&[od, b")R\x8c\x01aK\x01s."])), "{'a': 1}");
         assert_eq!(run(&cat(&[od, b"](\x8c\x01aK\x01\x86e\x85R."])), "{'a': 1}");
-        assert_eq!(run(&cat(&[od, b"\x8c\x01aK\x01\x86\x85\x85R."])), "{'a': 1}");
-        invalid(&cat(&[od, b"](K\x01e\x85R."]), "OrderedDict items are not (key, value) pairs");
+        assert_eq!(
+            run(&cat(&[od, b"\x8c\x01aK\x01\x86\x85\x85R."])),
+            "{'a': 1}"
+        );
+        invalid(
+            &cat(&[od, b"](K\x01e\x85R."]),
+            "OrderedDict items are not (key, value) pairs",
+        );
         assert_eq!(run(b"cbuiltins\nset\n](K\x01e\x85R."), "[1]");
         assert_eq!(run(b"c__builtin__\nfrozenset\n(K\x01t\x85R."), "[1]");
         assert_eq!(run(b"ctorch\nSize\n(K\x02K\x03t\x85R."), "(2, 3)");
         assert_eq!(run(b"cbuiltins\ntuple\n](K\x02e\x85R."), "(2,)");
         // `_codecs.encode(str, "latin1")`: how protocol 2 pickles Python 3 bytes.
-        assert_eq!(run(b"c_codecs\nencode\n\x8c\x02\xc3\xa9\x8c\x06latin1\x86R."), "b'\\xe9'");
+        assert_eq!(
+            run(b"c_codecs\nencode\n\x8c\x02\xc3\xa9\x8c\x06latin1\x86R."),
+            "b'\\xe9'"
+        );
         assert_eq!(
             run(b"ccopyreg\n_reconstructor\ncfoo\nBar\ncbuiltins\nobject\nN\x87R."),
             "<foo.Bar(<builtins.object>, None)>"
@@ -776,7 +827,14 @@ mod tests {
     /// `('storage', torch.<ty>, key, 'cpu', numel)` then BINPERSID.
     fn pid(ty: &str, key: &[u8], numel: u8) -> Vec<u8> {
         let ty = format!("ctorch\n{ty}\n");
-        cat(&[b"(\x8c\x07storage", ty.as_bytes(), key, b"\x8c\x03cpuK", &[numel], b"tQ"])
+        cat(&[
+            b"(\x8c\x07storage",
+            ty.as_bytes(),
+            key,
+            b"\x8c\x03cpuK",
+            &[numel],
+            b"tQ",
+        ])
     }
 
     /// `_rebuild_tensor_v2(<storage>, 1, (2, 2), (2, 1), False, OrderedDict())`.
@@ -791,7 +849,10 @@ mod tests {
     #[test]
     fn persistent_ids_and_tensors() {
         let storage = pid("FloatStorage", b"\x8c\x010", 6);
-        assert_eq!(run(&cat(&[&storage, b"."])), "<storage 0 torch.FloatStorage 6>");
+        assert_eq!(
+            run(&cat(&[&storage, b"."])),
+            "<storage 0 torch.FloatStorage 6>"
+        );
         // Python 2 style tag (bytes) and an int key.
         let p = b"(C\x07storagectorch\nHalfStorage\nK\x05\x8c\x03cpuK\x02tQ.";
         assert_eq!(run(p), "<storage 5 torch.HalfStorage 2>");
@@ -849,15 +910,33 @@ mod tests {
             b"!K\x00(K\x02t(t",
             b"!K\x00(\x8c\x01at(K\x01t",
         ] {
-            let args = args.split(|&b| b == b'!').collect::<Vec<_>>().join(&storage[..]);
-            invalid(&cat(&[rebuild, &args, b"tR."]), "malformed _rebuild_tensor arguments");
+            let args = args
+                .split(|&b| b == b'!')
+                .collect::<Vec<_>>()
+                .join(&storage[..]);
+            invalid(
+                &cat(&[rebuild, &args, b"tR."]),
+                "malformed _rebuild_tensor arguments",
+            );
         }
         // Persistent ids that are not torch storages.
         invalid(b"K\x01Q.", "unsupported persistent id an int (1)");
-        invalid(b"(\x8c\x03fooctorch\nFloatStorage\n\x8c\x010\x8c\x03cpuK\x01tQ.", "persistent id a tuple");
-        invalid(b"(\x8c\x07storagectorch\nFloatStorage\n\x8c\x010\x8c\x03cpuNtQ.", "persistent id a tuple");
-        invalid(b"(\x8c\x07storage\x8c\x01x\x8c\x010\x8c\x03cpuK\x01tQ.", "persistent id a tuple");
-        invalid(b"(\x8c\x07storagectorch\nFloatStorage\nN\x8c\x03cpuK\x01tQ.", "persistent id a tuple");
+        invalid(
+            b"(\x8c\x03fooctorch\nFloatStorage\n\x8c\x010\x8c\x03cpuK\x01tQ.",
+            "persistent id a tuple",
+        );
+        invalid(
+            b"(\x8c\x07storagectorch\nFloatStorage\n\x8c\x010\x8c\x03cpuNtQ.",
+            "persistent id a tuple",
+        );
+        invalid(
+            b"(\x8c\x07storage\x8c\x01x\x8c\x010\x8c\x03cpuK\x01tQ.",
+            "persistent id a tuple",
+        );
+        invalid(
+            b"(\x8c\x07storagectorch\nFloatStorage\nN\x8c\x03cpuK\x01tQ.",
+            "persistent id a tuple",
+        );
         invalid(b"P0\n.", "unsupported text persistent id `0`");
         assert_eq!(fail(b"Q").kind, ErrorKind::StackUnderflow);
     }
@@ -865,7 +944,9 @@ mod tests {
     #[test]
     fn unsupported_opcodes_are_clean_errors() {
         // STRING, UNICODE, EXT1/2/4, BYTEARRAY8, NEXT_BUFFER, READONLY_BUFFER, and non-opcodes.
-        for op in [b'S', b'V', 0x82, 0x83, 0x84, 0x96, 0x97, 0x98, 0x00, 0xff, b'x', b'\n'] {
+        for op in [
+            b'S', b'V', 0x82, 0x83, 0x84, 0x96, 0x97, 0x98, 0x00, 0xff, b'x', b'\n',
+        ] {
             let e = fail(&[b'K', 0x01, op, b'a', b'\n', b'.']);
             assert_eq!((e.kind, e.at), (ErrorKind::UnsupportedOpcode(op), 2));
             assert_eq!(
@@ -893,7 +974,11 @@ mod tests {
                     let p = cat(&[head, &[op], tail]);
                     if let Err(e) = unpickle(&p) {
                         let msg = e.to_string();
-                        assert!(!msg.contains('\n') && e.at <= p.len(), "{}: {msg}", p.escape_ascii());
+                        assert!(
+                            !msg.contains('\n') && e.at <= p.len(),
+                            "{}: {msg}",
+                            p.escape_ascii()
+                        );
                     }
                 }
             }
@@ -959,9 +1044,12 @@ mod tests {
             let mut m = Machine::new(&data);
             assert!(matches!(m.unpickle(), Ok(Value::Dict(_))), "{file}");
             let used = Budget::new(data.len()).left() - m.budget.left();
-            eprintln!("{file}: {used} for {} bytes", data.len());
             // A few units per byte, of the sixteen per byte (plus a base) allowed.
-            assert!(used < 3 * data.len() as u64, "{file}: {used} for {} bytes", data.len());
+            assert!(
+                used < 3 * data.len() as u64,
+                "{file}: {used} for {} bytes",
+                data.len()
+            );
         }
     }
 

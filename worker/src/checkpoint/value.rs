@@ -119,7 +119,11 @@ impl Value {
 }
 
 /// `SETITEM(S)`: key/value pairs into the dict on top of the stack.
-pub(crate) fn set_items(target: &Value, items: Vec<Value>, budget: &mut Budget) -> Result<(), String> {
+pub(crate) fn set_items(
+    target: &Value,
+    items: Vec<Value>,
+    budget: &mut Budget,
+) -> Result<(), String> {
     if items.len() & 1 != 0 {
         return Err("SETITEMS with an odd number of items".into());
     }
@@ -171,9 +175,11 @@ impl Budget {
                 self.left = left;
                 Ok(())
             }
-            None => Err("the pickle copies far more data than its size justifies (it refers to \
+            None => Err(
+                "the pickle copies far more data than its size justifies (it refers to \
                          the same values over and over): corrupt or malicious file"
-                .into()),
+                    .into(),
+            ),
         }
     }
     #[cfg(test)]

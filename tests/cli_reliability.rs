@@ -1,0 +1,270 @@
+//! The defects a hostile probe found (issue "reliability"), each through the real binary:
+//! foreign out dirs, a corrupted npz, NaN results, every documented exit code.
+mod cli_common;
+
+use cli_common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Every file under `dir` with its bytes (relative path -> content).
+fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn one_error_line(o: &std::process::Output) -> String {
+    let err = stderr(o);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("fidshard: error:")).collect();
+    assert_eq!(lines.len(), 1, "exactly one error line expected: {err}");
+    lines[0].to_string()
+}
+
+/// A small complete job: 8 samples of the golden model, 2 steps.
+fn complete_job(dir: &Path) -> PathBuf {
+    let cfg = job_with(
+        dir,
+        JOBS[0],
+        "num_samples: 8\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n",
+    );
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    cfg
+}
+
+#[test]
+fn a_folder_fidshard_did_not_make_is_refused_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(out.join("samples")).unwrap();
+    std::fs::write(out.join("samples/notes.txt"), b"my notes").unwrap();
+    std::fs::write(out.join("samples.npz"), b"someone else's npz").unwrap();
+    std::fs::write(out.join(".x.tmp.123"), b"someone's temp file").unwrap();
+    let before = snapshot_tree(&out);
+    let cfg = job_with(tmp.path(), JOBS[0], "num_samples: 8\nsteps: 2\ndevices: {cpu: 1}\n");
+    for args in [vec!["run"], vec!["run", "--restart"], vec!["assemble"], vec!["repair"]] {
+        let mut a = args.clone();
+        a.push(cfg.to_str().unwrap());
+        let o = fidshard(&a);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let line = one_error_line(&o);
+        assert!(line.contains("not made by fidshard") && line.contains("out"), "{line}");
+        assert_eq!(snapshot_tree(&out), before, "{args:?} changed the folder");
+    }
+}
+
+#[test]
+fn out_dir_root_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(tmp.path(), JOBS[0], "num_samples: 8\nsteps: 2\nout_dir: /\n");
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    one_error_line(&o);
+    assert!(!Path::new("/.fidshard-out-dir").exists());
+    assert!(!Path::new("/samples").exists());
+}
+
+#[test]
+fn restart_removes_only_fidshard_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = complete_job(tmp.path());
+    let out = tmp.path().join("out");
+    std::fs::write(out.join("samples/notes.txt"), b"mine").unwrap();
+    std::fs::write(out.join("README.txt"), b"mine too").unwrap();
+    let o = fidshard(&["run", cfg.to_str().unwrap(), "--restart"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read(out.join("samples/notes.txt")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(out.join("README.txt")).unwrap(), b"mine too");
+}
+
+#[test]
+fn a_corrupted_npz_is_not_complete_and_run_assembles_it_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = complete_job(tmp.path());
+    let npz = tmp.path().join("out/samples.npz");
+    let good = std::fs::read(&npz).unwrap();
+    let o = fidshard(&["status", cfg.to_str().unwrap(), "--verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("verified"));
+
+    // Same size, bytes flipped inside the images.
+    let mut bad = good.clone();
+    for k in 0..16 {
+        bad[good.len() / 3 + k * 97] ^= 0xff;
+    }
+    std::fs::write(&npz, &bad).unwrap();
+    let o = fidshard(&["status", cfg.to_str().unwrap(), "--verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("damaged"));
+
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("already complete"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&npz).unwrap(), good, "re-assembled byte-identical");
+}
+
+/// The golden weights with one tensor set to NaN, as safetensors.
+fn nan_checkpoint(dir: &Path) -> PathBuf {
+    let bytes = std::fs::read(fixture("golden/dit/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let mut data = view.data().to_vec();
+        if name == "final_layer.linear.weight" {
+            for c in data.chunks_exact_mut(4) {
+                c.copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+        }
+        owned.push((name, view.dtype(), view.shape().to_vec(), data));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())
+        })
+        .collect();
+    let path = dir.join("nan.safetensors");
+    safetensors::serialize_to_file(views, &None, &path).unwrap();
+    path
+}
+
+#[test]
+fn nan_results_fail_their_shards_instead_of_writing_black_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = nan_checkpoint(tmp.path());
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 4\nsteps: 2\ndevices: {cpu: 1}\nretry: {attempts: 1}\n",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &fixture("golden/dit/model.pt").display().to_string(),
+        ckpt.to_str().unwrap(),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let out = tmp.path().join("out");
+    assert!(!out.join("samples.npz").exists());
+    let s = status_json(&out);
+    assert_eq!(s["samples_done"], 0, "{s}");
+    let errors = s["last_errors"].to_string();
+    assert!(errors.contains("NaN or infinite"), "{errors}");
+    let pngs = std::fs::read_dir(out.join("samples")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(pngs, 0, "no image of a NaN batch is written");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = complete_job(tmp.path());
+    for args in [
+        vec!["--log-format", "json", "run", cfg.to_str().unwrap()],
+        vec!["--log-format", "json", "validate", "/nonexistent.yaml"],
+        vec!["--log-format", "json", "run", cfg.to_str().unwrap(), "--grace", "inf"],
+        vec!["--log-format", "json", "frobnicate"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+            .args(&args)
+            .env("FIDSHARD_LOG", "info")
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert!(!err.trim().is_empty(), "{args:?}: nothing on stderr");
+        for line in err.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {line}"));
+            if let Some(code) = v["fields"].get("exit_code") {
+                assert!(code.is_i64(), "{line}");
+                assert_eq!(code.as_i64().map(|c| c as i32), o.status.code(), "{line}");
+            }
+            if let Some(secs) = v["fields"].get("seconds") {
+                assert!(secs.is_number(), "{line}");
+            }
+        }
+    }
+}
+
+#[test]
+fn text_logs_have_no_colour_codes_off_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = complete_job(tmp.path());
+    let o = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(["run", cfg.to_str().unwrap()])
+        .env("FIDSHARD_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(!stderr(&o).contains('\u{1b}'), "{}", stderr(&o));
+}
+
+fn wait_for(path: &Path, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "timed out waiting for {}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every documented exit code, each reached through the real binary, and never 101.
+#[test]
+fn every_documented_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = complete_job(tmp.path());
+    let c = cfg.to_str().unwrap();
+    // 0: done.
+    assert_eq!(fidshard(&["validate", c]).status.code(), Some(0));
+    // 2: invalid input.
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, "model: {checkpoint: x.pt}\n").unwrap();
+    assert_eq!(fidshard(&["validate", bad.to_str().unwrap()]).status.code(), Some(2));
+    // 1: a runtime failure (a damaged npz found by status --verify).
+    let npz = tmp.path().join("out/samples.npz");
+    let mut bytes = std::fs::read(&npz).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&npz, &bytes).unwrap();
+    assert_eq!(fidshard(&["status", c, "--verify"]).status.code(), Some(1));
+    // 3: shards failed every retry (NaN weights), see the test above; here through a
+    // second job for independence.
+    let sub = tmp.path().join("nan");
+    std::fs::create_dir_all(&sub).unwrap();
+    let ckpt = nan_checkpoint(&sub);
+    let nan_cfg = job_with(&sub, JOBS[0], "num_samples: 2\nsteps: 1\ndevices: {cpu: 1}\nretry: {attempts: 1}\n");
+    let text = std::fs::read_to_string(&nan_cfg).unwrap().replace(
+        &fixture("golden/dit/model.pt").display().to_string(),
+        ckpt.to_str().unwrap(),
+    );
+    std::fs::write(&nan_cfg, text).unwrap();
+    assert_eq!(fidshard(&["run", nan_cfg.to_str().unwrap()]).status.code(), Some(3));
+    // 4 and 75: a slow run holds the lock; a second run is refused; SIGTERM interrupts it.
+    let slow = tmp.path().join("slow");
+    std::fs::create_dir_all(&slow).unwrap();
+    let slow_cfg = job_with(&slow, JOBS[0], "num_samples: 64\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(["run", slow_cfg.to_str().unwrap(), "--grace", "2"])
+        .env("FIDSHARD_LOG", "warn")
+        .env("FAILPOINTS", "worker-slow=return(200)")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&slow.join("out/status.json"), 60);
+    let o = fidshard(&["run", slow_cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("pid {}", child.id())), "{}", stderr(&o));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(75));
+}
