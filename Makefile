@@ -11,7 +11,7 @@ PROFILE ?= release
 BIN := target/$(PROFILE)/fidshard
 DEMO_OUT ?= runs/demo
 
-.PHONY: all env build demo test fmt clippy bench clean-demo
+.PHONY: all env build install demo test fmt clippy bench clean-demo
 all: build
 
 env:
@@ -19,6 +19,15 @@ env:
 
 build: env
 	$(CARGO) build --profile $(PROFILE) -p fidshard -p fidshard-worker
+
+# Installs both binaries into $(PREFIX)/bin (default ~/.local/bin). They keep working after the
+# checkout is moved or deleted: the worker's RUNPATH is the real torch lib folder of the venv
+# (~/.cache/fidshard/torch-2.11.0/...), not the .venv link in the checkout.
+PREFIX ?= $(HOME)/.local
+install: build
+	install -d $(PREFIX)/bin
+	install -m 755 target/$(PROFILE)/fidshard target/$(PROFILE)/fidshard-worker $(PREFIX)/bin/
+	@echo "installed $(PREFIX)/bin/fidshard and $(PREFIX)/bin/fidshard-worker"
 
 # The main job on the embedded default: configs/demo.yaml (the small golden model, CPU workers).
 # A second `make demo` finds the job complete and exits at once; `make clean-demo` starts over.

@@ -124,3 +124,77 @@ fn worker_found_next_to_fidshard_by_default() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+fn runpath(bin: &Path) -> String {
+    let out = Command::new("readelf").arg("-d").arg(bin).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("(RUNPATH)") || l.contains("(RPATH)"))
+        .and_then(|l| l.split('[').nth(1)?.split(']').next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The CUDA build of torch (the pip wheel): `libtorch_cuda.so` must be a needed library of the
+/// worker, or libtorch never registers CUDA and a GPU node samples on the CPU. The library
+/// loads without a driver, so this is checked here, without a GPU.
+#[test]
+fn worker_links_the_cuda_library_when_torch_has_it() {
+    let rp = runpath(&worker_bin());
+    assert!(!rp.is_empty(), "fidshard-worker has no RUNPATH");
+    let has_cuda = rp
+        .split(':')
+        .any(|d| Path::new(d).join("libtorch_cuda.so").is_file());
+    let libs = needed_libraries(&worker_bin());
+    if has_cuda {
+        assert!(
+            libs.iter().any(|l| l == "libtorch_cuda.so"),
+            "torch at {rp} has libtorch_cuda.so but fidshard-worker does not link it: {libs:?}"
+        );
+        // And it loads: the probe reports it mapped.
+        let out = Command::new(worker_bin())
+            .arg("task")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(br#"{"task":"probe"}"#)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success());
+        let probe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(probe["cuda_library_loaded"], true, "{probe}");
+    } else {
+        eprintln!("torch at {rp} is a CPU build: no libtorch_cuda.so to link");
+    }
+}
+
+/// `make install` copies both binaries; they must not depend on the checkout (the RUNPATH is
+/// the real torch folder, not `.venv` inside the checkout), so an installed copy runs after the
+/// checkout is moved or deleted.
+#[test]
+fn installed_binaries_run_without_the_checkout() {
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let rp = runpath(&worker_bin());
+    assert!(
+        !rp.contains(&checkout.display().to_string()),
+        "RUNPATH {rp} points into the checkout {}",
+        checkout.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("prefix/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in ["fidshard", "fidshard-worker"] {
+        std::fs::copy(worker_bin().with_file_name(name), bin.join(name)).unwrap();
+    }
+    let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
+    let o = Command::new(bin.join("fidshard"))
+        .args(["validate", cfg.to_str().unwrap()])
+        .env_remove("FIDSHARD_WORKER")
+        .env_remove("LD_LIBRARY_PATH")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -1,0 +1,366 @@
+//! Bad input through the real binary: configs, model files and command lines that must each be
+//! refused with the documented exit code and exactly one `fidshard: error:` line naming the file
+//! or key, without touching a completed job whose out dir they point at.
+//!
+//! One completed job (8 samples, 2 steps, the golden model) is made first; every case that
+//! names its out dir is followed by a comparison of every file there with what it was before.
+mod cli_common;
+
+use cli_common::*;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// What a case runs: a variant of the completed job's YAML (top-level keys replaced), or a
+/// file written as given, or a bare command line.
+enum Input {
+    /// YAML lines replacing the same top-level keys of the completed job's YAML; the out dir
+    /// stays the completed job's. `{F}` is the case's folder, `{G}` the golden fixtures.
+    Over(&'static str),
+    /// The job YAML file's exact bytes.
+    Bytes(Vec<u8>),
+    /// A command line; `{JOB}` is the completed job's YAML.
+    Args(&'static [&'static str]),
+}
+
+struct Case {
+    name: &'static str,
+    /// `validate`, `plan` or `run` (ignored for `Input::Args`).
+    cmd: &'static str,
+    input: Input,
+    /// Files the case needs in its folder, made before it runs.
+    setup: fn(&Path),
+    code: i32,
+    /// What the error line must contain (a key in backticks, a file name).
+    names: &'static str,
+}
+
+fn nothing(_: &Path) {}
+
+fn case(name: &'static str, cmd: &'static str, over: &'static str, names: &'static str) -> Case {
+    Case {
+        name,
+        cmd,
+        input: Input::Over(over),
+        setup: nothing,
+        code: 2,
+        names,
+    }
+}
+
+fn with(mut c: Case, setup: fn(&Path)) -> Case {
+    c.setup = setup;
+    c
+}
+
+fn args(name: &'static str, a: &'static [&'static str], names: &'static str) -> Case {
+    Case {
+        name,
+        cmd: "",
+        input: Input::Args(a),
+        setup: nothing,
+        code: 2,
+        names,
+    }
+}
+
+fn bytes(name: &'static str, cmd: &'static str, b: Vec<u8>, names: &'static str) -> Case {
+    Case {
+        name,
+        cmd,
+        input: Input::Bytes(b),
+        setup: nothing,
+        code: 2,
+        names,
+    }
+}
+
+/// `{F}/dit.json`: the golden DiT config with `fields` merged in.
+fn dit_json(dir: &Path, fields: &str) {
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("golden/dit/config.json")).unwrap(),
+    )
+    .unwrap();
+    let extra: serde_json::Value = serde_json::from_str(&format!("{{{fields}}}")).unwrap();
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    std::fs::write(dir.join("dit.json"), v.to_string()).unwrap();
+}
+
+/// `{F}/vae/`: a copy of the golden VAE, its config.json with `fields` merged in.
+fn vae_copy(dir: &Path, fields: &str) {
+    let vae = dir.join("vae");
+    std::fs::create_dir_all(&vae).unwrap();
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(fixture("golden/vae").join(f), vae.join(f)).unwrap();
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(vae.join("config.json")).unwrap()).unwrap();
+    if !fields.is_empty() {
+        let extra: serde_json::Value = serde_json::from_str(&format!("{{{fields}}}")).unwrap();
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+    }
+    std::fs::write(vae.join("config.json"), v.to_string()).unwrap();
+}
+
+const DIT: &str = "model:\n  config: {F}/dit.json\n  checkpoint: {G}/dit/model.pt\n";
+const VAE: &str = "vae: {F}/vae\n";
+
+fn cases() -> Vec<Case> {
+    vec![
+        // Floats out of range (these hung or panicked before).
+        case("cfg_scale inf", "run", "cfg_scale: .inf", "`cfg_scale`"),
+        case("cfg_scale nan", "run", "cfg_scale: .nan", "`cfg_scale`"),
+        case("cfg_scale huge", "validate", "cfg_scale: 1e30", "`cfg_scale`"),
+        case("stall_timeout inf", "run", "stall_timeout: .inf", "`stall_timeout`"),
+        case("stall_timeout 1e300", "run", "stall_timeout: 1e300", "`stall_timeout`"),
+        case("stall_timeout 0", "plan", "stall_timeout: 0", "`stall_timeout`"),
+        case("backoff inf", "run", "retry: {backoff: .inf}", "`retry.backoff`"),
+        case("backoff_max negative", "run", "retry: {backoff_max: -1}", "`retry.backoff_max`"),
+        case("eta 2", "run", "sampler: ddim\neta: 2", "`eta`"),
+        case("eta nan", "validate", "sampler: ddim\neta: .nan", "`eta`"),
+        // Huge counts.
+        case("num_samples u64::MAX", "run", "num_samples: 18446744073709551615", "`num_samples`"),
+        case("num_samples 2^64", "plan", "num_samples: 18446744073709551616", "`num_samples`"),
+        case("10^9 shards", "plan", "num_samples: 1000000000\nshard_size: 1", "`shard_size`"),
+        case("cpu 10000", "run", "devices: {cpu: 10000}", "`devices`"),
+        case("cpu 1024 on this machine", "plan", "devices: {cpu: 1024}", "per core"),
+        case("cpu 1024 at run", "run", "devices: {cpu: 1024}", "per core"),
+        case("batch_size huge", "run", "batch_size: 100000000", "`batch_size`"),
+        // Misleading messages before.
+        case("steps -3", "validate", "steps: -3", "`steps`"),
+        case("steps ddim7", "run", "steps: ddim7", "`steps`"),
+        case("sampler euler", "run", "sampler: euler", "ddpm, ddim"),
+        case("precision fp8", "run", "precision: fp8", "fp32, tf32, bf16, fp16"),
+        case("beta_schedule cosine", "run", "beta_schedule: cosine", "`beta_schedule`"),
+        case("variance fixed_small", "run", "variance: fixed_small", "`variance`"),
+        case("labels", "run", "labels: some", "`labels`"),
+        case("unknown key", "run", "num_sample: 8", "`num_sample`"),
+        case("shard_size 0", "run", "shard_size: 0", "`shard_size`"),
+        case("batch_size -4", "run", "batch_size: -4", "`batch_size`"),
+        case("devices []", "run", "devices: []", "`devices`"),
+        case("image_size", "run", "image_size: 100", "`image_size`"),
+        case("num_classes", "run", "num_classes: 7", "`num_classes`"),
+        case("cfg_channels 9", "run", "cfg_channels: 9", "`cfg_channels`"),
+        case("checkpoint missing", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}/nope.pt\n", "`model.checkpoint`"),
+        case("checkpoint is a folder", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}\n", "`model.checkpoint`"),
+        case("vae missing", "run", "vae: {F}/nope", "`vae`"),
+        with(case("out_dir a file", "run", "out_dir: {F}/a-file", "`out_dir`"), |d| {
+            std::fs::write(d.join("a-file"), "keep me").unwrap()
+        }),
+        with(case("out_dir under a file", "plan", "out_dir: {F}/a-file/out", "`out_dir`"), |d| {
+            std::fs::write(d.join("a-file"), "keep me").unwrap()
+        }),
+        // A custom DiT config JSON and a VAE config.json.
+        with(case("hidden_size -64", "run", DIT, "`hidden_size`"), |d| dit_json(d, "\"hidden_size\": -64")),
+        with(case("mlp_ratio 0", "validate", DIT, "`mlp_ratio`"), |d| dit_json(d, "\"mlp_ratio\": 0")),
+        with(case("class_dropout_prob 1.5", "plan", DIT, "`class_dropout_prob`"), |d| dit_json(d, "\"class_dropout_prob\": 1.5")),
+        with(case("depth string", "run", DIT, "`depth`"), |d| dit_json(d, "\"depth\": \"2\"")),
+        with(case("scaling_factor 0", "run", VAE, "`scaling_factor`"), |d| vae_copy(d, "\"scaling_factor\": 0")),
+        with(case("latent_channels -4", "validate", VAE, "`latent_channels`"), |d| vae_copy(d, "\"latent_channels\": -4")),
+        // Model files that load as something else (checked by a worker before anything is
+        // written).
+        case("dict of ints", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/dict-of-ints.pt\n", "dict-of-ints.pt"),
+        case("not a state dict", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/not-a-state-dict.pt\n", "not-a-state-dict.pt"),
+        case("whole module", "validate", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/whole-module.pt\n", "whole-module.pt"),
+        case("uint16", "validate", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/uint16.pt\n", "uint16.pt"),
+        case("legacy format", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/legacy.pt\n", "legacy.pt"),
+        case("other keys", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/small.safetensors\n", "small.safetensors"),
+        with(case("truncated checkpoint", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}/cut.pt\n", "cut.pt"), |d| {
+            let b = std::fs::read(fixture("golden/dit/model.pt")).unwrap();
+            std::fs::write(d.join("cut.pt"), &b[..b.len() / 2]).unwrap();
+        }),
+        with(case("empty checkpoint", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}/empty.pt\n", "empty.pt"), |d| {
+            std::fs::write(d.join("empty.pt"), b"").unwrap();
+        }),
+        with(case("truncated VAE weights", "run", VAE, "diffusion_pytorch_model.safetensors"), |d| {
+            vae_copy(d, "");
+            let w = d.join("vae/diffusion_pytorch_model.safetensors");
+            let b = std::fs::read(&w).unwrap();
+            std::fs::write(&w, &b[..b.len() / 3]).unwrap();
+        }),
+        // The file itself.
+        bytes("BOM and a bad key", "run", b"\xef\xbb\xbfnum_samples: 8\nvae: x\nmodel: {checkpoint: x}\nfoo: 1\n".to_vec(), "`foo`"),
+        bytes("empty file", "run", Vec::new(), "job.yaml"),
+        bytes("latin-1", "validate", b"num_samples: 8 # caf\xe9\n".to_vec(), "job.yaml"),
+        bytes("200 KB nested", "run", {
+            let mut b = b"a: ".to_vec();
+            b.extend(std::iter::repeat(b'[').take(100_000));
+            b.extend(std::iter::repeat(b']').take(100_000));
+            b
+        }, "job.yaml"),
+        bytes("2 MiB", "plan", b"# padding\n".repeat(200_000), "job.yaml"),
+        bytes("a list", "run", b"- model\n- vae\n".to_vec(), "job.yaml"),
+        bytes("syntax", "run", b"model: {config: [\n".to_vec(), "job.yaml"),
+        // Command lines.
+        args("no config", &["run"], "fidshard: error:"),
+        args("missing file", &["validate", "/nonexistent/job.yaml"], "/nonexistent/job.yaml"),
+        args("a folder", &["plan", "{F}"], "is a folder"),
+        args("grace inf", &["run", "{JOB}", "--grace", "inf"], "--grace"),
+        args("unknown flag", &["run", "{JOB}", "--bogus"], "--bogus"),
+        args("extra argument", &["plan", "{JOB}", "extra"], "extra"),
+        args("unknown command", &["frobnicate"], "frobnicate"),
+    ]
+}
+
+/// Every file under `dir` (relative path -> bytes) except the lock file, whose content records
+/// the last process that took the lock.
+fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if p.file_name().is_some_and(|n| n != "coordinator.lock") {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// `base` with the top-level keys set in `lines` replaced by them.
+fn override_keys(base: &str, lines: &str) -> String {
+    let top = |l: &str| -> Option<String> {
+        if l.starts_with([' ', '-', '#']) {
+            return None;
+        }
+        l.split_once(':').map(|(k, _)| k.to_string())
+    };
+    let replaced: Vec<String> = lines.lines().filter_map(top).collect();
+    let mut out = String::new();
+    let mut skipping = false;
+    for l in base.lines() {
+        if !l.starts_with(' ') {
+            skipping = top(l).is_some_and(|k| replaced.contains(&k));
+        }
+        if !skipping {
+            out += l;
+            out.push('\n');
+        }
+    }
+    out + lines + "\n"
+}
+
+fn run_fidshard(args: &[OsString]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(args)
+        .env("FIDSHARD_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run fidshard")
+}
+
+#[test]
+fn bad_input_is_refused_on_one_line_and_damages_nothing() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let job_dir = tmp.path().join("job");
+    std::fs::create_dir_all(&job_dir).unwrap();
+    let job = job_with(
+        &job_dir,
+        JOBS[1],
+        "num_samples: 8\nsteps: \"2\"\ndevices: {cpu: 1}\nshard_size: 4\nbatch_size: 4\n",
+    );
+    let o = fidshard(&["run", job.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = job_dir.join("out");
+    let golden_text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("out_dir: out", &format!("out_dir: {}", out.display()));
+    let before = contents(&out);
+    assert!(before.keys().any(|p| p.ends_with("samples.npz")));
+
+    let cases = cases();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let dir = tmp.path().join(format!("case{i:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        (c.setup)(&dir);
+        let fill = |s: &str| {
+            s.replace("{F}", &dir.display().to_string())
+                .replace("{G}", &fixture("golden").display().to_string())
+                .replace("{JOB}", &job.display().to_string())
+        };
+        let cfg = dir.join("job.yaml");
+        let argv: Vec<OsString> = match &c.input {
+            Input::Over(lines) => {
+                std::fs::write(&cfg, override_keys(&golden_text, &fill(lines))).unwrap();
+                vec![c.cmd.into(), cfg.clone().into()]
+            }
+            Input::Bytes(b) => {
+                std::fs::write(&cfg, b).unwrap();
+                vec![c.cmd.into(), cfg.clone().into()]
+            }
+            Input::Args(a) => a.iter().map(|s| fill(s).into()).collect(),
+        };
+        let t = Instant::now();
+        let o = run_fidshard(&argv);
+        let secs = t.elapsed().as_secs_f64();
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        let error_lines = lines.iter().filter(|l| l.starts_with("fidshard: error:")).count();
+        let mut why = Vec::new();
+        if o.status.code() != Some(c.code) {
+            why.push(format!("exit {:?}, want {}", o.status.code(), c.code));
+        }
+        if lines.len() != 1 || error_lines != 1 {
+            why.push(format!("{} stderr lines, {error_lines} `fidshard: error:`", lines.len()));
+        }
+        if !err.contains(c.names) {
+            why.push(format!("does not name {}", c.names));
+        }
+        if secs > 15.0 {
+            why.push(format!("took {secs:.1} s"));
+        }
+        if contents(&out) != before {
+            why.push("changed the completed job's out dir".into());
+        }
+        if !why.is_empty() {
+            failures.push(format!("#{i} {}: {}\n{err}", c.name, why.join("; ")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+
+    // Non-UTF-8 config path: refused (it used to panic in `run`).
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let p = tmp
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"job\xff.yaml"));
+        std::fs::write(&p, &golden_text).unwrap();
+        for cmd in ["validate", "plan", "run"] {
+            let o = run_fidshard(&[cmd.into(), p.clone().into()]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+            assert!(err.contains("not valid UTF-8") && err.lines().count() == 1, "{cmd}: {err}");
+        }
+        assert_eq!(contents(&out), before);
+    }
+    // A BOM before valid YAML is skipped, and the completed job stays complete.
+    let bom = tmp.path().join("bom.yaml");
+    std::fs::write(&bom, format!("\u{feff}{golden_text}")).unwrap();
+    let o = fidshard(&["run", bom.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(contents(&out).get(Path::new("samples.npz")), before.get(Path::new("samples.npz")));
+    let total = started.elapsed();
+    assert!(total < Duration::from_secs(120), "took {total:?}");
+    eprintln!("{} cases in {:.1} s", cases.len(), total.as_secs_f64());
+}
