@@ -1,8 +1,11 @@
 //! Property test of the `torch.save` reader on damaged files: thousands of checkpoints made
-//! from the fixtures by truncating them, mutating, truncating and splicing their `data.pkl`
-//! (re-zipped, so that the pickle VM and not the zip CRC check sees the damage), and damaging
-//! their storage entries. For every case `load_state_dict` must return (never panic, never run
-//! long or allocate absurdly) and every error must be one line that names the file.
+//! from the fixtures by (a) truncating them, (b) mutating, (c) truncating and (d) splicing
+//! their `data.pkl` (re-zipped, so that the pickle VM and not the zip CRC check sees the
+//! damage), (e) damaging their storage entries and (f) flipping bytes anywhere in the zip; then
+//! hand-made hostile files (control characters in names, absurd views, deep nesting, quadratic
+//! work), each with the error it must give. For every case `load_state_dict` must return
+//! (never panic, take over a second or allocate absurdly) and every error must be one printable
+//! line that names the file.
 //!
 //! Deterministic: each case has its own xorshift seed derived from its id. Knobs:
 //! `PICKLE_FUZZ_ONLY=<substring>` runs only the cases whose id contains it (to reproduce one),
@@ -19,6 +22,16 @@ use std::time::{Duration, Instant};
 
 /// The longest one case may take (a huge allocation or a runaway loop shows up here).
 const CASE_LIMIT: Duration = Duration::from_secs(1);
+/// The most memory the whole run may have held at once (libtorch itself takes a few hundred MB).
+const PEAK_RSS_LIMIT: u64 = 2 << 30;
+
+/// Peak resident memory of this process in bytes, where the OS tells (Linux).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb << 10)
+}
 
 /// xorshift64*: small, fast and good enough to pick mutations.
 struct Rng(u64);
@@ -762,9 +775,14 @@ fn damaged_checkpoints_give_one_line_errors_and_never_panic() {
     crafted(&mut run);
 
     let took = started.elapsed();
+    let peak = peak_rss();
     eprintln!(
-        "pickle fuzz: {} cases ({} loaded) in {took:?}; slowest {:?} ({})",
-        run.cases, run.loaded, run.slowest.0, run.slowest.1
+        "pickle fuzz: {} cases ({} loaded) in {took:?}; slowest {:?} ({}); peak RSS {} MiB",
+        run.cases,
+        run.loaded,
+        run.slowest.0,
+        run.slowest.1,
+        peak.map_or("?".into(), |b| (b >> 20).to_string())
     );
     for (kind, n) in &run.kinds {
         eprintln!("  {n:5}  {kind}");
@@ -781,6 +799,9 @@ fn damaged_checkpoints_give_one_line_errors_and_never_panic() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    if let Some(peak) = peak.filter(|&p| p > PEAK_RSS_LIMIT) {
+        panic!("peak RSS {} MiB: a case allocated absurdly", peak >> 20);
+    }
     if run.only.is_none() {
         // model.pt, train-checkpoint.pt, dtypes.pt, wrapped.pt and module-prefix.pt.
         assert_eq!(

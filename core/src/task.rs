@@ -68,4 +68,8 @@ pub struct Probe {
     pub torch_version: Option<String>,
     /// The CUDA version that torch was built with (`torch.version.cuda`), none for CPU builds.
     pub torch_cuda_version: Option<String>,
+    /// The cuDNN of the pip package beside torch, if any.
+    pub cudnn_version: Option<String>,
+    /// The worker executable's path.
+    pub executable: String,
 }

@@ -75,6 +75,9 @@ enum Command {
         #[arg(long)]
         save_latents: bool,
     },
+    /// What this machine offers: libtorch and its CUDA build, the driver, each GPU, free disk;
+    /// and the likely cause of each problem found.
+    Doctor(cmd::doctor::DoctorArgs),
     /// Measure seconds per image and where the time goes.
     Bench(cmd::bench::BenchArgs),
     /// Show where a job stands (running, interrupted, failed, complete) from its YAML or out dir.
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
             save_latents,
         }),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
         Command::Status(args) => cmd::status::run(args),
     };
     match result {

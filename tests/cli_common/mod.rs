@@ -106,6 +106,10 @@ pub fn job_yaml(dir: &Path, name: &str, checkpoint: &str, extra: &str) -> PathBu
     if let Some(c) = g("cfg_channels") {
         y += &format!("cfg_channels: {c}\n");
     }
+    // No GPU here: `devices: auto` would refuse to start (no silent CPU fallback).
+    if !extra.contains("devices:") {
+        y += "devices: {cpu: 1}\n";
+    }
     y += extra;
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, y).unwrap();

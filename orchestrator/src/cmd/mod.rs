@@ -2,6 +2,7 @@
 //! below (coordinator, worker, out dir, npz, job) and returns what `main` maps to an exit code.
 pub(crate) mod assemble;
 pub(crate) mod bench;
+pub(crate) mod doctor;
 pub(crate) mod plan;
 pub(crate) mod repair;
 pub(crate) mod run;

@@ -25,7 +25,15 @@ fn shard(job: &Job, id: u64) -> Shard {
 pub(crate) fn run(config: &Path) -> Result<()> {
     let job = Job::load(config)?;
     let count = job.shard_count();
-    let devices = resolve_devices(&job.run.devices)?;
+    // On a login node without GPUs, a GPU job's plan is still worth seeing.
+    let devices = match resolve_devices(&job.run.devices) {
+        Ok(d) => d,
+        Err(e) if job.run.devices == crate::job::config::Devices::Auto => {
+            println!("devices: auto: {e:#}");
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
     let last = if count > 0 { shard(&job, count - 1).len() } else { 0 };
     println!(
         "{} samples in {count} shards of {} (last: {last})",
@@ -43,7 +51,7 @@ pub(crate) fn run(config: &Path) -> Result<()> {
         (count - TAIL..count).for_each(print);
     }
     let gpus = inventory().gpus;
-    let w = devices.len() as u64;
+    let w = (devices.len() as u64).max(1);
     let per = count / w;
     let extra = count % w;
     for (i, d) in devices.iter().enumerate() {

@@ -165,15 +165,13 @@ pub(crate) fn resolve_devices(devices: &crate::job::config::Devices) -> Result<V
         }
         Devices::Auto => {
             if n == 0 {
-                // A CPU worker samples on one thread (see Engine::load): one per core, at most
-                // 8 (each holds its own copy of the model).
-                let cores = std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1);
-                vec![WorkerDevice::Cpu; cores.min(8)]
-            } else {
-                (0..n).map(|i| WorkerDevice::Gpu(name_of(i))).collect()
+                // Never a silent CPU fallback: a 50,000-image job would run for weeks.
+                let why = inv.none_because.clone().unwrap_or_else(|| "no GPU found".into());
+                return Err(fidshard_core::input_error!(
+                    "`devices: auto` found no usable GPU ({why}); to sample on the CPU set `devices: {{cpu: N}}` (N worker processes), or run `fidshard doctor` to see why no GPU is usable"
+                ));
             }
+            (0..n).map(|i| WorkerDevice::Gpu(name_of(i))).collect()
         }
         Devices::Gpus(ids) => {
             if let Some(bad) = ids.iter().find(|&&i| i >= n) {

@@ -22,8 +22,8 @@ pub(crate) use checks::{check_cpu_workers, limits};
 /// Which devices get a worker.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) enum Devices {
-    /// `auto`: every GPU visible through CUDA_VISIBLE_DEVICES / the driver; without a GPU, one
-    /// CPU worker per core (at most 8).
+    /// `auto`: every GPU visible through CUDA_VISIBLE_DEVICES / the driver; without a GPU the
+    /// job refuses to start (exit 2): never a silent CPU fallback.
     #[default]
     Auto,
     /// `[0, 2, 3]`: these GPU ids (as CUDA numbers the visible devices).

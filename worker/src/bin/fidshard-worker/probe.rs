@@ -37,6 +37,20 @@ fn torch_version(libtorch_cpu: &Path) -> (Option<String>, Option<String>) {
     (value("__version__ ="), value("cuda:"))
 }
 
+/// The cuDNN version of the pip package beside torch (`nvidia_cudnn_cu13-9.19.0.56.dist-info`),
+/// which is the cuDNN the CUDA build of torch loads.
+fn cudnn_version(libtorch_cpu: &Path) -> Option<String> {
+    let site = libtorch_cpu.parent()?.parent()?.parent()?;
+    std::fs::read_dir(site)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .find_map(|n| {
+            let rest = n.strip_prefix("nvidia_cudnn_")?.strip_suffix(".dist-info")?;
+            rest.split_once('-').map(|(_, v)| v.to_string())
+        })
+}
+
 pub(crate) fn run() -> anyhow::Result<()> {
     // Touch CUDA through libtorch: this is what loads the driver if there is one.
     let cuda_available = tch::Cuda::is_available();
@@ -54,6 +68,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
         .find(|p| p.ends_with("libtorch_cpu.so"))
         .map(|p| torch_version(Path::new(p)))
         .unwrap_or((None, None));
+    let cudnn_version = torch_libraries
+        .iter()
+        .find(|p| p.ends_with("libtorch_cpu.so"))
+        .and_then(|p| cudnn_version(Path::new(p)));
     let probe = Probe {
         worker_version: env!("CARGO_PKG_VERSION").to_string(),
         cuda_library_loaded: torch_libraries.iter().any(|p| p.ends_with("libtorch_cuda.so")),
@@ -63,6 +81,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
         torch_libraries,
         torch_version,
         torch_cuda_version: torch_cuda,
+        cudnn_version,
+        executable: std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
     };
     println!("{}", serde_json::to_string(&probe)?);
     Ok(())
