@@ -198,3 +198,53 @@ fn installed_binaries_run_without_the_checkout() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn doctor_json_reports_torch_2_11_and_no_gpu_here() {
+    let o = fidshard(&["doctor", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let probe = &v["worker_probe"];
+    assert!(
+        probe["torch_version"].as_str().unwrap().starts_with("2.11.0"),
+        "{v}"
+    );
+    assert_eq!(v["gpus"].as_array().unwrap().len(), 0, "{v}");
+    assert!(v["disk_free_bytes"].as_u64().unwrap() > 0);
+    let problems = v["problems"].to_string();
+    assert!(problems.contains("devices: {cpu: N}"), "{problems}");
+    // Text form, and exit 2 when the worker cannot start.
+    let o = with_worker(&["doctor"], "/nonexistent/fidshard-worker");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("problem: the worker binary cannot start"));
+}
+
+#[test]
+fn devices_auto_without_a_gpu_refuses_instead_of_falling_back_to_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_yaml(
+        tmp.path(),
+        JOBS[0],
+        "golden/dit/model.pt",
+        "devices: auto\nout_dir: out\n",
+    );
+    for cmd in ["run", "validate"] {
+        let o = fidshard(&[cmd, cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("no usable GPU") && err.contains("{cpu: N}"), "{err}");
+    }
+    assert!(!tmp.path().join("out").exists(), "nothing written");
+    // An empty CUDA_VISIBLE_DEVICES is named as the cause when there is a driver; here the
+    // driver is missing, which the message says.
+    let o = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(["run", cfg.to_str().unwrap()])
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    // `plan` still shows the shards on a machine without GPUs (a login node).
+    let o = fidshard(&["plan", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("shard"));
+}

@@ -110,9 +110,9 @@ pub(crate) fn run(args: DoctorArgs) -> Result<()> {
     };
     report.problems = diagnose(&report);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::sys::out::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", render(&report));
+        crate::sys::out::print(&render(&report));
     }
     if report.worker_probe.is_none() {
         return Err(fidshard_core::input_error!(

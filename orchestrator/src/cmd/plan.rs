@@ -29,25 +29,25 @@ pub(crate) fn run(config: &Path) -> Result<()> {
     let devices = match resolve_devices(&job.run.devices) {
         Ok(d) => d,
         Err(e) if job.run.devices == crate::job::config::Devices::Auto => {
-            println!("devices: auto: {e:#}");
+            crate::sys::out::outln!("devices: auto: {e:#}");
             Vec::new()
         }
         Err(e) => return Err(e),
     };
     let last = if count > 0 { shard(&job, count - 1).len() } else { 0 };
-    println!(
+    crate::sys::out::outln!(
         "{} samples in {count} shards of {} (last: {last})",
         job.settings.num_samples, job.run.shard_size,
     );
     let print = |id: u64| {
         let s = shard(&job, id);
-        println!("  shard {:>6}  [{}..{})", s.id, s.start, s.end);
+        crate::sys::out::outln!("  shard {:>6}  [{}..{})", s.id, s.start, s.end);
     };
     if count <= LIST_ALL_UP_TO {
         (0..count).for_each(print);
     } else {
         (0..HEAD).for_each(print);
-        println!("  ... {} more shards ...", count - HEAD - TAIL);
+        crate::sys::out::outln!("  ... {} more shards ...", count - HEAD - TAIL);
         (count - TAIL..count).for_each(print);
     }
     let gpus = inventory().gpus;
@@ -71,14 +71,14 @@ pub(crate) fn run(config: &Path) -> Result<()> {
                 })
                 .unwrap_or_else(|| format!("gpu {id}")),
         };
-        println!(
+        crate::sys::out::outln!(
             "  worker {i} on {what}: about {n} shard(s), {} samples",
             (n * job.run.shard_size).min(job.settings.num_samples)
         );
     }
     let need = disk_needed(&job, job.settings.num_samples);
     let free = free_bytes(&job.out_dir)?;
-    println!(
+    crate::sys::out::outln!(
         "disk: PNGs up to {} + samples.npz {} = {}; {} free at {}",
         human(need.pngs),
         human(need.npz),

@@ -31,6 +31,6 @@ pub(crate) fn run(config: &Path) -> Result<()> {
     let mut report = recover_into(&job, &db)?;
     report.moved_aside = moved;
     tracing::info!(%report, "state rebuilt");
-    println!("{}: {report}", job.out_dir.display());
+    crate::sys::out::outln!("{}: {report}", job.out_dir.display());
     Ok(())
 }

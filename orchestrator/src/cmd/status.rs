@@ -44,9 +44,9 @@ pub(crate) fn run(args: StatusArgs) -> Result<()> {
         None
     };
     if args.json {
-        println!("{}", serde_json::to_string(&snap)?);
+        crate::sys::out::outln!("{}", serde_json::to_string(&snap)?);
     } else {
-        print!("{}", render(&snap));
+        crate::sys::out::print(&render(&snap));
     }
     match damaged {
         Some(e) => Err(e.context("status --verify")),

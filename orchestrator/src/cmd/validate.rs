@@ -23,7 +23,7 @@ pub(crate) fn run(config: &Path) -> Result<()> {
     crate::job::devices::resolve_devices(&job.run.devices)?;
     check_models(&job)?;
     let s = &job.settings;
-    println!(
+    crate::sys::out::outln!(
         "{}: OK: {} samples of {}x{} from {} (depth {}, hidden {}, patch {}), {} {} steps, cfg {}, seed {}",
         config.display(),
         s.num_samples,

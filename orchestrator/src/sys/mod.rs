@@ -1,5 +1,6 @@
 //! The process's contact with the operating system: exit codes, signals, wall-clock time.
 pub(crate) mod exit;
 pub(crate) mod log;
+pub(crate) mod out;
 pub(crate) mod signals;
 pub(crate) mod time;

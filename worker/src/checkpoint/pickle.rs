@@ -12,6 +12,11 @@
 //! tensor is a [`super::value::TensorRef`] (storage key, dtype, offset, size, stride) that
 //! `torch_zip` materializes on demand, so the parts of a checkpoint nobody uses (optimizer
 //! moments, the non-EMA model) cost no memory.
+//!
+//! `data.pkl` is untrusted: every length is checked against the bytes left before anything is
+//! allocated, what copying shared (memoized) values costs is bounded by a [`Budget`], values
+//! drop without recursion however deep they nest, and every failure is a [`PickleError`]
+//! (`tests/engine_pickle_fuzz.rs` runs thousands of damaged checkpoints through the reader).
 use super::globals::call;
 use super::value::{set_items, Budget, StorageRef, Value};
 use std::cell::RefCell;

@@ -199,7 +199,8 @@ impl TorchZip {
     }
 }
 
-/// The most bytes a tensor may take beyond its storage's size (an expanded view, stride 0).
+/// How many bytes a tensor may take when that is more than its storage holds (an expanded
+/// view, stride 0): bounds what a corrupt size can make `contiguous()` allocate.
 const MAX_EXPANDED_BYTES: u64 = 1 << 28;
 
 /// Whether every element the view addresses lies inside a storage of `numel` elements.
