@@ -278,7 +278,7 @@ fn bad_input_is_refused_on_one_line_and_damages_nothing() {
     let golden_text = std::fs::read_to_string(&job)
         .unwrap()
         .replace("out_dir: out", &format!("out_dir: {}", out.display()));
-    let before = contents(&out);
+    let mut before = contents(&out);
     assert!(before.keys().any(|p| p.ends_with("samples.npz")));
 
     let cases = cases();
@@ -324,8 +324,16 @@ fn bad_input_is_refused_on_one_line_and_damages_nothing() {
         if secs > 15.0 {
             why.push(format!("took {secs:.1} s"));
         }
-        if contents(&out) != before {
-            why.push("changed the completed job's out dir".into());
+        let after = contents(&out);
+        if after != before {
+            let changed: Vec<String> = before
+                .keys()
+                .chain(after.keys())
+                .filter(|k| before.get(*k) != after.get(*k))
+                .map(|k| k.display().to_string())
+                .collect();
+            why.push(format!("changed the completed job's out dir: {changed:?}"));
+            before = after;
         }
         if !why.is_empty() {
             failures.push(format!("#{i} {}: {}\n{err}", c.name, why.join("; ")));

@@ -27,6 +27,6 @@ pub use dit_config::{CfgChannels, DiTConfig, PRESETS};
 pub use error::CoreError;
 pub use exit::{Exit, Fatal};
 pub use labels::LabelMode;
-pub use settings::{Precision, SamplerKind, SamplerSettings};
+pub use settings::{BatchSize, Precision, SamplerKind, SamplerSettings};
 pub use shard::Shard;
 pub use vae_config::VaeConfig;

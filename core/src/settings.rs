@@ -62,6 +62,60 @@ impl Precision {
     }
 }
 
+/// A batch size: a number, or `auto` (the worker picks the largest that fits its device on its
+/// first batch; see worker/src/batching.rs). Images never depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Auto,
+    Fixed(usize),
+}
+
+impl BatchSize {
+    /// The fixed size, if it is one.
+    pub fn fixed(self) -> Option<usize> {
+        match self {
+            BatchSize::Fixed(n) => Some(n),
+            BatchSize::Auto => None,
+        }
+    }
+}
+
+impl std::fmt::Display for BatchSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchSize::Auto => f.write_str("auto"),
+            BatchSize::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for BatchSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BatchSize::Auto => s.serialize_str("auto"),
+            BatchSize::Fixed(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) if n >= 1 => Ok(BatchSize::Fixed(n as usize)),
+            Raw::S(s) if s == "auto" => Ok(BatchSize::Auto),
+            _ => Err(serde::de::Error::custom(
+                "expected a positive number of images or `auto`",
+            )),
+        }
+    }
+}
+
 /// Serializable: the coordinator sends it to each worker, so a YAML edited mid-run can never
 /// make two workers of one job sample differently.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,9 +136,9 @@ pub struct SamplerSettings {
     pub variance: VarianceType,
     pub precision: Precision,
     /// Images per DiT forward pass (classifier-free guidance doubles it inside).
-    pub batch_size: usize,
+    pub batch_size: BatchSize,
     /// Images per VAE decode call.
-    pub vae_batch_size: usize,
+    pub vae_batch_size: BatchSize,
 }
 
 impl SamplerSettings {
@@ -92,5 +146,21 @@ impl SamplerSettings {
     /// labels, as in the reference's `sample.py` (`using_cfg = cfg_scale > 1.0`).
     pub fn uses_cfg(&self) -> bool {
         self.cfg_scale > 1.0 && self.labels != LabelMode::Unconditional
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_size_round_trips() {
+        for (text, want) in [("\"auto\"", BatchSize::Auto), ("8", BatchSize::Fixed(8))] {
+            let b: BatchSize = serde_json::from_str(text).unwrap();
+            assert_eq!(b, want);
+            assert_eq!(serde_json::to_string(&b).unwrap(), text);
+        }
+        assert!(serde_json::from_str::<BatchSize>("0").is_err());
+        assert!(serde_json::from_str::<BatchSize>("\"big\"").is_err());
     }
 }

@@ -32,7 +32,7 @@ pub enum Task {
 pub struct BenchTask {
     pub model: BenchModel,
     pub precision: Precision,
-    pub batch_size: usize,
+    pub batch_size: crate::settings::BatchSize,
     pub images: usize,
     pub device: DeviceSpec,
     pub threads: Option<i32>,

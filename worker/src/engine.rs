@@ -40,6 +40,9 @@ pub struct Engine {
     dit: DiT,
     vae: AutoencoderKlDecoder,
     diffusion: SpacedDiffusion,
+    /// The DiT and VAE batch sizes in use (`auto` resolved; see batching.rs).
+    batch: usize,
+    vae_batch: usize,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -84,13 +87,27 @@ impl Engine {
                 ),
             ));
         }
-        Ok(Engine {
+        let mut engine = Engine {
             settings,
             device,
             dit,
             vae,
             diffusion,
-        })
+            batch: 1,
+            vae_batch: 1,
+        };
+        (engine.batch, engine.vae_batch) = engine.pick_batches();
+        Ok(engine)
+    }
+
+    /// Images per DiT batch (`batch_size`, or what `auto` picked).
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    /// Channels of the VAE decoder's widest feature map.
+    pub(crate) fn vae_widest_channels(&self) -> i64 {
+        self.vae.widest_channels()
     }
 
     pub fn settings(&self) -> &SamplerSettings {
@@ -200,7 +217,7 @@ impl Engine {
     /// decoding costs nothing measurable on a CPU. On a GPU `vae_batch_size` applies.
     fn vae_micro_batch(&self) -> i64 {
         if self.device.is_cuda() {
-            self.settings.vae_batch_size as i64
+            self.vae_batch as i64
         } else {
             1
         }

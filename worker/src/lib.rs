@@ -4,6 +4,7 @@
 //!
 //! The definition of correct is the PyTorch reference: `tests/fixtures/golden` holds its outputs.
 pub mod batch;
+pub mod batching;
 pub mod checkpoint;
 pub mod diffusion;
 pub mod dit;

@@ -5,7 +5,7 @@ use crate::job::config::Job;
 use crate::worker::{run_task, Output};
 use anyhow::Result;
 use fidshard_core::task::{BenchModel, BenchTask, Task};
-use fidshard_core::{DeviceSpec, Precision};
+use fidshard_core::{BatchSize, DeviceSpec, Precision};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -30,9 +30,9 @@ pub(crate) struct BenchArgs {
     /// fp32, tf32, bf16 or fp16 (default: the config's, else fp32).
     #[arg(long, value_parser = parse_precision)]
     precision: Option<Precision>,
-    /// Images per batch (default: the config's batch_size, else 4).
-    #[arg(long)]
-    batch_size: Option<usize>,
+    /// Images per batch, or `auto` (default: the config's batch_size, else 4).
+    #[arg(long, value_parser = parse_batch)]
+    batch_size: Option<BatchSize>,
     /// Number of images to time (after one warm-up batch).
     #[arg(long, default_value_t = 8)]
     images: usize,
@@ -44,15 +44,23 @@ pub(crate) struct BenchArgs {
     threads: Option<i32>,
 }
 
+fn parse_batch(s: &str) -> Result<BatchSize, String> {
+    match s {
+        "auto" => Ok(BatchSize::Auto),
+        _ => match s.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(BatchSize::Fixed(n)),
+            _ => Err(format!("`{s}` is not a positive number of images or `auto`")),
+        },
+    }
+}
+
 fn parse_precision(s: &str) -> Result<Precision, String> {
     Precision::parse(s).ok_or_else(|| format!("`{s}` is not one of {}", Precision::NAMES))
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<()> {
-    if args.batch_size == Some(0) || args.images == 0 {
-        return Err(fidshard_core::input_error!(
-            "--batch-size and --images must be at least 1"
-        ));
+    if args.images == 0 {
+        return Err(fidshard_core::input_error!("--images must be at least 1"));
     }
     if !args.cfg_scale.is_finite() || args.image_size <= 0 {
         return Err(fidshard_core::input_error!(
@@ -81,7 +89,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             (
                 model,
                 args.precision.unwrap_or(Precision::Fp32),
-                args.batch_size.unwrap_or(4),
+                args.batch_size.unwrap_or(BatchSize::Fixed(4)),
             )
         }
     };

@@ -41,7 +41,7 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
         if b == 0 {
             return Err(fidshard_core::input_error!("--batch-size must be at least 1"));
         }
-        job.settings.batch_size = b;
+        job.settings.batch_size = fidshard_core::BatchSize::Fixed(b);
     }
     let n = job.settings.num_samples;
     let (a, b) = args.range.unwrap_or((0, n));

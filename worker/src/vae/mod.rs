@@ -125,6 +125,11 @@ impl AutoencoderKlDecoder {
         self.cfg.upsample_factor()
     }
 
+    /// The largest channel count of the decoder (an upper bound of its widest feature map).
+    pub fn widest_channels(&self) -> i64 {
+        self.cfg.block_out_channels.iter().copied().max().unwrap_or(1)
+    }
+
     pub fn latent_channels(&self) -> i64 {
         self.cfg.latent_channels
     }

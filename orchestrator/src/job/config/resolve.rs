@@ -196,8 +196,8 @@ impl Resolver<'_> {
             beta_schedule: raw.beta_schedule,
             variance,
             precision: raw.precision,
-            batch_size,
-            vae_batch_size,
+            batch_size: fidshard_core::BatchSize::Fixed(batch_size),
+            vae_batch_size: fidshard_core::BatchSize::Fixed(vae_batch_size),
         };
         Ok(Job {
             settings,

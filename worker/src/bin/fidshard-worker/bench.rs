@@ -87,7 +87,7 @@ pub(crate) fn run(task: BenchTask) -> Result<()> {
         tch::set_num_threads(n.max(1));
     }
     let side = engine.image_size() as u32;
-    let batch = task.batch_size.max(1);
+    let batch = engine.batch_size().max(1);
     let mut warm = Timings::default();
     // Warm-up batch (allocator, kernels), not counted.
     let first: Vec<u64> = (0..batch as u64).collect();

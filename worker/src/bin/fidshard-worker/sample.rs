@@ -23,8 +23,8 @@ pub(crate) fn run(
     fidshard_worker::precision::configure(settings.precision);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let n = settings.num_samples;
-    let batch = settings.batch_size.max(1);
     let engine = Engine::load(settings, device)?;
+    let batch = engine.batch_size().max(1);
     let side = engine.image_size() as u32;
     tracing::info!(range = %format!("{a}..{b}"), ?device, image_size = side, "sampling");
 

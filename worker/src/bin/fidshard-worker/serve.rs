@@ -145,7 +145,7 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
         )
     };
 
-    let mut batch = engine.settings().batch_size.max(1);
+    let mut batch = engine.batch_size().max(1);
     for msg in rx {
         match msg {
             ToWorker::Assign { shard, attempt } => {
