@@ -35,6 +35,9 @@ struct Case {
     code: i32,
     /// What the error line must contain (a key in backticks, a file name).
     names: &'static str,
+    /// A command line clap refuses: clap prints its own `error: ...` line (plus usage lines
+    /// in text mode), so only that first line is checked.
+    usage: bool,
 }
 
 fn nothing(_: &Path) {}
@@ -47,6 +50,7 @@ fn case(name: &'static str, cmd: &'static str, over: &'static str, names: &'stat
         setup: nothing,
         code: 2,
         names,
+        usage: false,
     }
 }
 
@@ -63,7 +67,13 @@ fn args(name: &'static str, a: &'static [&'static str], names: &'static str) -> 
         setup: nothing,
         code: 2,
         names,
+        usage: false,
     }
+}
+
+fn usage(mut c: Case) -> Case {
+    c.usage = true;
+    c
 }
 
 fn bytes(name: &'static str, cmd: &'static str, b: Vec<u8>, names: &'static str) -> Case {
@@ -74,6 +84,7 @@ fn bytes(name: &'static str, cmd: &'static str, b: Vec<u8>, names: &'static str)
         setup: nothing,
         code: 2,
         names,
+        usage: false,
     }
 }
 
@@ -134,7 +145,10 @@ fn cases() -> Vec<Case> {
         case("batch_size huge", "run", "batch_size: 100000000", "`batch_size`"),
         // Misleading messages before.
         case("steps -3", "validate", "steps: -3", "`steps`"),
-        case("steps ddim7", "run", "steps: ddim7", "`steps`"),
+        case("steps ddim600", "run", "steps: ddim600", "`steps`"),
+        // Valid, but not the job that made the out dir (a changed fingerprint).
+        case("another job, same out dir", "run", "steps: ddim7", "steps 2 -> ddim7"),
+        case("another seed, same out dir", "run", "seed: 12345", "--restart"),
         case("sampler euler", "run", "sampler: euler", "ddpm, ddim"),
         case("precision fp8", "run", "precision: fp8", "fp32, tf32, bf16, fp16"),
         case("beta_schedule cosine", "run", "beta_schedule: cosine", "`beta_schedule`"),
@@ -198,25 +212,50 @@ fn cases() -> Vec<Case> {
         bytes("a list", "run", b"- model\n- vae\n".to_vec(), "job.yaml"),
         bytes("syntax", "run", b"model: {config: [\n".to_vec(), "job.yaml"),
         // Command lines.
-        args("no config", &["run"], "fidshard: error:"),
+        usage(args("no config", &["run"], "required arguments")),
         args("missing file", &["validate", "/nonexistent/job.yaml"], "/nonexistent/job.yaml"),
         args("a folder", &["plan", "{F}"], "is a folder"),
-        args("grace inf", &["run", "{JOB}", "--grace", "inf"], "--grace"),
-        args("unknown flag", &["run", "{JOB}", "--bogus"], "--bogus"),
-        args("extra argument", &["plan", "{JOB}", "extra"], "extra"),
-        args("unknown command", &["frobnicate"], "frobnicate"),
+        usage(args("grace inf", &["run", "{JOB}", "--grace", "inf"], "--grace")),
+        usage(args("unknown flag", &["run", "{JOB}", "--bogus"], "--bogus")),
+        usage(args("extra argument", &["plan", "{JOB}", "extra"], "extra")),
+        usage(args("unknown command", &["frobnicate"], "frobnicate")),
+        usage(args("bad range", &["sample", "{JOB}", "--out", "{F}/o", "--range", "5..2"], "--range")),
     ]
 }
 
-/// Every file under `dir` (relative path -> bytes) except the lock file, whose content records
-/// the last process that took the lock.
+/// What must not change in the completed job's out dir: every file's bytes, except the lock
+/// file (its content records the last process that took the lock) and sled's files (opening
+/// the DB may rewrite its snapshot with the same records), whose records are compared through
+/// `status --json` instead.
 fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = file_bytes(dir);
+    let st = status_json(dir);
+    let mut records = String::new();
+    for k in [
+        "state",
+        "samples_done",
+        "samples_total",
+        "shards_done",
+        "shards_total",
+        "done_ranges",
+        "missing_ranges",
+        "failed",
+    ] {
+        records += &format!("{k}={}\n", st[k]);
+    }
+    out.insert(PathBuf::from("(status --json)"), records.into_bytes());
+    out
+}
+
+fn file_bytes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let p = e.path();
             if p.is_dir() {
                 walk(root, &p, out);
-            } else if p.file_name().is_some_and(|n| n != "coordinator.lock") {
+            } else if p.file_name().is_some_and(|n| n != "coordinator.lock")
+                && !p.starts_with(root.join("state.sled"))
+            {
                 out.insert(
                     p.strip_prefix(root).unwrap().to_path_buf(),
                     std::fs::read(&p).unwrap(),
@@ -312,10 +351,16 @@ fn bad_input_is_refused_on_one_line_and_damages_nothing() {
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
         let error_lines = lines.iter().filter(|l| l.starts_with("fidshard: error:")).count();
         let mut why = Vec::new();
+        if std::env::var_os("SHOW").is_some() { eprintln!("#{i} {} [{:.2}s]: {}", c.name, secs, err.lines().next().unwrap_or("")); }
         if o.status.code() != Some(c.code) {
             why.push(format!("exit {:?}, want {}", o.status.code(), c.code));
         }
-        if lines.len() != 1 || error_lines != 1 {
+        if c.usage {
+            let first = lines.first().copied().unwrap_or("");
+            if !first.starts_with("error:") || !first.contains(c.names) {
+                why.push(format!("first line does not name {}", c.names));
+            }
+        } else if lines.len() != 1 || error_lines != 1 {
             why.push(format!("{} stderr lines, {error_lines} `fidshard: error:`", lines.len()));
         }
         if !err.contains(c.names) {

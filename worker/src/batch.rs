@@ -1,6 +1,7 @@
 //! The one sampling path every caller uses (the worker's shards, `sample`, `bench`):
 //! per-sample noise -> DiT + guidance through the diffusion steps -> VAE -> uint8 samples.
 use crate::engine::{to_samples, Engine, Sample, Timings};
+use crate::noise::Draws;
 use crate::error::{EngineError, Result};
 use tch::Tensor;
 
@@ -13,7 +14,14 @@ pub struct Batch {
 impl Engine {
     /// Samples and decodes `indices` as one batch.
     pub fn sample_batch(&self, indices: &[u64], t: &mut Timings) -> Result<Batch> {
-        let (labels, latents) = self.sample_latents(indices, t);
+        self.sample_batch_from(self.draw_spec().draw(indices), t)
+    }
+
+    /// [`Engine::sample_batch`] from draws made beforehand (by a noise producer).
+    pub fn sample_batch_from(&self, draws: Draws, t: &mut Timings) -> Result<Batch> {
+        let indices = draws.indices.clone();
+        let indices = &indices[..];
+        let (labels, latents) = self.sample_latents_from(draws, t);
         crate::engine::check_finite(&latents, "the final latents")?;
         let images = self.decode(&latents, t)?;
         let samples = to_samples(indices, &labels, &images)?;
@@ -23,8 +31,13 @@ impl Engine {
     /// [`Engine::sample_batch`] with libtorch's errors caught (tch's infallible API reports them
     /// as panics) and classified. Messages are one line.
     pub fn try_sample_batch(&self, indices: &[u64], t: &mut Timings) -> Result<Batch, BatchError> {
+        self.try_sample_batch_from(self.draw_spec().draw(indices), t)
+    }
+
+    /// [`Engine::try_sample_batch`] from draws made beforehand.
+    pub fn try_sample_batch_from(&self, draws: Draws, t: &mut Timings) -> Result<Batch, BatchError> {
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.sample_batch(indices, t)
+            self.sample_batch_from(draws, t)
         }));
         let msg = match res {
             Ok(Ok(batch)) => return Ok(batch),

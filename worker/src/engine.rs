@@ -5,7 +5,7 @@ use crate::checkpoint::load_state_dict;
 use crate::diffusion::SpacedDiffusion;
 use crate::dit::DiT;
 use crate::error::{EngineError, Result};
-use crate::rng::draw_sample;
+use crate::noise::{DrawSpec, Draws};
 use crate::settings::{Precision, SamplerKind, SamplerSettings};
 use crate::vae::AutoencoderKlDecoder;
 use std::time::{Duration, Instant};
@@ -135,30 +135,39 @@ impl Engine {
         }
     }
 
+    /// What the draws of this engine's samples depend on (for a [`crate::noise::NoiseProducer`]).
+    pub fn draw_spec(&self) -> DrawSpec {
+        let s = &self.settings;
+        DrawSpec {
+            seed: s.seed,
+            labels: s.labels,
+            num_classes: s.dit.num_classes,
+            steps: self.diffusion.num_steps(),
+            latent_shape: self.latent_shape(),
+            device: self.device,
+        }
+    }
+
     /// Labels and final latents `(B, C, H, W)` (before the VAE) for `indices`, in one batch.
     pub fn sample_latents(&self, indices: &[u64], t: &mut Timings) -> (Vec<i64>, Tensor) {
+        let draws = self.draw_spec().draw(indices);
+        self.sample_latents_from(draws, t)
+    }
+
+    /// [`Engine::sample_latents`] from draws made beforehand (e.g. by a noise producer).
+    pub fn sample_latents_from(&self, draws: Draws, t: &mut Timings) -> (Vec<i64>, Tensor) {
         let _guard = tch::no_grad_guard();
         let s = &self.settings;
         let steps = self.diffusion.num_steps();
-        let start = Instant::now();
-        let (labels, noises): (Vec<i64>, Vec<Tensor>) = indices
-            .iter()
-            .map(|&i| {
-                let d = draw_sample(
-                    s.seed,
-                    i,
-                    s.labels,
-                    s.dit.num_classes,
-                    steps,
-                    self.latent_shape(),
-                );
-                (d.label, d.noise)
-            })
-            .unzip();
-        // (B, steps + 1, C, H, W)
-        let noise = Tensor::stack(&noises, 0).to_device(self.device);
-        t.noise += secs(start.elapsed());
-
+        let Draws {
+            indices,
+            labels,
+            noise,
+            seconds,
+        } = draws;
+        t.noise += seconds;
+        // (B, steps + 1, C, H, W); from pinned memory the copy is asynchronous.
+        let noise = noise.to_device_(self.device, Kind::Float, self.device.is_cuda(), false);
         let start = Instant::now();
         let b = indices.len() as i64;
         let y = Tensor::from_slice(&labels).to_device(self.device);

@@ -11,6 +11,7 @@ pub mod dit;
 pub mod engine;
 pub mod error;
 pub mod nn;
+pub mod noise;
 pub mod params;
 pub mod precision;
 pub mod rng;

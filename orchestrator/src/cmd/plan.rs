@@ -2,7 +2,7 @@
 //! no weights and allocates nothing per shard: a plan of millions of shards prints its first
 //! and last few.
 use crate::job::config::Job;
-use crate::job::devices::{inventory, resolve_devices, WorkerDevice};
+use crate::job::devices::{inventory, WorkerDevice};
 use crate::job::disk::{disk_needed, free_bytes, human};
 use anyhow::Result;
 use fidshard_core::Shard;
@@ -26,7 +26,7 @@ pub(crate) fn run(config: &Path) -> Result<()> {
     let job = Job::load(config)?;
     let count = job.shard_count();
     // On a login node without GPUs, a GPU job's plan is still worth seeing.
-    let devices = match resolve_devices(&job.run.devices) {
+    let devices = match job.workers() {
         Ok(d) => d,
         Err(e) if job.run.devices == crate::job::config::Devices::Auto => {
             crate::sys::out::outln!("devices: auto: {e:#}");

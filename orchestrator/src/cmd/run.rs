@@ -2,7 +2,7 @@
 //! shards (after checking their files), check models and disk before spawning anything, let the
 //! coordinator sample the rest, then assemble `samples.npz`.
 use crate::job::config::Job;
-use crate::job::devices::{resolve_devices, WorkerDevice};
+use crate::job::devices::WorkerDevice;
 use crate::coordinator::{Coordinator, Outcome};
 use crate::sys::exit::{Exit, Fatal};
 use crate::outdir::lock::JobLock;
@@ -31,7 +31,7 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     let job = Job::load(&args.config)?;
     let out = job.out_dir.clone();
     // Resolved before anything is written: a device that is not there is exit 2, no damage.
-    let devices = resolve_devices(&job.run.devices)?;
+    let devices = job.workers()?;
     tracing::info!(
         config = %args.config.display(),
         samples = job.settings.num_samples,

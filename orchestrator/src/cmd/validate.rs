@@ -20,7 +20,7 @@ pub(crate) fn run(config: &Path) -> Result<()> {
     let job = Job::load(config)?;
     // The devices as `run` would resolve them: `devices: [7]` on a machine without GPU 7 is
     // refused here too, not only when the job starts.
-    crate::job::devices::resolve_devices(&job.run.devices)?;
+    job.workers()?;
     check_models(&job)?;
     let s = &job.settings;
     crate::sys::out::outln!(

@@ -74,6 +74,8 @@ pub(crate) struct Job {
     pub image_size: i64,
     pub out_dir: PathBuf,
     pub run: RunSettings,
+    /// The YAML file it was loaded from.
+    pub source: PathBuf,
 }
 
 impl Job {
@@ -102,6 +104,13 @@ impl Job {
     /// How many shards [`Job::plan`] has, without building it.
     pub fn shard_count(&self) -> u64 {
         self.settings.num_samples.div_ceil(self.run.shard_size)
+    }
+
+    /// The workers `devices` names, on this machine (checked against its GPUs and CPU cores
+    /// here, not at load, so that `status` works on a smaller login node). Errors name the file.
+    pub fn workers(&self) -> Result<Vec<crate::job::devices::WorkerDevice>> {
+        crate::job::devices::resolve_devices(&self.run.devices)
+            .map_err(|e| e.context(self.source.display().to_string()))
     }
 
     /// The shard that holds sample `index`.

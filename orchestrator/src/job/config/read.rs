@@ -210,7 +210,16 @@ pub(super) fn yaml_error(path: &Path, e: &serde_yaml::Error) -> String {
             ticked(name).unwrap_or_default(),
             list(expected)
         );
-    } else if let Some(r) = rest.strip_prefix("invalid type: ") {
+    } else if let Some((invalid_value, r)) = Some(rest.clone()).and_then(|rest| {
+        let typed = rest
+            .strip_prefix("invalid type: ")
+            .map(|r| (false, r.to_string()));
+        typed.or_else(|| {
+            rest.strip_prefix("invalid value: ")
+                .map(|r| (true, r.to_string()))
+        })
+    }) {
+        let r = r.as_str();
         let (got, expected) = r.split_once(", expected ").unwrap_or((r, "another type"));
         let enum_values = key
             .as_deref()
@@ -218,21 +227,32 @@ pub(super) fn yaml_error(path: &Path, e: &serde_yaml::Error) -> String {
             .map(|(_, v)| *v);
         let expected = match (expected.trim(), enum_values) {
             (_, Some(values)) => format!("one of {values}"),
-            ("u64" | "u32" | "usize", _) => "a whole number >= 0".to_string(),
+            ("u64" | "usize", _) => "a whole number >= 0".to_string(),
+            ("u32", _) => format!("a whole number in 0..={}", u32::MAX),
             ("i64" | "i32", _) => "a whole number".to_string(),
             ("f64" | "f32", _) => "a number".to_string(),
+            ("path string", _) => "a path".to_string(),
             (e, _) if e.starts_with("struct ") => "a mapping of keys".to_string(),
             (e, _) => e.to_string(),
         };
-        rest = format!("{got} is not {expected}");
+        // `integer `X` as u128`: a whole number too large for any field.
+        let too_large = got.ends_with(" as u128") || got.ends_with(" as i128");
+        let got = got
+            .trim_end_matches(" as u128")
+            .trim_end_matches(" as i128");
+        rest = if too_large || invalid_value {
+            format!("{got} is out of range; expected {expected}")
+        } else {
+            format!("{got} is not {expected}")
+        };
+        if key.is_none() && expected == "a mapping of keys" {
+            rest = format!("the job config must be a mapping of keys, not {got}");
+        }
     }
     let shown = path.display();
     let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
     match key {
         Some(k) => format!("{shown}: `{k}`{at}: {rest}; see docs/configuration.md"),
-        None if rest.starts_with("invalid type") || rest.contains("is not a mapping of keys") => {
-            format!("{shown}{at}: the job config must be a mapping of keys ({rest}); see docs/configuration.md")
-        }
         None => format!("{shown}{at}: {rest}; see docs/configuration.md"),
     }
 }

@@ -94,6 +94,15 @@ impl Resolver<'_> {
             crate::job::hub::Wanted::CheckpointFile,
         )?;
         self.utf8("model.checkpoint", &checkpoint)?;
+        if checkpoint.is_dir() {
+            bail!(self.err(
+                "model.checkpoint",
+                format!(
+                    "{} is a folder; name the checkpoint file in it (.pt or .safetensors)",
+                    checkpoint.display()
+                )
+            ));
+        }
         if !checkpoint.is_file() {
             bail!(self.err(
                 "model.checkpoint",
@@ -204,6 +213,7 @@ impl Resolver<'_> {
             image_size,
             out_dir,
             run,
+            source: self.path.to_path_buf(),
         })
     }
 

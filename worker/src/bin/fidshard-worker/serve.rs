@@ -5,6 +5,7 @@
 use crate::writer::{WriteJob, Writer, WriterEvent};
 use anyhow::{anyhow, Context, Result};
 use fidshard_core::protocol::{line, FailureKind, FromWorker, ToWorker};
+use fidshard_worker::noise::{Draws, NoiseProducer};
 use fidshard_worker::{BatchError, Engine, Timings};
 use std::io::{BufRead, Write};
 use std::sync::mpsc;
@@ -146,6 +147,7 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
     };
 
     let mut batch = engine.batch_size().max(1);
+    let mut producer = NoiseProducer::new(engine.draw_spec());
     for msg in rx {
         match msg {
             ToWorker::Assign { shard, attempt } => {
@@ -157,17 +159,28 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                 let indices: Vec<u64> = shard.indices().collect();
                 let mut sampled = 0usize;
                 let mut timings = Timings::default();
+                // Noise for the next batch is drawn while this one samples (noise.rs).
+                producer.clear();
+                let mut requested = 0usize;
                 while sampled < indices.len() {
                     if writer.is_aborted(run) {
                         break;
                     }
-                    let chunk = &indices[sampled..(sampled + batch).min(indices.len())];
+                    while requested < indices.len() && requested < sampled + 2 * batch {
+                        let end = (requested + batch).min(indices.len());
+                        producer.request(indices[requested..end].to_vec());
+                        requested = end;
+                    }
+                    let Some(draws) = producer.next() else {
+                        return Err(anyhow!("the noise producer thread stopped"));
+                    };
+                    let chunk_len = draws.indices.len();
                     fidshard_core::faults::maybe_slow();
                     let poisoned = fidshard_core::faults::maybe_poison(shard.id)
                         .map_err(|m| ChunkError::Fail(FailureKind::Other, m));
-                    match poisoned.and_then(|_| sample_chunk(&engine, chunk, &mut timings)) {
+                    match poisoned.and_then(|_| sample_chunk(&engine, draws, &mut timings)) {
                         Ok(samples) => {
-                            sampled += chunk.len();
+                            sampled += chunk_len;
                             if writer
                                 .tx
                                 .send(WriteJob::Images {
@@ -189,6 +202,9 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                         }
                         Err(ChunkError::Oom(msg)) if batch > 1 => {
                             batch = (batch / 2).max(1);
+                            // The batches drawn ahead have the old size: draw again.
+                            producer.clear();
+                            requested = sampled;
                             tracing::warn!(
                                 worker = id,
                                 batch,
@@ -261,11 +277,11 @@ enum ChunkError {
 /// Samples and decodes one micro-batch, classifying libtorch's errors (out of memory or not).
 fn sample_chunk(
     engine: &Engine,
-    chunk: &[u64],
+    draws: Draws,
     t: &mut Timings,
 ) -> Result<Vec<fidshard_worker::Sample>, ChunkError> {
-    fidshard_core::faults::maybe_oom(chunk.len()).map_err(ChunkError::Oom)?;
-    match engine.try_sample_batch(chunk, t) {
+    fidshard_core::faults::maybe_oom(draws.indices.len()).map_err(ChunkError::Oom)?;
+    match engine.try_sample_batch_from(draws, t) {
         Ok(batch) => Ok(batch.samples),
         Err(BatchError::OutOfMemory(msg)) => Err(ChunkError::Oom(msg)),
         Err(BatchError::NonFinite(msg)) => Err(ChunkError::Fail(FailureKind::NonFinite, msg)),
