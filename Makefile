@@ -29,12 +29,14 @@ install: build
 	install -m 755 target/$(PROFILE)/fidshard target/$(PROFILE)/fidshard-worker $(PREFIX)/bin/
 	@echo "installed $(PREFIX)/bin/fidshard and $(PREFIX)/bin/fidshard-worker"
 
-# The main job on the embedded default: configs/demo.yaml (the small golden model, CPU workers).
+# The main job: configs/demo.yaml (a small DiT trained on handwritten digits, 2 CPU workers),
+# then a picture of the 100 digits, 10 per class.
 # A second `make demo` finds the job complete and exits at once; `make clean-demo` starts over.
 demo: build
 	$(BIN) run configs/demo.yaml
 	$(BIN) status configs/demo.yaml
-	@echo "demo: $(DEMO_OUT)/samples.npz and $(DEMO_OUT)/samples/*.png"
+	$(BIN) grid configs/demo.yaml --n 100 --cols 10
+	@echo "demo: $(DEMO_OUT)/samples.npz, $(DEMO_OUT)/samples/*.png and the picture $(DEMO_OUT)/grid.png"
 
 test: env
 	$(CARGO) test --profile $(PROFILE) --workspace --features fidshard/failpoints,fidshard-worker/failpoints --no-fail-fast

@@ -91,3 +91,47 @@ fn the_demo_draws_digits_a_classifier_recognises() {
         "accuracy {accuracy} below the README's threshold {threshold}"
     );
 }
+
+#[test]
+fn grid_shows_the_requested_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = demo_job(tmp.path(), "");
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = tmp.path().join("g.png");
+    let o = fidshard(&[
+        "grid",
+        cfg.to_str().unwrap(),
+        "--classes",
+        "3,7",
+        "--n",
+        "6",
+        "--cols",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let grid = image::open(&out).unwrap().to_rgb8();
+    // 16 px samples scaled x4 into 64 px cells, 2 px padding, two 8 px label lines: 3 x 2 cells.
+    assert_eq!((grid.width(), grid.height()), (3 * 68, 2 * 86));
+    // Row 0 is class 3 (samples 3, 13, 23), row 1 class 7 (7, 17, 27): compare one pixel of
+    // each cell with the sample's PNG.
+    for (k, index) in [3u32, 13, 23, 7, 17, 27].into_iter().enumerate() {
+        let png = image::open(tmp.path().join(format!("out/samples/{index:06}.png")))
+            .unwrap()
+            .to_rgb8();
+        let (cx, cy) = ((k as u32 % 3) * 68 + 2, (k as u32 / 3) * 86 + 2);
+        for (x, y) in [(0u32, 0u32), (5, 9), (15, 15)] {
+            assert_eq!(
+                grid.get_pixel(cx + 4 * x + 1, cy + 4 * y + 2),
+                png.get_pixel(x, y),
+                "sample {index} pixel ({x},{y})"
+            );
+        }
+    }
+    // The out dir works as target too, from the saved fingerprint.
+    let o = fidshard(&["grid", tmp.path().join("out").to_str().unwrap(), "--n", "4"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(tmp.path().join("out/grid.png").is_file());
+}

@@ -31,6 +31,13 @@ fn check_job(name: &str, checkpoint: &str) {
         latents.extend_from_slice(&t["latent"].values);
     }
     assert_eq!(labels, expected["labels"].values, "{name}: labels");
+    // labels.json beside the PNGs says the same.
+    let written: std::collections::BTreeMap<String, i64> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("labels.json")).unwrap()).unwrap();
+    let written: Vec<f64> = (0..n)
+        .map(|i| written[&format!("{i:06}.png")] as f64)
+        .collect();
+    assert_eq!(written, expected["labels"].values, "{name}: labels.json");
     let err = rel_l2(&latents, &expected["latents"].values);
     assert!(err < 1e-4, "{name}: latents rel L2 {err:e}");
 

@@ -75,6 +75,8 @@ enum Command {
         #[arg(long)]
         save_latents: bool,
     },
+    /// One PNG of a job's samples in rows, labelled with index and class.
+    Grid(cmd::grid::GridArgs),
     /// What this machine offers: libtorch and its CUDA build, the driver, each GPU, free disk;
     /// and the likely cause of each problem found.
     Doctor(cmd::doctor::DoctorArgs),
@@ -142,6 +144,7 @@ fn main() -> ExitCode {
         }),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Grid(args) => cmd::grid::run(args),
         Command::Status(args) => cmd::status::run(args),
     };
     match result {

@@ -3,6 +3,7 @@
 pub(crate) mod assemble;
 pub(crate) mod bench;
 pub(crate) mod doctor;
+pub(crate) mod grid;
 pub(crate) mod plan;
 pub(crate) mod repair;
 pub(crate) mod run;

@@ -93,7 +93,7 @@ fn run_with_state(
     devices: &[WorkerDevice],
 ) -> Result<Exit> {
     let out = &job.out_dir;
-    let samples_dir = out.join("samples");
+    let samples_dir = crate::outdir::OutDir::new(out).samples();
     std::fs::create_dir_all(&samples_dir)
         .with_context(|| format!("cannot create {}", samples_dir.display()))?;
     let removed =
@@ -108,7 +108,7 @@ fn run_with_state(
 
     for round in 0..=REPAIR_ROUNDS {
         let todo = pending_shards(db, &shards, &samples_dir, job.settings.num_samples)?;
-        let npz_path = job.out_dir.join("samples.npz");
+        let npz_path = crate::outdir::OutDir::new(&job.out_dir).npz();
         if round == 0 && todo.is_empty() && npz_path.is_file() {
             let n = job.settings.num_samples;
             // "Complete" means verified: every byte against the zip's CRC-32, the labels
@@ -154,8 +154,10 @@ fn run_with_state(
             Ok(()) => {
                 tracing::info!(
                     seconds = round1(started.elapsed().as_secs_f64()),
-                    npz = %out.join("samples.npz").display(),
-                    "complete"
+                    npz = %crate::outdir::OutDir::new(out).npz().display(),
+                    "complete: {} samples in {}; to score them see docs/evaluation.md (the ADM evaluator)",
+                    job.settings.num_samples,
+                    crate::outdir::OutDir::new(out).npz().display()
                 );
                 final_snapshot(job, db, JobState::Complete);
                 return Ok(Exit::Complete);
@@ -224,7 +226,7 @@ fn sample(
         db,
         devices: devices.to_vec(),
         grace: args.grace,
-        samples_dir: job.out_dir.join("samples"),
+        samples_dir: crate::outdir::OutDir::new(&job.out_dir).samples(),
         log_dir: crate::outdir::OutDir::new(&job.out_dir).logs(),
     };
     c.run(todo, (done.len() as u64, done_samples), total)
@@ -271,13 +273,13 @@ pub(crate) fn assemble_npz(job: &Job, db: &StateDb) -> Result<(), AssembleError>
         )));
     }
     let input = AssembleInput {
-        samples_dir: &job.out_dir.join("samples"),
+        samples_dir: &crate::outdir::OutDir::new(&job.out_dir).samples(),
         num_samples: n,
         image_size: job.image_size as u32,
         labels: &labels,
         expected_crc: Some(&crc),
     };
-    let report = assemble(&input, &job.out_dir.join("samples.npz"))?;
+    let report = assemble(&input, &crate::outdir::OutDir::new(&job.out_dir).npz())?;
     tracing::info!(
         bytes = report.bytes,
         seconds = round1(report.seconds),

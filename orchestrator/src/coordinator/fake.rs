@@ -341,7 +341,11 @@ impl WorkerHandle for FakeWorker {
         self.w.note(Seen::Signalled(sig));
         let hung = self.w.state.lock().unwrap().hung;
         if sig == Signal::SIGKILL || !hung {
-            self.w.exit(&format!("killed by signal {} ({})", sig as i32, sig.as_str()));
+            self.w.exit(&format!(
+                "killed by signal {} ({})",
+                sig as i32,
+                sig.as_str()
+            ));
         }
     }
 }

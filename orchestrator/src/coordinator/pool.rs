@@ -3,8 +3,8 @@
 //! the held shards only while busy or terminating, the respawn time only while dead), and moves
 //! between them through the methods below. Across states it keeps its generation (spawn count)
 //! and the crash accounting that quarantines a device whose worker keeps dying.
-pub(crate) use super::held::Running;
 use super::held::Held;
+pub(crate) use super::held::Running;
 use super::spawner::WorkerHandle;
 use crate::job::devices::WorkerDevice;
 use crate::job::plan::Shard;
@@ -19,7 +19,10 @@ type Handle = Box<dyn WorkerHandle>;
 
 pub(crate) enum SlotState {
     /// Started, loading the model: gets no shard until it says `ready`.
-    Loading { proc: Handle, last_progress: Instant },
+    Loading {
+        proc: Handle,
+        last_progress: Instant,
+    },
     /// Loaded and holding nothing.
     Idle { proc: Handle },
     /// Holding at least one shard.

@@ -145,4 +145,3 @@ fn describe(s: std::process::ExitStatus) -> String {
         format!("exited with code {}", s.code().unwrap_or(-1))
     }
 }
-

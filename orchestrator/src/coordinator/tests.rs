@@ -64,7 +64,9 @@ impl Fixture {
         let c = Coordinator {
             job: &self.job,
             db: &self.db,
-            devices: (0..devices).map(|i| WorkerDevice::Gpu(i.to_string())).collect(),
+            devices: (0..devices)
+                .map(|i| WorkerDevice::Gpu(i.to_string()))
+                .collect(),
             grace: GRACE,
             samples_dir: self.out.join("samples"),
             log_dir: self.out.join("logs"),
@@ -124,12 +126,18 @@ fn crash_mid_shard_is_retried_on_a_respawned_worker_and_recorded_once() {
     assert_eq!(spawns(&s, 0), 2);
     // Shard 0 died with the first process and was done by the second, on attempt 2.
     let a = assigned(&s, 0, 0);
-    assert_eq!(a.iter().map(|x| (x.0, x.2)).collect::<Vec<_>>(), [(1, 1), (2, 2)]);
+    assert_eq!(
+        a.iter().map(|x| (x.0, x.2)).collect::<Vec<_>>(),
+        [(1, 1), (2, 2)]
+    );
     assert_eq!(f.done_attempts(), [(0, 2), (1, 1), (2, 1), (3, 1)]);
     let snap = f.snapshot();
     assert_eq!((snap.samples_done, snap.shards_done), (SAMPLES, 4));
     assert_eq!(snap.retries, 1);
-    assert!(snap.last_errors.iter().any(|e| e.contains("shard #0 [0..3) lost") && e.contains("SIGSEGV")));
+    assert!(snap
+        .last_errors
+        .iter()
+        .any(|e| e.contains("shard #0 [0..3) lost") && e.contains("SIGSEGV")));
 }
 
 #[test]
@@ -146,11 +154,21 @@ fn stalled_worker_gets_term_then_kill_after_the_grace_and_its_shard_is_retried()
         .map(|(_, at, e)| (at, e))
         .collect();
     let at = |want: &Seen| first.iter().find(|(_, e)| e == want).map(|(t, _)| *t);
-    let assigned_at = at(&Seen::Assigned { shard: 0, attempt: 1 }).unwrap();
+    let assigned_at = at(&Seen::Assigned {
+        shard: 0,
+        attempt: 1,
+    })
+    .unwrap();
     let term = at(&Seen::Signalled(Signal::SIGTERM)).expect("SIGTERM");
     let kill = at(&Seen::Signalled(Signal::SIGKILL)).expect("SIGKILL");
-    assert!(term.duration_since(assigned_at) >= STALL, "TERM before the stall timeout");
-    assert!(kill.duration_since(term) >= GRACE, "KILL before the grace period");
+    assert!(
+        term.duration_since(assigned_at) >= STALL,
+        "TERM before the stall timeout"
+    );
+    assert!(
+        kill.duration_since(term) >= GRACE,
+        "KILL before the grace period"
+    );
     assert!(matches!(first.last(), Some((_, Seen::Exited(st))) if st.contains("SIGKILL")));
     assert_eq!(f.done_attempts()[0], (0, 2));
     assert!(f.snapshot().last_errors.iter().any(|e| e.contains("hung")));
@@ -159,14 +177,22 @@ fn stalled_worker_gets_term_then_kill_after_the_grace_and_its_shard_is_retried()
 #[test]
 fn shard_failures_back_off_then_fail_for_good_after_the_attempts() {
     let f = fixture(RUN_KEYS, 3);
-    let mut s = FakeSpawner::new(|_, _| Script::good().on_shard(1, OnShard::Fail(FailureKind::Oom)));
+    let mut s =
+        FakeSpawner::new(|_, _| Script::good().on_shard(1, OnShard::Fail(FailureKind::Oom)));
     assert_eq!(f.run(1, &mut s), Outcome::Finished { failed: 1 });
     // Three attempts, the retries after 0.05 s and then 0.1 s of backoff, on one worker.
     let a = assigned(&s, 0, 1);
-    assert_eq!(a.iter().map(|x| (x.0, x.2)).collect::<Vec<_>>(), [(1, 1), (1, 2), (1, 3)]);
+    assert_eq!(
+        a.iter().map(|x| (x.0, x.2)).collect::<Vec<_>>(),
+        [(1, 1), (1, 2), (1, 3)]
+    );
     assert!(a[1].1.duration_since(a[0].1) >= Duration::from_millis(50));
     assert!(a[2].1.duration_since(a[1].1) >= Duration::from_millis(100));
-    assert_eq!(spawns(&s, 0), 1, "a shard failure does not restart the worker");
+    assert_eq!(
+        spawns(&s, 0),
+        1,
+        "a shard failure does not restart the worker"
+    );
     let failed = f.db.failed_records().unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!((failed[0].shard.id, failed[0].attempts), (1, 3));
@@ -174,7 +200,10 @@ fn shard_failures_back_off_then_fail_for_good_after_the_attempts() {
     assert_eq!(f.db.retries().unwrap(), 2);
     assert_eq!(f.done_attempts(), [(0, 1), (2, 1), (3, 1)]);
     let snap = f.snapshot();
-    assert_eq!((snap.shards_failed, snap.missing_ranges.clone()), (1, vec![(3, 6)]));
+    assert_eq!(
+        (snap.shards_failed, snap.missing_ranges.clone()),
+        (1, vec![(3, 6)])
+    );
 }
 
 #[test]
@@ -191,7 +220,10 @@ fn slow_loader_gets_no_shard_before_ready_and_is_not_stalled() {
     });
     assert_eq!(f.run(2, &mut s), Outcome::Finished { failed: 0 });
     let slow = seen(&s, 1);
-    let ready = slow.iter().position(|(_, _, e)| *e == Seen::Ready).expect("ready");
+    let ready = slow
+        .iter()
+        .position(|(_, _, e)| *e == Seen::Ready)
+        .expect("ready");
     let first_assign = slow
         .iter()
         .position(|(_, _, e)| matches!(e, Seen::Assigned { .. }))
@@ -200,7 +232,9 @@ fn slow_loader_gets_no_shard_before_ready_and_is_not_stalled() {
     for w in [0, 1] {
         assert_eq!(spawns(&s, w), 1);
         assert!(
-            !seen(&s, w).iter().any(|(_, _, e)| matches!(e, Seen::Signalled(_))),
+            !seen(&s, w)
+                .iter()
+                .any(|(_, _, e)| matches!(e, Seen::Signalled(_))),
             "worker {w} was signalled"
         );
     }
@@ -224,7 +258,10 @@ fn repeated_deaths_quarantine_the_device_and_the_others_carry_on() {
     let snap = f.snapshot();
     assert_eq!(snap.workers[0].state, WorkerState::Quarantined);
     assert_eq!(snap.workers[0].pid, None);
-    assert!(snap.last_errors.iter().any(|e| e.contains("gpu0 quarantined")));
+    assert!(snap
+        .last_errors
+        .iter()
+        .any(|e| e.contains("gpu0 quarantined")));
 }
 
 #[test]
@@ -235,7 +272,9 @@ fn a_worker_that_cannot_load_quarantines_at_once_and_the_last_device_fails_the_r
     assert_eq!(spawns(&s, 0), 1);
     let failed = f.db.failed_records().unwrap();
     assert_eq!(failed.len(), 4);
-    assert!(failed.iter().all(|r| r.error == "every device is quarantined"));
+    assert!(failed
+        .iter()
+        .all(|r| r.error == "every device is quarantined"));
     assert_eq!(f.snapshot().workers[0].state, WorkerState::Quarantined);
 }
 
@@ -254,7 +293,11 @@ fn deaths_while_loading_and_failed_spawns_count_towards_quarantine() {
     // Worker 1 did everything and was shut down at the end.
     assert_eq!(
         states,
-        [WorkerState::Quarantined, WorkerState::Dead, WorkerState::Quarantined]
+        [
+            WorkerState::Quarantined,
+            WorkerState::Dead,
+            WorkerState::Quarantined
+        ]
     );
     assert!(seen(&s, 1).iter().any(|(_, _, e)| *e == Seen::Closed));
 }

@@ -37,7 +37,14 @@ impl ClaimError {
 fn is_own_top_level(name: &str) -> bool {
     matches!(
         name,
-        super::LOCK_FILE | super::STATE_DIR | super::SNAPSHOT_FILE | "fingerprint.json" | "samples" | "logs" | "samples.npz"
+        super::LOCK_FILE
+            | super::STATE_DIR
+            | super::SNAPSHOT_FILE
+            | super::FINGERPRINT_FILE
+            | super::SAMPLES_DIR
+            | super::LOGS_DIR
+            | super::NPZ_FILE
+            | super::MARKER_FILE
     ) || name.starts_with(&format!("{}.old-", super::STATE_DIR))
         || name.starts_with(&format!("{}.broken-", super::STATE_DIR))
         || is_own_temp(name)
@@ -61,7 +68,7 @@ pub(crate) fn is_own_temp(name: &str) -> bool {
     let own_base = is_own_png(base)
         || matches!(
             base,
-            super::SNAPSHOT_FILE | "samples.npz" | "fingerprint.json"
+            super::SNAPSHOT_FILE | super::NPZ_FILE | super::FINGERPRINT_FILE
         );
     own_base && !tail.is_empty() && tail.split('.').all(|p| p.parse::<u64>().is_ok())
 }

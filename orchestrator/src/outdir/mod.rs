@@ -22,12 +22,12 @@ use std::path::{Path, PathBuf};
 pub(crate) const LOCK_FILE: &str = "coordinator.lock";
 pub(crate) const STATE_DIR: &str = "state.sled";
 pub(crate) const SNAPSHOT_FILE: &str = "status.json";
-const SAMPLES_DIR: &str = "samples";
-const LOGS_DIR: &str = "logs";
-const NPZ_FILE: &str = "samples.npz";
-const FINGERPRINT_FILE: &str = "fingerprint.json";
+pub(crate) const SAMPLES_DIR: &str = "samples";
+pub(crate) const LOGS_DIR: &str = "logs";
+pub(crate) const NPZ_FILE: &str = "samples.npz";
+pub(crate) const FINGERPRINT_FILE: &str = "fingerprint.json";
 /// Says "this folder is fidshard's" (claim.rs).
-const MARKER_FILE: &str = ".fidshard-out-dir";
+pub(crate) const MARKER_FILE: &str = ".fidshard-out-dir";
 
 /// The paths of one out dir.
 #[derive(Debug, Clone, PartialEq, Eq)]

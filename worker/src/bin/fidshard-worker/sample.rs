@@ -40,6 +40,7 @@ pub(crate) fn run(
     let start = Instant::now();
     let mut timings = Timings::default();
     let indices: Vec<u64> = (a..b).collect();
+    let mut labels: Vec<(u64, i64)> = Vec::with_capacity(indices.len());
     for chunk in indices.chunks(batch) {
         if writer.is_aborted(1) {
             break;
@@ -49,6 +50,7 @@ pub(crate) fn run(
         if save_latents {
             write_latents(&out, chunk, &batch.samples, &batch.latents, n)?;
         }
+        labels.extend(batch.samples.iter().map(|s| (s.index, s.label)));
         let job = WriteJob::Images {
             run: 1,
             shard: 0,
@@ -62,6 +64,13 @@ pub(crate) fn run(
     if let Some(msg) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return Err(anyhow!(msg));
     }
+    // Which class each PNG is, beside them (index -> label), as `grid` and evaluators need it.
+    let labels: std::collections::BTreeMap<String, i64> = labels
+        .into_iter()
+        .map(|(i, l)| (png_name(i, n), l))
+        .collect();
+    let json = serde_json::to_vec_pretty(&labels)?;
+    fidshard_core::output::write_atomic(&out.join("labels.json"), &json)?;
     let secs = start.elapsed().as_secs_f64();
     tracing::info!(
         images = b - a,
