@@ -34,6 +34,21 @@ const LEGACY_TORCH_MAGIC: [u8; 14] = [
     0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
 ];
 
+/// A safetensors file starts with the little-endian u64 length of its JSON header, then `{`.
+fn looks_like_safetensors(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 9];
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    if f.read_exact(&mut head).is_err() {
+        return false;
+    }
+    let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    head[8] == b'{' && len >= 2 && len <= size.saturating_sub(8)
+}
+
 /// Loads the state dict stored in `path`, choosing the format from the file's content.
 pub fn load_state_dict(path: &Path) -> Result<StateDict> {
     let mut head = Vec::with_capacity(LEGACY_TORCH_MAGIC.len());
@@ -59,8 +74,18 @@ pub fn load_state_dict(path: &Path) -> Result<StateDict> {
             "is a legacy (pre-1.6, non-zip) torch.save file, which is not supported; \
              re-save it with torch>=1.6: `sd = torch.load(path); torch.save(sd, path)`",
         ));
-    } else {
+    } else if looks_like_safetensors(path) {
         load_safetensors(path)?
+    } else {
+        return Err(error(
+            path,
+            format!(
+                "neither a torch.save checkpoint (a zip, starting `PK`) nor a .safetensors file \
+                 (an 8-byte header length, then JSON); it starts with bytes {}: is it a \
+                 checkpoint at all, or a truncated or HTML download?",
+                head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+            ),
+        ));
     };
     Ok(StateDict::new(path, strip_module_prefix(tensors)))
 }
