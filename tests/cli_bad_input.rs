@@ -90,10 +90,9 @@ fn bytes(name: &'static str, cmd: &'static str, b: Vec<u8>, names: &'static str)
 
 /// `{F}/dit.json`: the golden DiT config with `fields` merged in.
 fn dit_json(dir: &Path, fields: &str) {
-    let mut v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("golden/dit/config.json")).unwrap(),
-    )
-    .unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("golden/dit/config.json")).unwrap())
+            .unwrap();
     let extra: serde_json::Value = serde_json::from_str(&format!("{{{fields}}}")).unwrap();
     for (k, x) in extra.as_object().unwrap() {
         v[k] = x.clone();
@@ -127,32 +126,112 @@ fn cases() -> Vec<Case> {
         // Floats out of range (these hung or panicked before).
         case("cfg_scale inf", "run", "cfg_scale: .inf", "`cfg_scale`"),
         case("cfg_scale nan", "run", "cfg_scale: .nan", "`cfg_scale`"),
-        case("cfg_scale huge", "validate", "cfg_scale: 1e30", "`cfg_scale`"),
-        case("stall_timeout inf", "run", "stall_timeout: .inf", "`stall_timeout`"),
-        case("stall_timeout 1e300", "run", "stall_timeout: 1e300", "`stall_timeout`"),
-        case("stall_timeout 0", "plan", "stall_timeout: 0", "`stall_timeout`"),
-        case("backoff inf", "run", "retry: {backoff: .inf}", "`retry.backoff`"),
-        case("backoff_max negative", "run", "retry: {backoff_max: -1}", "`retry.backoff_max`"),
+        case(
+            "cfg_scale huge",
+            "validate",
+            "cfg_scale: 1e30",
+            "`cfg_scale`",
+        ),
+        case(
+            "stall_timeout inf",
+            "run",
+            "stall_timeout: .inf",
+            "`stall_timeout`",
+        ),
+        case(
+            "stall_timeout 1e300",
+            "run",
+            "stall_timeout: 1e300",
+            "`stall_timeout`",
+        ),
+        case(
+            "stall_timeout 0",
+            "plan",
+            "stall_timeout: 0",
+            "`stall_timeout`",
+        ),
+        case(
+            "backoff inf",
+            "run",
+            "retry: {backoff: .inf}",
+            "`retry.backoff`",
+        ),
+        case(
+            "backoff_max negative",
+            "run",
+            "retry: {backoff_max: -1}",
+            "`retry.backoff_max`",
+        ),
         case("eta 2", "run", "sampler: ddim\neta: 2", "`eta`"),
         case("eta nan", "validate", "sampler: ddim\neta: .nan", "`eta`"),
         // Huge counts.
-        case("num_samples u64::MAX", "run", "num_samples: 18446744073709551615", "`num_samples`"),
-        case("num_samples 2^64", "plan", "num_samples: 18446744073709551616", "`num_samples`"),
-        case("10^9 shards", "plan", "num_samples: 1000000000\nshard_size: 1", "`shard_size`"),
+        case(
+            "num_samples u64::MAX",
+            "run",
+            "num_samples: 18446744073709551615",
+            "`num_samples`",
+        ),
+        case(
+            "num_samples 2^64",
+            "plan",
+            "num_samples: 18446744073709551616",
+            "`num_samples`",
+        ),
+        case(
+            "10^9 shards",
+            "plan",
+            "num_samples: 1000000000\nshard_size: 1",
+            "`shard_size`",
+        ),
         case("cpu 10000", "run", "devices: {cpu: 10000}", "`devices`"),
-        case("cpu 1024 on this machine", "plan", "devices: {cpu: 1024}", "per core"),
+        case(
+            "cpu 1024 on this machine",
+            "plan",
+            "devices: {cpu: 1024}",
+            "per core",
+        ),
         case("cpu 1024 at run", "run", "devices: {cpu: 1024}", "per core"),
-        case("batch_size huge", "run", "batch_size: 100000000", "`batch_size`"),
+        case(
+            "batch_size huge",
+            "run",
+            "batch_size: 100000000",
+            "`batch_size`",
+        ),
         // Misleading messages before.
         case("steps -3", "validate", "steps: -3", "`steps`"),
         case("steps ddim600", "run", "steps: ddim600", "`steps`"),
         // Valid, but not the job that made the out dir (a changed fingerprint).
-        case("another job, same out dir", "run", "steps: ddim7", "steps 2 -> ddim7"),
-        case("another seed, same out dir", "run", "seed: 12345", "--restart"),
+        case(
+            "another job, same out dir",
+            "run",
+            "steps: ddim7",
+            "steps 2 -> ddim7",
+        ),
+        case(
+            "another seed, same out dir",
+            "run",
+            "seed: 12345",
+            "--restart",
+        ),
         case("sampler euler", "run", "sampler: euler", "ddpm, ddim"),
-        case("precision fp8", "run", "precision: fp8", "fp32, tf32, bf16, fp16"),
-        case("beta_schedule cosine", "run", "beta_schedule: cosine", "`beta_schedule`"),
-        case("variance fixed_small", "run", "variance: fixed_small", "`variance`"),
+        case(
+            "precision fp8",
+            "run",
+            "precision: fp8",
+            "fp32, tf32, bf16, fp16",
+        ),
+        case(
+            "beta_schedule cosine",
+            "run",
+            "beta_schedule: cosine",
+            "`beta_schedule`",
+        ),
+        case(
+            "variance fixed_small",
+            "run",
+            "variance: fixed_small",
+            "`variance`",
+        ),
         case("labels", "run", "labels: some", "`labels`"),
         case("unknown key", "run", "num_sample: 8", "`num_sample`"),
         case("shard_size 0", "run", "shard_size: 0", "`shard_size`"),
@@ -161,65 +240,187 @@ fn cases() -> Vec<Case> {
         case("image_size", "run", "image_size: 100", "`image_size`"),
         case("num_classes", "run", "num_classes: 7", "`num_classes`"),
         case("cfg_channels 9", "run", "cfg_channels: 9", "`cfg_channels`"),
-        case("checkpoint missing", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}/nope.pt\n", "`model.checkpoint`"),
-        case("checkpoint is a folder", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}\n", "`model.checkpoint`"),
+        case(
+            "checkpoint missing",
+            "run",
+            "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}/nope.pt\n",
+            "`model.checkpoint`",
+        ),
+        case(
+            "checkpoint is a folder",
+            "run",
+            "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}\n",
+            "`model.checkpoint`",
+        ),
         case("vae missing", "run", "vae: {F}/nope", "`vae`"),
-        with(case("out_dir a file", "run", "out_dir: {F}/a-file", "`out_dir`"), |d| {
-            std::fs::write(d.join("a-file"), "keep me").unwrap()
-        }),
-        with(case("out_dir under a file", "plan", "out_dir: {F}/a-file/out", "`out_dir`"), |d| {
-            std::fs::write(d.join("a-file"), "keep me").unwrap()
-        }),
+        with(
+            case("out_dir a file", "run", "out_dir: {F}/a-file", "`out_dir`"),
+            |d| std::fs::write(d.join("a-file"), "keep me").unwrap(),
+        ),
+        with(
+            case(
+                "out_dir under a file",
+                "plan",
+                "out_dir: {F}/a-file/out",
+                "`out_dir`",
+            ),
+            |d| std::fs::write(d.join("a-file"), "keep me").unwrap(),
+        ),
         // A custom DiT config JSON and a VAE config.json.
-        with(case("hidden_size -64", "run", DIT, "`hidden_size`"), |d| dit_json(d, "\"hidden_size\": -64")),
-        with(case("mlp_ratio 0", "validate", DIT, "`mlp_ratio`"), |d| dit_json(d, "\"mlp_ratio\": 0")),
-        with(case("class_dropout_prob 1.5", "plan", DIT, "`class_dropout_prob`"), |d| dit_json(d, "\"class_dropout_prob\": 1.5")),
-        with(case("depth string", "run", DIT, "`depth`"), |d| dit_json(d, "\"depth\": \"2\"")),
-        with(case("scaling_factor 0", "run", VAE, "`scaling_factor`"), |d| vae_copy(d, "\"scaling_factor\": 0")),
-        with(case("latent_channels -4", "validate", VAE, "`latent_channels`"), |d| vae_copy(d, "\"latent_channels\": -4")),
+        with(case("hidden_size -64", "run", DIT, "`hidden_size`"), |d| {
+            dit_json(d, "\"hidden_size\": -64")
+        }),
+        with(case("mlp_ratio 0", "validate", DIT, "`mlp_ratio`"), |d| {
+            dit_json(d, "\"mlp_ratio\": 0")
+        }),
+        with(
+            case(
+                "class_dropout_prob 1.5",
+                "plan",
+                DIT,
+                "`class_dropout_prob`",
+            ),
+            |d| dit_json(d, "\"class_dropout_prob\": 1.5"),
+        ),
+        with(case("depth string", "run", DIT, "`depth`"), |d| {
+            dit_json(d, "\"depth\": \"2\"")
+        }),
+        with(
+            case("scaling_factor 0", "run", VAE, "`scaling_factor`"),
+            |d| vae_copy(d, "\"scaling_factor\": 0"),
+        ),
+        with(
+            case("latent_channels -4", "validate", VAE, "`latent_channels`"),
+            |d| vae_copy(d, "\"latent_channels\": -4"),
+        ),
         // Model files that load as something else (checked by a worker before anything is
         // written).
-        case("dict of ints", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/dict-of-ints.pt\n", "dict-of-ints.pt"),
-        case("not a state dict", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/not-a-state-dict.pt\n", "not-a-state-dict.pt"),
-        case("whole module", "validate", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/whole-module.pt\n", "whole-module.pt"),
-        case("uint16", "validate", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/uint16.pt\n", "uint16.pt"),
-        case("legacy format", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/legacy.pt\n", "legacy.pt"),
-        case("other keys", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/small.safetensors\n", "small.safetensors"),
-        with(case("truncated checkpoint", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}/cut.pt\n", "cut.pt"), |d| {
-            let b = std::fs::read(fixture("golden/dit/model.pt")).unwrap();
-            std::fs::write(d.join("cut.pt"), &b[..b.len() / 2]).unwrap();
-        }),
-        with(case("empty checkpoint", "run", "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}/empty.pt\n", "empty.pt"), |d| {
-            std::fs::write(d.join("empty.pt"), b"").unwrap();
-        }),
-        with(case("truncated VAE weights", "run", VAE, "diffusion_pytorch_model.safetensors"), |d| {
-            vae_copy(d, "");
-            let w = d.join("vae/diffusion_pytorch_model.safetensors");
-            let b = std::fs::read(&w).unwrap();
-            std::fs::write(&w, &b[..b.len() / 3]).unwrap();
-        }),
+        case(
+            "dict of ints",
+            "run",
+            "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/dict-of-ints.pt\n",
+            "dict-of-ints.pt",
+        ),
+        case(
+            "not a state dict",
+            "run",
+            "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/not-a-state-dict.pt\n",
+            "not-a-state-dict.pt",
+        ),
+        case(
+            "whole module",
+            "validate",
+            "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/whole-module.pt\n",
+            "whole-module.pt",
+        ),
+        case(
+            "uint16",
+            "validate",
+            "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/uint16.pt\n",
+            "uint16.pt",
+        ),
+        case(
+            "legacy format",
+            "run",
+            "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/legacy.pt\n",
+            "legacy.pt",
+        ),
+        case(
+            "other keys",
+            "run",
+            "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/../bad/small.safetensors\n",
+            "small.safetensors",
+        ),
+        with(
+            case(
+                "truncated checkpoint",
+                "run",
+                "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}/cut.pt\n",
+                "cut.pt",
+            ),
+            |d| {
+                let b = std::fs::read(fixture("golden/dit/model.pt")).unwrap();
+                std::fs::write(d.join("cut.pt"), &b[..b.len() / 2]).unwrap();
+            },
+        ),
+        with(
+            case(
+                "empty checkpoint",
+                "run",
+                "model:\n  config: {G}/dit/config.json\n  checkpoint: {F}/empty.pt\n",
+                "empty.pt",
+            ),
+            |d| {
+                std::fs::write(d.join("empty.pt"), b"").unwrap();
+            },
+        ),
+        with(
+            case(
+                "truncated VAE weights",
+                "run",
+                VAE,
+                "diffusion_pytorch_model.safetensors",
+            ),
+            |d| {
+                vae_copy(d, "");
+                let w = d.join("vae/diffusion_pytorch_model.safetensors");
+                let b = std::fs::read(&w).unwrap();
+                std::fs::write(&w, &b[..b.len() / 3]).unwrap();
+            },
+        ),
         // The file itself.
-        bytes("BOM and a bad key", "run", b"\xef\xbb\xbfnum_samples: 8\nvae: x\nmodel: {checkpoint: x}\nfoo: 1\n".to_vec(), "`foo`"),
+        bytes(
+            "BOM and a bad key",
+            "run",
+            b"\xef\xbb\xbfnum_samples: 8\nvae: x\nmodel: {checkpoint: x}\nfoo: 1\n".to_vec(),
+            "`foo`",
+        ),
         bytes("empty file", "run", Vec::new(), "job.yaml"),
-        bytes("latin-1", "validate", b"num_samples: 8 # caf\xe9\n".to_vec(), "job.yaml"),
-        bytes("200 KB nested", "run", {
-            let mut b = b"a: ".to_vec();
-            b.extend(std::iter::repeat(b'[').take(100_000));
-            b.extend(std::iter::repeat(b']').take(100_000));
-            b
-        }, "job.yaml"),
+        bytes(
+            "latin-1",
+            "validate",
+            b"num_samples: 8 # caf\xe9\n".to_vec(),
+            "job.yaml",
+        ),
+        bytes(
+            "200 KB nested",
+            "run",
+            {
+                let mut b = b"a: ".to_vec();
+                b.extend(std::iter::repeat(b'[').take(100_000));
+                b.extend(std::iter::repeat(b']').take(100_000));
+                b
+            },
+            "job.yaml",
+        ),
         bytes("2 MiB", "plan", b"# padding\n".repeat(200_000), "job.yaml"),
         bytes("a list", "run", b"- model\n- vae\n".to_vec(), "job.yaml"),
         bytes("syntax", "run", b"model: {config: [\n".to_vec(), "job.yaml"),
         // Command lines.
         usage(args("no config", &["run"], "required arguments")),
-        args("missing file", &["validate", "/nonexistent/job.yaml"], "/nonexistent/job.yaml"),
+        args(
+            "missing file",
+            &["validate", "/nonexistent/job.yaml"],
+            "/nonexistent/job.yaml",
+        ),
         args("a folder", &["plan", "{F}"], "is a folder"),
-        usage(args("grace inf", &["run", "{JOB}", "--grace", "inf"], "--grace")),
-        usage(args("unknown flag", &["run", "{JOB}", "--bogus"], "--bogus")),
+        usage(args(
+            "grace inf",
+            &["run", "{JOB}", "--grace", "inf"],
+            "--grace",
+        )),
+        usage(args(
+            "unknown flag",
+            &["run", "{JOB}", "--bogus"],
+            "--bogus",
+        )),
         usage(args("extra argument", &["plan", "{JOB}", "extra"], "extra")),
         usage(args("unknown command", &["frobnicate"], "frobnicate")),
-        usage(args("bad range", &["sample", "{JOB}", "--out", "{F}/o", "--range", "5..2"], "--range")),
+        usage(args(
+            "bad range",
+            &["sample", "{JOB}", "--out", "{F}/o", "--range", "5..2"],
+            "--range",
+        )),
     ]
 }
 
@@ -349,9 +550,11 @@ fn bad_input_is_refused_on_one_line_and_damages_nothing() {
         let secs = t.elapsed().as_secs_f64();
         let err = stderr(&o);
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        let error_lines = lines.iter().filter(|l| l.starts_with("fidshard: error:")).count();
+        let error_lines = lines
+            .iter()
+            .filter(|l| l.starts_with("fidshard: error:"))
+            .count();
         let mut why = Vec::new();
-        if std::env::var_os("SHOW").is_some() { eprintln!("#{i} {} [{:.2}s]: {}", c.name, secs, err.lines().next().unwrap_or("")); }
         if o.status.code() != Some(c.code) {
             why.push(format!("exit {:?}, want {}", o.status.code(), c.code));
         }
@@ -361,7 +564,10 @@ fn bad_input_is_refused_on_one_line_and_damages_nothing() {
                 why.push(format!("first line does not name {}", c.names));
             }
         } else if lines.len() != 1 || error_lines != 1 {
-            why.push(format!("{} stderr lines, {error_lines} `fidshard: error:`", lines.len()));
+            why.push(format!(
+                "{} stderr lines, {error_lines} `fidshard: error:`",
+                lines.len()
+            ));
         }
         if !err.contains(c.names) {
             why.push(format!("does not name {}", c.names));
@@ -403,7 +609,10 @@ fn bad_input_is_refused_on_one_line_and_damages_nothing() {
             let o = run_fidshard(&[cmd.into(), p.clone().into()]);
             let err = stderr(&o);
             assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
-            assert!(err.contains("not valid UTF-8") && err.lines().count() == 1, "{cmd}: {err}");
+            assert!(
+                err.contains("not valid UTF-8") && err.lines().count() == 1,
+                "{cmd}: {err}"
+            );
         }
         assert_eq!(contents(&out), before);
     }
@@ -412,7 +621,10 @@ fn bad_input_is_refused_on_one_line_and_damages_nothing() {
     std::fs::write(&bom, format!("\u{feff}{golden_text}")).unwrap();
     let o = fidshard(&["run", bom.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(contents(&out).get(Path::new("samples.npz")), before.get(Path::new("samples.npz")));
+    assert_eq!(
+        contents(&out).get(Path::new("samples.npz")),
+        before.get(Path::new("samples.npz"))
+    );
     let total = started.elapsed();
     assert!(total < Duration::from_secs(120), "took {total:?}");
     eprintln!("{} cases in {:.1} s", cases.len(), total.as_secs_f64());

@@ -268,3 +268,19 @@ fn every_documented_exit_code() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(75));
 }
+
+#[test]
+fn a_damaged_png_of_a_complete_job_is_sampled_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = complete_job(tmp.path());
+    let png = tmp.path().join("out/samples/000005.png");
+    let good = std::fs::read(&png).unwrap();
+    let npz = std::fs::read(tmp.path().join("out/samples.npz")).unwrap();
+    std::fs::write(&png, &good[..good.len() / 2]).unwrap();
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&png).unwrap(), good, "the PNG is sampled again, identical");
+    assert_eq!(std::fs::read(tmp.path().join("out/samples.npz")).unwrap(), npz);
+    let o = fidshard(&["assemble", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

@@ -116,9 +116,22 @@ fn run_with_state(
             let labels = recorded_labels(db)?;
             match crate::npz::verify_npz_full(&npz_path, n, job.image_size as u32, &labels) {
                 Ok(()) => {
-                    tracing::info!(npz = %npz_path.display(), "already complete (verified)");
-                    final_snapshot(job, db, JobState::Complete);
-                    return Ok(Exit::Complete);
+                    // The PNGs are part of the result too (`grid`, `assemble`, other tools):
+                    // a damaged one gets its shard sampled again, and the npz re-assembled.
+                    let bad = damaged_shards(db, &samples_dir, n)?;
+                    if bad.is_empty() {
+                        tracing::info!(npz = %npz_path.display(), "already complete (verified)");
+                        final_snapshot(job, db, JobState::Complete);
+                        return Ok(Exit::Complete);
+                    }
+                    tracing::warn!(
+                        shards = ?bad,
+                        "PNGs of a complete job are missing or damaged; sampling their shards again"
+                    );
+                    for id in bad {
+                        db.remove_done(id)?;
+                    }
+                    continue;
                 }
                 Err(e) => tracing::warn!("{e}; assembling it again from the PNGs"),
             }
@@ -180,6 +193,22 @@ fn run_with_state(
     Err(anyhow!(
         "samples.npz: files kept going bad after {REPAIR_ROUNDS} repair rounds"
     ))
+}
+
+/// Recorded shards with a PNG whose bytes no longer match the CRC32 recorded for it.
+fn damaged_shards(db: &StateDb, samples_dir: &std::path::Path, n: u64) -> Result<Vec<u64>> {
+    let mut bad = Vec::new();
+    for r in db.done_records()? {
+        let ok = r.shard.indices().zip(&r.crc32).all(|(i, &crc)| {
+            std::fs::read(samples_dir.join(fidshard_core::output::png_name(i, n)))
+                .map(|bytes| crc32fast::hash(&bytes) == crc)
+                .unwrap_or(false)
+        });
+        if !ok {
+            bad.push(r.shard.id);
+        }
+    }
+    Ok(bad)
 }
 
 /// Shards not recorded done, or recorded but with files missing (those records are dropped).
