@@ -215,3 +215,31 @@ fn plan_validate_and_assemble() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(npz(&out) == first, "assemble wrote another npz");
 }
+
+/// `batch_size: auto` picks a size (logged by each worker) and changes no byte.
+#[test]
+fn batch_size_auto_picks_a_size_and_keeps_the_bytes() {
+    let fixed = tempfile::tempdir().unwrap();
+    let auto = tempfile::tempdir().unwrap();
+    let base = "num_samples: 24\nsteps: \"5\"\ndevices: {cpu: 1}\nshard_size: 24\n";
+    let a = job_with(fixed.path(), JOBS[0], &format!("{base}batch_size: 3\n"));
+    let b = job_with(
+        auto.path(),
+        JOBS[0],
+        &format!("{base}batch_size: auto\nvae_batch_size: auto\n"),
+    );
+    for cfg in [&a, &b] {
+        let o = fidshard(&["run", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let log = std::fs::read_to_string(auto.path().join("out/logs/worker-0.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("batch size auto"))
+        .unwrap_or_else(|| panic!("no auto batch line in the worker log: {log}"));
+    assert!(line.contains("dit_batch=16"), "{line}");
+    assert_eq!(
+        std::fs::read(fixed.path().join("out/samples.npz")).unwrap(),
+        std::fs::read(auto.path().join("out/samples.npz")).unwrap()
+    );
+}

@@ -287,6 +287,9 @@ pub(crate) fn render(s: &Snapshot) -> String {
         }
         let _ = writeln!(o, "{}", line.trim_end());
     }
+    if let Some(f) = &s.fetching {
+        let _ = writeln!(o, "fetching {}", f.describe());
+    }
     if s.state == JobState::Running {
         let eta = s
             .eta_seconds
@@ -439,7 +442,18 @@ mod tests {
         );
 
         let dir = out_dir_with(&[0, 1, 2], &[]);
+        // Something that is not the job's npz is no proof of completion.
         std::fs::write(crate::outdir::OutDir::new(dir.path()).npz(), b"npz").unwrap();
+        let s = compute(dir.path(), Some((25, 10))).unwrap();
+        assert_eq!(s.state, JobState::Interrupted);
+        assert!(s.note.unwrap().contains("damaged"));
+        // A real one of 25 images is.
+        let npz = crate::outdir::OutDir::new(dir.path()).npz();
+        let mut w = crate::npz::NpzWriter::create(&npz, 25, 2, 2).unwrap();
+        for _ in 0..25 {
+            w.push_image(&[7u8; 12]).unwrap();
+        }
+        w.finish(&[0; 25]).unwrap();
         let s = compute(dir.path(), Some((25, 10))).unwrap();
         assert_eq!(s.state, JobState::Complete);
         assert_eq!((s.samples_done, s.shards_done), (25, 3));
@@ -497,8 +511,9 @@ mod tests {
         std::fs::write(dir.path().join("bad.yaml"), "num_samples: [").unwrap();
         let err = resolve_target(&dir.path().join("bad.yaml")).unwrap_err();
         assert_eq!(code_of(&err), Exit::InvalidInput);
-        drop(JobLock::acquire(dir.path()).unwrap());
-        assert_eq!(resolve_target(dir.path()).unwrap().0, dir.path());
+        let out = dir.path().join("out");
+        drop(JobLock::acquire(&out).unwrap());
+        assert_eq!(resolve_target(&out).unwrap().0, out);
     }
 
     #[test]

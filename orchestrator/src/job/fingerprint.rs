@@ -113,6 +113,7 @@ pub(crate) fn describe(changes: &[Change]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn fp(pairs: &[(&str, &str)]) -> Fingerprint {
         let mut f = Fingerprint::default();

@@ -1,173 +1,473 @@
-//! Hugging Face hub repo ids in the job YAML (`vae: stabilityai/sd-vae-ft-ema`), resolved in the
-//! local hub cache only. Compute nodes often have no network, and a download in the middle of a
-//! job start would make the start slow and its result depend on the hub's state that day; what
-//! `huggingface-cli download` (or `diffusers`) put in the cache is used, or the job is refused
-//! with the command that fixes it.
+//! Weights named by where they come from instead of by a local path, and where their local
+//! copies are. This module never touches the network: it parses the forms a job file accepts,
+//! and finds what earlier downloads (fidshard's `fetch/`, or Python's huggingface_hub) left in
+//! the caches. `Job::load` resolves through it; `fetch/` uses it to decide what is missing.
 //!
-//! Cache layout (huggingface_hub's): `ROOT/models--{org}--{name}/refs/main` holds the commit
-//! hash of the snapshot `ROOT/models--{org}--{name}/snapshots/{hash}/`, whose files are symlinks
-//! into `blobs/`. ROOT is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
-//! `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`.
+//! Forms (docs/configuration.md): `org/name`, `org/name@revision`, `org/name@revision/path`
+//! (a path beside the job file of that name wins), `hf://org/name[@revision][/path]`, and
+//! `https://...` / `http://...` (one file, the checkpoint).
+//!
+//! Hub cache layout (huggingface_hub's, shared with Python): `ROOT/models--{org}--{name}/refs/
+//! {revision}` holds the commit hash of `snapshots/{commit}/`, whose files are symlinks into
+//! `blobs/`. ROOT is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`,
+//! else `~/.cache/huggingface/hub`. Plain URLs go to fidshard's own cache:
+//! `$FIDSHARD_CACHE/downloads/{sha256(url)[..16]}/{file name}` (default `~/.cache/fidshard`).
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// What the repo should provide.
+/// What the source should provide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wanted {
     /// A diffusers AutoencoderKL folder: the snapshot itself (a standalone VAE repo such as
-    /// `stabilityai/sd-vae-ft-ema`) or its `vae/` subfolder (a whole pipeline repo).
+    /// `stabilityai/sd-vae-ft-ema`), its `vae/` subfolder (a whole pipeline repo), or the folder
+    /// the reference names.
     VaeFolder,
-    /// The one checkpoint file (`.pt`, `.pth`, `.ckpt`, `.bin`, `.safetensors`) at the
-    /// snapshot's root.
+    /// The checkpoint the reference names, or the one checkpoint file (`.pt`, `.pth`, `.ckpt`,
+    /// `.bin`, `.safetensors`) at the snapshot's root.
     CheckpointFile,
 }
 
-/// `(org, name)` when `value` is spelled like a hub repo id: exactly two path components of
-/// `[A-Za-z0-9._-]`, neither `.` nor `..`. The caller checks first that no such local path
-/// exists, so a folder `org/name` next to the YAML always wins.
-pub(crate) fn repo_id(value: &Path) -> Option<(&str, &str)> {
-    let s = value.to_str()?;
-    let (org, name) = s.split_once('/')?;
-    let ok = |part: &str| {
-        !part.is_empty()
-            && part != "."
-            && part != ".."
-            && part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    };
-    (ok(org) && ok(name)).then_some((org, name))
+/// A Hugging Face model repo, at a revision (`main` when none is given), maybe a path in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RepoRef {
+    pub org: String,
+    pub name: String,
+    pub revision: Option<String>,
+    /// A file (checkpoint) or folder (VAE) inside the repo.
+    pub path: Option<String>,
 }
 
-/// The cache folder and which setting chose it (for error messages).
+impl RepoRef {
+    /// `org/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.org, self.name)
+    }
+
+    /// The revision asked for: a branch, a tag or a commit hash.
+    pub fn revision(&self) -> &str {
+        self.revision.as_deref().unwrap_or("main")
+    }
+
+    /// hf-hub's view of it (folder names, URLs).
+    pub fn hf(&self) -> hf_hub::Repo {
+        hf_hub::Repo::with_revision(
+            self.id(),
+            hf_hub::RepoType::Model,
+            self.revision().to_string(),
+        )
+    }
+
+    /// `ROOT/models--{org}--{name}`.
+    pub fn folder(&self, root: &CacheRoot) -> PathBuf {
+        root.path.join(self.hf().folder_name())
+    }
+
+    /// The command of today's Python tools that downloads the same files into the same cache.
+    pub fn hf_download(&self) -> String {
+        let mut cmd = format!("hf download {}", self.id());
+        if let Some(rev) = &self.revision {
+            cmd += &format!(" --revision {rev}");
+        }
+        cmd
+    }
+}
+
+impl fmt::Display for RepoRef {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", self.id())?;
+        if let Some(rev) = &self.revision {
+            write!(f, "@{rev}")?;
+        }
+        if let Some(p) = &self.path {
+            write!(f, "/{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One file behind a plain `https://` (or `http://`) URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UrlRef {
+    pub url: String,
+}
+
+impl UrlRef {
+    /// The last segment of the URL's path (`DiT-XL-2-256x256.pt`), made safe as a file name.
+    /// The local copy keeps it, so the job fingerprint (which includes the file name) is the same
+    /// as for a local file of that name.
+    pub fn file_name(&self) -> String {
+        let rest = self.url.split_once("://").map_or("", |(_, r)| r);
+        let path = rest.split(['?', '#']).next().unwrap_or("");
+        let last = path.split_once('/').map_or("", |(_, p)| p);
+        let last = last.rsplit('/').next().unwrap_or("");
+        let name: String = last
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._+-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        match name.trim_start_matches('.') {
+            "" => "download".to_string(),
+            n => n.to_string(),
+        }
+    }
+
+    /// `ROOT/downloads/{first 16 hex digits of sha256(url)}/{file name}`.
+    pub fn cached_path(&self, root: &CacheRoot) -> PathBuf {
+        use sha2::Digest;
+        let key = hex(&sha2::Sha256::digest(self.url.as_bytes()));
+        root.path
+            .join("downloads")
+            .join(&key[..16])
+            .join(self.file_name())
+    }
+}
+
+/// A weights value that is not a local path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Remote {
+    Repo(RepoRef),
+    Url(UrlRef),
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Remote::Repo(r) => write!(f, "{r}"),
+            Remote::Url(u) => write!(f, "{}", u.url),
+        }
+    }
+}
+
+/// What a weights value of the job file names: `Ok(None)` for a local path (the caller resolves
+/// it as one), `Ok(Some(..))` for a hub repo or a URL, `Err` for a URL or `hf://` reference that
+/// is malformed. A bare `org/name...` counts as a repo only when no path `local` (the value
+/// resolved beside the job file) exists; `hf://` and URLs never look at the disk.
+pub(crate) fn remote(value: &Path, local: &Path) -> Result<Option<Remote>, String> {
+    let Some(s) = value.to_str() else {
+        return Ok(None);
+    };
+    if let Some(rest) = s.strip_prefix("https://").or(s.strip_prefix("http://")) {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if host.is_empty() || s.chars().any(char::is_whitespace) {
+            return Err(format!("`{s}` is not a URL: expected https://host/path/file"));
+        }
+        return Ok(Some(Remote::Url(UrlRef { url: s.to_string() })));
+    }
+    if let Some(rest) = s.strip_prefix("hf://") {
+        return parse_repo(rest, true).map(|r| Some(Remote::Repo(r))).ok_or_else(|| {
+            format!("`{s}` is not a hub reference: expected hf://org/name[@revision][/path]")
+        });
+    }
+    if let Some((scheme, _)) = s.split_once("://") {
+        return Err(format!(
+            "`{scheme}://` is not supported: give a local path, a Hugging Face repo id \
+             (org/name, hf://org/name@revision/file) or an https:// URL"
+        ));
+    }
+    if local.exists() {
+        return Ok(None);
+    }
+    Ok(parse_repo(s, false).map(Remote::Repo))
+}
+
+/// `org/name[@rev][/path]`. Bare (not `hf://`) references with a path need the `@rev`, so that
+/// a mistyped local path such as `pretrained/dit/model.pt` is not taken for a repo.
+fn parse_repo(s: &str, explicit: bool) -> Option<RepoRef> {
+    let mut parts = s.split('/');
+    let org = parts.next()?;
+    let second = parts.next()?;
+    let (name, revision) = match second.split_once('@') {
+        Some((n, r)) => (n, Some(r)),
+        None => (second, None),
+    };
+    let mut rest: Vec<&str> = parts.collect();
+    let word = |p: &str| {
+        !p.is_empty()
+            && p != "."
+            && p != ".."
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    if !word(org) || !word(name) {
+        return None;
+    }
+    if let Some(r) = revision {
+        if r.is_empty() || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return None;
+        }
+    }
+    if !rest.is_empty() && revision.is_none() && !explicit {
+        return None;
+    }
+    if rest.last() == Some(&"") {
+        rest.pop();
+    }
+    if rest.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+        return None;
+    }
+    Some(RepoRef {
+        org: org.to_string(),
+        name: name.to_string(),
+        revision: revision.map(str::to_string),
+        path: (!rest.is_empty()).then(|| rest.join("/")),
+    })
+}
+
+/// `sha256:` in the job file: 64 hex digits, optionally prefixed `sha256:`; lower case.
+pub(crate) fn parse_sha256(s: &str) -> Result<String, String> {
+    let hexd = s.trim().strip_prefix("sha256:").unwrap_or(s.trim());
+    if hexd.len() == 64 && hexd.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(hexd.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "`{s}` is not a SHA-256: expected 64 hexadecimal digits (what `sha256sum FILE` prints)"
+        ))
+    }
+}
+
+/// The SHA-256 of a cached file when it is known without reading it: the name of the blob a hub
+/// snapshot's symlink points to (LFS files are stored under their SHA-256), or the record
+/// fidshard wrote beside a URL download.
+pub(crate) fn known_sha256(path: &Path) -> Option<String> {
+    let is_sha = |s: &str| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
+    if let Ok(target) = std::fs::read_link(path) {
+        let name = target.file_name()?.to_str()?.to_string();
+        return is_sha(&name).then_some(name);
+    }
+    let text = std::fs::read_to_string(sha256_record(path)).ok()?;
+    let text = text.trim();
+    is_sha(text).then(|| text.to_string())
+}
+
+/// Where fidshard records the SHA-256 of a URL download: `FILE.sha256`.
+pub(crate) fn sha256_record(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".sha256");
+    path.with_file_name(name)
+}
+
+/// Lower-case hex of bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A cache folder and which setting chose it (for error messages).
 #[derive(Debug, Clone)]
 pub(crate) struct CacheRoot {
     pub path: PathBuf,
     pub from: &'static str,
 }
 
+fn env_path(k: &str) -> Option<PathBuf> {
+    std::env::var_os(k)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn home() -> PathBuf {
+    env_path("HOME").unwrap_or_else(|| PathBuf::from("/"))
+}
+
 impl CacheRoot {
-    /// From the environment, as huggingface_hub picks it.
+    /// The Hugging Face hub cache, from the environment, as huggingface_hub picks it.
     pub fn from_env() -> CacheRoot {
-        let var = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
+        let (path, from) = if let Some(p) = env_path("HF_HUB_CACHE") {
+            (p, "$HF_HUB_CACHE")
+        } else if let Some(p) = env_path("HF_HOME") {
+            (p.join("hub"), "$HF_HOME/hub")
+        } else if let Some(p) = env_path("XDG_CACHE_HOME") {
+            (p.join("huggingface/hub"), "$XDG_CACHE_HOME/huggingface/hub")
+        } else {
+            (
+                home().join(".cache/huggingface/hub"),
+                "the default ~/.cache/huggingface/hub",
+            )
         };
-        if let Some(p) = var("HF_HUB_CACHE") {
-            return CacheRoot {
-                path: p,
-                from: "$HF_HUB_CACHE",
-            };
-        }
-        if let Some(p) = var("HF_HOME") {
-            return CacheRoot {
-                path: p.join("hub"),
-                from: "$HF_HOME/hub",
-            };
-        }
-        if let Some(p) = var("XDG_CACHE_HOME") {
-            return CacheRoot {
-                path: p.join("huggingface/hub"),
-                from: "$XDG_CACHE_HOME/huggingface/hub",
-            };
-        }
-        CacheRoot {
-            path: var("HOME")
-                .unwrap_or_else(|| PathBuf::from("/"))
-                .join(".cache/huggingface/hub"),
-            from: "the default ~/.cache/huggingface/hub",
-        }
+        CacheRoot { path, from }
+    }
+
+    /// fidshard's own cache (URL downloads): `$FIDSHARD_CACHE`, else
+    /// `$XDG_CACHE_HOME/fidshard`, else `~/.cache/fidshard`.
+    pub fn fidshard() -> CacheRoot {
+        let (path, from) = if let Some(p) = env_path("FIDSHARD_CACHE") {
+            (p, "$FIDSHARD_CACHE")
+        } else if let Some(p) = env_path("XDG_CACHE_HOME") {
+            (p.join("fidshard"), "$XDG_CACHE_HOME/fidshard")
+        } else {
+            (home().join(".cache/fidshard"), "the default ~/.cache/fidshard")
+        };
+        CacheRoot { path, from }
     }
 }
 
-/// Finds `org/name` in the cache. The error is one line (without the YAML file and key, which
-/// the caller adds) naming the folders looked in and the fix.
+/// The local copy of `remote`, found in the caches without any network access. The error is
+/// one line (without the YAML file and key, which the caller adds) naming where it looked and
+/// the fix; `local` is the path beside the job file that a bare repo id could also have meant.
+pub(crate) fn locate(remote: &Remote, wanted: Wanted, local: &Path) -> Result<PathBuf, String> {
+    match remote {
+        Remote::Url(_) if wanted == Wanted::VaeFolder => Err(
+            "a URL names one file, but the VAE is a folder (config.json and the weights): give a \
+             local folder or a Hugging Face repo id such as stabilityai/sd-vae-ft-ema"
+                .to_string(),
+        ),
+        Remote::Url(u) => {
+            let root = CacheRoot::fidshard();
+            let path = u.cached_path(&root);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(format!(
+                    "`{}` has not been downloaded into fidshard's cache yet ({}, cache from {}); \
+                     `fidshard run`, `validate` and `fetch` download it",
+                    u.url,
+                    path.display(),
+                    root.from
+                ))
+            }
+        }
+        Remote::Repo(r) => resolve(&CacheRoot::from_env(), r, wanted, local),
+    }
+}
+
+/// Finds `repo` in the hub cache.
 pub(crate) fn resolve(
     root: &CacheRoot,
-    (org, name): (&str, &str),
+    repo: &RepoRef,
     wanted: Wanted,
     local: &Path,
 ) -> Result<PathBuf, String> {
-    let repo = root.path.join(format!("models--{org}--{name}"));
+    let dir = repo.folder(root);
     let give_local = match wanted {
         Wanted::VaeFolder => "give a local folder",
         Wanted::CheckpointFile => "give a local file",
     };
-    let fix =
-        format!("download it once with `huggingface-cli download {org}/{name}` or {give_local}");
-    let snapshots = repo.join("snapshots");
+    let fix = format!(
+        "`fidshard run`, `validate` and `fetch` download it (Python's tools: `{}`), or {give_local}",
+        repo.hf_download()
+    );
+    let snapshots = dir.join("snapshots");
+    let which = match repo.path.is_none() && repo.revision.is_none() {
+        true => format!(
+            "neither a path beside the job file ({}) nor",
+            local.display()
+        ),
+        false => "not".to_string(),
+    };
     if !snapshots.is_dir() {
         return Err(format!(
-            "`{org}/{name}` is neither a path beside the job file ({}) nor in the local Hugging \
-             Face cache ({}, cache from {}); {fix}",
-            local.display(),
-            repo.display(),
+            "`{repo}` is {which} in the local Hugging Face cache ({}, cache from {}); {fix}",
+            dir.display(),
             root.from
         ));
     }
-    let snapshot = pick_snapshot(&repo, &snapshots).map_err(|e| format!("{e}; {fix}"))?;
+    let snapshot = pick_snapshot(&dir, &snapshots, repo).map_err(|e| format!("{e}; {fix}"))?;
+    let missing = |what: &str| -> String {
+        format!(
+            "{} (the Hugging Face cache's `{repo}`) {what}; {fix}",
+            snapshot.display()
+        )
+    };
     match wanted {
         Wanted::VaeFolder => {
-            for dir in [snapshot.clone(), snapshot.join("vae")] {
-                if dir.join(fidshard_core::vae_config::CONFIG_FILE).is_file() {
-                    return Ok(dir);
-                }
+            let dirs = match &repo.path {
+                Some(p) => vec![snapshot.join(p)],
+                None => vec![snapshot.clone(), snapshot.join("vae")],
+            };
+            let config = fidshard_core::vae_config::CONFIG_FILE;
+            let Some(dir) = dirs.into_iter().find(|d| d.join(config).is_file()) else {
+                return Err(missing(&match &repo.path {
+                    Some(p) => format!("has no {p}/config.json"),
+                    None => "has no config.json, at its root or in vae/; expected a diffusers \
+                             AutoencoderKL or a pipeline with a vae/ folder"
+                        .to_string(),
+                }));
+            };
+            if fidshard_core::vae_config::find_weights(&dir).is_err() {
+                return Err(missing(
+                    "has config.json but no diffusion_pytorch_model.safetensors (or .bin) beside \
+                     it (an interrupted download?)",
+                ));
             }
-            Err(format!(
-                "{} (the Hugging Face cache's `{org}/{name}`) has no config.json, at its root or \
-                 in vae/; expected a diffusers AutoencoderKL or a pipeline with a vae/ folder; \
-                 {fix}",
-                snapshot.display()
-            ))
+            Ok(dir)
         }
         Wanted::CheckpointFile => {
+            if let Some(p) = &repo.path {
+                let file = snapshot.join(p);
+                return match file.is_file() {
+                    true => Ok(file),
+                    false => Err(missing(&format!("has no file {p}"))),
+                };
+            }
             let mut files = weight_files(&snapshot);
             match files.len() {
                 1 => Ok(files.remove(0)),
-                0 => Err(format!(
-                    "{} (the Hugging Face cache's `{org}/{name}`) holds no .pt, .pth, .ckpt, .bin \
-                     or .safetensors file; {fix}",
-                    snapshot.display()
-                )),
+                0 => Err(missing("holds no .pt, .pth, .ckpt, .bin or .safetensors file")),
                 _ => Err(format!(
-                    "{} (the Hugging Face cache's `{org}/{name}`) holds several checkpoints ({}); \
-                     give the one to use as a path",
+                    "{} (the Hugging Face cache's `{repo}`) holds several checkpoints ({}); name \
+                     the one to use, e.g. `{}@{}/{}`",
                     snapshot.display(),
-                    files
-                        .iter()
-                        .filter_map(|f| f.file_name())
-                        .map(|f| f.to_string_lossy().into_owned())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    names(&files).join(", "),
+                    repo.id(),
+                    repo.revision(),
+                    names(&files)[0],
                 )),
             }
         }
     }
 }
 
-/// `snapshots/<refs/main>`, or the only snapshot when there is no `refs/main` (a cache copied
-/// without its refs, or filled by `snapshot_download(revision=<hash>)`).
-fn pick_snapshot(repo: &Path, snapshots: &Path) -> Result<PathBuf, String> {
-    let refs_main = repo.join("refs").join("main");
-    if let Ok(rev) = std::fs::read_to_string(&refs_main) {
-        let rev = rev.trim();
+fn names(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|f| f.file_name())
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Is `s` a full commit hash?
+pub(crate) fn is_commit(s: &str) -> bool {
+    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// `snapshots/<commit>` for the revision: a commit hash names its snapshot; a branch or tag
+/// is looked up in `refs/`; without a revision and without `refs/main`, the only snapshot (a
+/// cache copied without its refs).
+fn pick_snapshot(repo_dir: &Path, snapshots: &Path, repo: &RepoRef) -> Result<PathBuf, String> {
+    let rev = repo.revision();
+    if is_commit(rev) {
         let dir = snapshots.join(rev);
-        if rev.is_empty() || !dir.is_dir() {
+        return match dir.is_dir() {
+            true => Ok(dir),
+            false => Err(format!("{} does not exist", dir.display())),
+        };
+    }
+    let refs = repo_dir.join("refs").join(rev);
+    if let Ok(commit) = std::fs::read_to_string(&refs) {
+        let commit = commit.trim();
+        let dir = snapshots.join(commit);
+        if commit.is_empty() || !dir.is_dir() {
             return Err(format!(
-                "{} names revision `{rev}` but {} does not exist (an interrupted download?)",
-                refs_main.display(),
+                "{} names revision `{commit}` but {} does not exist (an interrupted download?)",
+                refs.display(),
                 dir.display()
             ));
         }
         return Ok(dir);
     }
+    if repo.revision.is_some() {
+        return Err(format!(
+            "revision `{rev}` of `{}` is not in the cache (no {})",
+            repo.id(),
+            refs.display()
+        ));
+    }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(snapshots)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect()
-        })
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
         .unwrap_or_default();
     match dirs.len() {
         1 => Ok(dirs.remove(0)),
@@ -175,9 +475,17 @@ fn pick_snapshot(repo: &Path, snapshots: &Path) -> Result<PathBuf, String> {
         n => Err(format!(
             "{} holds {n} snapshots and there is no {} saying which is current",
             snapshots.display(),
-            refs_main.display()
+            refs.display()
         )),
     }
+}
+
+/// Checkpoint-like file names.
+pub(crate) fn is_checkpoint_name(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e, "pt" | "pth" | "ckpt" | "bin" | "safetensors"))
 }
 
 /// Checkpoint-like files at the top of `dir` (the cache's symlinks count: `is_file` follows).
@@ -185,111 +493,10 @@ fn weight_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
-    files.retain(|p| {
-        p.is_file()
-            && p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e, "pt" | "pth" | "ckpt" | "bin" | "safetensors"))
-    });
+    files.retain(|p| p.is_file() && is_checkpoint_name(&p.to_string_lossy()));
     files.sort();
     files
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn root(dir: &Path) -> CacheRoot {
-        CacheRoot {
-            path: dir.to_path_buf(),
-            from: "$HF_HUB_CACHE",
-        }
-    }
-
-    #[test]
-    fn repo_ids_are_exactly_org_slash_name() {
-        assert_eq!(
-            repo_id(Path::new("stabilityai/sd-vae-ft-ema")),
-            Some(("stabilityai", "sd-vae-ft-ema"))
-        );
-        assert_eq!(repo_id(Path::new("a.b/c_d-1")), Some(("a.b", "c_d-1")));
-        for no in [
-            "vae",
-            "/abs/path",
-            "a/b/c",
-            "./vae",
-            "../vae",
-            "a/",
-            "a b/c",
-            "pretrained/vae.d/x",
-        ] {
-            assert_eq!(repo_id(Path::new(no)), None, "{no}");
-        }
-    }
-
-    #[test]
-    fn finds_vae_at_the_root_or_in_vae_and_checkpoints() {
-        let tmp = tempfile::tempdir().unwrap();
-        let repo = tmp.path().join("models--acme--tiny-vae");
-        let snap = repo.join("snapshots/abc123");
-        std::fs::create_dir_all(&snap).unwrap();
-        std::fs::create_dir_all(repo.join("refs")).unwrap();
-        std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
-        let r = root(tmp.path());
-        let local = Path::new("/job/acme/tiny-vae");
-        let id = ("acme", "tiny-vae");
-        let err = resolve(&r, id, Wanted::VaeFolder, local).unwrap_err();
-        assert!(err.contains("no config.json"), "{err}");
-        std::fs::create_dir_all(snap.join("vae")).unwrap();
-        std::fs::write(snap.join("vae/config.json"), "{}").unwrap();
-        assert_eq!(
-            resolve(&r, id, Wanted::VaeFolder, local).unwrap(),
-            snap.join("vae")
-        );
-        std::fs::write(snap.join("config.json"), "{}").unwrap();
-        assert_eq!(resolve(&r, id, Wanted::VaeFolder, local).unwrap(), snap);
-
-        let err = resolve(&r, id, Wanted::CheckpointFile, local).unwrap_err();
-        assert!(err.contains("no .pt"), "{err}");
-        std::fs::write(snap.join("model.pt"), "x").unwrap();
-        assert_eq!(
-            resolve(&r, id, Wanted::CheckpointFile, local).unwrap(),
-            snap.join("model.pt")
-        );
-        std::fs::write(snap.join("model.safetensors"), "x").unwrap();
-        let err = resolve(&r, id, Wanted::CheckpointFile, local).unwrap_err();
-        assert!(err.contains("model.pt, model.safetensors"), "{err}");
-
-        // refs/main naming a missing snapshot; then no refs: the single snapshot.
-        std::fs::write(repo.join("refs/main"), "def456").unwrap();
-        let err = resolve(&r, id, Wanted::VaeFolder, local).unwrap_err();
-        assert!(err.contains("def456") && err.contains("huggingface-cli download acme/tiny-vae"));
-        std::fs::remove_file(repo.join("refs/main")).unwrap();
-        assert_eq!(resolve(&r, id, Wanted::VaeFolder, local).unwrap(), snap);
-        std::fs::create_dir_all(repo.join("snapshots/def456")).unwrap();
-        let err = resolve(&r, id, Wanted::VaeFolder, local).unwrap_err();
-        assert!(err.contains("2 snapshots"), "{err}");
-    }
-
-    #[test]
-    fn a_missing_repo_names_both_places_and_the_fix() {
-        let tmp = tempfile::tempdir().unwrap();
-        let err = resolve(
-            &root(tmp.path()),
-            ("stabilityai", "sd-vae-ft-ema"),
-            Wanted::VaeFolder,
-            Path::new("/job/stabilityai/sd-vae-ft-ema"),
-        )
-        .unwrap_err();
-        assert!(!err.contains('\n'));
-        for part in [
-            "/job/stabilityai/sd-vae-ft-ema",
-            "models--stabilityai--sd-vae-ft-ema",
-            "$HF_HUB_CACHE",
-            "huggingface-cli download stabilityai/sd-vae-ft-ema",
-            "give a local folder",
-        ] {
-            assert!(err.contains(part), "{part}: {err}");
-        }
-    }
-}
+mod tests;

@@ -105,6 +105,34 @@ pub(crate) struct Snapshot {
     /// come from); absent in the coordinator's own snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The weights file `run` is downloading before any worker starts (fetch/); absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetching: Option<Fetching>,
+}
+
+/// A download in progress: `file` (a repo file or URL), bytes on disk, bytes in all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Fetching {
+    pub file: String,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+}
+
+impl Fetching {
+    /// `acme/vae/config.json 1.2 MB of 3.4 MB (35.3%)`.
+    pub fn describe(&self) -> String {
+        let done = crate::job::disk::human(self.bytes_done);
+        match self.bytes_total {
+            Some(t) if t > 0 => format!(
+                "{} {done} of {} ({:.1}%)",
+                self.file,
+                crate::job::disk::human(t),
+                100.0 * self.bytes_done as f64 / t as f64
+            ),
+            _ => format!("{} {done}", self.file),
+        }
+    }
 }
 
 impl Snapshot {
@@ -130,6 +158,7 @@ impl Snapshot {
             updated_unix: unix_now(),
             out_dir: out_dir.to_path_buf(),
             note: None,
+            fetching: None,
         }
     }
 

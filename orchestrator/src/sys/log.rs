@@ -83,19 +83,23 @@ pub(crate) fn usage_error(e: &clap::Error) -> Exit {
             Exit::Complete
         }
         _ => {
+            // One line, like every other error: clap's first line, and where to read more.
+            let text = e.to_string();
+            // The message up to clap's usage block, on one line.
+            let first = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim_start_matches("error: ")
+                .to_string();
+            let message = format!("{first} (see `fidshard --help`)");
             match LogFormat::from_raw_args() {
-                LogFormat::Text => {
-                    let _ = e.print();
-                }
+                LogFormat::Text => eprintln!("fidshard: error: {message}"),
                 LogFormat::Json => {
-                    let text = e.to_string();
-                    let first = text
-                        .lines()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("invalid command line")
-                        .trim_start_matches("error: ")
-                        .to_string();
-                    eprintln!("{}", json_line("ERROR", &first, Some(Exit::InvalidInput as i32)));
+                    eprintln!("{}", json_line("ERROR", &message, Some(Exit::InvalidInput as i32)))
                 }
             }
             Exit::InvalidInput

@@ -65,6 +65,15 @@ pub(crate) struct RunSettings {
     pub stall_timeout: Duration,
 }
 
+/// See [`Job::weights_spec`]. Each weights value is `(as written, resolved beside the file)`.
+#[derive(Debug, Clone)]
+pub(crate) struct WeightsSpec {
+    pub checkpoint: (PathBuf, PathBuf),
+    pub checkpoint_sha256: Option<String>,
+    pub vae: (PathBuf, PathBuf),
+    pub out_dir: PathBuf,
+}
+
 /// A loaded, checked job.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
@@ -93,6 +102,28 @@ impl Job {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         resolve::Resolver { path, base: &base }.resolve(raw)
+    }
+
+    /// The weights the file names, as written, and its out dir: what `fetch/` needs before the
+    /// weights are local (when `load` cannot resolve the job yet). The file is read and parsed
+    /// as `load` does, with the same errors (exit code 2).
+    pub fn weights_spec(path: &Path) -> Result<WeightsSpec> {
+        let inner = || -> Result<WeightsSpec> {
+            let raw = read::parse(path, &read::read_job_text(path)?)?;
+            let base = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            let r = resolve::Resolver { path, base: &base };
+            Ok(WeightsSpec {
+                checkpoint: (raw.model.checkpoint.clone(), r.local(&raw.model.checkpoint)),
+                checkpoint_sha256: raw.model.sha256.clone(),
+                vae: (raw.vae.clone(), r.local(&raw.vae)),
+                out_dir: r.out_dir(&raw),
+            })
+        };
+        inner().map_err(|e| crate::sys::exit::Fatal::input(e).into())
     }
 
     /// The shards of the job: `ceil(num_samples / shard_size)` of them (at most

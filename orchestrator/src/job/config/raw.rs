@@ -18,6 +18,8 @@ pub(super) struct ModelSection {
     pub config: Option<PathBuf>,
     /// `.pt` (torch.save or DiT train.py) or `.safetensors`.
     pub checkpoint: PathBuf,
+    /// The checkpoint's expected SHA-256, checked where it is fetched (fetch/).
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,8 +51,8 @@ pub(super) struct RawJob {
     #[serde(default = "default_precision")]
     pub precision: Precision,
     #[serde(default = "default_batch")]
-    pub batch_size: u64,
-    pub vae_batch_size: Option<u64>,
+    pub batch_size: BatchSpec,
+    pub vae_batch_size: Option<BatchSpec>,
     pub out_dir: Option<PathBuf>,
     #[serde(default)]
     pub devices: Devices,
@@ -119,6 +121,27 @@ impl<'de> Deserialize<'de> for StepsSpec {
             Value::Number(n) if n.as_u64().is_some() => Ok(StepsSpec(n.to_string())),
             other => Err(format!(
                 "{} is not a step count; {STEPS_EXPECTED}",
+                describe(other)
+            )),
+        })
+    }
+}
+
+/// `batch_size` / `vae_batch_size`: a number of images, or `auto` (the worker picks the
+/// largest that fits its device).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum BatchSpec {
+    Count(u64),
+    Auto,
+}
+
+impl<'de> Deserialize<'de> for BatchSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        via_value(d, |v| match &v {
+            Value::String(s) if s.trim() == "auto" => Ok(BatchSpec::Auto),
+            Value::Number(n) if n.as_u64().is_some() => Ok(BatchSpec::Count(n.as_u64().unwrap_or(0))),
+            other => Err(format!(
+                "{} is not a batch size; expected a positive number of images or `auto`",
                 describe(other)
             )),
         })
@@ -259,7 +282,11 @@ fn default_sampler() -> SamplerKind {
 fn default_precision() -> Precision {
     Precision::Fp32
 }
-fn default_batch() -> u64 {
+fn default_batch() -> BatchSpec {
+    BatchSpec::Count(default_batch_count())
+}
+
+fn default_batch_count() -> u64 {
     32
 }
 fn default_shard_size() -> u64 {

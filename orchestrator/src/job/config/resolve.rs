@@ -43,20 +43,34 @@ impl Resolver<'_> {
         Ok(())
     }
 
-    /// A weights path of the YAML: relative to its folder, or, when that does not exist and the
-    /// value is spelled `org/name`, the Hugging Face cache's copy of that repo (see hub.rs).
+    /// A weights path of the YAML: relative to its folder, or the local copy of a hub repo or
+    /// URL (downloaded by `fetch/` before the job is loaded; see hub.rs).
     fn weights(&self, key: &str, value: &Path, wanted: crate::job::hub::Wanted) -> Result<PathBuf> {
         use crate::job::hub;
         let local = self.rel(value);
-        self.utf8(key, &local)?;
-        if local.exists() {
-            return Ok(local);
+        match hub::remote(value, &local).map_err(|msg| self.err(key, msg))? {
+            Some(remote) => hub::locate(&remote, wanted, &local).map_err(|msg| self.err(key, msg)),
+            None => {
+                self.utf8(key, &local)?;
+                Ok(local)
+            }
         }
-        match hub::repo_id(value) {
-            Some(id) => hub::resolve(&hub::CacheRoot::from_env(), id, wanted, &local)
-                .map_err(|msg| self.err(key, msg)),
-            None => Ok(local),
+    }
+
+    /// `out_dir`, or `runs/<yaml name>` beside the job file.
+    pub fn out_dir(&self, raw: &RawJob) -> PathBuf {
+        match &raw.out_dir {
+            Some(p) => self.rel(p),
+            None => {
+                let stem = self.path.file_stem().unwrap_or_default().to_string_lossy();
+                normalize(&self.base.join("runs").join(stem.as_ref()))
+            }
         }
+    }
+
+    /// A weights value of the job file resolved beside it (what a local path would mean).
+    pub fn local(&self, value: &Path) -> PathBuf {
+        self.rel(value)
     }
 
     pub fn resolve(&self, raw: RawJob) -> Result<Job> {
@@ -88,6 +102,9 @@ impl Resolver<'_> {
             ));
         }
 
+        if let Some(sha) = &raw.model.sha256 {
+            crate::job::hub::parse_sha256(sha).map_err(|msg| self.err("model.sha256", msg))?;
+        }
         let checkpoint = self.weights(
             "model.checkpoint",
             &raw.model.checkpoint,
@@ -181,13 +198,7 @@ impl Resolver<'_> {
             )),
         };
         let run = self.run_settings(&raw)?;
-        let out_dir = match &raw.out_dir {
-            Some(p) => self.rel(p),
-            None => {
-                let stem = self.path.file_stem().unwrap_or_default().to_string_lossy();
-                normalize(&self.base.join("runs").join(stem.as_ref()))
-            }
-        };
+        let out_dir = self.out_dir(&raw);
         self.utf8("out_dir", &out_dir)?;
         out_dir_usable(&out_dir).map_err(|msg| self.err("out_dir", msg))?;
         let settings = SamplerSettings {
@@ -205,8 +216,8 @@ impl Resolver<'_> {
             beta_schedule: raw.beta_schedule,
             variance,
             precision: raw.precision,
-            batch_size: fidshard_core::BatchSize::Fixed(batch_size),
-            vae_batch_size: fidshard_core::BatchSize::Fixed(vae_batch_size),
+            batch_size,
+            vae_batch_size,
         };
         Ok(Job {
             settings,
@@ -217,17 +228,21 @@ impl Resolver<'_> {
         })
     }
 
-    fn batch(&self, key: &str, n: u64) -> Result<usize> {
+    fn batch(&self, key: &str, spec: super::raw::BatchSpec) -> Result<fidshard_core::BatchSize> {
+        let n = match spec {
+            super::raw::BatchSpec::Auto => return Ok(fidshard_core::BatchSize::Auto),
+            super::raw::BatchSpec::Count(n) => n,
+        };
         if n == 0 || n > limits::MAX_BATCH {
             bail!(self.err(
                 key,
                 format!(
-                    "{n} is not in 1..={} (images per forward pass)",
+                    "{n} is not in 1..={} (images per forward pass), or `auto`",
                     limits::MAX_BATCH
                 )
             ));
         }
-        Ok(n as usize)
+        Ok(fidshard_core::BatchSize::Fixed(n as usize))
     }
 
     fn cfg_scale(&self, s: f64) -> Result<()> {

@@ -148,7 +148,7 @@ const CASES: &[Case] = &[
     c("retry: {tries: 3}", "retry.tries", "unknown key; the keys here are attempts, backoff, backoff_max"),
     c("retry: 3", "retry", "mapping of keys"),
     c("model: DiT-XL/2", "model", "mapping of keys"),
-    c("batch_size: -1", "batch_size", "whole number >= 0"),
+    c("batch_size: -1", "batch_size", "positive number of images or `auto`"),
     // Numbers out of range.
     c("num_samples: 0", "num_samples", "1..=1000000000"),
     c("num_samples: 18446744073709551615", "num_samples", "1..=1000000000"),

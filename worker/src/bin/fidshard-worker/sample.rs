@@ -39,9 +39,11 @@ pub(crate) fn run(
     };
     let start = Instant::now();
     let mut timings = Timings::default();
-    let indices: Vec<u64> = (a..b).collect();
-    let mut labels: Vec<(u64, i64)> = Vec::with_capacity(indices.len());
-    for chunk in indices.chunks(batch) {
+    let mut labels: Vec<(u64, i64)> = Vec::new();
+    // Chunk by chunk: a range of a 10^9-sample job allocates one batch, not 10^9 indices.
+    for start in (a..b).step_by(batch) {
+        let chunk: Vec<u64> = (start..(start + batch as u64).min(b)).collect();
+        let chunk = &chunk[..];
         if writer.is_aborted(1) {
             break;
         }

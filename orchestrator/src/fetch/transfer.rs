@@ -1,0 +1,331 @@
+//! One file from a URL to its final name in a cache, whatever the network does. Under the
+//! cache lock (lock.rs), bytes go to `PARTIAL` (the `.incomplete` file huggingface_hub uses for
+//! the same blob): a broken or stalled transfer is retried from the bytes already there
+//! (`Range: bytes=N-`); a server that ignores the range starts the file over. Only when the
+//! size and the digest match does the file get its final name (rename in the same folder), so a
+//! final name never holds a partial or wrong file.
+use super::error::FetchError;
+use super::http::{Failure, Http, Kind};
+use super::progress::Reporter;
+use super::retry;
+use super::settings::Policy;
+use crate::job::hub::hex;
+use sha2::Digest as _;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// What the bytes must hash to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Digest {
+    /// SHA-256 (hub LFS files: their ETag; URLs: `model.sha256`).
+    Sha256(String),
+    /// Git's blob id, SHA-1 of `blob {size}\0` + content (small hub files: their ETag).
+    GitSha1(String),
+    None,
+}
+
+pub(crate) struct Transfer<'a> {
+    pub url: &'a str,
+    /// How logs and bars name the file.
+    pub label: &'a str,
+    pub dest: &'a Path,
+    pub partial: &'a Path,
+    pub lock: &'a Path,
+    /// The size the server announced beforehand (hub metadata), if any.
+    pub size: Option<u64>,
+    pub digest: Digest,
+    /// The digest comes from the job file: content that keeps hashing to the same other value
+    /// is what the server has, not a transfer error (exit 2 instead of retrying).
+    pub digest_from_config: bool,
+}
+
+/// A finished file.
+pub(crate) struct Done {
+    /// SHA-256 of the file; `None` when another process downloaded it.
+    pub sha256: Option<String>,
+}
+
+/// Downloads `t` unless `present()` says (under the lock) that another process already did.
+/// `refused` words a non-temporary HTTP error.
+pub(crate) fn fetch(
+    t: &Transfer,
+    http: &Http,
+    policy: &Policy,
+    report: &mut Reporter,
+    present: &dyn Fn() -> bool,
+    refused: &dyn Fn(&Failure) -> FetchError,
+) -> Result<Done, FetchError> {
+    let _lock = super::lock::lock(t.lock, t.label)?;
+    if present() {
+        return Ok(Done { sha256: None });
+    }
+    if let Some(dir) = t.dest.parent() {
+        std::fs::create_dir_all(dir).map_err(FetchError::io(dir))?;
+    }
+    let mut st = State {
+        total: t.size,
+        hasher: None,
+        last_mismatch: None,
+    };
+    report.begin(t.label, t.size, file_len(t.partial));
+    let res = retry::with_retries(policy, t.url, || attempt(t, http, &mut st, report), refused);
+    report.end(res.is_ok());
+    res
+}
+
+struct State {
+    /// The file's size, once known.
+    total: Option<u64>,
+    /// Hashes of the bytes in `partial` so far.
+    hasher: Option<Hasher>,
+    /// The digest of the last complete but wrong download.
+    last_mismatch: Option<String>,
+}
+
+#[derive(Clone)]
+struct Hasher {
+    sha256: sha2::Sha256,
+    git: Option<sha1::Sha1>,
+    len: u64,
+}
+
+impl Hasher {
+    fn new(digest: &Digest, size: Option<u64>) -> Hasher {
+        let git = match (digest, size) {
+            (Digest::GitSha1(_), Some(n)) => {
+                let mut h = sha1::Sha1::new();
+                h.update(format!("blob {n}\0").as_bytes());
+                Some(h)
+            }
+            _ => None,
+        };
+        Hasher {
+            sha256: sha2::Sha256::new(),
+            git,
+            len: 0,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        if let Some(g) = &mut self.git {
+            g.update(bytes);
+        }
+        self.len += bytes.len() as u64;
+    }
+
+    /// The hashes of what is already in `path` (a resumed download).
+    fn of_file(path: &Path, digest: &Digest, size: Option<u64>) -> std::io::Result<Hasher> {
+        let mut h = Hasher::new(digest, size);
+        let mut f = File::open(path)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match f.read(&mut buf)? {
+                0 => return Ok(h),
+                n => h.update(&buf[..n]),
+            }
+        }
+    }
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Removes the partial file (a wrong or unusable one).
+fn drop_partial(t: &Transfer, st: &mut State) -> Result<(), FetchError> {
+    st.hasher = None;
+    match std::fs::remove_file(t.partial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(FetchError::io(t.partial)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// `bytes a-b/T` of a 206: `(a, T)`.
+fn content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let v = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = v.split_once('/')?;
+    let start = range.split_once('-')?.0.trim().parse().ok()?;
+    Ok::<_, ()>((start, total.trim().parse().ok())).ok()
+}
+
+fn attempt(
+    t: &Transfer,
+    http: &Http,
+    st: &mut State,
+    report: &mut Reporter,
+) -> Result<Result<Done, Failure>, FetchError> {
+    let mut have = file_len(t.partial);
+    if st.total.is_some_and(|n| have > n) {
+        drop_partial(t, st)?;
+        have = 0;
+    }
+    if have == 0 || st.total != Some(have) {
+        let resp = match http.get(t.url, have) {
+            Ok(r) => r,
+            Err(f) => return Ok(Err(f)),
+        };
+        let announced: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
+        let (start, total) = match resp.status() {
+            206 => match resp.header("Content-Range").and_then(content_range) {
+                Some((start, total)) => (start, total.or(announced.map(|n| start + n))),
+                None => return Ok(Err(Failure::temporary("a 206 answer without Content-Range"))),
+            },
+            200 => (0, announced),
+            s => return Ok(Err(Failure::final_(format!("unexpected HTTP {s} to a download")))),
+        };
+        if start != have {
+            if start != 0 {
+                return Ok(Err(Failure::temporary(format!(
+                    "asked for bytes from {have} on, the server sent them from {start}"
+                ))));
+            }
+            // The server ignores ranges: start over.
+            drop_partial(t, st)?;
+            have = 0;
+        }
+        match (st.total, total) {
+            (Some(want), Some(got)) if want != got => {
+                drop_partial(t, st)?;
+                return Ok(Err(Failure::temporary(format!(
+                    "the server now sends {got} bytes where {want} were announced; starting over"
+                ))));
+            }
+            (None, Some(got)) => {
+                st.total = Some(got);
+                report.total(got);
+            }
+            _ => {}
+        }
+        if st.hasher.as_ref().map(|h| h.len) != Some(have) {
+            st.hasher = Some(if have == 0 {
+                Hasher::new(&t.digest, st.total)
+            } else {
+                Hasher::of_file(t.partial, &t.digest, st.total).map_err(FetchError::io(t.partial))?
+            });
+        }
+        let mut out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(t.partial)
+            .map_err(FetchError::io(t.partial))?;
+        if let Err(f) = copy(t, resp.into_reader(), &mut out, have, st, http, report)? {
+            return Ok(Err(f));
+        }
+        out.sync_all().map_err(FetchError::io(t.partial))?;
+    }
+    finish(t, st)
+}
+
+/// Body to file, hashing; `Ok(Err)` when the transfer broke.
+fn copy(
+    t: &Transfer,
+    mut body: impl Read,
+    out: &mut File,
+    have: u64,
+    st: &mut State,
+    http: &Http,
+    report: &mut Reporter,
+) -> Result<Result<(), Failure>, FetchError> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    let hasher = st.hasher.as_mut().expect("set before the copy");
+    loop {
+        retry::stop_requested(t.label)?;
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Ok(Err(Failure::body(&e, http.stall, got > 0))),
+        };
+        out.write_all(&buf[..n]).map_err(FetchError::io(t.partial))?;
+        hasher.update(&buf[..n]);
+        got += n as u64;
+        report.at(have + got);
+    }
+    let len = have + got;
+    match st.total {
+        Some(total) if len < total => Ok(Err(Failure {
+            progressed: got > 0,
+            ..Failure::temporary(format!("the body ended after {len} of {total} bytes"))
+        })),
+        _ => Ok(Ok(())),
+    }
+}
+
+/// Size and digest, then the final name.
+fn finish(t: &Transfer, st: &mut State) -> Result<Result<Done, Failure>, FetchError> {
+    let len = file_len(t.partial);
+    if st.total.is_some_and(|n| n != len) {
+        let n = st.total.unwrap_or(0);
+        drop_partial(t, st)?;
+        return Ok(Err(Failure::temporary(format!(
+            "got {len} bytes where {n} were announced; starting over"
+        ))));
+    }
+    let h = match st.hasher.clone() {
+        Some(h) if h.len == len => h,
+        _ => Hasher::of_file(t.partial, &t.digest, Some(len)).map_err(FetchError::io(t.partial))?,
+    };
+    let sha256 = hex(&h.sha256.finalize());
+    let (want, got, what) = match &t.digest {
+        Digest::Sha256(want) => (Some(want.clone()), sha256.clone(), "sha256"),
+        Digest::GitSha1(want) => (
+            Some(want.clone()),
+            h.git.map(|g| hex(&g.finalize())).unwrap_or_else(|| want.clone()),
+            "git blob sha1",
+        ),
+        Digest::None => (None, String::new(), ""),
+    };
+    if let Some(want) = want.filter(|w| *w != got) {
+        drop_partial(t, st)?;
+        let again = st.last_mismatch.as_deref() == Some(got.as_str());
+        st.last_mismatch = Some(got.clone());
+        if again && t.digest_from_config {
+            return Ok(Err(Failure {
+                kind: Kind::Final,
+                ..Failure::temporary(format!(
+                    "{} serves a file whose sha256 is {got}, twice, but `model.sha256` says \
+                     {want}; nothing was kept. Check the URL and the sha256 in the job file",
+                    t.url
+                ))
+            }));
+        }
+        return Ok(Err(Failure::temporary(format!(
+            "the {len} bytes received have {what} {got}, expected {want}; downloading again"
+        ))));
+    }
+    std::fs::rename(t.partial, t.dest).map_err(FetchError::io(t.dest))?;
+    if let Some(dir) = t.dest.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(Ok(Done {
+        sha256: Some(sha256),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(content_range("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn git_blob_ids() {
+        // `git hash-object` of "hello\n".
+        let mut h = Hasher::new(&Digest::GitSha1(String::new()), Some(6));
+        h.update(b"hello\n");
+        assert_eq!(
+            hex(&h.git.unwrap().finalize()),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+    }
+}
