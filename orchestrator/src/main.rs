@@ -2,6 +2,7 @@
 //! FID) from DiT checkpoints. See README.md and docs/.
 mod cmd;
 mod coordinator;
+mod fetch;
 mod job;
 mod npz;
 mod outdir;
@@ -24,6 +25,10 @@ struct Cli {
     /// Log format on stderr: human-readable text, or one JSON object per line (for cron).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Change one key of the job YAML for this command: `--set cfg_scale=1.5`, dotted keys
+    /// such as `model.checkpoint=...`, values typed as YAML. Repeatable.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE", value_parser = job::config::overrides::parse)]
+    set: Vec<job::config::overrides::Override>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +52,9 @@ enum Command {
     },
     /// Check the config, the checkpoint and the VAE without sampling.
     Validate { config: PathBuf },
+    /// Download the weights the job names (Hugging Face repos, URLs) into the caches, as `run`
+    /// does before it starts any worker; then `HF_HUB_OFFLINE=1` runs need no network.
+    Fetch { config: PathBuf },
     /// Print the shards, each worker's share, and the disk the job needs.
     Plan { config: PathBuf },
     /// Redo only the last step: assemble OUT/samples.npz from the recorded shards.
@@ -75,6 +83,8 @@ enum Command {
         #[arg(long)]
         save_latents: bool,
     },
+    /// Print the job as it will run: every default filled in, paths resolved, --set applied.
+    Config(cmd::config::ConfigArgs),
     /// One PNG of a job's samples in rows, labelled with index and class.
     Grid(cmd::grid::GridArgs),
     /// What this machine offers: libtorch and its CUDA build, the driver, each GPU, free disk;
@@ -104,6 +114,7 @@ fn main() -> ExitCode {
     };
     let format = cli.log_format;
     sys::log::init(format);
+    job::config::overrides::set_global(cli.set);
     let _failpoints = fidshard_core::faults::setup();
     let result = match cli.command {
         Command::Run {
@@ -124,6 +135,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate { config } => cmd::validate::run(&config),
+        Command::Fetch { config } => cmd::fetch::run(&config),
         Command::Plan { config } => cmd::plan::run(&config),
         Command::Assemble { config } => cmd::assemble::run(&config),
         Command::Repair { config } => cmd::repair::run(&config),
@@ -145,6 +157,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Grid(args) => cmd::grid::run(args),
+        Command::Config(args) => cmd::config::run(args),
         Command::Status(args) => cmd::status::run(args),
     };
     match result {

@@ -69,6 +69,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     }
     let (model, precision, batch_size) = match &args.config {
         Some(cfg) => {
+            crate::fetch::prepare(cfg, crate::fetch::For::Other)?;
             let job = Job::load(cfg)?;
             let precision = args.precision.unwrap_or(job.settings.precision);
             let batch = args.batch_size.unwrap_or(job.settings.batch_size);

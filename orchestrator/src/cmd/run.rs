@@ -28,6 +28,8 @@ const REPAIR_ROUNDS: usize = 2;
 
 pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     crate::sys::signals::install()?;
+    // Weights from the hub or URLs, downloaded here, once, before any worker exists.
+    crate::fetch::prepare(&args.config, crate::fetch::For::Run)?;
     let job = Job::load(&args.config)?;
     let out = job.out_dir.clone();
     // Resolved before anything is written: a device that is not there is exit 2, no damage.
@@ -62,6 +64,9 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     } else {
         crate::outdir::rebuild::open_for_run(&lock, &job, &fp)?
     };
+    // What produces this npz, beside it: the job with every default and --set applied.
+    let resolved = crate::cmd::config::resolved_yaml(&job)?;
+    fidshard_core::output::write_atomic(&crate::outdir::OutDir::new(&out).resolved_job(), resolved.as_bytes())?;
     let result = run_with_state(&job, &db, &args, started, &devices);
     if let Err(e) = &result {
         warn_if_state_failed(e, &out);

@@ -36,6 +36,7 @@ pub(crate) fn parse_range(s: &str) -> std::result::Result<(u64, u64), String> {
 }
 
 pub(crate) fn run(args: SampleArgs) -> Result<()> {
+    crate::fetch::prepare(&args.config, crate::fetch::For::Other)?;
     let mut job = Job::load(&args.config)?;
     if let Some(b) = args.batch_size {
         if b == 0 {

@@ -83,7 +83,14 @@ type Totals = Option<(u64, u64)>;
 /// The out dir a target names. A bad target is an input error (exit code 2).
 fn resolve_target(target: &Path) -> Result<(PathBuf, Totals)> {
     if target.is_file() {
-        let job = Job::load(target)?;
+        let job = match Job::load(target) {
+            Ok(job) => job,
+            // Weights not downloaded yet (a `run` may be fetching them): the out dir alone.
+            Err(e) => match crate::fetch::out_dir_if_missing(target) {
+                Some(out) => return Ok((out, None)),
+                None => return Err(e),
+            },
+        };
         return Ok((job.out_dir, Some((job.settings.num_samples, job.run.shard_size))));
     }
     if target.is_dir() {

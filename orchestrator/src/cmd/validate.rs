@@ -17,6 +17,7 @@ pub(crate) fn check_models(job: &Job) -> Result<()> {
 }
 
 pub(crate) fn run(config: &Path) -> Result<()> {
+    crate::fetch::prepare(config, crate::fetch::For::Other)?;
     let job = Job::load(config)?;
     // The devices as `run` would resolve them: `devices: [7]` on a machine without GPU 7 is
     // refused here too, not only when the job starts.

@@ -35,6 +35,9 @@ pub(crate) struct Transfer<'a> {
     /// The size the server announced beforehand (hub metadata), if any.
     pub size: Option<u64>,
     pub digest: Digest,
+    /// Also write the SHA-256 to `FILE.sha256` (hub.rs `sha256_record`), after the rename and
+    /// under the lock (URL downloads, whose name says nothing of their content).
+    pub record_sha256: bool,
     /// The digest comes from the job file: content that keeps hashing to the same other value
     /// is what the server has, not a transfer error (exit 2 instead of retrying).
     pub digest_from_config: bool,
@@ -147,7 +150,7 @@ fn content_range(v: &str) -> Option<(u64, Option<u64>)> {
     let v = v.trim().strip_prefix("bytes ")?;
     let (range, total) = v.split_once('/')?;
     let start = range.split_once('-')?.0.trim().parse().ok()?;
-    Ok::<_, ()>((start, total.trim().parse().ok())).ok()
+    Some((start, total.trim().parse().ok()))
 }
 
 fn attempt(
@@ -164,6 +167,13 @@ fn attempt(
     if have == 0 || st.total != Some(have) {
         let resp = match http.get(t.url, have) {
             Ok(r) => r,
+            Err(f) if f.kind == Kind::Refused(416) => {
+                // What is on disk is not a prefix of the file (longer, or another file).
+                drop_partial(t, st)?;
+                return Ok(Err(Failure::temporary(
+                    "the partial download does not fit the file (HTTP 416); starting over",
+                )));
+            }
             Err(f) => return Ok(Err(f)),
         };
         let announced: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
@@ -297,6 +307,10 @@ fn finish(t: &Transfer, st: &mut State) -> Result<Result<Done, Failure>, FetchEr
         ))));
     }
     std::fs::rename(t.partial, t.dest).map_err(FetchError::io(t.dest))?;
+    if t.record_sha256 {
+        let record = crate::job::hub::sha256_record(t.dest);
+        write_atomic(&record, format!("{sha256}\n").as_bytes())?;
+    }
     if let Some(dir) = t.dest.parent() {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -305,6 +319,19 @@ fn finish(t: &Transfer, st: &mut State) -> Result<Result<Done, Failure>, FetchEr
     Ok(Ok(Done {
         sha256: Some(sha256),
     }))
+}
+
+/// `path` replaced by `bytes` through a temporary file and a rename: readers never see a
+/// torn file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let res = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map_err(FetchError::io(path))
 }
 
 #[cfg(test)]

@@ -323,7 +323,7 @@ pub(crate) fn locate(remote: &Remote, wanted: Wanted, local: &Path) -> Result<Pa
             } else {
                 Err(format!(
                     "`{}` has not been downloaded into fidshard's cache yet ({}, cache from {}); \
-                     `fidshard run`, `validate` and `fetch` download it",
+                     download it with `fidshard fetch` (which `run` and `validate` do first)",
                     u.url,
                     path.display(),
                     root.from
@@ -347,7 +347,8 @@ pub(crate) fn resolve(
         Wanted::CheckpointFile => "give a local file",
     };
     let fix = format!(
-        "`fidshard run`, `validate` and `fetch` download it (Python's tools: `{}`), or {give_local}",
+        "download it with `fidshard fetch` (which `run` and `validate` do first) or Python's \
+         `{}`, or {give_local}",
         repo.hf_download()
     );
     let snapshots = dir.join("snapshots");

@@ -45,6 +45,7 @@ fn is_own_top_level(name: &str) -> bool {
             | super::LOGS_DIR
             | super::NPZ_FILE
             | super::MARKER_FILE
+            | super::RESOLVED_JOB_FILE
     ) || name.starts_with(&format!("{}.old-", super::STATE_DIR))
         || name.starts_with(&format!("{}.broken-", super::STATE_DIR))
         || is_own_temp(name)
@@ -68,7 +69,7 @@ pub(crate) fn is_own_temp(name: &str) -> bool {
     let own_base = is_own_png(base)
         || matches!(
             base,
-            super::SNAPSHOT_FILE | super::NPZ_FILE | super::FINGERPRINT_FILE
+            super::SNAPSHOT_FILE | super::NPZ_FILE | super::FINGERPRINT_FILE | super::RESOLVED_JOB_FILE
         );
     own_base && !tail.is_empty() && tail.split('.').all(|p| p.parse::<u64>().is_ok())
 }

@@ -10,6 +10,7 @@
 //! OUT/samples/           one PNG per sample, {index:06}.png
 //! OUT/logs/              worker-N.log
 //! OUT/samples.npz        the assembled result
+//! OUT/job.resolved.yaml  the job as it ran (`fidshard config`)
 //! ```
 pub(crate) mod claim;
 pub(crate) mod lock;
@@ -26,6 +27,8 @@ pub(crate) const SAMPLES_DIR: &str = "samples";
 pub(crate) const LOGS_DIR: &str = "logs";
 pub(crate) const NPZ_FILE: &str = "samples.npz";
 pub(crate) const FINGERPRINT_FILE: &str = "fingerprint.json";
+/// The job as it ran (`fidshard config`'s text), beside its results.
+pub(crate) const RESOLVED_JOB_FILE: &str = "job.resolved.yaml";
 /// Says "this folder is fidshard's" (claim.rs).
 pub(crate) const MARKER_FILE: &str = ".fidshard-out-dir";
 
@@ -61,6 +64,9 @@ impl OutDir {
     }
     pub fn logs(&self) -> PathBuf {
         self.root.join(LOGS_DIR)
+    }
+    pub fn resolved_job(&self) -> PathBuf {
+        self.root.join(RESOLVED_JOB_FILE)
     }
     pub fn npz(&self) -> PathBuf {
         self.root.join(NPZ_FILE)

@@ -15,6 +15,9 @@ pub(crate) fn code_of(err: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<crate::outdir::state::StateError>() {
             return Some(e.exit());
         }
+        if let Some(e) = cause.downcast_ref::<crate::fetch::FetchError>() {
+            return Some(e.exit());
+        }
         None
     })
 }

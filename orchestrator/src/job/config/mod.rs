@@ -6,6 +6,7 @@
 //! failure is an input error (exit code 2) on one line that names the file and the key.
 mod checks;
 mod raw;
+pub(crate) mod overrides;
 mod read;
 mod resolve;
 #[cfg(test)]

@@ -133,7 +133,22 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<RawJob> {
             path.display()
         ));
     }
-    serde_yaml::from_str(text).map_err(|e| anyhow!("{}", yaml_error(path, &e)))
+    let overrides = super::overrides::global();
+    if overrides.is_empty() {
+        return serde_yaml::from_str(text).map_err(|e| anyhow!("{}", yaml_error(path, &e)));
+    }
+    // With `--set`: the document, changed, then the same checks.
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| anyhow!("{}", yaml_error(path, &e)))?;
+    super::overrides::apply(&mut doc, overrides).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    serde_yaml::from_value(doc).map_err(|e| {
+        let listed: Vec<&str> = overrides.iter().map(|o| o.text.as_str()).collect();
+        anyhow!(
+            "{} (with --set {})",
+            yaml_error(path, &e),
+            listed.join(", --set ")
+        )
+    })
 }
 
 /// The accepted values of the keys whose type is an enum, for messages that lack them.

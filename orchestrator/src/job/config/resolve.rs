@@ -61,9 +61,11 @@ impl Resolver<'_> {
     pub fn out_dir(&self, raw: &RawJob) -> PathBuf {
         match &raw.out_dir {
             Some(p) => self.rel(p),
+            // `runs/<config name>` under the current directory, where the user runs fidshard
+            // (not under the configs folder).
             None => {
                 let stem = self.path.file_stem().unwrap_or_default().to_string_lossy();
-                normalize(&self.base.join("runs").join(stem.as_ref()))
+                normalize(&Path::new("runs").join(stem.as_ref()))
             }
         }
     }

@@ -151,7 +151,7 @@ fn a_missing_repo_names_both_places_and_the_fix() {
         "models--stabilityai--sd-vae-ft-ema",
         "$HF_HUB_CACHE",
         "hf download stabilityai/sd-vae-ft-ema",
-        "`fidshard run`, `validate` and `fetch` download it",
+        "download it with `fidshard fetch` (which `run` and `validate` do first)",
         "give a local folder",
     ] {
         assert!(err.contains(part), "{part}: {err}");

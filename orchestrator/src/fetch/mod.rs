@@ -1,0 +1,159 @@
+//! Weights from the Hugging Face Hub and from URLs, downloaded once per job, in the coordinator,
+//! before any worker starts: workers only ever read local files. `fidshard fetch`, `run`,
+//! `validate`, `sample` and `bench` all call [`prepare`], the one code path.
+//!
+//! | file | concern |
+//! | --- | --- |
+//! | `plan.rs` | which weights are local, cached, or missing (no network) |
+//! | `hub_repo.rs` | the Hub's protocol: file list, metadata, blobs, snapshots, refs |
+//! | `url.rs` | plain URLs into fidshard's cache |
+//! | `transfer.rs` | one file: lock, resume, verify, final name |
+//! | `http.rs`, `retry.rs` | the client, its errors, backoff with jitter |
+//! | `lock.rs` | one downloader per file across processes |
+//! | `progress.rs` | bars, log lines, `status.json` |
+//! | `settings.rs`, `error.rs` | the environment; the errors and their exit codes |
+//!
+//! The syntax of the references and the caches' layout are in `job/hub.rs`, which `Job::load`
+//! uses to find the downloaded files.
+mod error;
+mod http;
+mod hub_repo;
+mod lock;
+mod plan;
+mod progress;
+mod retry;
+mod settings;
+mod transfer;
+mod url;
+
+pub(crate) use error::FetchError;
+pub(crate) use plan::{Entry, State};
+
+use crate::job::hub::Remote;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Who asks: `run` also shows the download in its out dir's `status.json` (taking the out dir's
+/// lock for it, so two coordinators of one job never both download).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum For {
+    Run,
+    Other,
+}
+
+/// Downloads what the job file `config` names and the caches lack (with nothing missing, no
+/// network request at all), then checks `model.sha256`. Returns where each weights value is.
+pub(crate) fn prepare(config: &Path, who: For) -> Result<Vec<Entry>> {
+    let mut plan = plan::Plan::of(config)?;
+    if plan.missing().next().is_some() {
+        let s = settings::Settings::from_env()?;
+        if s.offline {
+            let e = plan.missing().next().expect("checked");
+            let State::Missing(why) = &e.state else {
+                unreachable!()
+            };
+            return Err(FetchError::Input(format!(
+                "{}: `{}`: {why}; HF_HUB_OFFLINE is set, so nothing is downloaded: fetch it \
+                 where the network is reachable, into the same cache (`fidshard fetch {}`), or \
+                 unset HF_HUB_OFFLINE",
+                config.display(),
+                e.key,
+                config.display()
+            ))
+            .into());
+        }
+        let lock = match who {
+            For::Run => Some(
+                crate::outdir::lock::JobLock::acquire(&plan.out_dir).map_err(|e| e.fatal())?,
+            ),
+            For::Other => None,
+        };
+        let status = lock
+            .as_ref()
+            .map(|_| progress::StatusFile::new(plan.out_dir.clone()));
+        let mut report = progress::Reporter::new(status);
+        let res = download(&s, &mut plan, &mut report);
+        report.finish();
+        drop(lock);
+        res?;
+    }
+    for e in &plan.entries {
+        check_sha256(config, e)?;
+    }
+    Ok(plan.entries)
+}
+
+/// The out dir of a job whose weights are still missing (a `run` may be downloading them), for
+/// `status`, which cannot load such a job.
+pub(crate) fn out_dir_if_missing(config: &Path) -> Option<PathBuf> {
+    let plan = plan::Plan::of(config).ok()?;
+    plan.missing().next().is_some().then_some(plan.out_dir)
+}
+
+fn download(s: &settings::Settings, plan: &mut plan::Plan, report: &mut progress::Reporter) -> Result<()> {
+    let http = http::Http::new(s);
+    let hub = hub_repo::Hub::new(s, &http)?;
+    let config = plan.config.clone();
+    for e in &mut plan.entries {
+        if !matches!(e.state, State::Missing(_)) {
+            continue;
+        }
+        let context = || format!("{}: `{}`", config.display(), e.key);
+        match e.remote.as_ref().expect("missing entries are remote") {
+            Remote::Repo(r) => hub.fetch(r, e.wanted, report).with_context(context)?,
+            Remote::Url(u) => {
+                url::fetch(s, &http, u, e.sha256.as_deref(), report).with_context(context)?;
+            }
+        }
+        e.state = match plan::look(e) {
+            State::Cached(p) => State::Downloaded(p),
+            State::Missing(why) => {
+                return Err(FetchError::Input(format!("{}: {why}", context())).into())
+            }
+            other => other,
+        };
+    }
+    Ok(())
+}
+
+/// `model.sha256` against the checkpoint: from the cache's records when they know it (hub blobs
+/// are named by it; URL downloads record it), else by reading the file.
+fn check_sha256(config: &Path, e: &Entry) -> Result<()> {
+    let (Some(want), Some(path)) = (&e.sha256, e.state.path()) else {
+        return Ok(());
+    };
+    let got = match crate::job::hub::known_sha256(path) {
+        Some(known) => known,
+        None => sha256_of(path)?,
+    };
+    if &got != want {
+        return Err(FetchError::Input(format!(
+            "{}: `model.sha256`: {} has sha256 {got}, the job file says {want}{}",
+            config.display(),
+            path.display(),
+            match &e.remote {
+                Some(Remote::Repo(r)) if r.revision.is_none() => {
+                    "; the repo's main branch may have moved: pin the revision the sha256 belongs to (org/name@commit)"
+                }
+                _ => "",
+            }
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(FetchError::io(path))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 8 << 20];
+    loop {
+        match f.read(&mut buf).map_err(FetchError::io(path))? {
+            0 => break,
+            n => h.update(&buf[..n]),
+        }
+    }
+    Ok(crate::job::hub::hex(&h.finalize()))
+}
