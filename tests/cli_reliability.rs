@@ -284,3 +284,78 @@ fn a_damaged_png_of_a_complete_job_is_sampled_again() {
     let o = fidshard(&["assemble", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// A checkpoint replaced (atomically, same path) while the job runs: the respawned worker
+/// finds that the file is not what the job's fingerprint recorded, and the run stops with
+/// exit 2 naming the file; no shard of the new file is ever recorded.
+#[test]
+fn a_checkpoint_replaced_mid_run_stops_the_run_instead_of_mixing_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("model.pt");
+    std::fs::copy(fixture("golden/dit/model.pt"), &ckpt).unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 128\nsteps: 2\nshard_size: 4\ndevices: {cpu: 2}\nretry: {attempts: 3, backoff: 0.1, backoff_max: 0.2}\n",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &fixture("golden/dit/model.pt").display().to_string(),
+        ckpt.to_str().unwrap(),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = tmp.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(["run", cfg.to_str().unwrap(), "--grace", "2"])
+        .env("FIDSHARD_LOG", "warn")
+        .env("FAILPOINTS", "worker-slow=return(150)")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let snap = wait_for_snapshot(&out, 120, |v| {
+        v["shards_done"].as_u64() >= Some(1)
+            && v["workers"]
+                .as_array()
+                .is_some_and(|ws| ws.iter().any(|w| w["state"] == "busy" && w["pid"].is_u64()))
+    });
+    // Another file (the train.py checkpoint of the same model: other bytes) takes its place.
+    let other = tmp.path().join("other.pt");
+    std::fs::copy(fixture("golden/dit/train-checkpoint.pt"), &other).unwrap();
+    std::fs::rename(&other, &ckpt).unwrap();
+    let pid = snap["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["state"] == "busy" && w["pid"].is_u64())
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let line = err.lines().find(|l| l.starts_with("fidshard: error:")).unwrap_or("");
+    assert!(
+        line.contains("model.pt") && line.contains("changed during the run"),
+        "{err}"
+    );
+    assert!(!out.join("samples.npz").exists());
+    // Every recorded shard is from the original weights: byte-identical to a clean run.
+    let recorded = status_json(&out)["done_ranges"].clone();
+    std::fs::copy(fixture("golden/dit/model.pt"), &ckpt).unwrap();
+    let clean = tmp.path().join("clean");
+    std::fs::create_dir_all(&clean).unwrap();
+    let clean_cfg = job_with(&clean, JOBS[0], "num_samples: 128\nsteps: 2\nshard_size: 4\ndevices: {cpu: 2}\n");
+    let o = fidshard(&["run", clean_cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for range in recorded.as_array().unwrap() {
+        let (a, b) = (range[0].as_u64().unwrap(), range[1].as_u64().unwrap());
+        for i in a..b {
+            let name = format!("{i:06}.png");
+            assert_eq!(
+                std::fs::read(out.join("samples").join(&name)).unwrap(),
+                std::fs::read(clean.join("out/samples").join(&name)).unwrap(),
+                "{name}"
+            );
+        }
+    }
+}

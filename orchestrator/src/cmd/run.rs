@@ -147,6 +147,10 @@ fn run_with_state(
             }
             let outcome = sample(job, db, devices, args, todo, shards.len() as u64)?;
             match outcome {
+                Outcome::Stopped { reason } => {
+                    final_snapshot(job, db, JobState::Interrupted);
+                    return Err(fidshard_core::Fatal::input(anyhow!(reason)).into());
+                }
                 Outcome::Interrupted => {
                     tracing::warn!("interrupted; run the same command again to resume");
                     return Ok(Exit::Interrupted);

@@ -6,7 +6,7 @@ use super::queue::Verdict;
 use super::Run;
 use crate::outdir::snapshot;
 use crate::outdir::state::{FailedRecord, ShardRecord};
-use fidshard_core::protocol::FromWorker;
+use fidshard_core::protocol::{FailureKind, FromWorker};
 use std::time::Instant;
 
 impl Run<'_> {
@@ -49,6 +49,17 @@ impl Run<'_> {
                     );
                     self.attempt_failed(r, msg);
                 }
+            }
+            FromWorker::Fatal {
+                kind: kind @ (FailureKind::WeightsChanged | FailureKind::Protocol),
+                message,
+            } => {
+                // Not this worker's problem but the job's: retrying on another device would
+                // mix two models into one npz (or keep speaking a protocol nobody understands).
+                tracing::error!("worker {}: {kind:?}: {message}", self.slots[w].id);
+                self.snap.push_error(message.clone());
+                self.fatal.get_or_insert(message);
+                self.begin_stop("the job cannot continue");
             }
             FromWorker::Fatal { kind, message } => {
                 let slot = &mut self.slots[w];

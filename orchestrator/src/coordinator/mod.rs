@@ -44,6 +44,9 @@ pub(crate) enum Outcome {
     Finished { failed: usize },
     /// A signal stopped it; what finished is recorded.
     Interrupted,
+    /// A worker found the job itself unusable (its weights changed on disk, or the two binaries
+    /// disagree): every worker was stopped; what finished before is recorded and valid.
+    Stopped { reason: String },
 }
 
 pub(crate) struct Coordinator<'a> {
@@ -70,6 +73,8 @@ struct Run<'a> {
     samples_done: u64,
     events_tx: mpsc::UnboundedSender<Event>,
     stopping: Option<Instant>,
+    /// Why the whole run must stop (see [`Outcome::Stopped`]).
+    fatal: Option<String>,
     snap: Snapshot,
     progress: Progress,
     last_snapshot: Instant,
@@ -144,6 +149,7 @@ impl<'a> Coordinator<'a> {
             samples_done: done_before.1,
             events_tx,
             stopping: None,
+            fatal: None,
             snap,
             progress: Progress::new(self.job.settings.num_samples, done_before.1),
             last_snapshot: Instant::now() - Duration::from_secs(10),
@@ -179,7 +185,12 @@ impl Run<'_> {
     fn finished(&self) -> Option<Outcome> {
         if let Some(_since) = self.stopping {
             if self.slots.iter().all(|s| !s.alive()) {
-                return Some(Outcome::Interrupted);
+                return Some(match &self.fatal {
+                    Some(reason) => Outcome::Stopped {
+                        reason: reason.clone(),
+                    },
+                    None => Outcome::Interrupted,
+                });
             }
             return None;
         }
@@ -192,7 +203,7 @@ impl Run<'_> {
         None
     }
 
-    fn begin_stop(&mut self, why: &str) {
+    pub(super) fn begin_stop(&mut self, why: &str) {
         if self.stopping.is_some() {
             return;
         }

@@ -45,7 +45,7 @@ impl Progress {
             None => tracing::info!(
                 shard = %shard,
                 worker,
-                seconds = format!("{seconds:.1}"),
+                seconds = crate::sys::time::round1(seconds),
                 shards_done = done,
                 shards_total = total,
                 "shard done"

@@ -87,7 +87,8 @@ pub(crate) fn prepare(config: &Path, who: For) -> Result<Vec<Entry>> {
 /// `status`, which cannot load such a job.
 pub(crate) fn out_dir_if_missing(config: &Path) -> Option<PathBuf> {
     let plan = plan::Plan::of(config).ok()?;
-    plan.missing().next().is_some().then_some(plan.out_dir)
+    let missing = plan.missing().next().is_some();
+    missing.then_some(plan.out_dir)
 }
 
 fn download(s: &settings::Settings, plan: &mut plan::Plan, report: &mut progress::Reporter) -> Result<()> {

@@ -43,12 +43,6 @@ pub(crate) struct Transfer<'a> {
     pub digest_from_config: bool,
 }
 
-/// A finished file.
-pub(crate) struct Done {
-    /// SHA-256 of the file; `None` when another process downloaded it.
-    pub sha256: Option<String>,
-}
-
 /// Downloads `t` unless `present()` says (under the lock) that another process already did.
 /// `refused` words a non-temporary HTTP error.
 pub(crate) fn fetch(
@@ -58,10 +52,10 @@ pub(crate) fn fetch(
     report: &mut Reporter,
     present: &dyn Fn() -> bool,
     refused: &dyn Fn(&Failure) -> FetchError,
-) -> Result<Done, FetchError> {
+) -> Result<(), FetchError> {
     let _lock = super::lock::lock(t.lock, t.label)?;
     if present() {
-        return Ok(Done { sha256: None });
+        return Ok(());
     }
     if let Some(dir) = t.dest.parent() {
         std::fs::create_dir_all(dir).map_err(FetchError::io(dir))?;
@@ -158,7 +152,7 @@ fn attempt(
     http: &Http,
     st: &mut State,
     report: &mut Reporter,
-) -> Result<Result<Done, Failure>, FetchError> {
+) -> Result<Result<(), Failure>, FetchError> {
     let mut have = file_len(t.partial);
     if st.total.is_some_and(|n| have > n) {
         drop_partial(t, st)?;
@@ -265,7 +259,7 @@ fn copy(
 }
 
 /// Size and digest, then the final name.
-fn finish(t: &Transfer, st: &mut State) -> Result<Result<Done, Failure>, FetchError> {
+fn finish(t: &Transfer, st: &mut State) -> Result<Result<(), Failure>, FetchError> {
     let len = file_len(t.partial);
     if st.total.is_some_and(|n| n != len) {
         let n = st.total.unwrap_or(0);
@@ -316,9 +310,7 @@ fn finish(t: &Transfer, st: &mut State) -> Result<Result<Done, Failure>, FetchEr
             let _ = d.sync_all();
         }
     }
-    Ok(Ok(Done {
-        sha256: Some(sha256),
-    }))
+    Ok(Ok(()))
 }
 
 /// `path` replaced by `bytes` through a temporary file and a rename: readers never see a
