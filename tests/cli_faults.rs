@@ -233,12 +233,17 @@ fn the_disk_preflight_refuses_and_force_overrides() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--force") && err.contains("free"), "{err}");
     assert!(!out.join("logs").exists(), "no worker may start");
+    // A refusal leaves no state behind.
+    assert!(!out.join("state.sled").exists() && !out.join("fingerprint.json").exists());
 
     let child = run_with(&cfg, &[("FAILPOINTS", SLOW)], &["--force"]);
     wait_for_snapshot(&out, 60, |v| v["state"] == "running");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let (code, err) = finish(child);
     assert_eq!(code, Some(75), "{err}");
+    // Interrupted before its first shard finished: "interrupted", not "not started".
+    let s = status_json(&out);
+    assert_eq!(s["state"], "interrupted", "{s}");
 }
 
 #[test]
