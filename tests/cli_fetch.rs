@@ -156,7 +156,11 @@ fn fetch_survives_faults_into_the_shared_cache_then_needs_no_network() {
         &format!("/acme/tiny-vae/resolve/{COMMIT}/config.json"),
         &[Fault::Status(429, Some(1))],
     );
-    h.fault("GET", &vae_cdn, &[Fault::ResetAfter(300_000), Fault::CloseAfter(200_000)]);
+    h.fault(
+        "GET",
+        &vae_cdn,
+        &[Fault::ResetAfter(300_000), Fault::CloseAfter(200_000), Fault::ShortBody(100_000)],
+    );
     h.fault(
         "GET",
         &dit_cdn,
@@ -174,7 +178,8 @@ fn fetch_survives_faults_into_the_shared_cache_then_needs_no_network() {
         "HTTP 429",
         "retrying in 1.0 s",
         "reset",
-        "ended after 500000 of 789124 bytes",
+        "closed before the end of the body",
+        "ended after 600000 of 789124 bytes",
         "expected",
         "stalled",
     ] {
@@ -183,7 +188,12 @@ fn fetch_survives_faults_into_the_shared_cache_then_needs_no_network() {
     // Resumed where each broken transfer stopped; the corrupt one started over.
     assert_eq!(
         ranges(h, &vae_cdn),
-        vec![None, Some("bytes=300000-".into()), Some("bytes=500000-".into())]
+        vec![
+            None,
+            Some("bytes=300000-".into()),
+            Some("bytes=500000-".into()),
+            Some("bytes=600000-".into())
+        ]
     );
     assert_eq!(ranges(h, &dit_cdn), vec![None, None, Some("bytes=200000-".into())]);
 
@@ -322,7 +332,7 @@ fn retries_running_out_exit_75_and_leave_the_job_alone() {
     let env = Env::new();
     let dit = read("golden/dit/model.pt");
     let url = env.hub.add_file("broken/model.pt", dit.clone());
-    env.hub.fault("GET", "/files/broken/model.pt", &[Fault::Status(500, None); 8]);
+    env.hub.fault("GET", "/files/broken/model.pt", &vec![Fault::Status(500, None); 8]);
     let vae = fixture("golden/vae").display().to_string();
     let cfg = env.job("broken", &url, &vae, "");
     let t = Instant::now();
@@ -344,7 +354,7 @@ fn retries_running_out_exit_75_and_leave_the_job_alone() {
     // A sha256 in the job file that the served file does not have: exit 2, nothing kept.
     let good = env.hub.add_file("ok/model.pt", dit.clone());
     let wrong = format!("  sha256: {}\n", "0".repeat(64));
-    let cfg = env.job("wrong-sha", &good, &vae, &wrong.replace("  sha256", "  sha256"));
+    let cfg = env.job("wrong-sha", &good, &vae, &wrong);
     let o = env.fidshard(&["fetch", cfg.to_str().unwrap()], &[]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");

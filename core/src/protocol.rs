@@ -2,15 +2,25 @@
 //!
 //! Coordinator -> worker (the worker's stdin):
 //! - `init` (first line): the resolved sampler settings and where to write.
-//! - `assign`: sample one shard. A worker has at most one shard assigned at a time.
+//! - `assign`: sample one shard. A worker samples at most one shard at a time. PNGs of the
+//!   shard that already exist under their final names (an earlier attempt wrote them before it
+//!   was interrupted or died: they are complete by construction, temp + fsync + rename) are
+//!   reused when they decode to an `image_size^2` RGB image: their CRC32 comes from their
+//!   bytes, their label from `labels::label_of`; only the other indices are sampled, and a PNG
+//!   that does not decode or has the wrong size is sampled and written again.
+//! - `drain` (the run is being preempted, Slurm's SIGUSR1): finish the batch being sampled, let
+//!   the writer write it (and whatever else is queued; a shard that completes that way is still
+//!   reported `shard_done`), then exit 0 without reporting the partial shard. Its PNGs are
+//!   reused when the shard is assigned again. A worker that does not exit within the
+//!   coordinator's grace gets SIGTERM, then SIGKILL.
 //! - `shutdown`: exit after the shard in hand. End of stdin means the same, immediately: a
 //!   worker whose coordinator died exits at once and never writes into a resumed run.
 //!
 //! Worker -> coordinator (the worker's stdout; its logs go to stderr = `OUT/logs/worker-N.log`):
 //! - `ready` once the model and VAE are loaded;
 //! - `progress` after each sampled batch and each written image batch;
-//! - `shard_done` after every PNG of the shard is written (fsynced and renamed), with a CRC32
-//!   per file and the labels. Only the coordinator decides that a shard is done: it records
+//! - `shard_done` after every PNG of the shard is written (fsynced and renamed) or reused, with
+//!   a CRC32 per file and the labels, both in index order. Only the coordinator decides that a shard is done: it records
 //!   the shard in the state DB when it receives this line.
 //! - `shard_failed` (typed: `oom` after the micro-batch could not shrink further, `io` for disk
 //!   errors, `other`), after which the worker takes more work;
@@ -35,6 +45,8 @@ pub enum ToWorker {
         shard: Shard,
         attempt: u32,
     },
+    /// Finish the batch in flight, write it, exit 0 (see the module docs).
+    Drain,
     Shutdown,
 }
 
@@ -67,6 +79,7 @@ pub enum FromWorker {
     },
     Progress {
         shard: u64,
+        /// Samples of the shard sampled so far, PNGs reused from an earlier attempt included.
         sampled: u64,
         written: u64,
         total: u64,

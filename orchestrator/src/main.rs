@@ -46,6 +46,10 @@ enum Command {
         /// Start even when the disk looks too small for the job.
         #[arg(long)]
         force: bool,
+        /// Sample only partition K of N of the job (many nodes: one coordinator per node; a
+        /// Slurm array task or srun step sets it from the environment when the flag is absent).
+        #[arg(long, value_name = "K/N", value_parser = job::partition::Partition::parse)]
+        partition: Option<job::partition::Partition>,
         /// Seconds workers get after SIGTERM (preemption, hang) before SIGKILL (0 to 3600).
         #[arg(long, default_value = "20", value_parser = parse_grace)]
         grace: std::time::Duration,
@@ -121,12 +125,14 @@ fn main() -> ExitCode {
             config,
             restart,
             force,
+            partition,
             grace,
         } => {
             let args = cmd::run::RunArgs {
                 config,
                 restart,
                 force,
+                partition,
                 grace,
             };
             match cmd::run::run(args) {

@@ -26,6 +26,8 @@ pub enum Fault {
     CloseAfter(usize),
     /// The whole body with one byte changed.
     Corrupt,
+    /// A complete answer of only the first `n` body bytes (its `Content-Length` says `n`).
+    ShortBody(usize),
     /// The first `n` body bytes, then silence for `d`, then a close.
     StallAfter(usize, Duration),
 }
@@ -50,6 +52,8 @@ struct Repo {
 
 #[derive(Default)]
 struct State {
+    /// `http://127.0.0.1:PORT`: the CDN redirects are absolute, as on the hub.
+    base: String,
     repos: HashMap<String, Repo>,
     files: HashMap<String, Vec<u8>>,
     faults: HashMap<(String, String), VecDeque<Fault>>,
@@ -89,7 +93,10 @@ impl MockHub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            base: url.clone(),
+            ..State::default()
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (state.clone(), stop.clone());
         std::thread::spawn(move || {
@@ -145,8 +152,18 @@ impl MockHub {
         self.state.lock().unwrap().log.clear();
     }
 
-    /// GETs of `path` that delivered a body to its end.
+    /// GETs of `path` that delivered a body to its end, once the server has logged them (it
+    /// logs after the last write, which the client may see first).
     pub fn complete_gets(&self, path: &str, len: usize) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while self.count_complete(path, len) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.count_complete(path, len)
+    }
+
+    fn count_complete(&self, path: &str, len: usize) -> usize {
         self.log()
             .iter()
             .filter(|r| r.method == "GET" && r.path == path && (200..300).contains(&r.status))
@@ -242,7 +259,7 @@ fn route(st: &State, method: &str, path: &str, auth: Option<&str>) -> Reply {
             let len = bytes.len().to_string();
             if is_lfs(&file.join("/")) {
                 let sha = sha256_hex(bytes);
-                let loc = format!("/cdn/{sha}");
+                let loc = format!("{}/cdn/{sha}", st.base);
                 Reply::status(
                     302,
                     &[
@@ -367,6 +384,9 @@ fn serve(conn: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
     for (k, v) in &reply.headers {
         head += &format!("{k}: {v}\r\n");
     }
+    if let Some(Fault::ShortBody(n)) = fault {
+        body.truncate(n);
+    }
     head += &format!("Content-Length: {}\r\n\r\n", body.len());
     let mut conn = conn;
     conn.write_all(head.as_bytes())?;
@@ -377,26 +397,35 @@ fn serve(conn: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
         _ => body.len(),
     };
     let mut sent = 0;
-    let log = |sent: usize| {
-        state.lock().unwrap().log.push(Request {
+    // Logged before the body goes out (the client may finish before the last write returns
+    // here); `sent` is filled in as it goes.
+    let index = {
+        let mut st = state.lock().unwrap();
+        st.log.push(Request {
             method: method.clone(),
             path: path.clone(),
             range: range.clone(),
             auth: auth.clone(),
             status: reply.status,
-            sent,
-        })
+            sent: 0,
+        });
+        st.log.len() - 1
+    };
+    let log = |sent: usize| {
+        if let Some(r) = state.lock().unwrap().log.get_mut(index) {
+            r.sent = sent;
+        }
     };
     if method != "HEAD" {
         for chunk in body[..limit].chunks(64 << 10) {
+            if let Some(d) = slow {
+                std::thread::sleep(d);
+            }
             if let Err(e) = conn.write_all(chunk) {
                 log(sent);
                 return Err(e);
             }
             sent += chunk.len();
-            if let Some(d) = slow {
-                std::thread::sleep(d);
-            }
         }
     }
     conn.flush()?;

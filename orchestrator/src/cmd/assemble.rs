@@ -1,5 +1,6 @@
 //! `fidshard assemble CONFIG`: only the last step, samples.npz from what the state DB records.
-use crate::cmd::run::{assemble_npz, final_snapshot};
+use crate::cmd::finish::assemble_npz;
+use crate::cmd::run::final_snapshot;
 use crate::job::config::Job;
 use crate::outdir::lock::JobLock;
 use crate::outdir::snapshot::JobState;
@@ -39,7 +40,7 @@ pub(crate) fn run(config: &std::path::Path) -> Result<()> {
         ))
         .into());
     }
-    assemble_npz(&job, &db).map_err(|e| anyhow!(e))?;
+    assemble_npz(&job, db.done_records()?).map_err(|e| anyhow!(e))?;
     final_snapshot(&job, &db, JobState::Complete);
     Ok(())
 }

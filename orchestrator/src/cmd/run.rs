@@ -6,7 +6,7 @@ use crate::job::devices::WorkerDevice;
 use crate::coordinator::{Coordinator, Outcome};
 use crate::sys::exit::{Exit, Fatal};
 use crate::outdir::lock::JobLock;
-use crate::npz::{assemble, AssembleError, AssembleInput};
+use crate::cmd::finish::assemble_interruptible;
 use crate::job::plan::Shard;
 use crate::outdir::snapshot::{self, JobState, Snapshot};
 use crate::outdir::state::StateDb;
@@ -21,6 +21,8 @@ pub(crate) struct RunArgs {
     pub restart: bool,
     pub force: bool,
     pub grace: Duration,
+    /// `--partition K/N` (else from the scheduler's environment, else the whole job).
+    pub partition: Option<crate::job::partition::Partition>,
 }
 
 /// Rounds of "assemble, find bad files, redo their shards" before giving up.
@@ -30,18 +32,35 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     crate::sys::signals::install()?;
     // Weights from the hub or URLs, downloaded here, once, before any worker exists.
     crate::fetch::prepare(&args.config, crate::fetch::For::Run)?;
-    let job = Job::load(&args.config)?;
+    let mut job = Job::load(&args.config)?;
+    let (partition, why) = crate::job::partition::Partition::resolve(args.partition)
+        .map_err(|e| fidshard_core::input_error!("--partition: {e}"))?;
+    job.partition = partition;
     let out = job.out_dir.clone();
     // Resolved before anything is written: a device that is not there is exit 2, no damage.
     let devices = job.workers()?;
     tracing::info!(
         config = %args.config.display(),
-        samples = job.settings.num_samples,
+        samples = job.samples_owned(),
+        partition = %partition,
+        partition_from = %why,
         devices = %crate::job::devices::describe(&devices),
         out = %out.display(),
         "fidshard run"
     );
-    let lock = JobLock::acquire(&out).map_err(|e| e.fatal())?;
+    if args.restart && !partition.is_whole() {
+        return Err(fidshard_core::input_error!(
+            "--restart with partition {partition}: a restart deletes the samples of every partition; run `fidshard run {} --restart --partition 0/1` once (or delete the out dir), then start the partitions",
+            args.config.display()
+        ));
+    }
+    // The out dir is the job's (shared by its partitions); the state is this coordinator's.
+    crate::outdir::claim::claim(&out).map_err(|e| {
+        let code = e.exit();
+        fidshard_core::Fatal::new(code, e)
+    })?;
+    let state = job.state_dir();
+    let lock = JobLock::acquire(&state).map_err(|e| e.fatal())?;
     let started = Instant::now();
     // Build the DiT and the VAE once on the CPU before anything in the out dir is deleted or
     // written: a bad checkpoint or VAE then fails in seconds with one message (exit 2), instead
@@ -52,11 +71,11 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
         crate::outdir::state::restart_out_dir(&lock)?;
     }
     let fp = crate::job::fingerprint::Fingerprint::compute(&job)?;
-    let fresh = !StateDb::exists(&out) && !crate::outdir::OutDir::new(&out).samples().is_dir();
+    let fresh = !StateDb::exists(&state) && !crate::outdir::OutDir::new(&out).samples().is_dir();
     if args.restart || fresh {
         // A new job: check the disk before the state is created, so that a refusal leaves
         // nothing behind (a resumed job checks what is left to sample, below).
-        preflight(&job, job.settings.num_samples, args.force)?;
+        preflight(&job, job.samples_owned(), args.force)?;
     }
     // Opens the state, or rebuilds it from the PNGs when it is missing or unreadable.
     let db = if args.restart {
@@ -64,6 +83,11 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     } else {
         crate::outdir::rebuild::open_for_run(&lock, &job, &fp)?
     };
+    crate::outdir::partitions::import_other_layouts(&job, &db)?;
+    if !partition.is_whole() {
+        // The job's fingerprint at the root too, for `grid OUT` and `repair`.
+        db.save_fingerprint_to(&out, &fp)?;
+    }
     // What produces this npz, beside it: the job with every default and --set applied.
     let resolved = crate::cmd::config::resolved_yaml(&job)?;
     fidshard_core::output::write_atomic(&crate::outdir::OutDir::new(&out).resolved_job(), resolved.as_bytes())?;
@@ -101,8 +125,9 @@ fn run_with_state(
     let samples_dir = crate::outdir::OutDir::new(out).samples();
     std::fs::create_dir_all(&samples_dir)
         .with_context(|| format!("cannot create {}", samples_dir.display()))?;
-    let removed =
-        crate::outdir::state::remove_stale_temps(&samples_dir)? + crate::outdir::state::remove_stale_temps(out)?;
+    let removed = crate::outdir::state::remove_stale_temps(&samples_dir)?
+        + crate::outdir::state::remove_stale_temps(out)?
+        + crate::outdir::state::remove_stale_temps(&job.state_dir())?;
     if removed > 0 {
         tracing::info!(
             removed,
@@ -114,6 +139,9 @@ fn run_with_state(
     for round in 0..=REPAIR_ROUNDS {
         let todo = pending_shards(db, &shards, &samples_dir, job.settings.num_samples)?;
         let npz_path = crate::outdir::OutDir::new(&job.out_dir).npz();
+        if todo.is_empty() && !job.partition.is_whole() {
+            return crate::cmd::finish::finish_partition(job, db);
+        }
         if round == 0 && todo.is_empty() && npz_path.is_file() {
             let n = job.settings.num_samples;
             // "Complete" means verified: every byte against the zip's CRC-32, the labels
@@ -167,12 +195,15 @@ fn run_with_state(
                 }
                 Outcome::Finished { .. } => {}
             }
+            if !job.partition.is_whole() {
+                return crate::cmd::finish::finish_partition(job, db);
+            }
         }
         if let Some(sig) = crate::sys::signals::pending() {
             tracing::warn!("{sig}: stopping before assembly; run again to finish");
             return Ok(Exit::Interrupted);
         }
-        match assemble_interruptible(job, db)? {
+        match assemble_interruptible(job, db.done_records()?)? {
             Ok(()) => {
                 tracing::info!(
                     seconds = round1(started.elapsed().as_secs_f64()),
@@ -265,7 +296,7 @@ fn sample(
         devices: devices.to_vec(),
         grace: args.grace,
         samples_dir: crate::outdir::OutDir::new(&job.out_dir).samples(),
-        log_dir: crate::outdir::OutDir::new(&job.out_dir).logs(),
+        log_dir: crate::outdir::OutDir::new(job.state_dir()).logs(),
     };
     c.run(todo, (done.len() as u64, done_samples), total)
 }
@@ -291,40 +322,6 @@ pub(crate) fn recorded_labels(db: &StateDb) -> Result<Vec<i64>> {
     Ok(records.into_iter().flat_map(|r| r.labels).collect())
 }
 
-/// Assembles `samples.npz` from the recorded shards' PNGs, checking each file's CRC.
-pub(crate) fn assemble_npz(job: &Job, db: &StateDb) -> Result<(), AssembleError> {
-    let n = job.settings.num_samples;
-    let mut records = db
-        .done_records()
-        .map_err(|e| AssembleError::Input(format!("{e:#}")))?;
-    records.sort_by_key(|r| r.shard.start);
-    let mut labels = Vec::with_capacity(n as usize);
-    let mut crc = Vec::with_capacity(n as usize);
-    for r in &records {
-        labels.extend_from_slice(&r.labels);
-        crc.extend_from_slice(&r.crc32);
-    }
-    if labels.len() as u64 != n {
-        return Err(AssembleError::Input(format!(
-            "the state records {} samples, the job has {n}",
-            labels.len()
-        )));
-    }
-    let input = AssembleInput {
-        samples_dir: &crate::outdir::OutDir::new(&job.out_dir).samples(),
-        num_samples: n,
-        image_size: job.image_size as u32,
-        labels: &labels,
-        expected_crc: Some(&crc),
-    };
-    let report = assemble(&input, &crate::outdir::OutDir::new(&job.out_dir).npz())?;
-    tracing::info!(
-        bytes = report.bytes,
-        seconds = round1(report.seconds),
-        "samples.npz written"
-    );
-    Ok(())
-}
 
 /// Refuses to start when the disk cannot hold what the remaining shards will write (`--force`
 /// overrides).
@@ -348,12 +345,13 @@ fn preflight(job: &Job, samples: u64, force: bool) -> Result<()> {
 /// The snapshot `status` shows after the run: the coordinator's last one (or a fresh one when
 /// nothing needed sampling), with the final state and counts from the state DB.
 pub(crate) fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
-    let out = &job.out_dir;
-    let mut snap = snapshot::read(out).unwrap_or_else(|| Snapshot::empty(out, state));
+    let out = &job.state_dir();
+    let mut snap =
+        snapshot::read(out).unwrap_or_else(|| Snapshot::empty(&job.out_dir, state));
     let done = db.done_records().unwrap_or_default();
     let failed = db.failed_records().unwrap_or_default();
     snap.state = state;
-    snap.samples_total = job.settings.num_samples;
+    snap.samples_total = job.samples_owned();
     let shards_total = job.shard_count();
     snap.set_records(shards_total, &done, &failed);
     snap.retries = snap.retries.max(db.retries().unwrap_or(0));
@@ -374,19 +372,3 @@ pub(crate) fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
 }
 
 
-/// Assembles on a helper thread while this one watches for stop signals: a preempted assembly
-/// exits 75 at once (its temporary npz is removed by the next run), instead of being killed
-/// half way with a signal status.
-fn assemble_interruptible(job: &Job, db: &StateDb) -> Result<Result<(), AssembleError>> {
-    std::thread::scope(|s| {
-        let h = s.spawn(|| assemble_npz(job, db));
-        while !h.is_finished() {
-            if let Some(sig) = crate::sys::signals::pending() {
-                tracing::warn!("{sig} during assembly: exiting; run again to finish");
-                std::process::exit(Exit::Interrupted as i32);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(h.join().expect("assembly thread panicked"))
-    })
-}

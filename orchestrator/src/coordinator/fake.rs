@@ -1,6 +1,8 @@
 //! Scripted in-process workers for the event loop's tests: a [`FakeSpawner`] whose workers do
 //! what their [`Script`] says (load for a while, finish, crash, hang, fail a shard), write empty
 //! PNG files where a real worker writes images, and log what the coordinator did to them.
+//! On `drain` a fake worker finishes its "batch in flight" (reports half its shard sampled) and
+//! exits 0 without reporting the shard; a hung one ignores it.
 use super::spawner::{Event, SpawnSpec, Spawner, WorkerHandle};
 use anyhow::{bail, Result};
 use fidshard_core::protocol::{FailureKind, FromWorker, ToWorker};
@@ -43,6 +45,9 @@ pub(crate) struct Script {
     pub then: OnShard,
     /// What it does with these shards, whenever it gets them (before `shards`).
     pub by_shard: Vec<(u64, OnShard)>,
+    /// On `drain`, it finishes the shard in hand (reports it done) before it exits, like a
+    /// worker whose last batch of the shard was still being written.
+    pub finish_on_drain: bool,
 }
 
 impl Script {
@@ -52,7 +57,12 @@ impl Script {
             shards: Vec::new(),
             then: OnShard::Finish(Duration::from_millis(20)),
             by_shard: Vec::new(),
+            finish_on_drain: false,
         }
+    }
+    pub fn finish_on_drain(mut self) -> Script {
+        self.finish_on_drain = true;
+        self
     }
     pub fn loads(mut self, load: Load) -> Script {
         self.load = load;
@@ -81,6 +91,7 @@ pub(crate) enum Seen {
     Spawned,
     Ready,
     Assigned { shard: u64, attempt: u32 },
+    Drained,
     Signalled(Signal),
     Closed,
     Exited(String),
@@ -144,8 +155,12 @@ impl Spawner for FakeSpawner {
 struct State {
     ready: bool,
     exited: bool,
-    /// Stuck in a shard: SIGTERM does not reach it.
+    /// Stuck in a shard: SIGTERM does not reach it (nor `drain`).
     hung: bool,
+    /// The shard being sampled (id, size), until it is reported done.
+    current: Option<(u64, u64)>,
+    /// Drained with `finish_on_drain`: exit once the shard in hand is reported done.
+    exit_when_done: bool,
     samples: Option<(PathBuf, u64)>,
 }
 
@@ -261,13 +276,16 @@ impl FakeWorker {
             batch: 4,
         };
         match on {
-            OnShard::Finish(d) => self.w.after(d, move |w| {
+            OnShard::Finish(d) => {
+                self.w.state.lock().unwrap().current = Some((id, n));
+                self.w.after(d, move |w| {
                 let Some((dir, total)) = w.state.lock().unwrap().samples.clone() else {
                     return;
                 };
                 if !w.alive() {
                     return;
                 }
+                w.state.lock().unwrap().current = None;
                 for i in shard.indices() {
                     let name = fidshard_core::output::png_name(i, total);
                     std::fs::write(dir.join(name), b"").expect("write a fake PNG");
@@ -279,7 +297,11 @@ impl FakeWorker {
                     labels: vec![0; n as usize],
                     seconds: d.as_secs_f64(),
                 });
-            }),
+                if w.state.lock().unwrap().exit_when_done {
+                    w.exit("exited with code 0");
+                }
+                })
+            }
             OnShard::Crash => self.w.after(Duration::from_millis(5), move |w| {
                 w.say(progress(n / 2));
                 w.exit("killed by signal 11 (SIGSEGV)");
@@ -322,6 +344,33 @@ impl WorkerHandle for FakeWorker {
                     attempt: *attempt,
                 });
                 self.work(*shard);
+            }
+            ToWorker::Drain => {
+                self.w.note(Seen::Drained);
+                let (hung, current) = {
+                    let st = self.w.state.lock().unwrap();
+                    (st.hung, st.current)
+                };
+                if hung {
+                    return;
+                }
+                if self.script.finish_on_drain && current.is_some() {
+                    self.w.state.lock().unwrap().exit_when_done = true;
+                    return;
+                }
+                // The batch in flight: half the shard, then exit without reporting it.
+                self.w.after(Duration::from_millis(5), move |w| {
+                    if let Some((shard, n)) = current {
+                        w.say(FromWorker::Progress {
+                            shard,
+                            sampled: n / 2,
+                            written: 0,
+                            total: n,
+                            batch: 4,
+                        });
+                    }
+                    w.exit("exited with code 0");
+                });
             }
             ToWorker::Shutdown => {}
         }

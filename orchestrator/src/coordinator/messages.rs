@@ -59,7 +59,7 @@ impl Run<'_> {
                 tracing::error!("worker {}: {kind:?}: {message}", self.slots[w].id);
                 self.snap.push_error(message.clone());
                 self.fatal.get_or_insert(message);
-                self.begin_stop("the job cannot continue");
+                self.begin_stop("the job cannot continue", crate::sys::signals::StopLevel::Terminate);
             }
             FromWorker::Fatal { kind, message } => {
                 let slot = &mut self.slots[w];

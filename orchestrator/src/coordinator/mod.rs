@@ -7,6 +7,12 @@
 //!
 //! Workers are started through the [`Spawner`] seam (spawner.rs): real processes in production
 //! (spawn.rs), scripted in-process workers in the tests (fake.rs, tests.rs).
+//!
+//! Stopping (sys/signals.rs): SIGUSR1 drains (no new shards; each worker is sent `drain`,
+//! finishes and writes the batch in flight and exits; SIGTERM after the grace, SIGKILL after
+//! another); SIGTERM / SIGINT terminate (SIGTERM now, SIGKILL after the grace); a second SIGINT
+//! kills now. A stronger request escalates a weaker one. Every way ends in
+//! [`Outcome::Interrupted`]; an interrupted shard's written PNGs are reused on resume.
 #[cfg(test)]
 mod fake;
 mod held;
@@ -31,6 +37,7 @@ use pool::{Slot, QUARANTINE_AFTER};
 use progress::Progress;
 use queue::{backoff, Queue};
 use crate::job::devices::WorkerDevice;
+use crate::sys::signals::{StopLevel, StopRequest};
 use spawner::{Event, SpawnSpec, Spawner};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -53,7 +60,8 @@ pub(crate) struct Coordinator<'a> {
     pub job: &'a Job,
     pub db: &'a StateDb,
     pub devices: Vec<WorkerDevice>,
-    /// Time from SIGTERM to workers until SIGKILL (preemption and hangs alike).
+    /// Time from SIGTERM to workers until SIGKILL (preemption and hangs alike), and from
+    /// `drain` (SIGUSR1) until SIGTERM.
     pub grace: Duration,
     pub samples_dir: PathBuf,
     pub log_dir: PathBuf,
@@ -72,7 +80,8 @@ struct Run<'a> {
     total_shards: u64,
     samples_done: u64,
     events_tx: mpsc::UnboundedSender<Event>,
-    stopping: Option<Instant>,
+    /// Set once a stop was asked for (a signal, or a fatal worker message): how hard.
+    stopping: Option<StopLevel>,
     /// Why the whole run must stop (see [`Outcome::Stopped`]).
     fatal: Option<String>,
     snap: Snapshot,
@@ -90,13 +99,21 @@ impl<'a> Coordinator<'a> {
         done_before: (u64, u64),
         total_shards: u64,
     ) -> Result<Outcome> {
-        self.run_with(&mut spawn::ProcessSpawner, todo, done_before, total_shards)
+        self.run_with(
+            &mut spawn::ProcessSpawner,
+            &crate::sys::signals::requested,
+            todo,
+            done_before,
+            total_shards,
+        )
     }
 
-    /// [`Coordinator::run`] with workers from `spawner`.
+    /// [`Coordinator::run`] with workers from `spawner`, and stop requests from `signals`
+    /// (polled every tick).
     pub(crate) fn run_with(
         &self,
         spawner: &mut dyn Spawner,
+        signals: &dyn Fn() -> Option<StopRequest>,
         todo: Vec<Shard>,
         done_before: (u64, u64),
         total_shards: u64,
@@ -104,12 +121,13 @@ impl<'a> Coordinator<'a> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(self.run_async(spawner, todo, done_before, total_shards))
+        rt.block_on(self.run_async(spawner, signals, todo, done_before, total_shards))
     }
 
     async fn run_async(
         &self,
         spawner: &mut dyn Spawner,
+        signals: &dyn Fn() -> Option<StopRequest>,
         todo: Vec<Shard>,
         done_before: (u64, u64),
         total_shards: u64,
@@ -124,7 +142,7 @@ impl<'a> Coordinator<'a> {
             weights,
         };
         let mut snap = Snapshot::empty(&self.job.out_dir, JobState::Running);
-        snap.samples_total = self.job.settings.num_samples;
+        snap.samples_total = self.job.samples_owned();
         snap.shards_total = total_shards;
         snap.coordinator_pid = Some(std::process::id());
         let mut run = Run {
@@ -151,20 +169,20 @@ impl<'a> Coordinator<'a> {
             stopping: None,
             fatal: None,
             snap,
-            progress: Progress::new(self.job.settings.num_samples, done_before.1),
+            progress: Progress::new(self.job.samples_owned(), done_before.1),
             last_snapshot: Instant::now() - Duration::from_secs(10),
             init,
         };
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
-            if let Some(sig) = crate::sys::signals::pending() {
-                if crate::sys::signals::urgent() {
-                    tracing::warn!("second SIGINT: killing the workers now");
+            if let Some(req) = signals() {
+                if req.level == StopLevel::Kill {
+                    tracing::warn!("{}: killing the workers now", req.signal);
                     run.kill_all(Signal::SIGKILL);
                     run.write_snapshot(true);
                     return Ok(Outcome::Interrupted);
                 }
-                run.begin_stop(sig);
+                run.begin_stop(req.signal, req.level);
             }
             run.housekeeping();
             if let Some(outcome) = run.finished() {
@@ -183,7 +201,7 @@ impl<'a> Coordinator<'a> {
 
 impl Run<'_> {
     fn finished(&self) -> Option<Outcome> {
-        if let Some(_since) = self.stopping {
+        if self.stopping.is_some() {
             if self.slots.iter().all(|s| !s.alive()) {
                 return Some(match &self.fatal {
                     Some(reason) => Outcome::Stopped {
@@ -203,16 +221,34 @@ impl Run<'_> {
         None
     }
 
-    pub(super) fn begin_stop(&mut self, why: &str) {
-        if self.stopping.is_some() {
+    /// Stops assigning and stops the workers (`Drain` or `Terminate`; `Kill` is the loop's);
+    /// a stronger level escalates a weaker one, a weaker or equal one changes nothing.
+    pub(super) fn begin_stop(&mut self, why: &str, level: StopLevel) {
+        if self.stopping.is_some_and(|l| l >= level) {
             return;
         }
-        tracing::warn!(
-            grace_s = self.c.grace.as_secs_f64(),
-            "{why}: stopping; no new shards, workers get SIGTERM, finished shards stay recorded"
-        );
-        self.stopping = Some(Instant::now());
-        self.kill_all(Signal::SIGTERM);
+        let grace_s = self.c.grace.as_secs_f64();
+        match level {
+            StopLevel::Drain => {
+                tracing::warn!(
+                    grace_s,
+                    "{why}: draining; no new shards, each worker finishes and writes the batch in \
+                     flight, then exits (SIGTERM after the grace); finished shards stay recorded"
+                );
+                let now = Instant::now();
+                for s in &mut self.slots {
+                    s.drain(now);
+                }
+            }
+            StopLevel::Terminate | StopLevel::Kill => {
+                tracing::warn!(
+                    grace_s,
+                    "{why}: stopping; no new shards, workers get SIGTERM, finished shards stay recorded"
+                );
+                self.kill_all(Signal::SIGTERM);
+            }
+        }
+        self.stopping = Some(level);
     }
 
     fn kill_all(&mut self, sig: Signal) {
@@ -225,9 +261,20 @@ impl Run<'_> {
     /// Spawns, assigns, detects hangs and escalates, writes the snapshot.
     fn housekeeping(&mut self) {
         let now = Instant::now();
-        if let Some(since) = self.stopping {
-            if now.duration_since(since) > self.c.grace {
-                self.kill_all(Signal::SIGKILL);
+        if self.stopping.is_some() {
+            let grace = self.c.grace;
+            for slot in &mut self.slots {
+                if slot.drain_expired(now, grace) {
+                    tracing::warn!(
+                        worker = slot.id,
+                        device = %slot.device,
+                        "still draining after {:.0} s: SIGTERM",
+                        grace.as_secs_f64()
+                    );
+                    slot.terminate(Signal::SIGTERM, now);
+                } else if slot.kill_due(now, grace) {
+                    slot.kill();
+                }
             }
             self.write_snapshot(false);
             return;
@@ -321,7 +368,8 @@ impl Run<'_> {
         let slot = &mut self.slots[w];
         let exit = slot.exited();
         let stopped_by_us = self.stopping.is_some();
-        if exit.counts_as_death {
+        // A worker the run stopped did not fail: its death does not count against its device.
+        if exit.counts_as_death && !stopped_by_us {
             slot.deaths_in_row += 1;
         }
         let id = slot.id;
@@ -330,6 +378,17 @@ impl Run<'_> {
             tracing::warn!(worker = id, %device, "worker {status}");
         }
         for r in exit.lost {
+            if stopped_by_us {
+                // Interrupted, not failed: it runs again on resume, uncounted, and reuses the
+                // PNGs this attempt wrote.
+                tracing::info!(
+                    "shard {} interrupted ({} of {} sampled): worker {id} ({device}) {status}",
+                    r.shard,
+                    r.sampled,
+                    r.shard.len()
+                );
+                continue;
+            }
             let msg = format!("shard {} lost: worker {id} ({device}) {status}", r.shard);
             self.attempt_failed(r, msg);
         }

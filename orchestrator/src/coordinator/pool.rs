@@ -3,6 +3,9 @@
 //! the held shards only while busy or terminating, the respawn time only while dead), and moves
 //! between them through the methods below. Across states it keeps its generation (spawn count)
 //! and the crash accounting that quarantines a device whose worker keeps dying.
+//!
+//! A preempted run (SIGUSR1) drains: Idle | Busy -> `Draining` (the worker was sent `drain`:
+//! it finishes and writes the batch in flight, then exits), and after the grace -> `Terminating`.
 use super::held::Held;
 pub(crate) use super::held::Running;
 use super::spawner::WorkerHandle;
@@ -30,6 +33,15 @@ pub(crate) enum SlotState {
         proc: Handle,
         held: Held,
         last_progress: Instant,
+    },
+    /// Sent `drain` (the run is being preempted): it finishes and writes the batch in flight,
+    /// then exits 0. Gets no shard; SIGTERM follows after the grace period
+    /// ([`Slot::drain_expired`]). What it still holds is lost when it exits (its written PNGs
+    /// are reused when the shard is assigned again), unless it reports it done first.
+    Draining {
+        proc: Handle,
+        since: Instant,
+        held: Held,
     },
     /// Sent SIGTERM (a hang, or the run stopping); SIGKILL follows after the grace period. What
     /// it still holds is lost when it exits, unless it reports it done first.
@@ -83,6 +95,7 @@ impl Slot {
             SlotState::Loading { proc, .. }
             | SlotState::Idle { proc }
             | SlotState::Busy { proc, .. }
+            | SlotState::Draining { proc, .. }
             | SlotState::Terminating { proc, .. } => Some(proc),
             SlotState::Dead { .. } | SlotState::Quarantined => None,
         }
@@ -93,6 +106,7 @@ impl Slot {
             SlotState::Loading { proc, .. }
             | SlotState::Idle { proc }
             | SlotState::Busy { proc, .. }
+            | SlotState::Draining { proc, .. }
             | SlotState::Terminating { proc, .. } => Some(proc),
             SlotState::Dead { .. } | SlotState::Quarantined => None,
         }
@@ -110,7 +124,9 @@ impl Slot {
     pub fn busy(&self) -> bool {
         match &self.state {
             SlotState::Busy { .. } => true,
-            SlotState::Terminating { held, .. } => !held.is_empty(),
+            SlotState::Draining { held, .. } | SlotState::Terminating { held, .. } => {
+                !held.is_empty()
+            }
             _ => false,
         }
     }
@@ -118,7 +134,9 @@ impl Slot {
     /// The shards held (for the snapshot's count).
     pub fn held_len(&self) -> usize {
         match &self.state {
-            SlotState::Busy { held, .. } | SlotState::Terminating { held, .. } => held.len(),
+            SlotState::Busy { held, .. }
+            | SlotState::Draining { held, .. }
+            | SlotState::Terminating { held, .. } => held.len(),
             _ => 0,
         }
     }
@@ -186,7 +204,7 @@ impl Slot {
         }
     }
 
-    /// Loading -> Idle. (A terminating worker stays terminating.)
+    /// Loading -> Idle. (A terminating worker stays terminating; a draining one was loaded.)
     pub fn ready(&mut self) {
         self.state = match std::mem::replace(&mut self.state, SlotState::Quarantined) {
             SlotState::Loading { proc, .. } => SlotState::Idle { proc },
@@ -205,9 +223,9 @@ impl Slot {
     /// Records sampling progress of shard `id`; returns the samples newly sampled.
     pub fn progress(&mut self, id: u64, sampled: u64, total: u64) -> u64 {
         match &mut self.state {
-            SlotState::Busy { held, .. } | SlotState::Terminating { held, .. } => {
-                held.progress(id, sampled, total)
-            }
+            SlotState::Busy { held, .. }
+            | SlotState::Draining { held, .. }
+            | SlotState::Terminating { held, .. } => held.progress(id, sampled, total),
             _ => 0,
         }
     }
@@ -220,7 +238,9 @@ impl Slot {
                 let r = held.take(id);
                 (r, held.is_empty())
             }
-            SlotState::Terminating { held, .. } => (held.take(id), false),
+            SlotState::Draining { held, .. } | SlotState::Terminating { held, .. } => {
+                (held.take(id), false)
+            }
             _ => (None, false),
         };
         if now_empty {
@@ -273,14 +293,46 @@ impl Slot {
                 held: Held::default(),
                 loading: false,
             },
-            SlotState::Busy { proc, held, .. } => SlotState::Terminating {
+            SlotState::Busy { proc, held, .. } | SlotState::Draining { proc, held, .. } => {
+                SlotState::Terminating {
+                    proc,
+                    since: now,
+                    held,
+                    loading: false,
+                }
+            }
+            other => other,
+        };
+    }
+
+    /// Sends `drain`: Idle | Busy -> Draining (SIGTERM follows after the grace period, see
+    /// [`Slot::drain_expired`]). A loading worker has nothing in flight and gets SIGTERM now.
+    pub fn drain(&mut self, now: Instant) {
+        if matches!(self.state, SlotState::Loading { .. }) {
+            self.terminate(Signal::SIGTERM, now);
+            return;
+        }
+        self.state = match std::mem::replace(&mut self.state, SlotState::Quarantined) {
+            SlotState::Idle { proc } => SlotState::Draining {
+                proc,
+                since: now,
+                held: Held::default(),
+            },
+            SlotState::Busy { proc, held, .. } => SlotState::Draining {
                 proc,
                 since: now,
                 held,
-                loading: false,
             },
             other => other,
         };
+        if let SlotState::Draining { proc, .. } = &mut self.state {
+            proc.send(&fidshard_core::protocol::ToWorker::Drain);
+        }
+    }
+
+    /// Draining for longer than `grace`: time for SIGTERM.
+    pub fn drain_expired(&self, now: Instant, grace: Duration) -> bool {
+        matches!(self.state, SlotState::Draining { since, .. } if now.duration_since(since) > grace)
     }
 
     /// Terminating for longer than `grace`: time for SIGKILL.
@@ -314,7 +366,7 @@ impl Slot {
         );
         let (held, loading) = match old {
             SlotState::Loading { .. } => (Held::default(), true),
-            SlotState::Busy { held, .. } => (held, false),
+            SlotState::Busy { held, .. } | SlotState::Draining { held, .. } => (held, false),
             SlotState::Terminating { held, loading, .. } => (held, loading),
             SlotState::Idle { .. } | SlotState::Dead { .. } => (Held::default(), false),
             SlotState::Quarantined => {
@@ -349,6 +401,14 @@ impl Slot {
             SlotState::Loading { .. } => (WorkerState::Loading, None),
             SlotState::Idle { .. } => (WorkerState::Idle, None),
             SlotState::Busy { held, .. } => (WorkerState::Busy, held.current()),
+            SlotState::Draining { held, .. } => {
+                let state = if held.is_empty() {
+                    WorkerState::Idle
+                } else {
+                    WorkerState::Busy
+                };
+                (state, held.current())
+            }
             SlotState::Terminating { held, loading, .. } => {
                 let state = match (held.is_empty(), loading) {
                     (false, _) => WorkerState::Busy,

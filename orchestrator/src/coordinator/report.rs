@@ -29,12 +29,12 @@ impl Run<'_> {
         s.images_per_sec = self.progress.rate();
         s.eta_seconds = self
             .progress
-            .eta(job.settings.num_samples - self.samples_done);
+            .eta(job.samples_owned().saturating_sub(self.samples_done));
         s.retries = self.queue.retries;
         s.missing_ranges = crate::job::plan::merge_ranges(self.failed.values().copied().collect());
         s.done_ranges = self.done_ranges.clone();
         s.updated_unix = snapshot::unix_now();
-        if let Err(e) = snapshot::write(&job.out_dir, s) {
+        if let Err(e) = snapshot::write(&job.state_dir(), s) {
             tracing::warn!("cannot write status.json: {e}");
         }
     }

@@ -8,6 +8,7 @@ use crate::job::devices::WorkerDevice;
 use crate::job::plan::plan;
 use crate::outdir::snapshot::{self, Snapshot, WorkerState};
 use crate::outdir::state::StateDb;
+use crate::sys::signals::{StopLevel, StopRequest};
 use fidshard_core::protocol::FailureKind;
 use nix::sys::signal::Signal;
 use std::path::PathBuf;
@@ -61,6 +62,16 @@ impl Fixture {
     }
 
     fn run(&self, devices: usize, spawner: &mut FakeSpawner) -> Outcome {
+        self.run_signalled(devices, spawner, &|| None)
+    }
+
+    /// [`Fixture::run`] with stop requests from `signals` (polled every tick).
+    fn run_signalled(
+        &self,
+        devices: usize,
+        spawner: &mut FakeSpawner,
+        signals: &dyn Fn() -> Option<StopRequest>,
+    ) -> Outcome {
         let c = Coordinator {
             job: &self.job,
             db: &self.db,
@@ -72,7 +83,8 @@ impl Fixture {
             log_dir: self.out.join("logs"),
         };
         let todo = plan(SAMPLES, self.shard_size);
-        c.run_with(spawner, todo, (0, 0), self.shards()).unwrap()
+        c.run_with(spawner, signals, todo, (0, 0), self.shards())
+            .unwrap()
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -300,4 +312,139 @@ fn deaths_while_loading_and_failed_spawns_count_towards_quarantine() {
         ]
     );
     assert!(seen(&s, 1).iter().any(|(_, _, e)| *e == Seen::Closed));
+}
+
+fn drain(signal: &'static str) -> Option<StopRequest> {
+    Some(StopRequest {
+        level: StopLevel::Drain,
+        signal,
+    })
+}
+
+/// How many shards the workers were assigned so far, per the fake spawner's log.
+fn assigns(log: &super::fake::Log) -> usize {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.seen, Seen::Assigned { .. }))
+        .count()
+}
+
+fn at(s: &FakeSpawner, worker: usize, want: &Seen) -> Option<Instant> {
+    seen(s, worker)
+        .into_iter()
+        .find(|(_, _, e)| e == want)
+        .map(|(_, t, _)| t)
+}
+
+#[test]
+fn sigusr1_drains_the_workers_assigns_nothing_more_and_interrupts() {
+    // Two loaded workers each sampling a shard; a third still loading. Shards take 2 s: the
+    // drain comes while both are in flight.
+    let f = fixture(RUN_KEYS, 3);
+    let mut s = FakeSpawner::new(|w, _| match w {
+        2 => Script::good().loads(Load::Ready(Duration::from_secs(5))),
+        _ => Script::good().then(OnShard::Finish(Duration::from_secs(2))),
+    });
+    let log = s.log.clone();
+    let signals = move || (assigns(&log) >= 2).then_some(()).and(drain("SIGUSR1"));
+    let t = Instant::now();
+    assert_eq!(f.run_signalled(3, &mut s, &signals), Outcome::Interrupted);
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    for w in [0, 1] {
+        let drained = at(&s, w, &Seen::Drained).expect("the worker was sent drain");
+        let events = seen(&s, w);
+        // It exits by itself: no signal, no assignment after the drain.
+        assert!(
+            !events.iter().any(|(_, _, e)| matches!(e, Seen::Signalled(_))),
+            "worker {w}: {events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|(_, t, e)| matches!(e, Seen::Assigned { .. }) && *t > drained),
+            "worker {w} was assigned a shard after the drain: {events:?}"
+        );
+        assert!(matches!(events.last(), Some((_, _, Seen::Exited(st))) if st.contains("code 0")));
+        assert_eq!(spawns(&s, w), 1);
+    }
+    // The loading worker has nothing in flight: SIGTERM, no drain.
+    assert!(at(&s, 2, &Seen::Drained).is_none());
+    assert!(at(&s, 2, &Seen::Signalled(Signal::SIGTERM)).is_some());
+    assert_eq!(assigns(&s.log), 2);
+    // Nothing was finished, nothing failed: both shards run again on resume, uncounted.
+    assert!(f.done_attempts().is_empty());
+    assert!(f.db.failed_records().unwrap().is_empty());
+    assert_eq!(f.db.retries().unwrap(), 0);
+    let snap = f.snapshot();
+    assert_eq!(snap.state, snapshot::JobState::Interrupted);
+    assert!(snap.last_errors.is_empty(), "{:?}", snap.last_errors);
+}
+
+#[test]
+fn a_worker_that_does_not_drain_gets_sigterm_after_the_grace_then_sigkill() {
+    let f = fixture(RUN_KEYS, 3);
+    let mut s = FakeSpawner::new(|_, _| Script::good().then(OnShard::Hang));
+    let log = s.log.clone();
+    let signals = move || (assigns(&log) >= 1).then_some(()).and(drain("SIGUSR1"));
+    assert_eq!(f.run_signalled(1, &mut s, &signals), Outcome::Interrupted);
+    let drained = at(&s, 0, &Seen::Drained).expect("drain");
+    let term = at(&s, 0, &Seen::Signalled(Signal::SIGTERM)).expect("SIGTERM");
+    let kill = at(&s, 0, &Seen::Signalled(Signal::SIGKILL)).expect("SIGKILL");
+    assert!(term.duration_since(drained) >= GRACE, "SIGTERM before the grace");
+    assert!(kill.duration_since(term) >= GRACE, "SIGKILL before the grace");
+    assert_eq!(assigns(&s.log), 1);
+    assert!(f.done_attempts().is_empty());
+}
+
+#[test]
+fn sigterm_during_a_drain_escalates_at_once() {
+    let f = fixture(RUN_KEYS, 3);
+    let mut s = FakeSpawner::new(|_, _| Script::good().then(OnShard::Hang));
+    let log = s.log.clone();
+    let signals = move || {
+        let drained_at = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e.seen == Seen::Drained)
+            .map(|e| e.at);
+        match drained_at {
+            Some(t) if t.elapsed() >= Duration::from_millis(20) => Some(StopRequest {
+                level: StopLevel::Terminate,
+                signal: "SIGTERM",
+            }),
+            _ if assigns(&log) >= 1 => drain("SIGUSR1"),
+            _ => None,
+        }
+    };
+    assert_eq!(f.run_signalled(1, &mut s, &signals), Outcome::Interrupted);
+    let drained = at(&s, 0, &Seen::Drained).expect("drain");
+    let term = at(&s, 0, &Seen::Signalled(Signal::SIGTERM)).expect("SIGTERM");
+    let kill = at(&s, 0, &Seen::Signalled(Signal::SIGKILL)).expect("SIGKILL");
+    assert!(
+        term.duration_since(drained) < GRACE,
+        "SIGTERM waited for the drain's grace"
+    );
+    assert!(kill.duration_since(term) >= GRACE, "SIGKILL before the grace");
+}
+
+#[test]
+fn a_shard_that_completes_while_draining_is_recorded() {
+    // Like a worker whose writer still had the shard's last PNGs queued: on `drain` it finishes
+    // the shard (reports it done) and then exits, within the grace.
+    let f = fixture(RUN_KEYS, 3);
+    let mut s = FakeSpawner::new(|_, _| {
+        Script::good()
+            .then(OnShard::Finish(Duration::from_millis(120)))
+            .finish_on_drain()
+    });
+    let log = s.log.clone();
+    let signals = move || (assigns(&log) >= 1).then_some(()).and(drain("SIGUSR1"));
+    assert_eq!(f.run_signalled(1, &mut s, &signals), Outcome::Interrupted);
+    assert!(at(&s, 0, &Seen::Drained).is_some());
+    assert!(at(&s, 0, &Seen::Signalled(Signal::SIGTERM)).is_none());
+    assert_eq!(assigns(&s.log), 1);
+    assert_eq!(f.done_attempts(), [(0, 1)]);
+    assert_eq!(f.snapshot().shards_done, 1);
 }

@@ -6,4 +6,5 @@ pub(crate) mod devices;
 pub(crate) mod disk;
 pub(crate) mod fingerprint;
 pub(crate) mod hub;
+pub(crate) mod partition;
 pub(crate) mod plan;

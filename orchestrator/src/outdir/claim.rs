@@ -46,6 +46,9 @@ fn is_own_top_level(name: &str) -> bool {
             | super::NPZ_FILE
             | super::MARKER_FILE
             | super::RESOLVED_JOB_FILE
+            | super::PARTITIONS_DIR
+            | super::ASSEMBLE_LOCK
+            | super::RECORDS_FILE
     ) || name.starts_with(&format!("{}.old-", super::STATE_DIR))
         || name.starts_with(&format!("{}.broken-", super::STATE_DIR))
         || is_own_temp(name)
@@ -100,7 +103,7 @@ pub(crate) fn claim(dir: &Path) -> Result<(), ClaimError> {
     let foreign: Vec<&String> = names.iter().filter(|n| !is_own_top_level(n)).collect();
     let legacy = names
         .iter()
-        .any(|n| n == super::STATE_DIR || n == super::LOCK_FILE);
+        .any(|n| n == super::STATE_DIR || n == super::LOCK_FILE || n == super::PARTITIONS_DIR);
     if !names.is_empty() && (!foreign.is_empty() || !legacy) {
         let listed: Vec<&String> = if foreign.is_empty() {
             names.iter().collect()

@@ -9,11 +9,14 @@
 //! OUT/status.json        the snapshot `fidshard status` reads while a job runs (snapshot.rs)
 //! OUT/samples/           one PNG per sample, {index:06}.png
 //! OUT/logs/              worker-N.log
+//! OUT/partitions/K-of-N/ a partition's state.sled, coordinator.lock, status.json, logs/,
+//!                        records.json (when complete); OUT/assemble.lock
 //! OUT/samples.npz        the assembled result
 //! OUT/job.resolved.yaml  the job as it ran (`fidshard config`)
 //! ```
 pub(crate) mod claim;
 pub(crate) mod lock;
+pub(crate) mod partitions;
 pub(crate) mod rebuild;
 pub(crate) mod snapshot;
 pub(crate) mod state;
@@ -29,6 +32,12 @@ pub(crate) const NPZ_FILE: &str = "samples.npz";
 pub(crate) const FINGERPRINT_FILE: &str = "fingerprint.json";
 /// The job as it ran (`fidshard config`'s text), beside its results.
 pub(crate) const RESOLVED_JOB_FILE: &str = "job.resolved.yaml";
+/// One folder per partition of a job run on many nodes (`K-of-N`, see job/partition.rs).
+pub(crate) const PARTITIONS_DIR: &str = "partitions";
+/// A partition's records, exported when all its shards are done (for the final assembly).
+pub(crate) const RECORDS_FILE: &str = "records.json";
+/// flock'ed by the coordinator that assembles the npz of a partitioned job.
+pub(crate) const ASSEMBLE_LOCK: &str = "assemble.lock";
 /// Says "this folder is fidshard's" (claim.rs).
 pub(crate) const MARKER_FILE: &str = ".fidshard-out-dir";
 
@@ -43,6 +52,25 @@ impl OutDir {
         OutDir {
             root: root.as_ref().to_path_buf(),
         }
+    }
+    /// Where the coordinator of `p` keeps its state: the out dir itself for the whole job (the
+    /// layout of a one-node run), else `partitions/K-of-N/` with the same names inside.
+    pub fn state_dir(&self, p: crate::job::partition::Partition) -> PathBuf {
+        if p.is_whole() {
+            self.root.clone()
+        } else {
+            self.partitions().join(p.tag())
+        }
+    }
+    pub fn partitions(&self) -> PathBuf {
+        self.root.join(PARTITIONS_DIR)
+    }
+    /// The records a partition exported when it completed (inside its state dir).
+    pub fn records(&self) -> PathBuf {
+        self.root.join(RECORDS_FILE)
+    }
+    pub fn assemble_lock(&self) -> PathBuf {
+        self.root.join(ASSEMBLE_LOCK)
     }
     pub fn marker(&self) -> PathBuf {
         self.root.join(MARKER_FILE)

@@ -70,7 +70,8 @@ impl std::fmt::Display for RepairReport {
 /// missing (while `samples/` holds PNGs), empty (idem) or unreadable. Call after
 /// `--restart` deleted the samples, if it did.
 pub(crate) fn open_for_run(lock: &JobLock, job: &Job, fp: &Fingerprint) -> Result<StateDb> {
-    let samples = crate::outdir::OutDir::new(lock.out_dir()).samples();
+    // The samples are the job's (shared by its partitions); the state is this coordinator's.
+    let samples = crate::outdir::OutDir::new(&job.out_dir).samples();
     match inspect(lock)? {
         Found::Readable(db) => {
             let empty = db.meta()?.is_none();

@@ -2,9 +2,16 @@
 //! `--signal` warning), SIGINT (Ctrl-C). From `install()` on, these no longer kill the process:
 //! they are recorded here, and every phase of a run checks them (the coordinator every tick),
 //! stops cleanly and exits 75 (EX_TEMPFAIL: resumable). A second SIGINT means "now".
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+//!
+//! The coordinator tells them apart ([`requested`]): SIGUSR1 asks for a drain (every worker
+//! finishes and writes the batch in flight, then exits), SIGTERM and SIGINT for a stop within
+//! the grace (workers get SIGTERM at once), a second SIGINT for SIGKILL now. A later, stronger
+//! request escalates an earlier one (SIGUSR1, then Slurm's SIGTERM at the time limit).
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 static LAST: AtomicI32 = AtomicI32::new(0);
+static TERM: AtomicBool = AtomicBool::new(false);
+static USR1: AtomicBool = AtomicBool::new(false);
 static INTS: AtomicUsize = AtomicUsize::new(0);
 
 /// Registers the handlers (once per process).
@@ -15,8 +22,12 @@ pub(crate) fn install() -> std::io::Result<()> {
         unsafe {
             signal_hook::low_level::register(sig, move || {
                 LAST.store(sig, Ordering::SeqCst);
-                if sig == SIGINT {
-                    INTS.fetch_add(1, Ordering::SeqCst);
+                match sig {
+                    SIGINT => {
+                        INTS.fetch_add(1, Ordering::SeqCst);
+                    }
+                    SIGTERM => TERM.store(true, Ordering::SeqCst),
+                    _ => USR1.store(true, Ordering::SeqCst),
                 }
             })?;
         }
@@ -35,7 +46,38 @@ pub(crate) fn pending() -> Option<&'static str> {
     }
 }
 
-/// True after a second SIGINT: stop without waiting for anything.
-pub(crate) fn urgent() -> bool {
-    INTS.load(Ordering::SeqCst) >= 2
+
+/// How hard a stop signal asks the coordinator to stop; later levels escalate earlier ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum StopLevel {
+    /// SIGUSR1: workers finish and write the batch in flight, then exit (up to the grace).
+    Drain,
+    /// SIGTERM, SIGINT: workers get SIGTERM now, SIGKILL after the grace.
+    Terminate,
+    /// A second SIGINT: SIGKILL now.
+    Kill,
+}
+
+/// A stop asked for by a signal: how hard, and the signal's name (for the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StopRequest {
+    pub level: StopLevel,
+    pub signal: &'static str,
+}
+
+/// The strongest stop asked for so far, if any.
+pub(crate) fn requested() -> Option<StopRequest> {
+    let ints = INTS.load(Ordering::SeqCst);
+    let (level, signal) = if ints >= 2 {
+        (StopLevel::Kill, "second SIGINT")
+    } else if TERM.load(Ordering::SeqCst) {
+        (StopLevel::Terminate, "SIGTERM")
+    } else if ints == 1 {
+        (StopLevel::Terminate, "SIGINT")
+    } else if USR1.load(Ordering::SeqCst) {
+        (StopLevel::Drain, "SIGUSR1")
+    } else {
+        return None;
+    };
+    Some(StopRequest { level, signal })
 }

@@ -86,6 +86,9 @@ pub(crate) struct Job {
     pub run: RunSettings,
     /// The YAML file it was loaded from.
     pub source: PathBuf,
+    /// The part of the plan this coordinator owns (the whole job unless `run --partition` or
+    /// the scheduler's environment says otherwise; see job/partition.rs).
+    pub partition: crate::job::partition::Partition,
 }
 
 impl Job {
@@ -129,13 +132,46 @@ impl Job {
 
     /// The shards of the job: `ceil(num_samples / shard_size)` of them (at most
     /// [`limits::MAX_SHARDS`], checked at load).
+    /// Only the shards this coordinator's partition owns (all of them for the whole job).
     pub fn plan(&self) -> Vec<Shard> {
+        let ids = self.partition.shards(self.total_shard_count());
+        let s = self.run.shard_size;
+        let n = self.settings.num_samples;
+        ids.map(|id| Shard {
+            id,
+            start: id * s,
+            end: ((id + 1) * s).min(n),
+        })
+        .collect()
+    }
+
+    /// The whole plan, every partition's shards.
+    pub fn full_plan(&self) -> Vec<Shard> {
         plan(self.settings.num_samples, self.run.shard_size)
     }
 
-    /// How many shards [`Job::plan`] has, without building it.
+    /// How many shards [`Job::plan`] has (this partition's), without building it.
     pub fn shard_count(&self) -> u64 {
+        let r = self.partition.shards(self.total_shard_count());
+        r.end - r.start
+    }
+
+    /// How many samples this partition's shards hold (all of them for the whole job).
+    pub fn samples_owned(&self) -> u64 {
+        let r = self.partition.shards(self.total_shard_count());
+        let s = self.run.shard_size;
+        (r.end * s).min(self.settings.num_samples) - (r.start * s).min(self.settings.num_samples)
+    }
+
+    /// How many shards the whole job has.
+    pub fn total_shard_count(&self) -> u64 {
         self.settings.num_samples.div_ceil(self.run.shard_size)
+    }
+
+    /// Where this coordinator keeps its state (DB, lock, status.json): the out dir for the
+    /// whole job, `OUT/partitions/K-of-N` for a partition.
+    pub fn state_dir(&self) -> PathBuf {
+        crate::outdir::OutDir::new(&self.out_dir).state_dir(self.partition)
     }
 
     /// The workers `devices` names, on this machine (checked against its GPUs and CPU cores

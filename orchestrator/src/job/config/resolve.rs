@@ -227,6 +227,7 @@ impl Resolver<'_> {
             out_dir,
             run,
             source: self.path.to_path_buf(),
+            partition: crate::job::partition::Partition::WHOLE,
         })
     }
 

@@ -297,7 +297,8 @@ fn the_base_job_loads_with_typed_run_settings() {
     );
     assert_eq!(job.plan().len(), 1);
     assert_eq!(job.shard_count(), 1);
-    assert_eq!(job.out_dir, tmp.path().join("runs/j"));
+    // `runs/<name>` under the current directory, not beside the YAML.
+    assert_eq!(job.out_dir, std::path::PathBuf::from("runs/j"));
     assert_eq!(job.settings.sampler, fidshard_core::SamplerKind::Ddpm);
     assert_eq!(job.settings.precision, fidshard_core::Precision::Fp32);
     assert_eq!(job.settings.steps, "2");

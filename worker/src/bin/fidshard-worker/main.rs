@@ -11,6 +11,7 @@
 mod bench;
 mod device;
 mod probe;
+mod reuse;
 mod sample;
 mod serve;
 mod writer;

@@ -2,11 +2,18 @@
 //! the model and VAE once, then samples the shards it is assigned; the PNG writer thread
 //! (writer.rs) encodes and writes while the next batch samples. See fidshard-core's protocol.rs
 //! for the messages.
+//!
+//! A shard assigned again after an interruption reuses the PNGs its earlier attempt wrote
+//! (reuse.rs) and samples only the other indices. `drain` is looked for between batches: the
+//! batch in flight is finished and written, then the worker exits 0 (preemption loses no
+//! finished batch).
+use crate::reuse::{self, LabelSpec};
 use crate::writer::{WriteJob, Writer, WriterEvent};
 use anyhow::{anyhow, Context, Result};
 use fidshard_core::protocol::{line, FailureKind, FromWorker, ToWorker};
 use fidshard_worker::noise::{Draws, NoiseProducer};
 use fidshard_worker::{BatchError, Engine, Timings};
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -119,10 +126,19 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
     tracing::info!(worker = id, ?device, "ready");
 
     let mut run_seq = 0u64;
+    let side = engine.image_size() as u32;
+    let labels = {
+        let d = engine.draw_spec();
+        LabelSpec {
+            seed: d.seed,
+            labels: d.labels,
+            num_classes: d.num_classes,
+        }
+    };
     let writer = {
         let outbox = outbox.clone();
         Writer::spawn(
-            samples_dir,
+            samples_dir.clone(),
             engine.image_size() as u32,
             num_samples,
             move |ev| match ev {
@@ -148,7 +164,14 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
 
     let mut batch = engine.batch_size().max(1);
     let mut producer = NoiseProducer::new(engine.draw_spec());
-    for msg in rx {
+    // Messages read while a shard was sampling (looking for `drain`), handled after it.
+    let mut pending: VecDeque<ToWorker> = VecDeque::new();
+    // Set by `drain`: the shard it interrupted and how many of its PNGs exist.
+    let mut drained: Option<Option<(fidshard_core::shard::Shard, usize)>> = None;
+    loop {
+        let Some(msg) = pending.pop_front().or_else(|| rx.recv().ok()) else {
+            break;
+        };
         match msg {
             ToWorker::Assign { shard, attempt } => {
                 tracing::info!(worker = id, %shard, attempt, "sampling shard");
@@ -156,7 +179,40 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                 run_seq += 1;
                 let run = run_seq;
                 let started = Instant::now();
-                let indices: Vec<u64> = shard.indices().collect();
+                let found = reuse::scan(&samples_dir, &shard, num_samples, side, labels);
+                for (path, why) in &found.bad {
+                    tracing::warn!(worker = id, "{}: {why}; sampling it again", path.display());
+                }
+                let reused = found.reused.len();
+                let indices = found.missing;
+                if reused > 0 {
+                    tracing::info!(
+                        worker = id,
+                        %shard,
+                        reused,
+                        sampling = indices.len(),
+                        "reusing PNGs written by an earlier attempt"
+                    );
+                }
+                if writer
+                    .tx
+                    .send(WriteJob::Begin {
+                        run,
+                        reused: found.reused,
+                    })
+                    .is_err()
+                {
+                    return Err(anyhow!("PNG writer thread stopped"));
+                }
+                if reused > 0 {
+                    outbox.send(&FromWorker::Progress {
+                        shard: shard.id,
+                        sampled: reused as u64,
+                        written: 0,
+                        total: shard.len(),
+                        batch,
+                    });
+                }
                 let mut sampled = 0usize;
                 let mut timings = Timings::default();
                 // Noise for the next batch is drawn while this one samples (noise.rs).
@@ -164,6 +220,12 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                 let mut requested = 0usize;
                 while sampled < indices.len() {
                     if writer.is_aborted(run) {
+                        break;
+                    }
+                    // Between batches: the one before this point is finished and queued for
+                    // writing, so a drain loses nothing that was sampled.
+                    if drain_requested(&rx, &mut pending) {
+                        drained = Some(Some((shard, reused + sampled)));
                         break;
                     }
                     while requested < indices.len() && requested < sampled + 2 * batch {
@@ -194,7 +256,7 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                             }
                             outbox.send(&FromWorker::Progress {
                                 shard: shard.id,
-                                sampled: sampled as u64,
+                                sampled: (reused + sampled) as u64,
                                 written: 0,
                                 total: shard.len(),
                                 batch,
@@ -229,6 +291,9 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                         }
                     }
                 }
+                if drained.is_some() {
+                    break;
+                }
                 if sampled == indices.len() {
                     let _ = writer.tx.send(WriteJob::EndShard {
                         run,
@@ -237,12 +302,42 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                     });
                 }
             }
+            ToWorker::Drain => {
+                drained = Some(None);
+                break;
+            }
             ToWorker::Shutdown => break,
             ToWorker::Init { .. } => tracing::warn!("ignoring a second init"),
         }
     }
+    // Writes what is queued (fsync + rename each), reporting any shard that completes.
     writer.finish();
+    if let Some(interrupted) = drained {
+        match interrupted {
+            Some((shard, written)) => tracing::info!(
+                worker = id,
+                %shard,
+                written,
+                total = shard.len(),
+                "drained: the batch in flight is written; the shard's PNGs are reused when it is assigned again; exiting"
+            ),
+            None => tracing::info!(worker = id, "drained: nothing in flight; exiting"),
+        }
+        // Draws requested ahead are not needed: do not wait for them.
+        std::mem::forget(producer);
+    }
     Ok(())
+}
+
+/// Whether the coordinator sent `drain`; other messages read on the way are kept in `pending`.
+fn drain_requested(rx: &mpsc::Receiver<ToWorker>, pending: &mut VecDeque<ToWorker>) -> bool {
+    while let Ok(msg) = rx.try_recv() {
+        if matches!(msg, ToWorker::Drain) {
+            return true;
+        }
+        pending.push_back(msg);
+    }
+    false
 }
 
 /// Stops the worker (and, through the `weights_changed` fatal message, the run) when the

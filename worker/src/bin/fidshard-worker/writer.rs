@@ -4,9 +4,12 @@
 //!
 //! Each assignment gets a run number, so that a shard that failed and was assigned again is
 //! never mixed up with its earlier run; a failed write marks its run aborted and the sampling
-//! thread stops that run at its next batch.
+//! thread stops that run at its next batch. A run's CRCs and labels are kept by index (the PNGs
+//! reused from an earlier attempt arrive first, the sampled ones in any order) and reported in
+//! index order when the shard ends.
 use fidshard_core::output::{encode_png, png_name, write_atomic};
 use fidshard_worker::Sample;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -15,7 +18,20 @@ use std::time::Instant;
 /// No run is being aborted.
 pub(crate) const NO_RUN: u64 = u64::MAX;
 
+/// One PNG of a shard that needs no writing: its index, the CRC32 of its bytes, its label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reused {
+    pub index: u64,
+    pub crc32: u32,
+    pub label: i64,
+}
+
 pub(crate) enum WriteJob {
+    /// A run begins: the PNGs of its shard that already exist and are reused as they are.
+    Begin {
+        run: u64,
+        reused: Vec<Reused>,
+    },
     Images {
         run: u64,
         shard: u64,
@@ -58,11 +74,18 @@ impl Writer {
         let aborted = Arc::new(AtomicU64::new(NO_RUN));
         let ab = aborted.clone();
         let handle = std::thread::spawn(move || {
-            let mut crc: Vec<u32> = Vec::new();
-            let mut labels: Vec<i64> = Vec::new();
+            // index -> (crc32, label) of the current run.
+            let mut files: BTreeMap<u64, (u32, i64)> = BTreeMap::new();
             let mut current = NO_RUN;
             for job in rx {
                 match job {
+                    WriteJob::Begin { run, reused } => {
+                        current = run;
+                        files = reused
+                            .into_iter()
+                            .map(|r| (r.index, (r.crc32, r.label)))
+                            .collect();
+                    }
                     WriteJob::Images {
                         run,
                         shard,
@@ -70,8 +93,7 @@ impl Writer {
                     } => {
                         if run != current {
                             current = run;
-                            crc.clear();
-                            labels.clear();
+                            files.clear();
                         }
                         if ab.load(Ordering::SeqCst) == run {
                             continue;
@@ -85,8 +107,7 @@ impl Writer {
                             });
                             match res {
                                 Ok(c) => {
-                                    crc.push(c);
-                                    labels.push(s.label);
+                                    files.insert(s.index, (c, s.label));
                                 }
                                 Err(e) => {
                                     ab.store(run, Ordering::SeqCst);
@@ -107,10 +128,11 @@ impl Writer {
                         if ab.load(Ordering::SeqCst) == run || current != run {
                             continue;
                         }
+                        let (crc32, labels) = std::mem::take(&mut files).into_values().unzip();
                         on_event(WriterEvent::Done {
                             shard,
-                            crc32: std::mem::take(&mut crc),
-                            labels: std::mem::take(&mut labels),
+                            crc32,
+                            labels,
                             seconds: started.elapsed().as_secs_f64(),
                         });
                         current = NO_RUN;

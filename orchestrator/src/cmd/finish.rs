@@ -1,0 +1,108 @@
+//! The end of a run: assembling `samples.npz` from recorded shards (interruptible), and for a
+//! partition of a many-node job, exporting its records and assembling the npz when it is the
+//! last partition to finish (under an exclusive lock, so two finishers never both write).
+use crate::cmd::run::final_snapshot;
+use crate::job::config::Job;
+use crate::npz::{assemble, AssembleError, AssembleInput};
+use crate::outdir::partitions::{self, AssembleLock};
+use crate::outdir::snapshot::JobState;
+use crate::outdir::state::{ShardRecord, StateDb};
+use crate::sys::exit::Exit;
+use crate::sys::time::round1;
+use anyhow::{anyhow, Context, Result};
+use std::time::Duration;
+
+/// Assembles `samples.npz` from the recorded shards' PNGs, checking each file's CRC.
+pub(crate) fn assemble_npz(job: &Job, mut records: Vec<ShardRecord>) -> Result<(), AssembleError> {
+    let n = job.settings.num_samples;
+    records.sort_by_key(|r| r.shard.start);
+    let mut labels = Vec::with_capacity(n as usize);
+    let mut crc = Vec::with_capacity(n as usize);
+    for r in &records {
+        labels.extend_from_slice(&r.labels);
+        crc.extend_from_slice(&r.crc32);
+    }
+    if labels.len() as u64 != n {
+        return Err(AssembleError::Input(format!(
+            "the state records {} samples, the job has {n}",
+            labels.len()
+        )));
+    }
+    let input = AssembleInput {
+        samples_dir: &crate::outdir::OutDir::new(&job.out_dir).samples(),
+        num_samples: n,
+        image_size: job.image_size as u32,
+        labels: &labels,
+        expected_crc: Some(&crc),
+    };
+    let report = assemble(&input, &crate::outdir::OutDir::new(&job.out_dir).npz())?;
+    tracing::info!(
+        bytes = report.bytes,
+        seconds = round1(report.seconds),
+        "samples.npz written"
+    );
+    Ok(())
+}
+
+/// Assembles on a helper thread while this one watches for stop signals: a preempted assembly
+/// exits 75 at once (its temporary npz is removed by the next run), instead of being killed
+/// half way with a signal status.
+pub(crate) fn assemble_interruptible(
+    job: &Job,
+    records: Vec<ShardRecord>,
+) -> Result<Result<(), AssembleError>> {
+    std::thread::scope(|s| {
+        let h = s.spawn(|| assemble_npz(job, records));
+        while !h.is_finished() {
+            if let Some(sig) = crate::sys::signals::pending() {
+                tracing::warn!("{sig} during assembly: exiting; run again to finish");
+                std::process::exit(Exit::Interrupted as i32);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(h.join().expect("assembly thread panicked"))
+    })
+}
+
+/// All of this partition's shards are recorded: export them, then assemble the npz if every
+/// partition has exported (the last to finish does it), else leave it to the last one.
+pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<Exit> {
+    partitions::export(job, db.done_records()?)?;
+    final_snapshot(job, db, JobState::Complete);
+    let _lock = AssembleLock::take(&job.out_dir)?;
+    let npz = crate::outdir::OutDir::new(&job.out_dir).npz();
+    let records = match partitions::merged(job)? {
+        Ok(records) => records,
+        Err(missing) => {
+            let list: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
+            tracing::info!(
+                partition = %job.partition,
+                waiting_for = %list.join(", "),
+                "this partition is complete; the last partition to finish assembles samples.npz (or run `fidshard assemble`)"
+            );
+            return Ok(Exit::Complete);
+        }
+    };
+    let labels: Vec<i64> = records.iter().flat_map(|r| r.labels.iter().copied()).collect();
+    let n = job.settings.num_samples;
+    if npz.is_file()
+        && crate::npz::verify_npz_full(&npz, n, job.image_size as u32, &labels).is_ok()
+    {
+        tracing::info!(npz = %npz.display(), "samples.npz is already assembled (verified)");
+        return Ok(Exit::Complete);
+    }
+    tracing::info!("every partition is complete: assembling samples.npz");
+    match assemble_interruptible(job, records)? {
+        Ok(()) => {
+            tracing::info!(
+                npz = %npz.display(),
+                "complete: {n} samples in {}; to score them see docs/evaluation.md (the ADM evaluator)",
+                npz.display()
+            );
+            Ok(Exit::Complete)
+        }
+        Err(e) => Err(anyhow!(e)).context(
+            "assembling samples.npz from the partitions' records; run the partitions named above again to redo those shards",
+        ),
+    }
+}

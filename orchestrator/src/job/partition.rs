@@ -1,0 +1,195 @@
+//! Many nodes: a job split into N partitions, one coordinator each (a Slurm array task, an
+//! `srun` task per node, a Kubernetes indexed-job pod). The scheduler is the distributed engine;
+//! fidshard only decides which shards each partition owns and shares state through the out dir.
+//!
+//! The rule: of a plan of S shards, partition K of N owns the contiguous shards
+//! `[floor(K*S/N), floor((K+1)*S/N))`, so the partitions differ by at most one shard and
+//! together cover the plan exactly once.
+use std::ops::Range;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Partition {
+    pub k: u32,
+    pub n: u32,
+}
+
+/// Where a partition came from, for the first log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The whole job in one coordinator (no flag, no scheduler variables).
+    Whole,
+    /// `--partition K/N`.
+    Flag,
+    /// A Slurm array task: the variables and their values.
+    SlurmArray(String),
+    /// An `srun` step with one task per node.
+    Srun(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Whole => f.write_str("no --partition and no Slurm array or srun step"),
+            Source::Flag => f.write_str("--partition"),
+            Source::SlurmArray(v) => write!(f, "the Slurm array task ({v})"),
+            Source::Srun(v) => write!(f, "the srun step ({v})"),
+        }
+    }
+}
+
+impl Partition {
+    pub const WHOLE: Partition = Partition { k: 0, n: 1 };
+
+    /// `K/N` with `K < N`.
+    pub fn parse(s: &str) -> Result<Partition, String> {
+        let bad = || format!("`{s}` is not K/N with 0 <= K < N (e.g. 2/8)");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let k: u32 = k.trim().parse().map_err(|_| bad())?;
+        let n: u32 = n.trim().parse().map_err(|_| bad())?;
+        if n == 0 || k >= n || n > 100_000 {
+            return Err(bad());
+        }
+        Ok(Partition { k, n })
+    }
+
+    pub fn is_whole(self) -> bool {
+        self.n == 1
+    }
+
+    /// `K-of-N`, the name of its folder under `OUT/partitions/`.
+    pub fn tag(self) -> String {
+        format!("{}-of-{}", self.k, self.n)
+    }
+
+    /// Parses a [`Partition::tag`].
+    pub fn from_tag(tag: &str) -> Option<Partition> {
+        let (k, n) = tag.split_once("-of-")?;
+        Partition::parse(&format!("{k}/{n}")).ok()
+    }
+
+    /// The shard ids it owns in a plan of `shards` shards.
+    pub fn shards(self, shards: u64) -> Range<u64> {
+        let at = |k: u64| ((k as u128 * shards as u128) / self.n as u128) as u64;
+        at(self.k as u64)..at(self.k as u64 + 1)
+    }
+
+    /// From the flag, else the scheduler's environment (Slurm array task, else an `srun` step),
+    /// else the whole job.
+    pub fn resolve(flag: Option<Partition>) -> Result<(Partition, Source), String> {
+        if let Some(p) = flag {
+            return Ok((p, Source::Flag));
+        }
+        Self::from_env(&|k| std::env::var(k).ok())
+    }
+
+    fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<(Partition, Source), String> {
+        let num = |k: &str| -> Result<Option<u64>, String> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map(Some)
+                    .map_err(|_| format!("{k}={v} is not a number")),
+            }
+        };
+        if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
+            let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            let count = match num("SLURM_ARRAY_TASK_COUNT")? {
+                Some(c) => c,
+                None => match num("SLURM_ARRAY_TASK_MAX")? {
+                    Some(max) => max + 1 - min,
+                    None => {
+                        return Err("SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_COUNT nor SLURM_ARRAY_TASK_MAX; pass --partition K/N".into())
+                    }
+                },
+            };
+            if id < min || id - min >= count {
+                return Err(format!(
+                    "SLURM_ARRAY_TASK_ID={id} is outside the array (MIN={min}, COUNT={count}); use a contiguous array such as --array=0-{}, or pass --partition K/N",
+                    count.saturating_sub(1)
+                ));
+            }
+            let p = Partition::parse(&format!("{}/{count}", id - min))?;
+            let vars = format!("SLURM_ARRAY_TASK_ID={id}, MIN={min}, COUNT={count}");
+            return Ok((p, Source::SlurmArray(vars)));
+        }
+        // Inside an `srun` step (not the batch script itself, where SLURM_PROCID is 0 too).
+        let in_step = get("SLURM_STEP_ID").is_some_and(|s| s.trim().parse::<u32>().is_ok_and(|v| v < 0xFFFF_FF00));
+        if in_step {
+            if let (Some(rank), Some(tasks)) = (num("SLURM_PROCID")?, num("SLURM_NTASKS")?) {
+                if tasks > 1 {
+                    let p = Partition::parse(&format!("{rank}/{tasks}"))?;
+                    let vars = format!("SLURM_PROCID={rank}, SLURM_NTASKS={tasks}");
+                    return Ok((p, Source::Srun(vars)));
+                }
+            }
+        }
+        Ok((Partition::WHOLE, Source::Whole))
+    }
+}
+
+impl std::fmt::Display for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.k, self.n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_balanced_and_cover_the_plan_once() {
+        for n in 1..=9u32 {
+            for total in [0u64, 1, 5, 7, 100, 782, 10_000_000] {
+                let ranges: Vec<_> = (0..n).map(|k| Partition { k, n }.shards(total)).collect();
+                assert_eq!(ranges[0].start, 0);
+                assert_eq!(ranges.last().unwrap().end, total);
+                for w in ranges.windows(2) {
+                    assert_eq!(w[0].end, w[1].start);
+                }
+                let sizes: Vec<u64> = ranges.iter().map(|r| r.end - r.start).collect();
+                let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{n} {total} {sizes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn parses_flags_tags_and_the_environment() {
+        assert_eq!(Partition::parse("2/8"), Ok(Partition { k: 2, n: 8 }));
+        for bad in ["8/8", "1/0", "x/2", "3", "-1/2"] {
+            assert!(Partition::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Partition::from_tag("1-of-3"), Some(Partition { k: 1, n: 3 }));
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let (p, s) = Partition::from_env(&env(&[
+            ("SLURM_ARRAY_TASK_ID", "7"),
+            ("SLURM_ARRAY_TASK_MIN", "5"),
+            ("SLURM_ARRAY_TASK_MAX", "7"),
+        ]))
+        .unwrap();
+        assert_eq!((p, matches!(s, Source::SlurmArray(_))), (Partition { k: 2, n: 3 }, true));
+        let (p, _) = Partition::from_env(&env(&[
+            ("SLURM_ARRAY_TASK_ID", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ]))
+        .unwrap();
+        assert_eq!(p, Partition { k: 1, n: 4 });
+        // srun step: rank / tasks; the batch script alone (no step id) is the whole job.
+        let (p, s) = Partition::from_env(&env(&[
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "1"),
+            ("SLURM_NTASKS", "2"),
+        ]))
+        .unwrap();
+        assert_eq!((p, matches!(s, Source::Srun(_))), (Partition { k: 1, n: 2 }, true));
+        let (p, s) =
+            Partition::from_env(&env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8")])).unwrap();
+        assert_eq!((p, s), (Partition::WHOLE, Source::Whole));
+        assert!(Partition::from_env(&env(&[("SLURM_ARRAY_TASK_ID", "x")])).is_err());
+    }
+}
