@@ -60,7 +60,12 @@ enum Command {
     /// does before it starts any worker; then `HF_HUB_OFFLINE=1` runs need no network.
     Fetch { config: PathBuf },
     /// Print the shards, each worker's share, and the disk the job needs.
-    Plan { config: PathBuf },
+    Plan {
+        config: PathBuf,
+        /// Also show which shards each of N partitions (nodes) would own.
+        #[arg(long, value_name = "N")]
+        partitions: Option<u32>,
+    },
     /// Redo only the last step: assemble OUT/samples.npz from the recorded shards.
     Assemble { config: PathBuf },
     /// Rebuild OUT/state.sled from the PNGs in OUT/samples (after the state was lost or
@@ -142,7 +147,7 @@ fn main() -> ExitCode {
         }
         Command::Validate { config } => cmd::validate::run(&config),
         Command::Fetch { config } => cmd::fetch::run(&config),
-        Command::Plan { config } => cmd::plan::run(&config),
+        Command::Plan { config, partitions } => cmd::plan::run(&config, partitions),
         Command::Assemble { config } => cmd::assemble::run(&config),
         Command::Repair { config } => cmd::repair::run(&config),
         Command::Sample {

@@ -431,7 +431,11 @@ fn serve(conn: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
     conn.flush()?;
     log(sent);
     match fault {
-        Some(Fault::ResetAfter(_)) => reset(&conn),
+        Some(Fault::ResetAfter(_)) => {
+            // Let the client read what was sent first: a reset drops unread data.
+            std::thread::sleep(Duration::from_millis(150));
+            reset(&conn)
+        }
         Some(Fault::StallAfter(_, d)) => std::thread::sleep(d),
         _ => {}
     }

@@ -10,7 +10,10 @@ use anyhow::{anyhow, Result};
 
 /// `fidshard assemble CONFIG`: only the last step, from what the state DB records.
 pub(crate) fn run(config: &std::path::Path) -> Result<()> {
-    let job = Job::load(config)?;
+    let mut job = Job::load(config)?;
+    if let Some(n) = partition_count(&job) {
+        return assemble_partitions(&mut job, n);
+    }
     let _lock = JobLock::acquire(&job.out_dir).map_err(|e| e.fatal())?;
     if !StateDb::exists(&job.out_dir) {
         let c = config.display();
@@ -43,4 +46,37 @@ pub(crate) fn run(config: &std::path::Path) -> Result<()> {
     assemble_npz(&job, db.done_records()?).map_err(|e| anyhow!(e))?;
     final_snapshot(&job, &db, JobState::Complete);
     Ok(())
+}
+
+/// The number of partitions of the job's current layout, when it was run as partitions (and
+/// not also completed as a whole).
+fn partition_count(job: &Job) -> Option<u32> {
+    let parts = crate::outdir::partitions::list(&job.out_dir);
+    let newest = parts.iter().max_by_key(|(_, dir)| {
+        std::fs::metadata(dir).and_then(|m| m.modified()).ok()
+    })?;
+    Some(newest.0.n)
+}
+
+/// A job run as partitions: the npz from every partition's exported records, under the same
+/// lock the finishing partitions take; says which partitions are not complete yet.
+fn assemble_partitions(job: &mut Job, n: u32) -> Result<()> {
+    job.partition = crate::job::partition::Partition { k: 0, n };
+    let _lock = crate::outdir::partitions::AssembleLock::take(&job.out_dir)?;
+    match crate::outdir::partitions::merged(job)? {
+        Ok(records) => {
+            assemble_npz(job, records).map_err(|e| anyhow!(e))?;
+            Ok(())
+        }
+        Err(missing) => {
+            let list: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
+            Err(Fatal::input(anyhow!(
+                "{}: partitions {} of {n} have not completed; run them (`fidshard run {} --partition K/{n}`, or requeue their array tasks), then assemble",
+                job.out_dir.display(),
+                list.join(", "),
+                job.source.display()
+            ))
+            .into())
+        }
+    }
 }

@@ -12,4 +12,5 @@ pub(crate) mod repair;
 pub(crate) mod run;
 pub(crate) mod sample;
 pub(crate) mod status;
+pub(crate) mod status_partitions;
 pub(crate) mod validate;

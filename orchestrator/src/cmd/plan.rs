@@ -22,8 +22,30 @@ fn shard(job: &Job, id: u64) -> Shard {
     }
 }
 
-pub(crate) fn run(config: &Path) -> Result<()> {
+pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
     let job = Job::load(config)?;
+    if let Some(n) = partitions {
+        if n == 0 || n > 100_000 {
+            return Err(fidshard_core::input_error!("--partitions {n}: expected 1 to 100000"));
+        }
+        let total = job.total_shard_count();
+        crate::sys::out::outln!("{n} partitions (one coordinator each, `fidshard run --partition K/{n}`):");
+        for k in 0..n {
+            let p = crate::job::partition::Partition { k, n };
+            let r = p.shards(total);
+            let (a, b) = (
+                (r.start * job.run.shard_size).min(job.settings.num_samples),
+                (r.end * job.run.shard_size).min(job.settings.num_samples),
+            );
+            crate::sys::out::outln!(
+                "  partition {p}: shards {}..{} ({} shards), samples [{a}..{b}) ({} samples)",
+                r.start,
+                r.end,
+                r.end - r.start,
+                b - a
+            );
+        }
+    }
     let count = job.shard_count();
     // On a login node without GPUs, a GPU job's plan is still worth seeing.
     let devices = match job.workers() {

@@ -32,7 +32,10 @@ pub(crate) struct StatusArgs {
 
 pub(crate) fn run(args: StatusArgs) -> Result<()> {
     let (out_dir, totals) = resolve_target(&args.target)?;
-    let mut snap = compute(&out_dir, totals)?;
+    let mut snap = match crate::cmd::status_partitions::compute_partitioned(&out_dir, totals)? {
+        Some(s) => s,
+        None => compute(&out_dir, totals)?,
+    };
     let damaged = if args.verify && snap.state == JobState::Complete {
         let res = verify_complete(&out_dir, snap.samples_total);
         snap.note = Some(match &res {
@@ -78,7 +81,7 @@ fn verify_complete(out_dir: &Path, n: u64) -> Result<f64> {
 
 /// `(num_samples, shard_size)` from the job file, when the target is one: the totals to show
 /// before any record exists.
-type Totals = Option<(u64, u64)>;
+pub(crate) type Totals = Option<(u64, u64)>;
 
 /// The out dir a target names. A bad target is an input error (exit code 2).
 fn resolve_target(target: &Path) -> Result<(PathBuf, Totals)> {
@@ -94,7 +97,10 @@ fn resolve_target(target: &Path) -> Result<(PathBuf, Totals)> {
         return Ok((job.out_dir, Some((job.settings.num_samples, job.run.shard_size))));
     }
     if target.is_dir() {
-        if crate::outdir::OutDir::new(&target).lock_file().exists() || StateDb::exists(target) {
+        if crate::outdir::OutDir::new(&target).lock_file().exists()
+            || StateDb::exists(target)
+            || crate::outdir::OutDir::new(target).partitions().is_dir()
+        {
             return Ok((target.to_path_buf(), None));
         }
         return Err(Fatal::input(anyhow!(
@@ -276,6 +282,24 @@ pub(crate) fn render(s: &Snapshot) -> String {
         "shards   {} done, {} running, {} pending, {} failed (of {})",
         s.shards_done, s.shards_running, s.shards_pending, s.shards_failed, s.shards_total
     );
+    for p in &s.partitions {
+        let rate = if p.state == "running" {
+            format!(", {:.2} images/s", p.images_per_sec)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            o,
+            "part {:<7} {:<12} {}/{} samples{rate}, host {}, devices {}, updated {}",
+            p.partition,
+            p.state,
+            p.samples_done,
+            p.samples_total,
+            p.host.as_deref().unwrap_or("?"),
+            if p.devices.is_empty() { "-".to_string() } else { p.devices.join(",") },
+            crate::outdir::snapshot::format_utc(p.updated_unix as u64)
+        );
+    }
     for w in &s.workers {
         let mut line = format!(
             "worker {:<2} {:<8} {:<11}",

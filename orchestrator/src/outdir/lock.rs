@@ -252,7 +252,7 @@ fn read_holder(path: &Path) -> Option<Holder> {
     serde_json::from_str(text.trim()).ok()
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
     // truncates (we cut at the first NUL either way).

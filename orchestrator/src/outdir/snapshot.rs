@@ -109,6 +109,28 @@ pub(crate) struct Snapshot {
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetching: Option<Fetching>,
+    /// The host of the coordinator that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// For a job run as partitions: one row per partition (`status` fills this in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionRow>,
+}
+
+/// One partition of a job run on many nodes, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PartitionRow {
+    /// `K/N`.
+    pub partition: String,
+    /// `running`, `complete`, `interrupted`, `crashed` (its coordinator died while running),
+    /// `failed` or `not_started`.
+    pub state: String,
+    pub host: Option<String>,
+    pub devices: Vec<String>,
+    pub samples_done: u64,
+    pub samples_total: u64,
+    pub images_per_sec: f64,
+    pub updated_unix: f64,
 }
 
 /// A download in progress: `file` (a repo file or URL), bytes on disk, bytes in all.
@@ -159,6 +181,8 @@ impl Snapshot {
             out_dir: out_dir.to_path_buf(),
             note: None,
             fetching: None,
+            host: Some(crate::outdir::lock::hostname()),
+            partitions: Vec::new(),
         }
     }
 

@@ -12,7 +12,7 @@ mod resolve;
 #[cfg(test)]
 mod tests;
 
-use crate::job::plan::{plan, Shard};
+use crate::job::plan::Shard;
 use anyhow::Result;
 use fidshard_core::SamplerSettings;
 use std::path::{Path, PathBuf};
@@ -143,11 +143,6 @@ impl Job {
             end: ((id + 1) * s).min(n),
         })
         .collect()
-    }
-
-    /// The whole plan, every partition's shards.
-    pub fn full_plan(&self) -> Vec<Shard> {
-        plan(self.settings.num_samples, self.run.shard_size)
     }
 
     /// How many shards [`Job::plan`] has (this partition's), without building it.

@@ -1,0 +1,121 @@
+//! `fidshard status` of a job run as partitions (many nodes): one row per partition, read from
+//! each partition's own snapshot and records (never a lock another partition needs for long),
+//! and the totals of the whole job.
+use crate::cmd::status::{compute, Totals};
+use crate::outdir::snapshot::{JobState, PartitionRow, Snapshot};
+use crate::outdir::OutDir;
+use anyhow::Result;
+use std::path::Path;
+
+/// The whole-job status when `out` holds partitions, else `None`.
+pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<Snapshot>> {
+    let parts = crate::outdir::partitions::list(out);
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    // The layout of the newest partition is the job's current one.
+    let n = parts
+        .iter()
+        .max_by(|a, b| modified(&a.1).total_cmp(&modified(&b.1)))
+        .map(|(p, _)| p.n)
+        .unwrap_or(1);
+    let mut job = Snapshot::empty(out, JobState::NotStarted);
+    job.host = None;
+    let samples_total = totals
+        .map(|(n, _)| n)
+        .or_else(|| {
+            crate::outdir::state::saved_fingerprint(out)
+                .and_then(|fp| fp.get("num_samples").and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0);
+    job.samples_total = samples_total;
+    let mut states = Vec::new();
+    for (p, dir) in parts.iter().filter(|(p, _)| p.n == n) {
+        let s = compute(dir, None)?;
+        let exported = OutDir::new(dir).records().is_file();
+        let crashed = s.state == JobState::Interrupted
+            && s.note.as_deref().is_some_and(|n| n.contains("without finishing"));
+        let state = match s.state {
+            JobState::Complete => "complete",
+            _ if exported => "complete",
+            JobState::Running => "running",
+            JobState::Failed => "failed",
+            JobState::NotStarted => "not_started",
+            JobState::Interrupted if crashed => "crashed",
+            JobState::Interrupted => "interrupted",
+        };
+        states.push(state);
+        job.samples_done += s.samples_done;
+        job.shards_done += s.shards_done;
+        job.shards_total += s.shards_total;
+        job.shards_failed += s.shards_failed;
+        job.shards_running += s.shards_running;
+        job.retries += s.retries;
+        job.images_per_sec += if state == "running" { s.images_per_sec } else { 0.0 };
+        job.updated_unix = job.updated_unix.max(s.updated_unix);
+        job.missing_ranges.extend(s.missing_ranges.iter().copied());
+        job.last_errors.extend(s.last_errors.iter().cloned());
+        job.partitions.push(PartitionRow {
+            partition: p.to_string(),
+            state: state.to_string(),
+            host: s.host.clone(),
+            devices: s.workers.iter().map(|w| w.device.clone()).collect(),
+            samples_done: s.samples_done,
+            samples_total: s.samples_total,
+            images_per_sec: s.images_per_sec,
+            updated_unix: s.updated_unix,
+        });
+    }
+    let started = job.partitions.len() as u32;
+    let npz = OutDir::new(out).npz();
+    let npz_ok = npz.is_file()
+        && crate::npz::npz_image_side(&npz)
+            .and_then(|side| crate::npz::verify_npz(&npz, samples_total, side))
+            .is_ok();
+    let all_complete = started == n && states.iter().all(|s| *s == "complete");
+    job.shards_pending = job.shards_total.saturating_sub(job.shards_done + job.shards_failed + job.shards_running);
+    job.state = if all_complete && npz_ok {
+        JobState::Complete
+    } else if states.contains(&"running") {
+        JobState::Running
+    } else if states.contains(&"failed") {
+        JobState::Failed
+    } else if job.samples_done > 0 || !states.is_empty() {
+        JobState::Interrupted
+    } else {
+        JobState::NotStarted
+    };
+    if job.state != JobState::Complete {
+        let missing: Vec<String> = (0..n)
+            .filter(|k| {
+                !job
+                    .partitions
+                    .iter()
+                    .any(|r| r.partition == format!("{k}/{n}") && r.state == "complete")
+            })
+            .map(|k| format!("{k}/{n}"))
+            .collect();
+        job.note = Some(if all_complete {
+            "every partition is complete but samples.npz is missing or damaged: run `fidshard assemble CONFIG`".into()
+        } else {
+            format!(
+                "{} of {n} partitions complete; not complete: {}",
+                n as usize - missing.len(),
+                missing.join(", ")
+            )
+        });
+    }
+    job.missing_ranges = crate::job::plan::merge_ranges(std::mem::take(&mut job.missing_ranges));
+    let extra = job.last_errors.len().saturating_sub(crate::outdir::snapshot::MAX_ERRORS);
+    job.last_errors.drain(..extra);
+    Ok(Some(job))
+}
+
+fn modified(p: &Path) -> f64 {
+    std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

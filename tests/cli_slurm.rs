@@ -1,0 +1,358 @@
+//! The Slurm scripts of scripts/slurm/ on a real, one-node Slurm cluster (Debian's slurm-wlm,
+//! started by scripts/slurm/cluster.sh in a temporary folder): a job split into 3 partitions as
+//! the 3-task CPU array of fidshard-cpu-array.sbatch. One task is preempted (SIGUSR1 to its
+//! batch script: exit 75, requeued by the script), another one's coordinator is killed hard
+//! (SIGKILL: requeued by the script); both resume, the last task to finish assembles
+//! `samples.npz`, which must be byte-identical to a one-coordinator run of the same job outside
+//! Slurm, and `fidshard status --json` must say complete.
+//!
+//! Needs root (the daemons run as root) and Slurm: cluster.sh installs slurm-wlm and munge with
+//! apt-get when they are missing (about a minute). In CI (CI=true) a failure to install or start
+//! Slurm fails the test; elsewhere the test is skipped, with a message, when Slurm cannot be
+//! installed. Built with the `failpoints` feature (`worker-slow` makes the tasks last long
+//! enough to be preempted).
+mod cli_common;
+
+use cli_common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// 48 samples in 12 shards of 4 (4 per partition), micro-batches of 2, one CPU worker per task.
+const JOB: &str = "num_samples: 48\nsteps: 3\nshard_size: 4\nbatch_size: 2\ndevices: {cpu: 1}\n\
+                   retry: {attempts: 4, backoff: 0.5, backoff_max: 1.0}\n";
+
+/// Each micro-batch of the Slurm tasks sleeps this long: a partition takes about 4 x 2 x 1.2 s,
+/// long enough to preempt one task and kill another mid-partition.
+const SLOW: &str = "worker-slow=return(1200)";
+
+const TASKS: u32 = 3;
+
+fn scripts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/slurm")
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A command without the Slurm variables of any job this test itself runs in (they would make
+/// `fidshard run` a partition, or point the clients at another cluster).
+fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SLURM_") || k == "FAILPOINTS" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// The one-node cluster of a test; stopped in Drop (its jobs cancelled, the daemons it started
+/// ended by pid), failed or not.
+struct Cluster {
+    dir: PathBuf,
+    /// Where the array tasks write their logs (shown when the test fails).
+    logs: PathBuf,
+}
+
+impl Cluster {
+    fn conf(&self) -> PathBuf {
+        self.dir.join("slurm.conf")
+    }
+
+    /// A Slurm client command (sbatch, scontrol, ...) for this cluster.
+    fn client(&self, program: &str) -> Command {
+        let mut cmd = clean_command(program);
+        cmd.env("SLURM_CONF", self.conf());
+        cmd
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        let o = self.client(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(o.status.success(), "{program} {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `scontrol show job -o ID` as Key=Value pairs.
+    fn job(&self, id: &str) -> HashMap<String, String> {
+        let o = self.client("scontrol").args(["show", "job", "-o", id]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect()
+    }
+
+    fn task_log(&self, k: u32) -> String {
+        std::fs::read_to_string(self.logs.join(format!("task-{k}.log"))).unwrap_or_default()
+    }
+
+    fn diagnostics(&self) {
+        for k in 0..TASKS {
+            eprintln!("--- array task {k}'s log\n{}", self.task_log(k));
+        }
+        for name in ["ctld.log", "slurmd.log"] {
+            let log = std::fs::read_to_string(self.dir.join("log").join(name)).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- {name} (last lines)");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        if let Ok(o) = self.client("squeue").output() {
+            eprintln!("--- squeue\n{}", text(&o));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.diagnostics();
+        }
+        let o = clean_command("bash")
+            .arg(scripts().join("cluster.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        match o {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!("cluster.sh stop failed: {}", text(&o)),
+            Err(e) => eprintln!("cluster.sh stop: {e}"),
+        }
+    }
+}
+
+/// Polls `f` every 200 ms until it gives a value, or panics after `secs` naming `what`.
+fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn partition_dir(out: &Path, k: u32) -> PathBuf {
+    out.join("partitions").join(format!("{k}-of-{TASKS}"))
+}
+
+fn snapshot(out: &Path, k: u32) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(partition_dir(out, k).join("status.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Waits until partition `k`'s coordinator runs and has recorded a shard; its pid.
+fn running_with_a_shard_done(out: &Path, k: u32) -> u32 {
+    wait_until(120, &format!("partition {k}/{TASKS} to record a shard"), || {
+        let s = snapshot(out, k)?;
+        let done = s["shards_done"].as_u64()?;
+        let total = s["shards_total"].as_u64()?;
+        let pid = s["coordinator_pid"].as_u64()?;
+        (s["state"] == "running" && done >= 1 && done < total).then_some(pid as u32)
+    })
+}
+
+/// Waits until the array task `id` has been requeued (pending, restarted at least once) and
+/// releases it at once (Slurm holds a requeued job about 120 s: Reason=BeginTime).
+fn release_requeued(cluster: &Cluster, id: &str) {
+    wait_until(60, &format!("{id} to be requeued"), || {
+        let j = cluster.job(id);
+        let restarts: u32 = j.get("Restarts")?.parse().ok()?;
+        (restarts >= 1 && j.get("JobState").map(String::as_str) == Some("PENDING")).then_some(())
+    });
+    cluster.run("scontrol", &["update", &format!("JobId={id}"), "StartTime=now"]);
+}
+
+/// The scripts parse, and the two array scripts share one body (the CPU form is the one the
+/// Slurm test runs): needs no Slurm.
+#[test]
+fn scripts_parse_and_the_array_scripts_agree() {
+    for name in ["cluster.sh", "fidshard-array.sbatch", "fidshard-cpu-array.sbatch", "fidshard-srun.sbatch"] {
+        let o = Command::new("bash").arg("-n").arg(scripts().join(name)).output().unwrap();
+        assert!(o.status.success(), "bash -n {name}: {}", text(&o));
+    }
+    let body = |name: &str| {
+        let t = std::fs::read_to_string(scripts().join(name)).unwrap();
+        let at = t.find("\nset -u\n").unwrap_or_else(|| panic!("{name}: no `set -u`"));
+        t[at..].replace(name, "SCRIPT")
+    };
+    assert_eq!(
+        body("fidshard-array.sbatch"),
+        body("fidshard-cpu-array.sbatch"),
+        "fidshard-array.sbatch and fidshard-cpu-array.sbatch differ below their #SBATCH lines"
+    );
+    assert!(scripts().join("slurm.conf.template").is_file());
+}
+
+#[test]
+fn array_job_survives_preemption_and_a_killed_coordinator() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let fidshard_bin = PathBuf::from(env!("CARGO_BIN_EXE_fidshard"));
+
+    // The reference: one coordinator, outside Slurm, no failpoint; meanwhile Slurm installs.
+    let ref_dir = tmp.path().join("ref");
+    std::fs::create_dir_all(&ref_dir).unwrap();
+    let ref_cfg = job_with(&ref_dir, JOBS[1], JOB);
+    let reference = clean_command(&fidshard_bin)
+        .arg("run")
+        .arg(&ref_cfg)
+        .env("FIDSHARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let install = clean_command("bash").arg(scripts().join("cluster.sh")).arg("install").output();
+    let installed = match &install {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(text(o)),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(why) = installed {
+        let reference = reference.wait_with_output();
+        drop(reference);
+        if in_ci() {
+            panic!("CI: Slurm is not installed and scripts/slurm/cluster.sh could not install it: {why}");
+        }
+        eprintln!(
+            "SKIPPED cli_slurm: Slurm is not installed and cannot be installed here \
+             (scripts/slurm/cluster.sh install: {}); run as root on Debian/Ubuntu to run this test",
+            why.trim()
+        );
+        return;
+    }
+    eprintln!("slurm installed after {:.0} s", started.elapsed().as_secs_f64());
+
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let cluster = Cluster { dir: tmp.path().join("cluster"), logs: logs.clone() };
+    let o = clean_command("bash")
+        .arg(scripts().join("cluster.sh"))
+        .arg("start")
+        .arg(&cluster.dir)
+        .arg("4")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "scripts/slurm/cluster.sh start {} failed (in CI this must work): {}",
+        cluster.dir.display(),
+        text(&o)
+    );
+    eprintln!("slurm cluster up after {:.0} s", started.elapsed().as_secs_f64());
+
+    let job_dir = tmp.path().join("job");
+    std::fs::create_dir_all(&job_dir).unwrap();
+    let cfg = job_with(&job_dir, JOBS[1], JOB);
+    let out = job_dir.join("out");
+    let submitted = cluster
+        .client("sbatch")
+        .current_dir(&job_dir)
+        .args(["--parsable", &format!("--array=0-{}", TASKS - 1)])
+        .arg(format!("--output={}/task-%a.log", logs.display()))
+        .arg(scripts().join("fidshard-cpu-array.sbatch"))
+        .arg(&cfg)
+        .env("FIDSHARD", &fidshard_bin)
+        .env("FIDSHARD_GRACE", "10")
+        .env("FIDSHARD_LOG", "info")
+        .env("FAILPOINTS", SLOW)
+        .output()
+        .unwrap();
+    assert!(submitted.status.success(), "sbatch: {}", text(&submitted));
+    let array = String::from_utf8_lossy(&submitted.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let task = |k: u32| format!("{array}_{k}");
+    eprintln!("submitted array job {array}");
+
+    // Task 0: preempted, as Slurm does before the time limit (SIGUSR1 to the batch script).
+    running_with_a_shard_done(&out, 0);
+    cluster.run("scancel", &["--signal=USR1", "--batch", &task(0)]);
+
+    // Task 1: its coordinator killed hard (what a crash or the OOM killer does).
+    let pid = running_with_a_shard_done(&out, 1);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        cmdline.contains("fidshard") && cmdline.contains(" run "),
+        "pid {pid} of partition 1's status.json is not a `fidshard run`: {cmdline:?}"
+    );
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+
+    // Both exit and requeue themselves: task 0 after exit 75, task 1 after its coordinator died.
+    release_requeued(&cluster, &task(0));
+    let log0 = cluster.task_log(0);
+    assert!(
+        log0.contains("SIGUSR1: forwarding") && log0.contains("interrupted (exit 75); requeueing"),
+        "task 0 did not exit 75 and requeue after SIGUSR1:\n{log0}"
+    );
+    release_requeued(&cluster, &task(1));
+    let log1 = cluster.task_log(1);
+    assert!(
+        log1.contains("killed by signal 9") && log1.contains("requeueing"),
+        "task 1 was not requeued after its coordinator was killed:\n{log1}"
+    );
+    eprintln!("tasks 0 and 1 requeued and released after {:.0} s", started.elapsed().as_secs_f64());
+
+    // All three finish; the last one assembles samples.npz.
+    wait_until(180, "the array job to finish", || {
+        let q = cluster.run("squeue", &["-h", "-j", &array]);
+        q.trim().is_empty().then_some(())
+    });
+    for k in 0..TASKS {
+        let j = cluster.job(&task(k));
+        assert_eq!(
+            (j.get("JobState").map(String::as_str), j.get("ExitCode").map(String::as_str)),
+            (Some("COMPLETED"), Some("0:0")),
+            "array task {k} did not complete:\n{}",
+            cluster.task_log(k)
+        );
+        assert!(
+            cluster.task_log(k).contains("partition complete (exit 0)"),
+            "task {k}'s log:\n{}",
+            cluster.task_log(k)
+        );
+    }
+    eprintln!("array job complete after {:.0} s", started.elapsed().as_secs_f64());
+
+    let reference = reference.wait_with_output().unwrap();
+    assert_eq!(reference.status.code(), Some(0), "reference run: {}", text(&reference));
+    let want = std::fs::read(ref_dir.join("out/samples.npz")).unwrap();
+    let got = std::fs::read(out.join("samples.npz")).expect("the array job wrote no samples.npz");
+    assert!(
+        got == want,
+        "samples.npz of the 3 Slurm tasks differs from the one-coordinator run's ({} vs {} bytes)",
+        got.len(),
+        want.len()
+    );
+
+    let status = status_json(&cfg);
+    assert_eq!(status["state"], "complete", "fidshard status --json: {status:#}");
+    assert_eq!(status["samples_done"], 48, "fidshard status --json: {status:#}");
+    if let Some(rows) = status.get("partitions").and_then(|p| p.as_array()) {
+        assert_eq!(rows.len(), TASKS as usize, "partition rows: {status:#}");
+        for r in rows {
+            assert_eq!(r["state"], "complete", "partition row: {r:#}");
+        }
+    }
+    eprintln!("cli_slurm: done in {:.0} s", started.elapsed().as_secs_f64());
+}
