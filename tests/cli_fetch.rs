@@ -70,7 +70,7 @@ impl Env {
             .env("FIDSHARD_FETCH_ATTEMPTS", "4")
             .env("FIDSHARD_FETCH_BACKOFF", "0.05")
             .env("FIDSHARD_FETCH_BACKOFF_MAX", "0.2")
-            .env("FIDSHARD_FETCH_STALL", "0.5")
+            .env("FIDSHARD_FETCH_STALL", "1")
             .env("FIDSHARD_FETCH_CONNECT_TIMEOUT", "2");
         for k in [
             "HF_TOKEN",

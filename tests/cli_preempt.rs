@@ -40,7 +40,10 @@ fn clean_npz() -> &'static Vec<u8> {
 
 fn start(cfg: &Path, env: &[(&str, &str)], args: &[&str]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
-    cmd.arg("run").arg(cfg).args(args).env("FIDSHARD_LOG", "info");
+    cmd.arg("run")
+        .arg(cfg)
+        .args(args)
+        .env("FIDSHARD_LOG", "info");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -52,7 +55,10 @@ fn start(cfg: &Path, env: &[(&str, &str)], args: &[&str]) -> Child {
 
 fn finish(child: Child) -> (Option<i32>, String) {
     let o = child.wait_with_output().unwrap();
-    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// Waits until the worker is sampling a shard and has at least `min` of it sampled: the shard
@@ -108,13 +114,23 @@ fn reused_counts(out: &Path, id: u64) -> Vec<u64> {
     worker_logs(out)
         .lines()
         .filter(|l| l.contains("reusing PNGs") && l.contains(&format!("shard=#{id} ")))
-        .filter_map(|l| l.split("reused=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.split("reused=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
 fn assert_same_as_clean(out: &Path) {
     let got = std::fs::read(out.join("samples.npz")).expect("samples.npz");
-    assert!(&got == clean_npz(), "the npz differs from the uninterrupted run's");
+    assert!(
+        &got == clean_npz(),
+        "the npz differs from the uninterrupted run's"
+    );
 }
 
 #[test]
@@ -129,7 +145,11 @@ fn sigusr1_writes_the_batch_in_flight_and_the_resume_reuses_the_pngs() {
     let (code, err) = finish(child);
     assert_eq!(code, Some(75), "{err}");
     // Within a batch or two, not the grace: the worker exited by itself.
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     assert!(err.contains("SIGUSR1: draining"), "{err}");
     assert!(!err.contains("killed by signal"), "{err}");
     assert!(worker_logs(&out).contains("drained: the batch in flight is written"));
@@ -139,9 +159,15 @@ fn sigusr1_writes_the_batch_in_flight_and_the_resume_reuses_the_pngs() {
     // the worker had reported sampled, whole batches, and the shard not done.
     let kept = pngs(&out, (a, b));
     let n = kept.len() as u64;
-    assert!(n > sampled && n < b - a, "{n} PNGs of shard {id} after {sampled} sampled");
+    assert!(
+        n > sampled && n < b - a,
+        "{n} PNGs of shard {id} after {sampled} sampled"
+    );
     assert_eq!(n % 2, 0, "whole micro-batches: {n}");
-    assert_eq!(kept.keys().copied().collect::<Vec<_>>(), (a..a + n).collect::<Vec<_>>());
+    assert_eq!(
+        kept.keys().copied().collect::<Vec<_>>(),
+        (a..a + n).collect::<Vec<_>>()
+    );
 
     let (code, err) = finish(start(&cfg, &[], &[]));
     assert_eq!(code, Some(0), "{err}");
@@ -151,7 +177,12 @@ fn sigusr1_writes_the_batch_in_flight_and_the_resume_reuses_the_pngs() {
     for (i, mtime) in &kept {
         assert_eq!(after[i], *mtime, "sample {i} was written again");
     }
-    assert_eq!(reused_counts(&out, id).last(), Some(&n), "{}", worker_logs(&out));
+    assert_eq!(
+        reused_counts(&out, id).last(),
+        Some(&n),
+        "{}",
+        worker_logs(&out)
+    );
 }
 
 #[test]

@@ -344,14 +344,17 @@ fn bad_model_files_fail_once_before_any_worker() {
     let (o, t) = timed(|| {
         fidshard_env(
             &["run", cfg.to_str().unwrap()],
-            &[("HF_HUB_CACHE", Some(&empty_cache))],
+            &[
+                ("HF_HUB_CACHE", Some(&empty_cache)),
+                ("HF_HUB_OFFLINE", Some(Path::new("1"))),
+            ],
         )
     });
     assert_fails_once(
         &o,
         t,
         &d.join("out"),
-        &["`vae`", "huggingface-cli download acme/not-downloaded"],
+        &["`vae`", "hf download acme/not-downloaded"],
     );
 
     // A finished job whose checkpoint went bad: `--restart` must not delete anything.
@@ -405,7 +408,11 @@ fn hub_repo_ids_resolve_in_the_local_cache_only() {
     // Not in the cache: one line naming the file, the key, where it looked, and the fix.
     let empty = d.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let o = fidshard_env(&["validate", c], &[("HF_HUB_CACHE", Some(&empty))]);
+    let offline = Some(Path::new("1"));
+    let o = fidshard_env(
+        &["validate", c],
+        &[("HF_HUB_CACHE", Some(&empty)), ("HF_HUB_OFFLINE", offline)],
+    );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
@@ -414,7 +421,7 @@ fn hub_repo_ids_resolve_in_the_local_cache_only() {
         "`vae`",
         &empty.join("models--acme--tiny-vae").display().to_string(),
         &d.join("acme/tiny-vae").display().to_string(),
-        "huggingface-cli download acme/tiny-vae",
+        "hf download acme/tiny-vae",
         "give a local folder",
     ] {
         assert!(err.contains(part), "{part} not in {err}");

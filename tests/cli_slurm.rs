@@ -167,6 +167,15 @@ fn running_with_a_shard_done(out: &Path, k: u32) -> u32 {
     })
 }
 
+/// The `shards` of each "sampling" line of a task's log (`--log-format json`): one per run.
+fn sampling_counts(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "sampling")
+        .filter_map(|v| v["fields"]["shards"].as_u64())
+        .collect()
+}
+
 /// Waits until the array task `id` has been requeued (pending, restarted at least once) and
 /// releases it at once (Slurm holds a requeued job about 120 s: Reason=BeginTime).
 fn release_requeued(cluster: &Cluster, id: &str) {
@@ -175,6 +184,10 @@ fn release_requeued(cluster: &Cluster, id: &str) {
         let restarts: u32 = j.get("Restarts")?.parse().ok()?;
         (restarts >= 1 && j.get("JobState").map(String::as_str) == Some("PENDING")).then_some(())
     });
+    // slurmd refuses to launch a job whose credential is from the second its previous run was
+    // killed in ("Job credential revoked": the task then fails), which is why Slurm holds it;
+    // two seconds are enough.
+    std::thread::sleep(Duration::from_secs(2));
     cluster.run("scontrol", &["update", &format!("JobId={id}"), "StartTime=now"]);
 }
 
@@ -305,6 +318,17 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
         log0.contains("SIGUSR1: forwarding") && log0.contains("interrupted (exit 75); requeueing"),
         "task 0 did not exit 75 and requeue after SIGUSR1:\n{log0}"
     );
+    let worker_log =
+        std::fs::read_to_string(partition_dir(&out, 0).join("logs/worker-0.log")).unwrap_or_default();
+    assert!(
+        worker_log.contains("drained") && !log0.contains("killed by signal 10"),
+        "task 0's worker did not drain on SIGUSR1 (finish and write the batch in flight):\n{worker_log}\n{log0}"
+    );
+    let s0 = snapshot(&out, 0).unwrap();
+    assert!(
+        s0["state"] == "interrupted" && s0["shards_done"].as_u64() < s0["shards_total"].as_u64(),
+        "partition 0 after SIGUSR1: {s0:#}"
+    );
     release_requeued(&cluster, &task(1));
     let log1 = cluster.task_log(1);
     assert!(
@@ -332,6 +356,15 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
             cluster.task_log(k)
         );
     }
+    // The rerun of each requeued task sampled only what its first run had not recorded.
+    for k in [0, 1] {
+        let todo = sampling_counts(&cluster.task_log(k));
+        assert!(
+            todo.len() == 2 && todo[1] < todo[0],
+            "task {k}: shards to sample per run {todo:?} (the rerun must resume):\n{}",
+            cluster.task_log(k)
+        );
+    }
     eprintln!("array job complete after {:.0} s", started.elapsed().as_secs_f64());
 
     let reference = reference.wait_with_output().unwrap();
@@ -345,14 +378,20 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
         want.len()
     );
 
+    // `status` of the whole job, from its YAML: complete, every count consistent, one complete
+    // row per partition with its own share of the samples.
     let status = status_json(&cfg);
-    assert_eq!(status["state"], "complete", "fidshard status --json: {status:#}");
-    assert_eq!(status["samples_done"], 48, "fidshard status --json: {status:#}");
-    if let Some(rows) = status.get("partitions").and_then(|p| p.as_array()) {
-        assert_eq!(rows.len(), TASKS as usize, "partition rows: {status:#}");
-        for r in rows {
-            assert_eq!(r["state"], "complete", "partition row: {r:#}");
-        }
+    let s = &status;
+    assert_eq!(s["state"], "complete", "fidshard status --json: {s:#}");
+    assert_eq!((&s["samples_done"], &s["samples_total"]), (&48.into(), &48.into()), "{s:#}");
+    assert_eq!((&s["shards_done"], &s["shards_total"]), (&12.into(), &12.into()), "{s:#}");
+    assert_eq!((&s["shards_pending"], &s["shards_failed"]), (&0.into(), &0.into()), "{s:#}");
+    let rows = s["partitions"].as_array().unwrap_or_else(|| panic!("no partition rows: {s:#}"));
+    assert_eq!(rows.len(), TASKS as usize, "partition rows: {s:#}");
+    for (k, r) in rows.iter().enumerate() {
+        assert_eq!(r["partition"], format!("{k}/{TASKS}"), "{r:#}");
+        assert_eq!(r["state"], "complete", "partition row: {r:#}");
+        assert_eq!((&r["samples_done"], &r["samples_total"]), (&16.into(), &16.into()), "{r:#}");
     }
     eprintln!("cli_slurm: done in {:.0} s", started.elapsed().as_secs_f64());
 }

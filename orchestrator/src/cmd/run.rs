@@ -125,9 +125,23 @@ fn run_with_state(
     let samples_dir = crate::outdir::OutDir::new(out).samples();
     std::fs::create_dir_all(&samples_dir)
         .with_context(|| format!("cannot create {}", samples_dir.display()))?;
-    let removed = crate::outdir::state::remove_stale_temps(&samples_dir)?
-        + crate::outdir::state::remove_stale_temps(out)?
-        + crate::outdir::state::remove_stale_temps(&job.state_dir())?;
+    let removed = if job.partition.is_whole() {
+        crate::outdir::state::remove_stale_temps(&samples_dir)?
+            + crate::outdir::state::remove_stale_temps(out)?
+    } else {
+        // Other partitions write into samples/ and the root at the same time: only the
+        // temporary files of this partition's own samples are stale for sure.
+        let (a, b) = job.sample_range();
+        let own = |name: &str| {
+            name.trim_start_matches('.')
+                .split('.')
+                .next()
+                .and_then(|i| i.parse::<u64>().ok())
+                .is_some_and(|i| (a..b).contains(&i))
+        };
+        crate::outdir::state::remove_stale_temps_where(&samples_dir, own)?
+            + crate::outdir::state::remove_stale_temps(&job.state_dir())?
+    };
     if removed > 0 {
         tracing::info!(
             removed,

@@ -21,17 +21,26 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
         .unwrap_or(1);
     let mut job = Snapshot::empty(out, JobState::NotStarted);
     job.host = None;
-    let samples_total = totals
-        .map(|(n, _)| n)
-        .or_else(|| {
-            crate::outdir::state::saved_fingerprint(out)
-                .and_then(|fp| fp.get("num_samples").and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0);
+    let saved = |key: &str| -> Option<u64> {
+        crate::outdir::state::saved_fingerprint(out).and_then(|fp| fp.get(key)?.parse().ok())
+    };
+    let (samples_total, shard_size) = match totals {
+        Some(t) => t,
+        None => (
+            saved("num_samples").unwrap_or(0),
+            saved("shard_size").unwrap_or(1).max(1),
+        ),
+    };
     job.samples_total = samples_total;
+    let shards = samples_total.div_ceil(shard_size);
     let mut states = Vec::new();
     for (p, dir) in parts.iter().filter(|(p, _)| p.n == n) {
-        let s = compute(dir, None)?;
+        let mut s = compute(dir, None)?;
+        // This partition's share of the plan (its DB knows the whole job's).
+        let r = p.shards(shards);
+        s.shards_total = r.end - r.start;
+        s.samples_total =
+            (r.end * shard_size).min(samples_total) - (r.start * shard_size).min(samples_total);
         let exported = OutDir::new(dir).records().is_file();
         let crashed = s.state == JobState::Interrupted
             && s.note.as_deref().is_some_and(|n| n.contains("without finishing"));
@@ -47,7 +56,6 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
         states.push(state);
         job.samples_done += s.samples_done;
         job.shards_done += s.shards_done;
-        job.shards_total += s.shards_total;
         job.shards_failed += s.shards_failed;
         job.shards_running += s.shards_running;
         job.retries += s.retries;
@@ -73,6 +81,7 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
             .and_then(|side| crate::npz::verify_npz(&npz, samples_total, side))
             .is_ok();
     let all_complete = started == n && states.iter().all(|s| *s == "complete");
+    job.shards_total = shards;
     job.shards_pending = job.shards_total.saturating_sub(job.shards_done + job.shards_failed + job.shards_running);
     job.state = if all_complete && npz_ok {
         JobState::Complete

@@ -279,27 +279,27 @@ impl FakeWorker {
             OnShard::Finish(d) => {
                 self.w.state.lock().unwrap().current = Some((id, n));
                 self.w.after(d, move |w| {
-                let Some((dir, total)) = w.state.lock().unwrap().samples.clone() else {
-                    return;
-                };
-                if !w.alive() {
-                    return;
-                }
-                w.state.lock().unwrap().current = None;
-                for i in shard.indices() {
-                    let name = fidshard_core::output::png_name(i, total);
-                    std::fs::write(dir.join(name), b"").expect("write a fake PNG");
-                }
-                w.say(progress(n));
-                w.say(FromWorker::ShardDone {
-                    shard: id,
-                    crc32: vec![0; n as usize],
-                    labels: vec![0; n as usize],
-                    seconds: d.as_secs_f64(),
-                });
-                if w.state.lock().unwrap().exit_when_done {
-                    w.exit("exited with code 0");
-                }
+                    let Some((dir, total)) = w.state.lock().unwrap().samples.clone() else {
+                        return;
+                    };
+                    if !w.alive() {
+                        return;
+                    }
+                    w.state.lock().unwrap().current = None;
+                    for i in shard.indices() {
+                        let name = fidshard_core::output::png_name(i, total);
+                        std::fs::write(dir.join(name), b"").expect("write a fake PNG");
+                    }
+                    w.say(progress(n));
+                    w.say(FromWorker::ShardDone {
+                        shard: id,
+                        crc32: vec![0; n as usize],
+                        labels: vec![0; n as usize],
+                        seconds: d.as_secs_f64(),
+                    });
+                    if w.state.lock().unwrap().exit_when_done {
+                        w.exit("exited with code 0");
+                    }
                 })
             }
             OnShard::Crash => self.w.after(Duration::from_millis(5), move |w| {

@@ -6,6 +6,7 @@ use super::queue::Verdict;
 use super::Run;
 use crate::outdir::snapshot;
 use crate::outdir::state::{FailedRecord, ShardRecord};
+use crate::sys::signals::StopLevel;
 use fidshard_core::protocol::{FailureKind, FromWorker};
 use std::time::Instant;
 
@@ -59,7 +60,7 @@ impl Run<'_> {
                 tracing::error!("worker {}: {kind:?}: {message}", self.slots[w].id);
                 self.snap.push_error(message.clone());
                 self.fatal.get_or_insert(message);
-                self.begin_stop("the job cannot continue", crate::sys::signals::StopLevel::Terminate);
+                self.begin_stop("the job cannot continue", StopLevel::Terminate);
             }
             FromWorker::Fatal { kind, message } => {
                 let slot = &mut self.slots[w];

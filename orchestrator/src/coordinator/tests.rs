@@ -350,13 +350,19 @@ fn sigusr1_drains_the_workers_assigns_nothing_more_and_interrupts() {
     let signals = move || (assigns(&log) >= 2).then_some(()).and(drain("SIGUSR1"));
     let t = Instant::now();
     assert_eq!(f.run_signalled(3, &mut s, &signals), Outcome::Interrupted);
-    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
     for w in [0, 1] {
         let drained = at(&s, w, &Seen::Drained).expect("the worker was sent drain");
         let events = seen(&s, w);
         // It exits by itself: no signal, no assignment after the drain.
         assert!(
-            !events.iter().any(|(_, _, e)| matches!(e, Seen::Signalled(_))),
+            !events
+                .iter()
+                .any(|(_, _, e)| matches!(e, Seen::Signalled(_))),
             "worker {w}: {events:?}"
         );
         assert!(
@@ -391,8 +397,14 @@ fn a_worker_that_does_not_drain_gets_sigterm_after_the_grace_then_sigkill() {
     let drained = at(&s, 0, &Seen::Drained).expect("drain");
     let term = at(&s, 0, &Seen::Signalled(Signal::SIGTERM)).expect("SIGTERM");
     let kill = at(&s, 0, &Seen::Signalled(Signal::SIGKILL)).expect("SIGKILL");
-    assert!(term.duration_since(drained) >= GRACE, "SIGTERM before the grace");
-    assert!(kill.duration_since(term) >= GRACE, "SIGKILL before the grace");
+    assert!(
+        term.duration_since(drained) >= GRACE,
+        "SIGTERM before the grace"
+    );
+    assert!(
+        kill.duration_since(term) >= GRACE,
+        "SIGKILL before the grace"
+    );
     assert_eq!(assigns(&s.log), 1);
     assert!(f.done_attempts().is_empty());
 }
@@ -426,7 +438,10 @@ fn sigterm_during_a_drain_escalates_at_once() {
         term.duration_since(drained) < GRACE,
         "SIGTERM waited for the drain's grace"
     );
-    assert!(kill.duration_since(term) >= GRACE, "SIGKILL before the grace");
+    assert!(
+        kill.duration_since(term) >= GRACE,
+        "SIGKILL before the grace"
+    );
 }
 
 #[test]

@@ -54,6 +54,14 @@ fn is_own_top_level(name: &str) -> bool {
         || is_own_temp(name)
 }
 
+/// `..fidshard-out-dir.tmp.PID`: the marker being written.
+fn is_marker_temp(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|r| r.strip_prefix(super::MARKER_FILE))
+        .and_then(|r| r.strip_prefix(".tmp."))
+        .is_some_and(|pid| pid.parse::<u64>().is_ok())
+}
+
 /// `000123.png` (six or more digits): a sample.
 pub(crate) fn is_own_png(name: &str) -> bool {
     name.strip_suffix(".png")
@@ -98,7 +106,12 @@ pub(crate) fn claim(dir: &Path) -> Result<(), ClaimError> {
     }
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
-        names.push(entry.map_err(io)?.file_name().to_string_lossy().into_owned());
+        let name = entry.map_err(io)?.file_name().to_string_lossy().into_owned();
+        // Another coordinator of the same job (a partition) writing the marker right now.
+        if is_marker_temp(&name) {
+            continue;
+        }
+        names.push(name);
     }
     let foreign: Vec<&String> = names.iter().filter(|n| !is_own_top_level(n)).collect();
     let legacy = names
@@ -146,6 +159,8 @@ mod tests {
         assert!(!is_own_temp(".x.tmp.123"));
         assert!(!is_own_temp(".000001.png.tmp.abc"));
         assert!(!is_own_temp("000001.png.tmp.1"));
+        assert!(is_marker_temp("..fidshard-out-dir.tmp.8223"));
+        assert!(!is_marker_temp(".fidshard-out-dir"));
     }
 
     #[test]

@@ -393,6 +393,15 @@ pub(crate) fn move_aside(lock: &JobLock, tag: &str) -> std::io::Result<PathBuf> 
 /// fidshard's own names (the worker's PNGs, `status.json`, the npz, the fingerprint). Call only while holding the [`JobLock`] and before
 /// starting workers; a missing folder is fine. Returns how many were removed.
 pub(crate) fn remove_stale_temps(dir: &Path) -> std::io::Result<usize> {
+    remove_stale_temps_where(dir, |_| true)
+}
+
+/// [`remove_stale_temps`] for the names `mine` accepts: a partition of a many-node job cleans
+/// only the temporary files of its own samples, never those another partition is writing.
+pub(crate) fn remove_stale_temps_where(
+    dir: &Path,
+    mine: impl Fn(&str) -> bool,
+) -> std::io::Result<usize> {
     let entries = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -404,7 +413,9 @@ pub(crate) fn remove_stale_temps(dir: &Path) -> std::io::Result<usize> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         // Only fidshard's own temporary names: a user's `.x.tmp.1` is not ours to delete.
-        let stale = crate::outdir::claim::is_own_temp(&name) && entry.file_type()?.is_file();
+        let stale = crate::outdir::claim::is_own_temp(&name)
+            && mine(&name)
+            && entry.file_type()?.is_file();
         if !stale {
             continue;
         }

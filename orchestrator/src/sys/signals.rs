@@ -46,7 +46,6 @@ pub(crate) fn pending() -> Option<&'static str> {
     }
 }
 
-
 /// How hard a stop signal asks the coordinator to stop; later levels escalate earlier ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum StopLevel {

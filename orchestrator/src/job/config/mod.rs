@@ -153,9 +153,16 @@ impl Job {
 
     /// How many samples this partition's shards hold (all of them for the whole job).
     pub fn samples_owned(&self) -> u64 {
+        let (a, b) = self.sample_range();
+        b - a
+    }
+
+    /// The sample indices `[a, b)` this partition owns.
+    pub fn sample_range(&self) -> (u64, u64) {
         let r = self.partition.shards(self.total_shard_count());
         let s = self.run.shard_size;
-        (r.end * s).min(self.settings.num_samples) - (r.start * s).min(self.settings.num_samples)
+        let n = self.settings.num_samples;
+        ((r.start * s).min(n), (r.end * s).min(n))
     }
 
     /// How many shards the whole job has.

@@ -103,8 +103,11 @@ fn finds_vae_at_the_root_or_in_vae_and_checkpoints() {
     let sub = repo("hf://acme/tiny-vae/vae");
     assert_eq!(resolve(&r, &sub, Wanted::VaeFolder, local).unwrap(), snap.join("vae"));
 
-    let err = resolve(&r, &id, Wanted::CheckpointFile, local).unwrap_err();
-    assert!(err.contains("holds several checkpoints"), "{err}");
+    // Any one weights file at the root counts.
+    assert_eq!(
+        resolve(&r, &id, Wanted::CheckpointFile, local).unwrap(),
+        snap.join("diffusion_pytorch_model.bin")
+    );
     std::fs::remove_file(snap.join("diffusion_pytorch_model.bin")).unwrap();
     std::fs::write(snap.join("model.pt"), "x").unwrap();
     assert_eq!(
@@ -123,6 +126,7 @@ fn finds_vae_at_the_root_or_in_vae_and_checkpoints() {
 
     // A revision without refs; refs/main naming a missing snapshot; then no refs: the single
     // snapshot.
+    std::fs::write(snap.join("diffusion_pytorch_model.safetensors"), "w").unwrap();
     let err = resolve(&r, &repo("acme/tiny-vae@v2"), Wanted::VaeFolder, local).unwrap_err();
     assert!(err.contains("revision `v2`") && err.contains("--revision v2"), "{err}");
     std::fs::write(dir.join("refs/main"), "def456").unwrap();

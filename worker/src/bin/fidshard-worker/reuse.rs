@@ -26,7 +26,13 @@ pub(crate) struct Scan {
     pub bad: Vec<(PathBuf, String)>,
 }
 
-pub(crate) fn scan(dir: &Path, shard: &Shard, num_samples: u64, side: u32, spec: LabelSpec) -> Scan {
+pub(crate) fn scan(
+    dir: &Path,
+    shard: &Shard,
+    num_samples: u64,
+    side: u32,
+    spec: LabelSpec,
+) -> Scan {
     let mut out = Scan {
         reused: Vec::new(),
         missing: Vec::new(),
@@ -70,7 +76,9 @@ fn check_png(bytes: &[u8], side: u32) -> Result<(), String> {
         let (w, h) = decoder.dimensions();
         let color = decoder.color_type();
         if (w, h) != (side, side) || color != image::ColorType::Rgb8 {
-            return Err(format!("image is {w}x{h} {color:?}, expected {side}x{side} Rgb8"));
+            return Err(format!(
+                "image is {w}x{h} {color:?}, expected {side}x{side} Rgb8"
+            ));
         }
         let mut pixels = vec![0u8; decoder.total_bytes() as usize];
         decoder

@@ -28,10 +28,7 @@ pub(crate) struct Reused {
 
 pub(crate) enum WriteJob {
     /// A run begins: the PNGs of its shard that already exist and are reused as they are.
-    Begin {
-        run: u64,
-        reused: Vec<Reused>,
-    },
+    Begin { run: u64, reused: Vec<Reused> },
     Images {
         run: u64,
         shard: u64,
