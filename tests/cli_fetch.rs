@@ -425,3 +425,49 @@ fn a_run_on_weights_from_the_mock_matches_the_run_on_local_files() {
     assert!(stderr(&o).contains("already complete"), "{}", stderr(&o));
     assert!(npz("remote-out") == before);
 }
+
+#[test]
+fn a_stopped_download_resumes_where_it_stopped() {
+    let env = Env::new();
+    let dit = read("golden/dit/model.pt");
+    let url = env.hub.add_file("slow/model.pt", dit.clone());
+    env.hub.slow("/files/slow/model.pt", Duration::from_millis(100));
+    let cfg = env.job("stop", &url, &fixture("golden/vae").display().to_string(), "");
+    let c = cfg.to_str().unwrap();
+    let child = env
+        .command(&["fetch", c], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cache = env.dir().join("fidshard-cache");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let partial = loop {
+        let big = files_ending(&cache, ".incomplete")
+            .into_iter()
+            .find(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) >= 128 << 10);
+        if let Some(p) = big {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    assert!(err.contains("SIGTERM while downloading"), "{err}");
+    // The partial file keeps its temporary name; nothing has the final one.
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    assert!(kept >= 128 << 10 && kept < dit.len() as u64);
+    assert!(files_ending(&cache, "model.pt").is_empty());
+
+    ok(&env.fidshard(&["fetch", c], &[]));
+    let last = ranges(&env.hub, "/files/slow/model.pt").pop().unwrap();
+    let from: u64 = last.unwrap().trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
+    assert!(from >= kept, "resumed from {from}, {kept} bytes were kept");
+    let done = files_ending(&cache, "model.pt");
+    assert_eq!(done.len(), 1);
+    assert!(std::fs::read(&done[0]).unwrap() == dit);
+}

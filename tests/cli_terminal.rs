@@ -65,3 +65,64 @@ fn set_overrides_work_on_every_command() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("batch 2"));
 }
+
+fn mtimes(dir: &std::path::Path, n: u64) -> Vec<std::time::SystemTime> {
+    (0..n)
+        .map(|i| {
+            std::fs::metadata(dir.join(format!("{i:06}.png")))
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Image i never depends on num_samples: growing samples only the new indices (the old last,
+/// short shard is completed, not redone), shrinking keeps the PNGs and assembles the first N.
+#[test]
+fn growing_and_shrinking_a_job_keeps_its_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 64\nsteps: 2\nshard_size: 10\ndevices: {cpu: 1}\n",
+    );
+    let c = cfg.to_str().unwrap();
+    let out = tmp.path().join("out");
+    let o = run_cmd(&["run", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (shape, first) = read_npz_u8(&out.join("samples.npz"));
+    assert_eq!(shape[0], 64);
+    let before = mtimes(&out.join("samples"), 64);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    let o = run_cmd(&["run", c, "--set", "num_samples=96"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(mtimes(&out.join("samples"), 64), before, "the first 64 were sampled again");
+    let (shape, grown) = read_npz_u8(&out.join("samples.npz"));
+    assert_eq!(shape[0], 96);
+    assert_eq!(&grown[..first.len()], &first[..], "the first 64 images changed");
+    let log = std::fs::read_to_string(out.join("logs/worker-0.log")).unwrap();
+    assert!(log.contains("reused=4"), "the short shard [60..64) was not completed by reuse: {log}");
+
+    // The same job sampled at 96 from the start gives the same npz.
+    let fresh = tempfile::tempdir().unwrap();
+    let fresh_cfg = job_with(
+        fresh.path(),
+        JOBS[0],
+        "num_samples: 96\nsteps: 2\nshard_size: 10\ndevices: {cpu: 1}\n",
+    );
+    let o = run_cmd(&["run", fresh_cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(read_npz_u8(&fresh.path().join("out/samples.npz")).1, grown);
+
+    let o = run_cmd(&["run", c, "--set", "num_samples=40"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (shape, shrunk) = read_npz_u8(&out.join("samples.npz"));
+    assert_eq!(shape[0], 40);
+    assert_eq!(&shrunk[..], &grown[..shrunk.len()]);
+    assert!(out.join("samples/000095.png").is_file(), "PNGs past the new end are kept");
+    // Anything that changes pixels is still refused.
+    let o = run_cmd(&["run", c, "--set", "num_samples=40", "--set", "seed=9"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

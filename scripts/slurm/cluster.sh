@@ -95,8 +95,9 @@ start() {
     *) logs "$dir"; die "node $host is not idle after 60 s (sinfo: ${state:-no answer})" ;;
   esac
   # Our daemons, not those of another cluster on the same ports.
-  alive "$dir/slurmctld.pid" && alive "$dir/slurmd.pid" \
-    || { logs "$dir"; die "slurmctld or slurmd of $dir exited (another cluster on ports 16817/16818?)"; }
+  if ! alive "$dir/slurmctld.pid" || ! alive "$dir/slurmd.pid"; then
+    logs "$dir"; die "slurmctld or slurmd of $dir exited (another cluster on ports 16817/16818?)"
+  fi
   say "node $host up ($cpus CPUs); daemons' logs in $dir/log"
   echo "export SLURM_CONF=$dir/slurm.conf"
 }

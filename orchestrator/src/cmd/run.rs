@@ -237,6 +237,13 @@ fn run_with_state(
                     .map(|&i| job.shard_of(i))
                     .collect();
                 tracing::warn!(shards = ?bad, "PNGs missing or corrupt after recording; redoing their shards");
+                // The bad files go, so that the worker samples them instead of reusing them.
+                for &i in e.bad_indices().unwrap_or_default() {
+                    let _ = std::fs::remove_file(samples_dir.join(fidshard_core::output::png_name(
+                        i,
+                        job.settings.num_samples,
+                    )));
+                }
                 for id in bad {
                     db.remove_done(id)?;
                 }
@@ -253,11 +260,19 @@ fn run_with_state(
 fn damaged_shards(db: &StateDb, samples_dir: &std::path::Path, n: u64) -> Result<Vec<u64>> {
     let mut bad = Vec::new();
     for r in db.done_records()? {
-        let ok = r.shard.indices().zip(&r.crc32).all(|(i, &crc)| {
-            std::fs::read(samples_dir.join(fidshard_core::output::png_name(i, n)))
+        let mut ok = true;
+        for (i, &crc) in r.shard.indices().zip(&r.crc32) {
+            let path = samples_dir.join(fidshard_core::output::png_name(i, n));
+            let matches = std::fs::read(&path)
                 .map(|bytes| crc32fast::hash(&bytes) == crc)
-                .unwrap_or(false)
-        });
+                .unwrap_or(false);
+            if !matches {
+                // Removed, so that the worker samples it again instead of reusing it (a
+                // valid PNG of the right size that is not the recorded one would be reused).
+                let _ = std::fs::remove_file(&path);
+                ok = false;
+            }
+        }
         if !ok {
             bad.push(r.shard.id);
         }

@@ -158,6 +158,12 @@ impl StateDb {
                     }
                     return Ok(());
                 }
+                // Image i never depends on N: growing or shrinking a job keeps its work.
+                if changed.iter().all(|(k, _, _)| k == "num_samples")
+                    && same_png_names(meta.num_samples, plan.num_samples)
+                {
+                    return self.resize(meta, fp, plan);
+                }
                 return Err(StateError::FingerprintChanged {
                     out_dir: self.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
                     changed,
@@ -175,6 +181,54 @@ impl StateDb {
         self.put(META, &meta)?;
         self.flush()?;
         self.save_fingerprint(fp);
+        Ok(())
+    }
+
+    /// `num_samples` changed, nothing else: keeps every record of the shards that are still in
+    /// the plan, trims the shard the new end cuts, and drops the old plan's short last shard
+    /// when the job grows (it is completed, not redone: its PNGs are reused by the worker).
+    fn resize(&self, mut meta: Meta, fp: &Fingerprint, plan: PlanMeta) -> Result<()> {
+        let (old_n, new_n) = (meta.num_samples, plan.num_samples);
+        let mut batch = sled::Batch::default();
+        let (mut kept, mut trimmed, mut reopened, mut dropped) = (0u64, 0u64, 0u64, 0u64);
+        for mut r in self.done_records()? {
+            if r.shard.start >= new_n {
+                batch.remove(done_key(r.shard.id).as_bytes());
+                dropped += 1;
+            } else if r.shard.end > new_n {
+                let keep = (new_n - r.shard.start) as usize;
+                r.shard.end = new_n;
+                r.crc32.truncate(keep);
+                r.labels.truncate(keep);
+                batch.insert(done_key(r.shard.id).as_bytes(), to_json(&r));
+                trimmed += 1;
+            } else if r.shard.end == old_n && r.shard.len() < plan.shard_size && new_n > old_n {
+                batch.remove(done_key(r.shard.id).as_bytes());
+                reopened += 1;
+            } else {
+                kept += 1;
+            }
+        }
+        for f in self.failed_records()? {
+            if f.shard.start >= new_n || f.shard.end != f.shard.end.min(new_n) || new_n > old_n {
+                batch.remove(failed_key(f.shard.id).as_bytes());
+            }
+        }
+        meta.fingerprint = fp.clone();
+        meta.num_samples = new_n;
+        batch.insert(META.as_bytes(), to_json(&meta));
+        self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
+        self.flush()?;
+        self.save_fingerprint(fp);
+        tracing::info!(
+            from = old_n,
+            to = new_n,
+            kept,
+            trimmed,
+            reopened,
+            dropped,
+            "num_samples changed: recorded shards kept (image i does not depend on num_samples); only the new indices are sampled"
+        );
         Ok(())
     }
 
@@ -426,6 +480,13 @@ pub(crate) fn remove_stale_temps_where(
         }
     }
     Ok(removed)
+}
+
+/// Whether jobs of `a` and `b` samples name their PNGs alike (the width of the zero-padded
+/// index grows past 10^6 samples).
+fn same_png_names(a: u64, b: u64) -> bool {
+    use fidshard_core::output::png_name;
+    png_name(0, a) == png_name(0, b)
 }
 
 /// `--restart`: deletes the samples, the npz and the old snapshot (never anything else in the
