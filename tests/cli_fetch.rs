@@ -54,7 +54,10 @@ impl Env {
         );
         self.hub.add_repo(
             "acme/tiny-dit",
-            &[("model.pt", read("golden/dit/model.pt")), ("README.md", b"# DiT\n".to_vec())],
+            &[
+                ("model.pt", read("golden/dit/model.pt")),
+                ("README.md", b"# DiT\n".to_vec()),
+            ],
             None,
         );
     }
@@ -110,7 +113,12 @@ impl Env {
 }
 
 fn ok(o: &Output) {
-    assert!(o.status.success(), "exit {:?}: {}", o.status.code(), stderr(o));
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        stderr(o)
+    );
 }
 
 /// Every file under `dir` whose name ends with `suffix`.
@@ -150,7 +158,11 @@ fn fetch_survives_faults_into_the_shared_cache_then_needs_no_network() {
         format!("/cdn/{}", sha256_hex(&dit)),
     );
     let h = &env.hub;
-    h.fault("GET", "/api/models/acme/tiny-vae/revision/main", &[Fault::Status(500, None)]);
+    h.fault(
+        "GET",
+        "/api/models/acme/tiny-vae/revision/main",
+        &[Fault::Status(500, None)],
+    );
     h.fault(
         "HEAD",
         &format!("/acme/tiny-vae/resolve/{COMMIT}/config.json"),
@@ -159,12 +171,19 @@ fn fetch_survives_faults_into_the_shared_cache_then_needs_no_network() {
     h.fault(
         "GET",
         &vae_cdn,
-        &[Fault::ResetAfter(300_000), Fault::CloseAfter(200_000), Fault::ShortBody(100_000)],
+        &[
+            Fault::ResetAfter(300_000),
+            Fault::CloseAfter(200_000),
+            Fault::ShortBody(100_000),
+        ],
     );
     h.fault(
         "GET",
         &dit_cdn,
-        &[Fault::Corrupt, Fault::StallAfter(200_000, Duration::from_secs(3))],
+        &[
+            Fault::Corrupt,
+            Fault::StallAfter(200_000, Duration::from_secs(3)),
+        ],
     );
     let cfg = env.job("hub", "acme/tiny-dit", "acme/tiny-vae", "");
     let c = cfg.to_str().unwrap();
@@ -172,7 +191,11 @@ fn fetch_survives_faults_into_the_shared_cache_then_needs_no_network() {
     let o = env.fidshard(&["fetch", c], &[]);
     ok(&o);
     let err = stderr(&o);
-    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
     for part in [
         "HTTP 500",
         "HTTP 429",
@@ -195,25 +218,43 @@ fn fetch_survives_faults_into_the_shared_cache_then_needs_no_network() {
             Some("bytes=600000-".into())
         ]
     );
-    assert_eq!(ranges(h, &dit_cdn), vec![None, None, Some("bytes=200000-".into())]);
+    assert_eq!(
+        ranges(h, &dit_cdn),
+        vec![None, None, Some("bytes=200000-".into())]
+    );
 
     // huggingface_hub's layout: refs, snapshot symlinks into blobs named by their ETag.
     let repo = env.hub_cache().join("models--acme--tiny-vae");
-    assert_eq!(std::fs::read_to_string(repo.join("refs/main")).unwrap(), COMMIT);
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+        COMMIT
+    );
     let snap = repo.join("snapshots").join(COMMIT);
     let link = std::fs::read_link(snap.join("config.json")).unwrap();
     assert_eq!(
         link,
         Path::new("../../blobs").join(fetch_mock::git_blob_id(&read("golden/vae/config.json")))
     );
-    assert_eq!(std::fs::read(snap.join("config.json")).unwrap(), read("golden/vae/config.json"));
+    assert_eq!(
+        std::fs::read(snap.join("config.json")).unwrap(),
+        read("golden/vae/config.json")
+    );
     assert!(std::fs::read(snap.join("diffusion_pytorch_model.safetensors")).unwrap() == vae_w);
     assert!(!snap.join("README.md").exists(), "only what the job needs");
-    let dit_snap = env.hub_cache().join("models--acme--tiny-dit/snapshots").join(COMMIT);
+    let dit_snap = env
+        .hub_cache()
+        .join("models--acme--tiny-dit/snapshots")
+        .join(COMMIT);
     assert!(std::fs::read(dit_snap.join("model.pt")).unwrap() == dit);
-    assert_eq!(files_ending(&env.hub_cache(), ".incomplete"), Vec::<PathBuf>::new());
+    assert_eq!(
+        files_ending(&env.hub_cache(), ".incomplete"),
+        Vec::<PathBuf>::new()
+    );
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("vae: acme/tiny-vae -> ") && out.contains("(downloaded)"), "{out}");
+    assert!(
+        out.contains("vae: acme/tiny-vae -> ") && out.contains("(downloaded)"),
+        "{out}"
+    );
 
     // Everything cached: no request at all, online or offline, and `validate` agrees.
     h.clear_log();
@@ -248,10 +289,19 @@ fn two_fetches_at_once_download_each_file_once() {
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     ok(&a);
     ok(&b);
-    assert_eq!(env.hub.complete_gets(&vae_cdn, vae_w.len()), 1, "{:?}", env.hub.log());
+    assert_eq!(
+        env.hub.complete_gets(&vae_cdn, vae_w.len()),
+        1,
+        "{:?}",
+        env.hub.log()
+    );
     assert_eq!(env.hub.complete_gets(&dit_cdn, dit.len()), 1);
     let config = format!("/acme/tiny-vae/resolve/{COMMIT}/config.json");
-    assert_eq!(env.hub.complete_gets(&config, read("golden/vae/config.json").len()), 1);
+    assert_eq!(
+        env.hub
+            .complete_gets(&config, read("golden/vae/config.json").len()),
+        1
+    );
     let waited = [&a, &b]
         .iter()
         .any(|o| stderr(o).contains("another process is downloading this file"));
@@ -281,7 +331,10 @@ fn offline_mode_uses_the_cache_only() {
         }
     }
     assert_eq!(env.hub.log().len(), 0);
-    assert!(!env.dir().join("offline-out").exists(), "run changed nothing");
+    assert!(
+        !env.dir().join("offline-out").exists(),
+        "run changed nothing"
+    );
 }
 
 #[test]
@@ -294,7 +347,12 @@ fn a_gated_repo_says_how_to_log_in_and_the_token_stays_secret() {
         &[("model.pt", read("golden/dit/model.pt"))],
         Some(secret),
     );
-    let cfg = env.job("gated", "acme/gated-dit", &fixture("golden/vae").display().to_string(), "");
+    let cfg = env.job(
+        "gated",
+        "acme/gated-dit",
+        &fixture("golden/vae").display().to_string(),
+        "",
+    );
     let c = cfg.to_str().unwrap();
     let o = env.fidshard(&["fetch", c], &[]);
     let err = stderr(&o);
@@ -313,7 +371,11 @@ fn a_gated_repo_says_how_to_log_in_and_the_token_stays_secret() {
     // A wrong token: named by where it came from, never by its value.
     let o = env.fidshard(&["fetch", c], &[("HF_TOKEN", "hf_wrong_value_42")]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("the token from $HF_TOKEN"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the token from $HF_TOKEN"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!stderr(&o).contains("hf_wrong_value_42"));
 
     // The token file of `hf auth login`, at $HF_HOME/token.
@@ -323,7 +385,12 @@ fn a_gated_repo_says_how_to_log_in_and_the_token_stays_secret() {
     ok(&o);
     let all = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
     assert!(!all.contains(secret), "the token leaked: {all}");
-    let auth: Vec<_> = env.hub.log().iter().filter_map(|r| r.auth.clone()).collect();
+    let auth: Vec<_> = env
+        .hub
+        .log()
+        .iter()
+        .filter_map(|r| r.auth.clone())
+        .collect();
     assert!(auth.contains(&format!("Bearer {secret}")), "{auth:?}");
 }
 
@@ -332,21 +399,39 @@ fn retries_running_out_exit_75_and_leave_the_job_alone() {
     let env = Env::new();
     let dit = read("golden/dit/model.pt");
     let url = env.hub.add_file("broken/model.pt", dit.clone());
-    env.hub.fault("GET", "/files/broken/model.pt", &vec![Fault::Status(500, None); 8]);
+    env.hub.fault(
+        "GET",
+        "/files/broken/model.pt",
+        &vec![Fault::Status(500, None); 8],
+    );
     let vae = fixture("golden/vae").display().to_string();
     let cfg = env.job("broken", &url, &vae, "");
     let t = Instant::now();
-    let o = env.fidshard(&["run", cfg.to_str().unwrap()], &[("FIDSHARD_FETCH_ATTEMPTS", "3")]);
+    let o = env.fidshard(
+        &["run", cfg.to_str().unwrap()],
+        &[("FIDSHARD_FETCH_ATTEMPTS", "3")],
+    );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(75), "{err}");
     assert!(t.elapsed() < Duration::from_secs(15));
     let last = err.trim_end().lines().last().unwrap();
-    for part in [url.as_str(), "after 3 attempt(s)", "HTTP 500", "run the same command again"] {
+    for part in [
+        url.as_str(),
+        "after 3 attempt(s)",
+        "HTTP 500",
+        "run the same command again",
+    ] {
         assert!(last.contains(part), "{part} not in {last}");
     }
     // Nothing of the job changed: no state, no samples, no worker, no leftover status.
     let out = env.dir().join("broken-out");
-    for name in ["state.sled", "samples", "logs", "status.json", "samples.npz"] {
+    for name in [
+        "state.sled",
+        "samples",
+        "logs",
+        "status.json",
+        "samples.npz",
+    ] {
         assert!(!out.join(name).exists(), "{name} was written");
     }
     assert!(files_ending(&env.dir().join("fidshard-cache"), "model.pt").is_empty());
@@ -358,7 +443,10 @@ fn retries_running_out_exit_75_and_leave_the_job_alone() {
     let o = env.fidshard(&["fetch", cfg.to_str().unwrap()], &[]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("model.sha256") && err.contains(&sha256_hex(&dit)), "{err}");
+    assert!(
+        err.contains("model.sha256") && err.contains(&sha256_hex(&dit)),
+        "{err}"
+    );
     assert!(files_ending(&env.dir().join("fidshard-cache"), "model.pt").is_empty());
 }
 
@@ -377,7 +465,8 @@ fn a_run_on_weights_from_the_mock_matches_the_run_on_local_files() {
     env.with_golden_repos();
     let dit = read("golden/dit/model.pt");
     let url = env.hub.add_file("DiT/models/model.pt", dit.clone());
-    env.hub.slow("/files/DiT/models/model.pt", Duration::from_millis(150));
+    env.hub
+        .slow("/files/DiT/models/model.pt", Duration::from_millis(150));
     let sha = format!("  sha256: sha256:{}\n", sha256_hex(&dit));
     let remote = env.job("remote", &url, "acme/tiny-vae", &sha);
     let local = env.job(
@@ -401,11 +490,21 @@ fn a_run_on_weights_from_the_mock_matches_the_run_on_local_files() {
                 break v;
             }
         }
-        assert!(Instant::now() < deadline, "status never showed the download");
+        assert!(
+            Instant::now() < deadline,
+            "status never showed the download"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(seen["state"], "running");
-    assert!(seen["fetching"]["file"].as_str().unwrap().contains("tiny-vae") || seen["fetching"]["file"] == url.as_str(), "{seen}");
+    assert!(
+        seen["fetching"]["file"]
+            .as_str()
+            .unwrap()
+            .contains("tiny-vae")
+            || seen["fetching"]["file"] == url.as_str(),
+        "{seen}"
+    );
     let o = child.wait_with_output().unwrap();
     ok(&o);
     assert!(stderr(&o).contains("downloaded"), "{}", stderr(&o));
@@ -417,7 +516,9 @@ fn a_run_on_weights_from_the_mock_matches_the_run_on_local_files() {
 
     // The same job by its local files, on the first out dir: the same fingerprint, so it is
     // complete already and nothing is sampled again.
-    let text = std::fs::read_to_string(&local).unwrap().replace("local-out", "remote-out");
+    let text = std::fs::read_to_string(&local)
+        .unwrap()
+        .replace("local-out", "remote-out");
     std::fs::write(&local, text).unwrap();
     let before = npz("remote-out");
     let o = env.fidshard(&["run", local.to_str().unwrap()], &[]);
@@ -431,8 +532,14 @@ fn a_stopped_download_resumes_where_it_stopped() {
     let env = Env::new();
     let dit = read("golden/dit/model.pt");
     let url = env.hub.add_file("slow/model.pt", dit.clone());
-    env.hub.slow("/files/slow/model.pt", Duration::from_millis(100));
-    let cfg = env.job("stop", &url, &fixture("golden/vae").display().to_string(), "");
+    env.hub
+        .slow("/files/slow/model.pt", Duration::from_millis(100));
+    let cfg = env.job(
+        "stop",
+        &url,
+        &fixture("golden/vae").display().to_string(),
+        "",
+    );
     let c = cfg.to_str().unwrap();
     let child = env
         .command(&["fetch", c], &[])
@@ -465,7 +572,12 @@ fn a_stopped_download_resumes_where_it_stopped() {
 
     ok(&env.fidshard(&["fetch", c], &[]));
     let last = ranges(&env.hub, "/files/slow/model.pt").pop().unwrap();
-    let from: u64 = last.unwrap().trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
+    let from: u64 = last
+        .unwrap()
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
     assert!(from >= kept, "resumed from {from}, {kept} bytes were kept");
     let done = files_ending(&cache, "model.pt");
     assert_eq!(done.len(), 1);

@@ -81,17 +81,28 @@ impl Cluster {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> String {
-        let o = self.client(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+        let o = self
+            .client(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
         assert!(o.status.success(), "{program} {args:?}: {}", text(&o));
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// `scontrol show job -o ID` as Key=Value pairs.
     fn job(&self, id: &str) -> HashMap<String, String> {
-        let o = self.client("scontrol").args(["show", "job", "-o", id]).output().unwrap();
+        let o = self
+            .client("scontrol")
+            .args(["show", "job", "-o", id])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&o.stdout)
             .split_whitespace()
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect()
     }
 
@@ -142,7 +153,10 @@ fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -158,13 +172,17 @@ fn snapshot(out: &Path, k: u32) -> Option<serde_json::Value> {
 
 /// Waits until partition `k`'s coordinator runs and has recorded a shard; its pid.
 fn running_with_a_shard_done(out: &Path, k: u32) -> u32 {
-    wait_until(120, &format!("partition {k}/{TASKS} to record a shard"), || {
-        let s = snapshot(out, k)?;
-        let done = s["shards_done"].as_u64()?;
-        let total = s["shards_total"].as_u64()?;
-        let pid = s["coordinator_pid"].as_u64()?;
-        (s["state"] == "running" && done >= 1 && done < total).then_some(pid as u32)
-    })
+    wait_until(
+        120,
+        &format!("partition {k}/{TASKS} to record a shard"),
+        || {
+            let s = snapshot(out, k)?;
+            let done = s["shards_done"].as_u64()?;
+            let total = s["shards_total"].as_u64()?;
+            let pid = s["coordinator_pid"].as_u64()?;
+            (s["state"] == "running" && done >= 1 && done < total).then_some(pid as u32)
+        },
+    )
 }
 
 /// The `shards` of each "sampling" line of a task's log (`--log-format json`): one per run.
@@ -188,20 +206,34 @@ fn release_requeued(cluster: &Cluster, id: &str) {
     // killed in ("Job credential revoked": the task then fails), which is why Slurm holds it;
     // two seconds are enough.
     std::thread::sleep(Duration::from_secs(2));
-    cluster.run("scontrol", &["update", &format!("JobId={id}"), "StartTime=now"]);
+    cluster.run(
+        "scontrol",
+        &["update", &format!("JobId={id}"), "StartTime=now"],
+    );
 }
 
 /// The scripts parse, and the two array scripts share one body (the CPU form is the one the
 /// Slurm test runs): needs no Slurm.
 #[test]
 fn scripts_parse_and_the_array_scripts_agree() {
-    for name in ["cluster.sh", "fidshard-array.sbatch", "fidshard-cpu-array.sbatch", "fidshard-srun.sbatch"] {
-        let o = Command::new("bash").arg("-n").arg(scripts().join(name)).output().unwrap();
+    for name in [
+        "cluster.sh",
+        "fidshard-array.sbatch",
+        "fidshard-cpu-array.sbatch",
+        "fidshard-srun.sbatch",
+    ] {
+        let o = Command::new("bash")
+            .arg("-n")
+            .arg(scripts().join(name))
+            .output()
+            .unwrap();
         assert!(o.status.success(), "bash -n {name}: {}", text(&o));
     }
     let body = |name: &str| {
         let t = std::fs::read_to_string(scripts().join(name)).unwrap();
-        let at = t.find("\nset -u\n").unwrap_or_else(|| panic!("{name}: no `set -u`"));
+        let at = t
+            .find("\nset -u\n")
+            .unwrap_or_else(|| panic!("{name}: no `set -u`"));
         t[at..].replace(name, "SCRIPT")
     };
     assert_eq!(
@@ -236,7 +268,11 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
     let installed = if unsafe { libc::geteuid() } != 0 {
         Err("not root".to_string())
     } else {
-        match clean_command("bash").arg(scripts().join("cluster.sh")).arg("install").output() {
+        match clean_command("bash")
+            .arg(scripts().join("cluster.sh"))
+            .arg("install")
+            .output()
+        {
             Ok(o) if o.status.success() => Ok(()),
             Ok(o) => Err(text(&o)),
             Err(e) => Err(e.to_string()),
@@ -254,11 +290,17 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
         );
         return;
     }
-    eprintln!("slurm installed after {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "slurm installed after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let logs = tmp.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let cluster = Cluster { dir: tmp.path().join("cluster"), logs: logs.clone() };
+    let cluster = Cluster {
+        dir: tmp.path().join("cluster"),
+        logs: logs.clone(),
+    };
     let o = clean_command("bash")
         .arg(scripts().join("cluster.sh"))
         .arg("start")
@@ -272,7 +314,10 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
         cluster.dir.display(),
         text(&o)
     );
-    eprintln!("slurm cluster up after {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "slurm cluster up after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let job_dir = tmp.path().join("job");
     std::fs::create_dir_all(&job_dir).unwrap();
@@ -322,8 +367,8 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
         log0.contains("SIGUSR1: forwarding") && log0.contains("interrupted (exit 75); requeueing"),
         "task 0 did not exit 75 and requeue after SIGUSR1:\n{log0}"
     );
-    let worker_log =
-        std::fs::read_to_string(partition_dir(&out, 0).join("logs/worker-0.log")).unwrap_or_default();
+    let worker_log = std::fs::read_to_string(partition_dir(&out, 0).join("logs/worker-0.log"))
+        .unwrap_or_default();
     assert!(
         worker_log.contains("drained") && !log0.contains("killed by signal 10"),
         "task 0's worker did not drain on SIGUSR1 (finish and write the batch in flight):\n{worker_log}\n{log0}"
@@ -339,7 +384,10 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
         log1.contains("killed by signal 9") && log1.contains("requeueing"),
         "task 1 was not requeued after its coordinator was killed:\n{log1}"
     );
-    eprintln!("tasks 0 and 1 requeued and released after {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "tasks 0 and 1 requeued and released after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // All three finish; the last one assembles samples.npz.
     wait_until(180, "the array job to finish", || {
@@ -349,7 +397,10 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
     for k in 0..TASKS {
         let j = cluster.job(&task(k));
         assert_eq!(
-            (j.get("JobState").map(String::as_str), j.get("ExitCode").map(String::as_str)),
+            (
+                j.get("JobState").map(String::as_str),
+                j.get("ExitCode").map(String::as_str)
+            ),
             (Some("COMPLETED"), Some("0:0")),
             "array task {k} did not complete:\n{}",
             cluster.task_log(k)
@@ -369,10 +420,18 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
             cluster.task_log(k)
         );
     }
-    eprintln!("array job complete after {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "array job complete after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let reference = reference.wait_with_output().unwrap();
-    assert_eq!(reference.status.code(), Some(0), "reference run: {}", text(&reference));
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "reference run: {}",
+        text(&reference)
+    );
     let want = std::fs::read(ref_dir.join("out/samples.npz")).unwrap();
     let got = std::fs::read(out.join("samples.npz")).expect("the array job wrote no samples.npz");
     assert!(
@@ -387,15 +446,36 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
     let status = status_json(&cfg);
     let s = &status;
     assert_eq!(s["state"], "complete", "fidshard status --json: {s:#}");
-    assert_eq!((&s["samples_done"], &s["samples_total"]), (&48.into(), &48.into()), "{s:#}");
-    assert_eq!((&s["shards_done"], &s["shards_total"]), (&12.into(), &12.into()), "{s:#}");
-    assert_eq!((&s["shards_pending"], &s["shards_failed"]), (&0.into(), &0.into()), "{s:#}");
-    let rows = s["partitions"].as_array().unwrap_or_else(|| panic!("no partition rows: {s:#}"));
+    assert_eq!(
+        (&s["samples_done"], &s["samples_total"]),
+        (&48.into(), &48.into()),
+        "{s:#}"
+    );
+    assert_eq!(
+        (&s["shards_done"], &s["shards_total"]),
+        (&12.into(), &12.into()),
+        "{s:#}"
+    );
+    assert_eq!(
+        (&s["shards_pending"], &s["shards_failed"]),
+        (&0.into(), &0.into()),
+        "{s:#}"
+    );
+    let rows = s["partitions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no partition rows: {s:#}"));
     assert_eq!(rows.len(), TASKS as usize, "partition rows: {s:#}");
     for (k, r) in rows.iter().enumerate() {
         assert_eq!(r["partition"], format!("{k}/{TASKS}"), "{r:#}");
         assert_eq!(r["state"], "complete", "partition row: {r:#}");
-        assert_eq!((&r["samples_done"], &r["samples_total"]), (&16.into(), &16.into()), "{r:#}");
+        assert_eq!(
+            (&r["samples_done"], &r["samples_total"]),
+            (&16.into(), &16.into()),
+            "{r:#}"
+        );
     }
-    eprintln!("cli_slurm: done in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "cli_slurm: done in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -85,7 +85,9 @@ fn hex(b: &[u8]) -> String {
 
 /// Large (LFS) files go through the CDN, as on the hub.
 fn is_lfs(name: &str) -> bool {
-    [".pt", ".safetensors", ".bin"].iter().any(|e| name.ends_with(e))
+    [".pt", ".safetensors", ".bin"]
+        .iter()
+        .any(|e| name.ends_with(e))
 }
 
 impl MockHub {
@@ -117,15 +119,26 @@ impl MockHub {
 
     pub fn add_repo(&self, id: &str, files: &[(&str, Vec<u8>)], token: Option<&str>) {
         let repo = Repo {
-            files: files.iter().map(|(n, b)| (n.to_string(), b.clone())).collect(),
+            files: files
+                .iter()
+                .map(|(n, b)| (n.to_string(), b.clone()))
+                .collect(),
             token: token.map(str::to_string),
         };
-        self.state.lock().unwrap().repos.insert(id.to_string(), repo);
+        self.state
+            .lock()
+            .unwrap()
+            .repos
+            .insert(id.to_string(), repo);
     }
 
     /// Serves `bytes` at `{url}/files/{name}`; returns that URL.
     pub fn add_file(&self, name: &str, bytes: Vec<u8>) -> String {
-        self.state.lock().unwrap().files.insert(name.to_string(), bytes);
+        self.state
+            .lock()
+            .unwrap()
+            .files
+            .insert(name.to_string(), bytes);
         format!("{}/files/{name}", self.url)
     }
 
@@ -141,7 +154,11 @@ impl MockHub {
     }
 
     pub fn slow(&self, path: &str, per_64k: Duration) {
-        self.state.lock().unwrap().slow.insert(path.to_string(), per_64k);
+        self.state
+            .lock()
+            .unwrap()
+            .slow
+            .insert(path.to_string(), per_64k);
     }
 
     pub fn log(&self) -> Vec<Request> {
@@ -198,7 +215,10 @@ impl Reply {
     fn status(status: u16, headers: &[(&str, &str)]) -> Reply {
         Reply {
             status,
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: Vec::new(),
             ranged: false,
         }
@@ -315,7 +335,10 @@ fn serve(conn: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut words = line.split_whitespace();
-    let (method, target) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("/"));
+    let (method, target) = (
+        words.next().unwrap_or("").to_string(),
+        words.next().unwrap_or("/"),
+    );
     let path = target.split('?').next().unwrap_or("/").to_string();
     let mut headers = HashMap::new();
     loop {
@@ -335,7 +358,11 @@ fn serve(conn: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
             .faults
             .get_mut(&(method.clone(), path.clone()))
             .and_then(VecDeque::pop_front);
-        (route(&st, &method, &path, auth.as_deref()), fault, st.slow.get(&path).copied())
+        (
+            route(&st, &method, &path, auth.as_deref()),
+            fault,
+            st.slow.get(&path).copied(),
+        )
     };
     let mut reply = reply;
     if let Some(Fault::Status(code, retry_after)) = &fault {
@@ -380,7 +407,10 @@ fn serve(conn: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
         429 => "Too Many Requests",
         _ => "Status",
     };
-    let mut head = format!("HTTP/1.1 {} {reason}\r\nConnection: close\r\n", reply.status);
+    let mut head = format!(
+        "HTTP/1.1 {} {reason}\r\nConnection: close\r\n",
+        reply.status
+    );
     for (k, v) in &reply.headers {
         head += &format!("{k}: {v}\r\n");
     }

@@ -31,7 +31,7 @@ const REPAIR_ROUNDS: usize = 2;
 pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     crate::sys::signals::install()?;
     // Weights from the hub or URLs, downloaded here, once, before any worker exists.
-    crate::fetch::prepare(&args.config, crate::fetch::For::Run)?;
+    crate::fetch::prepare(&args.config, crate::fetch::For::Run(args.partition))?;
     let mut job = Job::load(&args.config)?;
     let (partition, why) = crate::job::partition::Partition::resolve(args.partition)
         .map_err(|e| fidshard_core::input_error!("--partition: {e}"))?;

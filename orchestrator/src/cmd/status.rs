@@ -355,7 +355,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
 }
 
 /// `1h 02m`, `5m 03s`, `42s`.
-fn format_duration(secs: f64) -> String {
+pub(crate) fn format_duration(secs: f64) -> String {
     let t = secs.max(0.0).round() as u64;
     match (t / 3600, t / 60 % 60, t % 60) {
         (0, 0, s) => format!("{s}s"),

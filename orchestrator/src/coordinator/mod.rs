@@ -169,7 +169,11 @@ impl<'a> Coordinator<'a> {
             stopping: None,
             fatal: None,
             snap,
-            progress: Progress::new(self.job.samples_owned(), done_before.1),
+            progress: Progress::new(
+                self.job.samples_owned(),
+                done_before.1,
+                self.job.run.progress_interval,
+            ),
             last_snapshot: Instant::now() - Duration::from_secs(10),
             init,
         };
@@ -261,6 +265,8 @@ impl Run<'_> {
     /// Spawns, assigns, detects hangs and escalates, writes the snapshot.
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        let workers: Vec<_> = self.slots.iter().map(Slot::snapshot).collect();
+        self.progress.tick(&workers);
         if self.stopping.is_some() {
             let grace = self.c.grace;
             for slot in &mut self.slots {

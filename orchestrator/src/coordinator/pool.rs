@@ -427,6 +427,7 @@ impl Slot {
             state,
             shard: current.map(|r| r.shard),
             progress: current.map(|r| (r.sampled, r.shard.len())),
+            batch: self.micro_batch,
         }
     }
 }

@@ -190,9 +190,10 @@ pub(crate) fn classify(e: ureq::Error) -> Failure {
                 message += &format!(": {src}");
             }
             match t.kind() {
-                K::InvalidUrl | K::UnknownScheme | K::InsecureRequestHttpsOnly | K::InvalidProxyUrl => {
-                    Failure::final_(message)
-                }
+                K::InvalidUrl
+                | K::UnknownScheme
+                | K::InsecureRequestHttpsOnly
+                | K::InvalidProxyUrl => Failure::final_(message),
                 _ => Failure::temporary(message),
             }
         }
@@ -218,12 +219,21 @@ mod tests {
 
     #[test]
     fn hosts_and_retry_after() {
-        assert_eq!(host_of("https://huggingface.co/a/b").as_deref(), Some("huggingface.co"));
-        assert_eq!(host_of("http://127.0.0.1:8080").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(
+            host_of("https://huggingface.co/a/b").as_deref(),
+            Some("huggingface.co")
+        );
+        assert_eq!(
+            host_of("http://127.0.0.1:8080").as_deref(),
+            Some("127.0.0.1:8080")
+        );
         assert_eq!(host_of("http://u:p@Host:1/x?y").as_deref(), Some("host:1"));
         assert_eq!(host_of("nothing"), None);
         assert_eq!(retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(retry_after("soon"), None);
     }
 

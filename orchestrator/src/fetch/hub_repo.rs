@@ -32,20 +32,24 @@ struct Meta {
 
 impl<'a> Hub<'a> {
     pub fn new(s: &'a Settings, http: &'a Http) -> Result<Hub<'a>, FetchError> {
-        let api = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(
-            s.hub_cache.path.clone(),
-        ))
-        .with_endpoint(s.endpoint.clone())
-        .with_token(s.token.as_ref().map(|t| t.value().to_string()))
-        .with_progress(false)
-        .with_user_agent("fidshard", env!("CARGO_PKG_VERSION"))
-        .build()
-        .map_err(|e| FetchError::Input(format!("cannot set up the hub client: {e}")))?;
+        let api =
+            hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(s.hub_cache.path.clone()))
+                .with_endpoint(s.endpoint.clone())
+                .with_token(s.token.as_ref().map(|t| t.value().to_string()))
+                .with_progress(false)
+                .with_user_agent("fidshard", env!("CARGO_PKG_VERSION"))
+                .build()
+                .map_err(|e| FetchError::Input(format!("cannot set up the hub client: {e}")))?;
         Ok(Hub { s, http, api })
     }
 
     /// Downloads what `wanted` needs of `repo` (the files already in the snapshot are kept).
-    pub fn fetch(&self, repo: &RepoRef, wanted: Wanted, report: &mut Reporter) -> Result<(), FetchError> {
+    pub fn fetch(
+        &self,
+        repo: &RepoRef,
+        wanted: Wanted,
+        report: &mut Reporter,
+    ) -> Result<(), FetchError> {
         let (commit, files) = self.list(repo)?;
         let needed = pick(repo, wanted, &files)?;
         for file in &needed {
@@ -54,7 +58,12 @@ impl<'a> Hub<'a> {
         let rev = repo.revision();
         if rev != commit {
             let refs = repo.folder(&self.s.hub_cache).join("refs").join(rev);
-            if std::fs::read_to_string(&refs).ok().as_deref().map(str::trim) != Some(&commit) {
+            if std::fs::read_to_string(&refs)
+                .ok()
+                .as_deref()
+                .map(str::trim)
+                != Some(&commit)
+            {
                 if let Some(dir) = refs.parent() {
                     std::fs::create_dir_all(dir).map_err(FetchError::io(dir))?;
                 }
@@ -82,16 +91,16 @@ impl<'a> Hub<'a> {
                     Ok(r) => r,
                     Err(e) => return Ok(Err(super::http::classify(e))),
                 };
-                Ok(resp.into_json::<hf_hub::api::RepoInfo>().map_err(|e| {
-                    match e.kind() {
+                Ok(resp
+                    .into_json::<hf_hub::api::RepoInfo>()
+                    .map_err(|e| match e.kind() {
                         std::io::ErrorKind::InvalidData => Failure::final_(format!(
                             "the hub's file list is not what huggingface_hub expects ({e}); is \
                              HF_ENDPOINT={} a Hugging Face Hub?",
                             self.s.endpoint
                         )),
                         _ => Failure::body(&e, p.stall, false),
-                    }
-                }))
+                    }))
             },
             |f| self.refused(repo, None, &url, f),
         )?;
@@ -101,7 +110,10 @@ impl<'a> Hub<'a> {
                 info.sha
             )));
         }
-        Ok((info.sha, info.siblings.into_iter().map(|s| s.rfilename).collect()))
+        Ok((
+            info.sha,
+            info.siblings.into_iter().map(|s| s.rfilename).collect(),
+        ))
     }
 
     /// `HEAD .../resolve/{commit}/{file}`.
@@ -117,7 +129,12 @@ impl<'a> Hub<'a> {
                 let etag = resp
                     .header("X-Linked-Etag")
                     .or(resp.header("ETag"))
-                    .map(|e| e.trim().trim_start_matches("W/").trim_matches('"').to_string())
+                    .map(|e| {
+                        e.trim()
+                            .trim_start_matches("W/")
+                            .trim_matches('"')
+                            .to_string()
+                    })
                     .filter(|e| !e.is_empty());
                 let size = resp
                     .header("X-Linked-Size")
@@ -138,7 +155,13 @@ impl<'a> Hub<'a> {
 
     /// One file of the snapshot: its blob (downloaded unless some snapshot already has it) and
     /// its symlink.
-    fn file(&self, repo: &RepoRef, commit: &str, file: &str, report: &mut Reporter) -> Result<(), FetchError> {
+    fn file(
+        &self,
+        repo: &RepoRef,
+        commit: &str,
+        file: &str,
+        report: &mut Reporter,
+    ) -> Result<(), FetchError> {
         let dir = repo.folder(&self.s.hub_cache);
         let link = dir.join("snapshots").join(commit).join(file);
         if link.is_file() {
@@ -151,7 +174,8 @@ impl<'a> Hub<'a> {
         let url = self.api.repo(at_commit.hf()).url(file);
         let meta = self.meta(repo, &url, file)?;
         let blob = dir.join("blobs").join(&meta.etag);
-        let hexd = |n: usize| meta.etag.len() == n && meta.etag.chars().all(|c| c.is_ascii_hexdigit());
+        let hexd =
+            |n: usize| meta.etag.len() == n && meta.etag.chars().all(|c| c.is_ascii_hexdigit());
         let digest = if hexd(64) {
             Digest::Sha256(meta.etag.to_ascii_lowercase())
         } else if hexd(40) {
@@ -286,7 +310,9 @@ fn pick(repo: &RepoRef, wanted: Wanted, files: &[String]) -> Result<Vec<String>,
                 .map(|w| format!("{prefix}{w}"))
                 .find(|w| has(w))
                 .ok_or_else(|| {
-                    err(format!("has no {prefix}diffusion_pytorch_model.safetensors (or .bin)"))
+                    err(format!(
+                        "has no {prefix}diffusion_pytorch_model.safetensors (or .bin)"
+                    ))
                 })?;
             Ok(vec![config, weights])
         }
@@ -295,10 +321,18 @@ fn pick(repo: &RepoRef, wanted: Wanted, files: &[String]) -> Result<Vec<String>,
                 .iter()
                 .filter(|f| !f.contains('/') && is_checkpoint_name(f))
                 .collect();
-            let list = || top.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+            let list = || {
+                top.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             match (&repo.path, top.as_slice()) {
                 (Some(p), _) if has(p) => Ok(vec![p.clone()]),
-                (Some(p), _) => Err(err(format!("has no file {p} (checkpoints at its root: {})", list()))),
+                (Some(p), _) => Err(err(format!(
+                    "has no file {p} (checkpoints at its root: {})",
+                    list()
+                ))),
                 (None, [one]) => Ok(vec![(*one).clone()]),
                 (None, []) => Err(err(
                     "holds no .pt, .pth, .ckpt, .bin or .safetensors file at its root".into(),
@@ -374,7 +408,11 @@ mod tests {
             pick(&repo(None), Wanted::VaeFolder, &vae).unwrap(),
             files(&["config.json", "diffusion_pytorch_model.safetensors"])
         );
-        let pipe = files(&["model_index.json", "vae/config.json", "vae/diffusion_pytorch_model.bin"]);
+        let pipe = files(&[
+            "model_index.json",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.bin",
+        ]);
         assert_eq!(
             pick(&repo(None), Wanted::VaeFolder, &pipe).unwrap(),
             files(&["vae/config.json", "vae/diffusion_pytorch_model.bin"])
@@ -384,7 +422,11 @@ mod tests {
 
         let dit = files(&["a.pt", "b.safetensors", "sub/c.pt", "README.md"]);
         let e = pick(&repo(None), Wanted::CheckpointFile, &dit).unwrap_err();
-        assert!(e.to_string().contains("several checkpoints (a.pt, b.safetensors)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("several checkpoints (a.pt, b.safetensors)"),
+            "{e}"
+        );
         assert!(e.to_string().contains("`acme/x@main/a.pt`"), "{e}");
         assert_eq!(
             pick(&repo(Some("sub/c.pt")), Wanted::CheckpointFile, &dit).unwrap(),

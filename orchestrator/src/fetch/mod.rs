@@ -33,11 +33,11 @@ use crate::job::hub::Remote;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-/// Who asks: `run` also shows the download in its out dir's `status.json` (taking the out dir's
-/// lock for it, so two coordinators of one job never both download).
+/// Who asks: `run` (with its `--partition`, if any) also shows the download in the
+/// `status.json` of its state folder, holding that folder's coordinator lock meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum For {
-    Run,
+    Run(Option<Partition>),
     Other,
 }
 
@@ -63,9 +63,9 @@ pub(crate) fn prepare(config: &Path, who: For) -> Result<Vec<Entry>> {
             .into());
         }
         let lock = match who {
-            For::Run => Some(
-                crate::outdir::lock::JobLock::acquire(&plan.out_dir).map_err(|e| e.fatal())?,
-            ),
+            For::Run => {
+                Some(crate::outdir::lock::JobLock::acquire(&plan.out_dir).map_err(|e| e.fatal())?)
+            }
             For::Other => None,
         };
         let status = lock
@@ -91,7 +91,11 @@ pub(crate) fn out_dir_if_missing(config: &Path) -> Option<PathBuf> {
     missing.then_some(plan.out_dir)
 }
 
-fn download(s: &settings::Settings, plan: &mut plan::Plan, report: &mut progress::Reporter) -> Result<()> {
+fn download(
+    s: &settings::Settings,
+    plan: &mut plan::Plan,
+    report: &mut progress::Reporter,
+) -> Result<()> {
     let http = http::Http::new(s);
     let hub = hub_repo::Hub::new(s, &http)?;
     let config = plan.config.clone();

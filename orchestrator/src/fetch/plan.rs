@@ -66,7 +66,12 @@ impl Plan {
         let mut entries = Vec::new();
         for (key, (value, local), wanted, sha) in [
             ("vae", spec.vae, Wanted::VaeFolder, None),
-            ("model.checkpoint", spec.checkpoint, Wanted::CheckpointFile, sha256),
+            (
+                "model.checkpoint",
+                spec.checkpoint,
+                Wanted::CheckpointFile,
+                sha256,
+            ),
         ] {
             let remote = hub::remote(&value, &local).map_err(|m| err(key, m))?;
             let mut e = Entry {
@@ -137,13 +142,22 @@ mod tests {
         .unwrap();
         let plan = Plan::of(&cfg).unwrap();
         assert_eq!(plan.out_dir, tmp.path().join("o"));
-        let [vae, ckpt] = &plan.entries[..] else { panic!() };
+        let [vae, ckpt] = &plan.entries[..] else {
+            panic!()
+        };
         assert!(matches!(&ckpt.state, State::Local(p) if p.ends_with("dit/model.pt")));
         assert!(matches!(&vae.state, State::Missing(m) if m.contains("acme/no-such-vae@v1")));
         assert_eq!(plan.missing().count(), 1);
 
-        std::fs::write(&cfg, "model:\n  checkpoint: s3://x/y.pt\nvae: v\nnum_samples: 8\n").unwrap();
+        std::fs::write(
+            &cfg,
+            "model:\n  checkpoint: s3://x/y.pt\nvae: v\nnum_samples: 8\n",
+        )
+        .unwrap();
         let e = Plan::of(&cfg).unwrap_err();
-        assert!(format!("{e:#}").contains("`model.checkpoint`: `s3://` is not supported"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("`model.checkpoint`: `s3://` is not supported"),
+            "{e:#}"
+        );
     }
 }

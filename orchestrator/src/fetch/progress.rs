@@ -160,7 +160,10 @@ impl Reporter {
             b.set_position(pos);
         } else if c.logged.elapsed() >= LOG_EVERY {
             c.logged = Instant::now();
-            let of = c.total.map(|t| format!(" of {}", human(t))).unwrap_or_default();
+            let of = c
+                .total
+                .map(|t| format!(" of {}", human(t)))
+                .unwrap_or_default();
             let pct = c
                 .total
                 .filter(|&t| t > 0)

@@ -133,7 +133,10 @@ mod tests {
         .unwrap_err();
         assert_eq!(n, 3);
         let msg = err.to_string();
-        assert!(msg.contains("after 3 attempt(s)") && msg.contains("HTTP 500 #3"), "{msg}");
+        assert!(
+            msg.contains("after 3 attempt(s)") && msg.contains("HTTP 500 #3"),
+            "{msg}"
+        );
 
         // Five failures, each after some progress, then success.
         let mut n = 0;

@@ -64,7 +64,10 @@ fn var(k: &str) -> Option<String> {
 
 /// huggingface_hub's truth values.
 fn is_true(v: &str) -> bool {
-    matches!(v.trim().to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE")
+    matches!(
+        v.trim().to_ascii_uppercase().as_str(),
+        "1" | "ON" | "YES" | "TRUE"
+    )
 }
 
 /// A number of seconds from `k`, or `default`; refused (exit 2) when not a finite number in

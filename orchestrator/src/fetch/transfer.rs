@@ -170,14 +170,24 @@ fn attempt(
             }
             Err(f) => return Ok(Err(f)),
         };
-        let announced: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
+        let announced: Option<u64> = resp
+            .header("Content-Length")
+            .and_then(|v| v.trim().parse().ok());
         let (start, total) = match resp.status() {
             206 => match resp.header("Content-Range").and_then(content_range) {
                 Some((start, total)) => (start, total.or(announced.map(|n| start + n))),
-                None => return Ok(Err(Failure::temporary("a 206 answer without Content-Range"))),
+                None => {
+                    return Ok(Err(Failure::temporary(
+                        "a 206 answer without Content-Range",
+                    )))
+                }
             },
             200 => (0, announced),
-            s => return Ok(Err(Failure::final_(format!("unexpected HTTP {s} to a download")))),
+            s => {
+                return Ok(Err(Failure::final_(format!(
+                    "unexpected HTTP {s} to a download"
+                ))))
+            }
         };
         if start != have {
             if start != 0 {
@@ -206,7 +216,8 @@ fn attempt(
             st.hasher = Some(if have == 0 {
                 Hasher::new(&t.digest, st.total)
             } else {
-                Hasher::of_file(t.partial, &t.digest, st.total).map_err(FetchError::io(t.partial))?
+                Hasher::of_file(t.partial, &t.digest, st.total)
+                    .map_err(FetchError::io(t.partial))?
             });
         }
         let mut out = OpenOptions::new()
@@ -243,7 +254,8 @@ fn copy(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Ok(Err(Failure::body(&e, http.stall, got > 0))),
         };
-        out.write_all(&buf[..n]).map_err(FetchError::io(t.partial))?;
+        out.write_all(&buf[..n])
+            .map_err(FetchError::io(t.partial))?;
         hasher.update(&buf[..n]);
         got += n as u64;
         report.at(have + got);
@@ -277,7 +289,9 @@ fn finish(t: &Transfer, st: &mut State) -> Result<Result<(), Failure>, FetchErro
         Digest::Sha256(want) => (Some(want.clone()), sha256.clone(), "sha256"),
         Digest::GitSha1(want) => (
             Some(want.clone()),
-            h.git.map(|g| hex(&g.finalize())).unwrap_or_else(|| want.clone()),
+            h.git
+                .map(|g| hex(&g.finalize()))
+                .unwrap_or_else(|| want.clone()),
             "git blob sha1",
         ),
         Digest::None => (None, String::new(), ""),

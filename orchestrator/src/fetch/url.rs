@@ -31,7 +31,9 @@ pub(crate) fn fetch(
     };
     if u.url.starts_with("http://") {
         let host = super::http::host_of(&u.url).unwrap_or_default();
-        let local = ["127.", "localhost", "[::1]"].iter().any(|h| host.starts_with(h));
+        let local = ["127.", "localhost", "[::1]"]
+            .iter()
+            .any(|h| host.starts_with(h));
         if !local {
             tracing::warn!(url = %u.url, "plain http: the download is not encrypted (its size and, with model.sha256, its content are still checked)");
         }

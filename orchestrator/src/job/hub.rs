@@ -154,14 +154,18 @@ pub(crate) fn remote(value: &Path, local: &Path) -> Result<Option<Remote>, Strin
     if let Some(rest) = s.strip_prefix("https://").or(s.strip_prefix("http://")) {
         let host = rest.split(['/', '?', '#']).next().unwrap_or("");
         if host.is_empty() || s.chars().any(char::is_whitespace) {
-            return Err(format!("`{s}` is not a URL: expected https://host/path/file"));
+            return Err(format!(
+                "`{s}` is not a URL: expected https://host/path/file"
+            ));
         }
         return Ok(Some(Remote::Url(UrlRef { url: s.to_string() })));
     }
     if let Some(rest) = s.strip_prefix("hf://") {
-        return parse_repo(rest, true).map(|r| Some(Remote::Repo(r))).ok_or_else(|| {
-            format!("`{s}` is not a hub reference: expected hf://org/name[@revision][/path]")
-        });
+        return parse_repo(rest, true)
+            .map(|r| Some(Remote::Repo(r)))
+            .ok_or_else(|| {
+                format!("`{s}` is not a hub reference: expected hf://org/name[@revision][/path]")
+            });
     }
     if let Some((scheme, _)) = s.split_once("://") {
         return Err(format!(
@@ -299,7 +303,10 @@ impl CacheRoot {
         } else if let Some(p) = env_path("XDG_CACHE_HOME") {
             (p.join("fidshard"), "$XDG_CACHE_HOME/fidshard")
         } else {
-            (home().join(".cache/fidshard"), "the default ~/.cache/fidshard")
+            (
+                home().join(".cache/fidshard"),
+                "the default ~/.cache/fidshard",
+            )
         };
         CacheRoot { path, from }
     }
@@ -407,7 +414,9 @@ pub(crate) fn resolve(
             let mut files = weight_files(&snapshot);
             match files.len() {
                 1 => Ok(files.remove(0)),
-                0 => Err(missing("holds no .pt, .pth, .ckpt, .bin or .safetensors file")),
+                0 => Err(missing(
+                    "holds no .pt, .pth, .ckpt, .bin or .safetensors file",
+                )),
                 _ => Err(format!(
                     "{} (the Hugging Face cache's `{repo}`) holds several checkpoints ({}); name \
                      the one to use, e.g. `{}@{}/{}`",
@@ -468,7 +477,12 @@ fn pick_snapshot(repo_dir: &Path, snapshots: &Path, repo: &RepoRef) -> Result<Pa
         ));
     }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(snapshots)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     match dirs.len() {
         1 => Ok(dirs.remove(0)),

@@ -75,6 +75,9 @@ pub(crate) struct WorkerSnapshot {
     pub shard: Option<Shard>,
     /// Images of `shard` done / its length.
     pub progress: Option<(u64, u64)>,
+    /// The batch size in use (it shrinks after an out-of-memory error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -39,7 +39,7 @@ pub(crate) fn init(format: LogFormat) {
         && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(BarAware)
         .with_ansi(color)
         .with_target(false);
     match format {
@@ -49,6 +49,49 @@ pub(crate) fn init(format: LogFormat) {
     install_panic_hook(format);
     // Worker processes started by this one log in the same format.
     std::env::set_var("FIDSHARD_LOG_FORMAT", format.as_str());
+}
+
+/// The progress bars on screen, if any: log lines are printed above them, not onto them.
+static BARS: std::sync::Mutex<Option<indicatif::MultiProgress>> = std::sync::Mutex::new(None);
+
+/// Routes log lines through `bars` while they are drawn (`None` when they are gone).
+pub(crate) fn route_through(bars: Option<indicatif::MultiProgress>) {
+    *BARS.lock().unwrap_or_else(|e| e.into_inner()) = bars;
+}
+
+/// The tracing writer: one buffer per log line, written out whole (above the bars, if any).
+struct BarAware;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BarAware {
+    type Writer = LineWriter;
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter(Vec::with_capacity(256))
+    }
+}
+
+struct LineWriter(Vec<u8>);
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        let write = |bytes: &[u8]| {
+            let _ = std::io::stderr().lock().write_all(bytes);
+        };
+        match &*BARS.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(bars) => bars.suspend(|| write(&self.0)),
+            None => write(&self.0),
+        }
+    }
 }
 
 fn json_line(level: &str, message: &str, exit_code: Option<i32>) -> String {

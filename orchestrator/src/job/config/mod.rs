@@ -64,6 +64,8 @@ pub(crate) struct RunSettings {
     pub retry: RetryPolicy,
     /// Time without progress from a busy worker before it is declared hung.
     pub stall_timeout: Duration,
+    /// Time between progress lines when stderr is not a terminal.
+    pub progress_interval: Duration,
 }
 
 /// See [`Job::weights_spec`]. Each weights value is `(as written, resolved beside the file)`.

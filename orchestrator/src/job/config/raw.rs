@@ -63,6 +63,9 @@ pub(super) struct RawJob {
     /// Seconds.
     #[serde(default = "default_stall_timeout")]
     pub stall_timeout: f64,
+    /// Seconds between progress lines when stderr is not a terminal.
+    #[serde(default = "default_progress_interval")]
+    pub progress_interval: f64,
 }
 
 /// `variance`: `auto` picks from the model's `learn_sigma`; the others are the engine's.
@@ -292,6 +295,10 @@ fn default_batch_count() -> u64 {
 fn default_shard_size() -> u64 {
     1000
 }
+fn default_progress_interval() -> f64 {
+    60.0
+}
+
 fn default_stall_timeout() -> f64 {
     600.0
 }

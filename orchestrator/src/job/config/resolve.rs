@@ -337,6 +337,13 @@ impl Resolver<'_> {
             false,
             limits::MAX_STALL_SECONDS,
         )?;
+        let progress_interval = seconds(
+            &err,
+            "progress_interval",
+            raw.progress_interval,
+            false,
+            limits::MAX_STALL_SECONDS,
+        )?;
         if raw.devices == Devices::Cpu(0) || raw.devices == Devices::Gpus(vec![]) {
             bail!(self.err(
                 "devices",
@@ -367,6 +374,7 @@ impl Resolver<'_> {
                 backoff_max,
             },
             stall_timeout,
+            progress_interval,
         })
     }
 

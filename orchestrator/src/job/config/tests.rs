@@ -293,6 +293,7 @@ fn the_base_job_loads_with_typed_run_settings() {
             shard_size: 1000,
             retry: RetryPolicy::default(),
             stall_timeout: Duration::from_secs(600),
+            progress_interval: Duration::from_secs(60),
         }
     );
     assert_eq!(job.plan().len(), 1);

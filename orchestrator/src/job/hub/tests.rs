@@ -17,7 +17,10 @@ fn repo(s: &str) -> RepoRef {
 #[test]
 fn the_accepted_forms() {
     let r = repo("stabilityai/sd-vae-ft-ema");
-    assert_eq!((r.org.as_str(), r.name.as_str()), ("stabilityai", "sd-vae-ft-ema"));
+    assert_eq!(
+        (r.org.as_str(), r.name.as_str()),
+        ("stabilityai", "sd-vae-ft-ema")
+    );
     assert_eq!((r.revision.as_deref(), r.path.as_deref()), (None, None));
     assert_eq!(r.revision(), "main");
     assert_eq!(repo("a.b/c_d-1").id(), "a.b/c_d-1");
@@ -27,10 +30,16 @@ fn the_accepted_forms() {
     assert_eq!(r.to_string(), "acme/dit@v1.0/ckpt/model.pt");
     assert_eq!(r.hf_download(), "hf download acme/dit --revision v1.0");
     let r = repo("hf://acme/pipe/vae/");
-    assert_eq!((r.revision.as_deref(), r.path.as_deref()), (None, Some("vae")));
+    assert_eq!(
+        (r.revision.as_deref(), r.path.as_deref()),
+        (None, Some("vae"))
+    );
     let r = repo("hf://acme/dit@0123456789abcdef0123456789abcdef01234567");
     assert!(is_commit(r.revision()));
-    assert_eq!(r.folder(&root(Path::new("/c"))), Path::new("/c/models--acme--dit"));
+    assert_eq!(
+        r.folder(&root(Path::new("/c"))),
+        Path::new("/c/models--acme--dit")
+    );
 
     let url = "https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt";
     let Some(Remote::Url(u)) = remote(Path::new(url), Path::new("/x")).unwrap() else {
@@ -62,12 +71,22 @@ fn local_paths_and_malformed_references() {
         "pretrained/vae.d/x",
         "pretrained/dit/model.pt",
     ] {
-        assert_eq!(remote(Path::new(local), Path::new("/nonexistent")), Ok(None), "{local}");
+        assert_eq!(
+            remote(Path::new(local), Path::new("/nonexistent")),
+            Ok(None),
+            "{local}"
+        );
     }
     // A folder of that name beside the job file wins.
     let tmp = tempfile::tempdir().unwrap();
     assert_eq!(remote(Path::new("acme/vae"), tmp.path()), Ok(None));
-    for bad in ["hf://acme", "hf://acme/x@/y", "hf://a/b/../c", "s3://bucket/x.pt", "https://"] {
+    for bad in [
+        "hf://acme",
+        "hf://acme/x@/y",
+        "hf://a/b/../c",
+        "s3://bucket/x.pt",
+        "https://",
+    ] {
         let e = remote(Path::new(bad), Path::new("/x")).unwrap_err();
         assert!(!e.contains('\n'), "{e}");
     }
@@ -96,12 +115,18 @@ fn finds_vae_at_the_root_or_in_vae_and_checkpoints() {
     let err = resolve(&r, &id, Wanted::VaeFolder, local).unwrap_err();
     assert!(err.contains("no diffusion_pytorch_model"), "{err}");
     std::fs::write(snap.join("vae/diffusion_pytorch_model.safetensors"), "w").unwrap();
-    assert_eq!(resolve(&r, &id, Wanted::VaeFolder, local).unwrap(), snap.join("vae"));
+    assert_eq!(
+        resolve(&r, &id, Wanted::VaeFolder, local).unwrap(),
+        snap.join("vae")
+    );
     std::fs::write(snap.join("config.json"), "{}").unwrap();
     std::fs::write(snap.join("diffusion_pytorch_model.bin"), "w").unwrap();
     assert_eq!(resolve(&r, &id, Wanted::VaeFolder, local).unwrap(), snap);
     let sub = repo("hf://acme/tiny-vae/vae");
-    assert_eq!(resolve(&r, &sub, Wanted::VaeFolder, local).unwrap(), snap.join("vae"));
+    assert_eq!(
+        resolve(&r, &sub, Wanted::VaeFolder, local).unwrap(),
+        snap.join("vae")
+    );
 
     // Any one weights file at the root counts.
     assert_eq!(
@@ -128,7 +153,10 @@ fn finds_vae_at_the_root_or_in_vae_and_checkpoints() {
     // snapshot.
     std::fs::write(snap.join("diffusion_pytorch_model.safetensors"), "w").unwrap();
     let err = resolve(&r, &repo("acme/tiny-vae@v2"), Wanted::VaeFolder, local).unwrap_err();
-    assert!(err.contains("revision `v2`") && err.contains("--revision v2"), "{err}");
+    assert!(
+        err.contains("revision `v2`") && err.contains("--revision v2"),
+        "{err}"
+    );
     std::fs::write(dir.join("refs/main"), "def456").unwrap();
     let err = resolve(&r, &id, Wanted::VaeFolder, local).unwrap_err();
     assert!(err.contains("def456") && err.contains("hf download acme/tiny-vae"));
