@@ -583,3 +583,31 @@ fn a_stopped_download_resumes_where_it_stopped() {
     assert_eq!(done.len(), 1);
     assert!(std::fs::read(&done[0]).unwrap() == dit);
 }
+
+#[test]
+fn two_partitions_starting_at_once_download_each_file_once() {
+    let env = Env::new();
+    env.with_golden_repos();
+    let vae_w = read("golden/vae/diffusion_pytorch_model.safetensors");
+    let dit = read("golden/dit/model.pt");
+    let vae_cdn = format!("/cdn/{}", sha256_hex(&vae_w));
+    let dit_cdn = format!("/cdn/{}", sha256_hex(&dit));
+    env.hub.slow(&vae_cdn, Duration::from_millis(40));
+    env.hub.slow(&dit_cdn, Duration::from_millis(40));
+    let cfg = env.job("parts", "acme/tiny-dit", "acme/tiny-vae", "");
+    let c = cfg.to_str().unwrap();
+    let spawn = |k: &str| {
+        env.command(&["run", c, "--partition", k], &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("0/2"), spawn("1/2"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    ok(&a);
+    ok(&b);
+    assert_eq!(env.hub.complete_gets(&vae_cdn, vae_w.len()), 1);
+    assert_eq!(env.hub.complete_gets(&dit_cdn, dit.len()), 1);
+    assert!(env.dir().join("parts-out/samples.npz").is_file());
+}

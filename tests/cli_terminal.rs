@@ -126,3 +126,126 @@ fn growing_and_shrinking_a_job_keeps_its_work() {
     let o = run_cmd(&["run", c, "--set", "num_samples=40", "--set", "seed=9"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// In a terminal (a pseudo-terminal made by `script`) the bar counts images per batch, so it
+/// moves within a shard, shows the rate only once measured, and draws one line per worker.
+#[test]
+fn the_bar_moves_within_a_shard_in_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: `script` (util-linux) is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 20\nsteps: 2\nshard_size: 10\nbatch_size: 2\ndevices: {cpu: 1}\n",
+    );
+    let cmd = format!("{} run {}", env!("CARGO_BIN_EXE_fidshard"), cfg.display());
+    let o = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env("FAILPOINTS", "worker-slow=return(150)")
+        .env("FIDSHARD_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let screen = String::from_utf8_lossy(&o.stdout).replace('\r', "\n");
+    // 2, 4, 6, 8 of the first shard of 10: per batch, not per shard.
+    for n in [2, 4, 6] {
+        assert!(screen.contains(&format!("{n}/20 images")), "no {n}/20 in: {screen}");
+    }
+    assert!(screen.contains("(starting workers)") || screen.contains("(measuring the rate)"));
+    assert!(screen.contains("images/s, ETA"), "{screen}");
+    assert!(screen.contains("worker 0 cpu busy shard #0 [0..10) 4/10 batch 2"), "{screen}");
+}
+
+/// Without a terminal: heartbeat lines every progress_interval; in JSON with numbers.
+#[test]
+fn heartbeat_lines_without_a_terminal_carry_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 24\nsteps: 2\nshard_size: 8\nbatch_size: 2\ndevices: {cpu: 1}\nprogress_interval: 0.2\n",
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(["--log-format", "json", "run", cfg.to_str().unwrap()])
+        .env("FAILPOINTS", "worker-slow=return(100)")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let beats: Vec<serde_json::Value> = stderr(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .filter(|v| v["fields"]["message"] == "progress")
+        .collect();
+    assert!(beats.len() >= 2, "{}", stderr(&o));
+    let last = &beats[beats.len() - 1]["fields"];
+    assert!(last["done"].is_u64() && last["total"] == 24, "{last}");
+    assert!(last["images_per_sec"].is_number() && last["eta_seconds"].is_number(), "{last}");
+    assert!(last["workers"].as_str().unwrap().contains("worker 0 cpu"), "{last}");
+}
+
+/// `status` of a complete job answers what a user asks: where the npz is, how big, how fast;
+/// of an interrupted one, what to run next; it warns when the YAML changed; several targets
+/// make a table; `--watch` redraws.
+#[test]
+fn status_answers_questions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(tmp.path(), JOBS[0], "num_samples: 8\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n");
+    let c = cfg.to_str().unwrap();
+    let o = run_cmd(&["run", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run_cmd(&["status", c, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "complete");
+    assert!(v["npz"]["path"].as_str().unwrap().ends_with("samples.npz"), "{v}");
+    assert!(v["npz"]["bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["images_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["wall_seconds"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["devices"][0]["samples"], 8, "{v}");
+    assert!(v["devices"][0]["images_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    let o = run_cmd(&["status", c, "--set", "seed=5"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("warning  the YAML no longer matches") && text.contains("seed 0 -> 5"), "{text}");
+
+    // Interrupted: what to run next.
+    let other = tempfile::tempdir().unwrap();
+    let cfg2 = job_with(other.path(), JOBS[0], "num_samples: 400\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(["run", cfg2.to_str().unwrap()])
+        .env("FAILPOINTS", "worker-slow=return(100)")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_snapshot(&other.path().join("out"), 60, |v| v["shards_done"].as_u64() >= Some(1));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(75));
+    let o = run_cmd(&["status", cfg2.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "interrupted");
+    assert!(v["next"].as_str().unwrap().starts_with("fidshard run "), "{v}");
+
+    // Several targets: one row each.
+    let o = run_cmd(&["status", c, cfg2.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(table.contains("complete") && table.contains("interrupted"), "{table}");
+
+    // --watch redraws in place until stopped.
+    let mut w = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(["status", c, "--watch", "0.2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    w.kill().unwrap();
+    let out = w.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.matches("\x1b[2J").count() >= 2, "{screen}");
+    assert!(screen.contains("state    complete"));
+}

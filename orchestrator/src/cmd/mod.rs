@@ -12,5 +12,6 @@ pub(crate) mod repair;
 pub(crate) mod run;
 pub(crate) mod sample;
 pub(crate) mod status;
+pub(crate) mod status_details;
 pub(crate) mod status_partitions;
 pub(crate) mod validate;

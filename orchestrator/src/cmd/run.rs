@@ -28,7 +28,11 @@ pub(crate) struct RunArgs {
 /// Rounds of "assemble, find bad files, redo their shards" before giving up.
 const REPAIR_ROUNDS: usize = 2;
 
+/// When this `run` started (the wall time of a complete job in `status`).
+static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
 pub(crate) fn run(args: RunArgs) -> Result<Exit> {
+    STARTED.get_or_init(Instant::now);
     crate::sys::signals::install()?;
     // Weights from the hub or URLs, downloaded here, once, before any worker exists.
     crate::fetch::prepare(&args.config, crate::fetch::For::Run(args.partition))?;
@@ -386,6 +390,11 @@ pub(crate) fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
     snap.retries = snap.retries.max(db.retries().unwrap_or(0));
     snap.eta_seconds = None;
     snap.coordinator_pid = None;
+    if state == JobState::Complete {
+        if let Some(t) = STARTED.get() {
+            snap.wall_seconds = Some(t.elapsed().as_secs_f64());
+        }
+    }
     for w in &mut snap.workers {
         w.pid = None;
         w.shard = None;

@@ -19,8 +19,12 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub(crate) struct StatusArgs {
-    /// The job's YAML file, or its out dir.
-    target: PathBuf,
+    /// The job's YAML file, or its out dir; several give one table row each.
+    #[arg(required = true)]
+    targets: Vec<PathBuf>,
+    /// Refresh every SECS seconds (default 2) until the job ends or Ctrl-C.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    watch: Option<f64>,
     /// Print one JSON object (the fields of OUT/status.json) instead of the summary.
     #[arg(long)]
     json: bool,
@@ -31,12 +35,64 @@ pub(crate) struct StatusArgs {
 }
 
 pub(crate) fn run(args: StatusArgs) -> Result<()> {
-    let (out_dir, totals) = resolve_target(&args.target)?;
+    if let Some(secs) = args.watch {
+        if !secs.is_finite() || !(0.1..=3600.0).contains(&secs) {
+            return Err(fidshard_core::input_error!("--watch {secs}: expected 0.1 to 3600 seconds"));
+        }
+        loop {
+            let text = match report(&args) {
+                Ok((text, _)) => text,
+                Err(e) => format!("fidshard: error: {e:#}\n"),
+            };
+            // Clear the screen and draw again in place.
+            crate::sys::out::print(&format!("\x1b[2J\x1b[H{text}"));
+            std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+        }
+    }
+    let (text, err) = report(&args)?;
+    crate::sys::out::print(&text);
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The status text (or JSON) of every target, and the error to exit with.
+fn report(args: &StatusArgs) -> Result<(String, Option<anyhow::Error>)> {
+    if args.targets.len() > 1 {
+        let mut rows = Vec::new();
+        for t in &args.targets {
+            let (snap, _) = one(t, args.verify)?;
+            rows.push((t.display().to_string(), snap));
+        }
+        let text = if args.json {
+            let list: Vec<&Snapshot> = rows.iter().map(|(_, s)| s).collect();
+            format!("{}\n", serde_json::to_string(&list)?)
+        } else {
+            crate::cmd::status_details::table(&rows)
+        };
+        return Ok((text, None));
+    }
+    let (snap, damaged) = one(&args.targets[0], args.verify)?;
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&snap)?)
+    } else {
+        render(&snap)
+    };
+    Ok((text, damaged.map(|e| e.context("status --verify"))))
+}
+
+/// The status of one target, with `--verify`'s error when its npz is damaged.
+fn one(target: &Path, verify: bool) -> Result<(Snapshot, Option<anyhow::Error>)> {
+    let (out_dir, totals) = resolve_target(target)?;
+    let job = if target.is_file() { Job::load(target).ok() } else { None };
     let mut snap = match crate::cmd::status_partitions::compute_partitioned(&out_dir, totals)? {
         Some(s) => s,
         None => compute(&out_dir, totals)?,
     };
-    let damaged = if args.verify && snap.state == JobState::Complete {
+    crate::cmd::status_details::add(&mut snap, &out_dir, job.as_ref(), target);
+    let args = (verify,);
+    let damaged = if args.0 && snap.state == JobState::Complete {
         let res = verify_complete(&out_dir, snap.samples_total);
         snap.note = Some(match &res {
             Ok(secs) => format!("samples.npz verified in {secs:.1} s"),
@@ -46,15 +102,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<()> {
     } else {
         None
     };
-    if args.json {
-        crate::sys::out::outln!("{}", serde_json::to_string(&snap)?);
-    } else {
-        crate::sys::out::print(&render(&snap));
-    }
-    match damaged {
-        Some(e) => Err(e.context("status --verify")),
-        None => Ok(()),
-    }
+    Ok((snap, damaged))
 }
 
 /// Reads a complete job's npz in full against the recorded labels; returns the seconds taken.
@@ -199,6 +247,7 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
     // The coordinator may have reported retries it had not yet counted durably.
     let retries = db.retries().map_err(|e| e.fatal())?;
     s.retries = retries.max(previous.as_ref().map_or(0, |p| p.retries));
+    s.wall_seconds = previous.as_ref().and_then(|p| p.wall_seconds);
     drop(db);
 
     s.samples_total = meta.num_samples;
@@ -328,7 +377,36 @@ pub(crate) fn render(s: &Snapshot) -> String {
             .unwrap_or_default();
         let _ = writeln!(o, "rate     {:.2} images/s{eta}", s.images_per_sec);
     }
+    if let Some(npz) = &s.npz {
+        let _ = writeln!(
+            o,
+            "npz      {} ({})",
+            npz.path.display(),
+            crate::job::disk::human(npz.bytes)
+        );
+    }
+    if let Some(wall) = s.wall_seconds {
+        let _ = writeln!(
+            o,
+            "took     {} for the last run, {:.2} images/s",
+            format_duration(wall),
+            s.images_per_sec
+        );
+    }
+    for d in &s.devices {
+        let _ = writeln!(
+            o,
+            "device   {:<12} {} samples, {:.2} images/s",
+            d.device, d.samples, d.images_per_sec
+        );
+    }
     let _ = writeln!(o, "retries  {}", s.retries);
+    if let Some(next) = &s.next {
+        let _ = writeln!(o, "next     {next}");
+    }
+    for c in &s.config_changed {
+        let _ = writeln!(o, "warning  the YAML no longer matches this out dir: {c}");
+    }
     if !s.missing_ranges.is_empty() {
         let ranges: Vec<String> = s
             .missing_ranges

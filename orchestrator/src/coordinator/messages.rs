@@ -117,6 +117,7 @@ impl Run<'_> {
             return;
         }
         let rec = ShardRecord {
+            seconds,
             shard: r.shard,
             attempts: r.attempt,
             crc32,

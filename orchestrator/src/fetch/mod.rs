@@ -30,6 +30,7 @@ pub(crate) use error::FetchError;
 pub(crate) use plan::{Entry, State};
 
 use crate::job::hub::Remote;
+use crate::job::partition::Partition;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -63,14 +64,12 @@ pub(crate) fn prepare(config: &Path, who: For) -> Result<Vec<Entry>> {
             .into());
         }
         let lock = match who {
-            For::Run => {
-                Some(crate::outdir::lock::JobLock::acquire(&plan.out_dir).map_err(|e| e.fatal())?)
-            }
+            For::Run(partition) => status_lock(&plan.out_dir, partition)?,
             For::Other => None,
         };
         let status = lock
             .as_ref()
-            .map(|_| progress::StatusFile::new(plan.out_dir.clone()));
+            .map(|(_, dir)| progress::StatusFile::new(dir.clone()));
         let mut report = progress::Reporter::new(status);
         let res = download(&s, &mut plan, &mut report);
         report.finish();
@@ -81,6 +80,21 @@ pub(crate) fn prepare(config: &Path, who: For) -> Result<Vec<Entry>> {
         check_sha256(config, e)?;
     }
     Ok(plan.entries)
+}
+
+/// The coordinator lock of `run`'s state folder (the out dir, or its partition's folder), as
+/// `run` takes it; `None` when the partition is not valid (`run` reports that next).
+fn status_lock(
+    out: &Path,
+    partition: Option<Partition>,
+) -> Result<Option<(crate::outdir::lock::JobLock, PathBuf)>> {
+    let Ok((partition, _)) = Partition::resolve(partition) else {
+        return Ok(None);
+    };
+    crate::outdir::claim::claim(out).map_err(|e| fidshard_core::Fatal::new(e.exit(), e))?;
+    let dir = crate::outdir::OutDir::new(out).state_dir(partition);
+    let lock = crate::outdir::lock::JobLock::acquire(&dir).map_err(|e| e.fatal())?;
+    Ok(Some((lock, dir)))
 }
 
 /// The out dir of a job whose weights are still missing (a `run` may be downloading them), for

@@ -31,15 +31,22 @@ impl Fingerprint {
     /// the pixel-relevant settings.
     pub fn compute(job: &Job) -> Result<Fingerprint> {
         let s = &job.settings;
-        let mut fp = Fingerprint::default();
-
+        let mut fp = Self::settings_only(job);
         let weights = fidshard_core::identity::WeightsIdentity::compute(&s.checkpoint, &s.vae)
             .context("cannot read the weights to fingerprint them")?;
         fp.insert("checkpoint", weights.checkpoint);
         fp.insert("vae", weights.vae);
+        Ok(fp)
+    }
+
+    /// Everything but the weights' identities (no file is read): for `status`, which compares
+    /// a YAML with what an out dir recorded in milliseconds.
+    pub fn settings_only(job: &Job) -> Fingerprint {
+        let s = &job.settings;
+        let mut fp = Fingerprint::default();
         fp.insert(
             "dit",
-            serde_json::to_string(&s.dit).context("serializing the DiT config")?,
+            serde_json::to_string(&s.dit).unwrap_or_default(),
         );
         fp.insert("sampler", s.sampler.as_str());
         fp.insert("steps", s.steps.as_str());
@@ -62,7 +69,7 @@ impl Fingerprint {
         fp.insert("precision", s.precision.as_str());
         // Not a pixel setting, but the shard records (ids, CRC lists) are laid out by it.
         fp.insert("shard_size", job.run.shard_size.to_string());
-        Ok(fp)
+        fp
     }
 
     pub fn insert(&mut self, key: &str, value: impl Into<String>) {

@@ -266,6 +266,7 @@ pub(crate) fn recover_into(job: &Job, db: &StateDb) -> Result<RepairReport> {
     for (shard, result) in checked {
         match result {
             Ok(crc32) => records.push(ShardRecord {
+                seconds: 0.0,
                 shard,
                 // Unknown: the record of how it was made is what got lost.
                 attempts: 0,

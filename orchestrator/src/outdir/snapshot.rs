@@ -115,9 +115,39 @@ pub(crate) struct Snapshot {
     /// The host of the coordinator that wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// A complete job's npz and what it took (`status` fills these in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub npz: Option<NpzInfo>,
+    /// Seconds of the last run, start to end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_seconds: Option<f64>,
+    /// Images per second of each device, from the recorded shards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceRate>,
+    /// What to run next (an interrupted or failed job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Keys of the YAML that no longer match what the out dir recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_changed: Vec<String>,
     /// For a job run as partitions: one row per partition (`status` fills this in).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<PartitionRow>,
+}
+
+/// `samples.npz` of a complete job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NpzInfo {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// One device's share of a job: samples it made and its rate while it made them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DeviceRate {
+    pub device: String,
+    pub samples: u64,
+    pub images_per_sec: f64,
 }
 
 /// One partition of a job run on many nodes, as `status` shows it.
@@ -185,6 +215,11 @@ impl Snapshot {
             note: None,
             fetching: None,
             host: Some(crate::outdir::lock::hostname()),
+            npz: None,
+            wall_seconds: None,
+            devices: Vec::new(),
+            next: None,
+            config_changed: Vec::new(),
             partitions: Vec::new(),
         }
     }

@@ -51,7 +51,7 @@ impl Meta {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ShardRecord {
     pub shard: Shard,
     /// Attempts it took, this one included.
@@ -62,6 +62,9 @@ pub(crate) struct ShardRecord {
     /// Which worker made it (`cuda:1`, ...), for forensics.
     pub worker: String,
     pub finished_unix: u64,
+    /// Seconds the worker took for it (per-device images/s in `status`); 0 when unknown.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -550,6 +553,7 @@ pub(crate) mod tests {
 
     pub(crate) fn done(shard: Shard) -> ShardRecord {
         ShardRecord {
+            seconds: 0.0,
             shard,
             attempts: 1,
             crc32: shard.indices().map(|i| i as u32).collect(),

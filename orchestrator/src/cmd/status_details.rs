@@ -1,0 +1,111 @@
+//! What `status` adds to the bare counts, so that it answers the questions a user has: for a
+//! complete job, the npz (path, size), the wall time, images/s overall and per device; for an
+//! interrupted or failed one, what to run next; and whether the YAML still matches what the
+//! out dir recorded. Also `--watch` and several targets in one table.
+use crate::job::config::Job;
+use crate::outdir::snapshot::{DeviceRate, JobState, NpzInfo, Snapshot};
+use crate::outdir::state::StateDb;
+use crate::outdir::OutDir;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Fills in the details of `snap` for the job in `out` (`job` when the target was its YAML).
+pub(crate) fn add(snap: &mut Snapshot, out: &Path, job: Option<&Job>, target: &Path) {
+    let yaml = job.map(|j| j.source.display().to_string()).unwrap_or_else(|| "JOB.yaml".into());
+    match snap.state {
+        JobState::Complete => {
+            let npz = OutDir::new(out).npz();
+            if let Ok(m) = std::fs::metadata(&npz) {
+                snap.npz = Some(NpzInfo {
+                    path: npz,
+                    bytes: m.len(),
+                });
+            }
+            snap.devices = device_rates(out);
+            if let Some(wall) = snap.wall_seconds.filter(|w| *w > 0.0) {
+                snap.images_per_sec = snap.samples_total as f64 / wall;
+            }
+        }
+        JobState::Interrupted | JobState::NotStarted => {
+            snap.next = Some(format!("fidshard run {yaml}   (resumes: recorded shards are kept)"));
+        }
+        JobState::Failed => {
+            snap.next = Some(format!(
+                "fidshard run {yaml}   (retries only the failed shards; see last_errors)"
+            ));
+        }
+        JobState::Running => {}
+    }
+    if let Some(job) = job {
+        snap.config_changed = changed_keys(job, out);
+    }
+    let _ = target;
+}
+
+/// Samples and images/s of each device, from the recorded shards (their `seconds`).
+fn device_rates(out: &Path) -> Vec<DeviceRate> {
+    let Ok(crate::outdir::lock::Probe::Free(_guard)) = crate::outdir::lock::JobLock::probe(out)
+    else {
+        return Vec::new();
+    };
+    let Ok(db) = StateDb::open(out) else {
+        return Vec::new();
+    };
+    let mut by: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+    for r in db.done_records().unwrap_or_default() {
+        let e = by.entry(r.worker.clone()).or_default();
+        e.0 += r.shard.len();
+        e.1 += r.seconds;
+    }
+    by.into_iter()
+        .map(|(device, (samples, secs))| DeviceRate {
+            device,
+            samples,
+            images_per_sec: if secs > 0.0 { samples as f64 / secs } else { 0.0 },
+        })
+        .collect()
+}
+
+/// Settings of the YAML that differ from what the out dir recorded (its fingerprint.json),
+/// without hashing the weights (that is `run`'s job): `seed 0 -> 1`.
+fn changed_keys(job: &Job, out: &Path) -> Vec<String> {
+    let Some(saved) = crate::outdir::state::saved_fingerprint(out) else {
+        return Vec::new();
+    };
+    let now = crate::job::fingerprint::Fingerprint::settings_only(job);
+    saved
+        .diff(&now)
+        .into_iter()
+        .filter(|(k, _, _)| k != "checkpoint" && k != "vae")
+        .map(|(k, old, new)| {
+            if k == "num_samples" {
+                format!("num_samples {old} -> {new} (`run` grows or shrinks the job, keeping its work)")
+            } else {
+                format!("{k} {old} -> {new} (`run` refuses: it changes pixels; --restart starts over)")
+            }
+        })
+        .collect()
+}
+
+/// One row per target: `fidshard status runs/*`.
+pub(crate) fn table(rows: &[(String, Snapshot)]) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<40} {:<12} {:>17} {:>12} {:>10}",
+        "target", "state", "samples", "images/s", "retries"
+    );
+    for (target, s) in rows {
+        let _ = writeln!(
+            o,
+            "{:<40} {:<12} {:>17} {:>12.2} {:>10}",
+            target,
+            s.state.as_str(),
+            format!("{}/{}", s.samples_done, s.samples_total),
+            s.images_per_sec,
+            s.retries
+        );
+    }
+    o
+}
