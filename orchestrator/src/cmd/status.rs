@@ -599,6 +599,7 @@ mod tests {
             state: WorkerState::Busy,
             shard: Some(plan(25, 10)[1]),
             progress: Some((2, 10)),
+            batch: Some(4),
         });
         snapshot::write(dir.path(), &live).unwrap();
         let s = compute(dir.path(), None).unwrap();

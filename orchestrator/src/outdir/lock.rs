@@ -75,7 +75,7 @@ pub(crate) enum LockError {
     )]
     Held {
         pid: u32,
-        /// Set only when the holder runs on another host.
+        /// The holder's host (a partition of a many-node job may run anywhere).
         host: Option<String>,
         /// Unix seconds when the holder started.
         since: u64,
@@ -117,7 +117,7 @@ impl LockError {
         });
         LockError::Held {
             pid: h.pid,
-            host: (h.hostname != hostname()).then_some(h.hostname),
+            host: (!h.hostname.is_empty()).then_some(h.hostname),
             since: h.started_unix,
             path: out_dir.to_path_buf(),
         }
@@ -282,12 +282,16 @@ mod tests {
         match &err {
             LockError::Held { pid, host, .. } => {
                 assert_eq!(*pid, std::process::id());
-                assert_eq!(*host, None);
+                assert_eq!(host.as_deref(), Some(hostname().as_str()));
             }
             other => panic!("expected Held, got {other:?}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains(&format!("another coordinator (pid {}", std::process::id())));
+        assert!(msg.contains(&format!(
+            "another coordinator (pid {} on {}",
+            std::process::id(),
+            hostname()
+        )));
         assert!(msg.contains("wait for it or stop it"), "{msg}");
         assert_eq!(err.exit(), Exit::Locked);
 

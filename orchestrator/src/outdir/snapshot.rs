@@ -312,6 +312,7 @@ mod tests {
                 end: 2000,
             }),
             progress: Some((500, 1000)),
+            batch: Some(4),
         });
         s.eta_seconds = Some(12.5);
         s.coordinator_pid = Some(7);

@@ -45,6 +45,16 @@ fn bind_to_parent() {
     {
         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     }
+    // Slurm's `--signal=USR1` (without `B:`) and `srun` deliver SIGUSR1 to every process of
+    // the step: the coordinator turns it into a `drain` message, so a worker ignores it
+    // instead of dying with its batch in flight.
+    // SAFETY: setting a signal's disposition to "ignore" runs no code in the handler.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGUSR1,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
     if let Ok(ppid) = std::env::var("FIDSHARD_PARENT_PID") {
         if ppid.parse::<i32>().ok() != Some(nix::unistd::getppid().as_raw()) {
             std::process::exit(0);
