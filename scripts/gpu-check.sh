@@ -1,33 +1,67 @@
 #!/usr/bin/env bash
-# The GPU checks of the engine issue, as one short script for a lent GPU machine:
-#   1. the demo job sampled on cuda:0 (must finish, 64 images);
-#   2. a DiT-XL/2-shaped model with random weights at 256 px, batch 32, 10 DDPM steps, CFG 4,
-#      in tf32 and in bf16: images/s and peak GPU memory (nvidia-smi, polled every 100 ms).
-# Usage (binary built here, carried there): scripts/gpu-check.sh [path/to/fidshard]
-# On the GPU machine point LD_LIBRARY_PATH at the torch lib folder of its python3 first:
-#   export LD_LIBRARY_PATH=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib
-set -euo pipefail
-bin=${1:-target/release/fidshard}
+# The GPU measurements of the GPU issue, as one prepared script for a lent GPU machine (about
+# 6 minutes on an H100). Build here, carry the binaries (target/release/fidshard and
+# fidshard-worker) and the venv, run there:
+#   scripts/gpu-check.sh            # writes $OUT (default /tmp/fidshard-gpu) and prints a summary
+# 1. `fidshard doctor`;
+# 2. the demo job through `run` on GPU 0 (`devices: [0]`), scored by the digit classifier;
+# 3. `bench` of DiT-XL/2 at 256 px with random weights, CFG 1.5, 50 steps, batch auto, in tf32
+#    and bf16: images/s, GPU memory, MFU against the H100 SXM dense peak;
+# 4. the same work in PyTorch eager (../shared/bench/ref_dit_torch.py) for the ratio;
+# 5. bf16 and fp16 against fp32 on the demo model: max and mean absolute uint8 difference per
+#    image over 64 images.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${FIDSHARD_BIN:-$root/target/release/fidshard}
 out=${OUT:-/tmp/fidshard-gpu}
+py=${PYTHON:-python3}
+ref=${REF:-$root/../shared/bench/ref_dit_torch.py}
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+cd "$root"
+# The torch of this machine's python (the wheel the binaries were built against, 2.11.0).
+export LD_LIBRARY_PATH=$($py -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib:${LD_LIBRARY_PATH:-}
 
-peak_mem() { # runs "$@" while polling the GPU's used memory; prints the peak in MiB
-  local log; log=$(mktemp)
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$log" &
-  local smi=$!
-  "$@"
-  kill $smi 2>/dev/null || true
-  echo "peak GPU memory: $(sort -n "$log" | tail -1) MiB"
-  rm -f "$log"
-}
+echo "== 1. doctor"
+"$bin" doctor --json > "$out/doctor.json"; "$bin" doctor
 
-echo "== demo config on cuda:0"
-peak_mem "$bin" sample configs/demo.yaml --out "$out/demo" --device cuda:0
-ls "$out/demo" | grep -c png
+echo "== 2. demo on GPU 0 through run"
+rm -rf "$out/demo"
+"$bin" run configs/demo.yaml --set devices='[0]' --set out_dir="$out/demo" --log-format json 2> "$out/demo.log"
+echo "exit $?"
+"$bin" status configs/demo.yaml --set out_dir="$out/demo"
+$py - "$out/demo/samples.npz" tests/fixtures/demo-digits/classifier.json <<'PY'
+import json, sys, numpy as np
+z = np.load(sys.argv[1]); x, y = z["arr_0"], z["arr_1"]
+c = json.load(open(sys.argv[2])); W, b = np.array(c["weights"]), np.array(c["bias"])
+g = x.astype(np.float64).mean(axis=3) / 255.0
+g = g.reshape(len(g), 8, 2, 8, 2).mean(axis=(2, 4)) * 16
+print("demo on GPU: digit accuracy", ((g.reshape(len(g), 64) @ W.T + b).argmax(1) == y).mean())
+PY
 
 for p in tf32 bf16; do
-  echo "== DiT-XL/2 random weights, 256 px, batch 32, 10 steps, CFG 4, $p"
-  peak_mem "$bin" bench --random-model DiT-XL/2 --image-size 256 --steps 10 --cfg-scale 4 \
-    --batch-size 32 --images 64 --precision "$p" --device cuda:0
+  peak=$([ "$p" = tf32 ] && echo 494.7 || echo 989.4)
+  echo "== 3. fidshard bench DiT-XL/2 256 px, cfg 1.5, 50 steps, batch auto, $p"
+  "$bin" bench --random-model DiT-XL/2 --image-size 256 --steps 50 --cfg-scale 1.5 \
+    --batch-size auto --images 256 --precision "$p" --device cuda:0 --peak-tflops "$peak" \
+    | tee "$out/bench-$p.txt"
+  echo "== 4. PyTorch eager, same settings, $p"
+  $py "$ref" --device cuda --model DiT-XL/2 --image-size 256 --steps 50 --cfg 1.5 \
+    --batch 64 --n 256 --precision "$p" --json | tee "$out/ref-$p.json"
 done
+
+echo "== 5. bf16 / fp16 against fp32, 64 demo images on GPU 0"
+for p in fp32 bf16 fp16; do
+  "$bin" sample configs/demo.yaml --out "$out/prec-$p" --range 0..64 --device cuda:0 --set precision=$p 2>> "$out/prec.log"
+done
+$py - "$out" <<'PY'
+import sys, numpy as np
+from pathlib import Path
+from PIL import Image
+o = Path(sys.argv[1])
+load = lambda p, i: np.asarray(Image.open(o / f"prec-{p}" / f"{i:06}.png"), dtype=np.int16)
+for p in ("bf16", "fp16"):
+    d = [np.abs(load(p, i) - load("fp32", i)) for i in range(64)]
+    print(f"{p} vs fp32 over 64 images: per-image max |diff| max {max(x.max() for x in d)}, "
+          f"mean of per-image max {np.mean([x.max() for x in d]):.2f}, mean |diff| {np.mean([x.mean() for x in d]):.4f}")
+PY
+echo "== done: results in $out"

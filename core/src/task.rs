@@ -36,6 +36,9 @@ pub struct BenchTask {
     pub images: usize,
     pub device: DeviceSpec,
     pub threads: Option<i32>,
+    /// The card's dense peak in TFLOP/s for the precision used, to report MFU.
+    #[serde(default)]
+    pub peak_tflops: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

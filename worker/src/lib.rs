@@ -10,6 +10,7 @@ pub mod diffusion;
 pub mod dit;
 pub mod engine;
 pub mod error;
+pub mod flops;
 pub mod nn;
 pub mod noise;
 pub mod params;

@@ -42,6 +42,10 @@ pub(crate) struct BenchArgs {
     /// docs/architecture.md); more threads only show what the arithmetic could do.
     #[arg(long)]
     threads: Option<i32>,
+    /// The card's dense peak TFLOP/s at this precision (H100 SXM: 494.7 tf32, 989.4 bf16/fp16),
+    /// to report model FLOP utilisation.
+    #[arg(long)]
+    peak_tflops: Option<f64>,
 }
 
 fn parse_batch(s: &str) -> Result<BatchSize, String> {
@@ -101,6 +105,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         images: args.images,
         device: args.device,
         threads: args.threads,
+        peak_tflops: args.peak_tflops.filter(|p| p.is_finite() && *p > 0.0),
     });
     run_task(&task, Output::Inherit)?;
     Ok(())

@@ -5,7 +5,7 @@
 //! | file | concern |
 //! | --- | --- |
 //! | `plan.rs` | which weights are local, cached, or missing (no network) |
-//! | `hub_repo.rs` | the Hub's protocol: file list, metadata, blobs, snapshots, refs |
+//! | `hub_repo.rs`, `hub_errors.rs` | the Hub's protocol: file list, metadata, blobs, snapshots, refs; its refusals in words |
 //! | `url.rs` | plain URLs into fidshard's cache |
 //! | `transfer.rs` | one file: lock, resume, verify, final name |
 //! | `http.rs`, `retry.rs` | the client, its errors, backoff with jitter |
@@ -17,6 +17,7 @@
 //! uses to find the downloaded files.
 mod error;
 mod http;
+mod hub_errors;
 mod hub_repo;
 mod lock;
 mod plan;

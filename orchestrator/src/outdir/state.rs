@@ -137,13 +137,21 @@ impl StateDb {
     /// Opens (creating) `OUT/state.sled`. `StateError::Busy` when another process has it.
     pub fn open(out_dir: &Path) -> Result<StateDb> {
         let path = Self::path(out_dir);
-        match sled::Config::new().path(&path).open() {
-            Ok(db) => Ok(StateDb { db, path }),
-            // sled reports its own flock failure as a plain I/O error with this text.
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                Err(StateError::Busy { path })
+        // sled's flusher thread keeps the file lock for a moment after a handle is dropped, so
+        // a DB just closed in this process may look busy: retry briefly before saying so.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match sled::Config::new().path(&path).open() {
+                Ok(db) => return Ok(StateDb { db, path }),
+                // sled reports its own flock failure as a plain I/O error with this text.
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StateError::Busy { path });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => return Err(StateError::Db { path, source }),
             }
-            Err(source) => Err(StateError::Db { path, source }),
         }
     }
 

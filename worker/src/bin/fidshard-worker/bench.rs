@@ -130,5 +130,39 @@ pub(crate) fn run(task: BenchTask) -> Result<()> {
     println!("  DiT+sampler  {:8.4} s/image", per(t.dit));
     println!("  VAE decode   {:8.4} s/image", per(t.vae));
     println!("  PNG encode   {:8.4} s/image", per(png));
+    let s = engine.settings();
+    let steps = fidshard_core::diffusion::space_timesteps(fidshard_core::diffusion::DIFFUSION_STEPS, &s.steps)
+        .map(|t| t.len())
+        .unwrap_or(0);
+    let flops = fidshard_worker::flops::flops_per_image(&s.dit, steps, s.uses_cfg());
+    // The DiT's achieved rate (the VAE and the host are not in the numerator).
+    let dit_tflops = flops * done as f64 / t.dit.max(1e-9) / 1e12;
+    println!(
+        "  model FLOPs  {:8.1} GFLOP/image ({steps} steps{}), DiT at {dit_tflops:.1} TFLOP/s",
+        flops / 1e9,
+        if s.uses_cfg() { ", x2 for guidance" } else { "" }
+    );
+    if let Some(peak) = task.peak_tflops {
+        println!("  MFU          {:8.1} % of {peak} TFLOP/s (DiT+sampler time)", 100.0 * dit_tflops / peak);
+    }
+    if task.device.is_cuda() {
+        match device_memory_used() {
+            Some(b) => println!("  GPU memory   {:8.1} GiB used at the end (NVML, whole device)", b as f64 / (1u64 << 30) as f64),
+            None => println!("  GPU memory   (NVML not available)"),
+        }
+    }
     Ok(())
+}
+
+/// Memory in use on this worker's GPU (NVML; includes the caching allocator's reserve).
+fn device_memory_used() -> Option<u64> {
+    let nvml = nvml_wrapper::Nvml::init().ok()?;
+    let id = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let first = id.as_deref().and_then(|v| v.split(',').next()).unwrap_or("0").trim().to_string();
+    let d = if first.starts_with("GPU-") {
+        nvml.device_by_uuid(first.as_str()).ok()?
+    } else {
+        nvml.device_by_index(first.parse().ok()?).ok()?
+    };
+    d.memory_info().ok().map(|m| m.used)
 }
