@@ -386,8 +386,8 @@ fn cases() -> Vec<Case> {
             "run",
             {
                 let mut b = b"a: ".to_vec();
-                b.extend(std::iter::repeat(b'[').take(100_000));
-                b.extend(std::iter::repeat(b']').take(100_000));
+                b.extend(std::iter::repeat_n(b'[', 100_000));
+                b.extend(std::iter::repeat_n(b']', 100_000));
                 b
             },
             "job.yaml",

@@ -57,7 +57,10 @@ fn with_worker(args: &[&str], worker: &str) -> std::process::Output {
 fn assert_one_line_error(o: &std::process::Output, code: i32, needles: &[&str]) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(code), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("fidshard: error:")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("fidshard: error:"))
+        .collect();
     assert_eq!(lines.len(), 1, "one error line expected: {err}");
     for n in needles {
         assert!(lines[0].contains(n), "`{n}` not in: {}", lines[0]);
@@ -69,12 +72,20 @@ fn missing_worker_binary_is_an_input_error() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
     let missing = tmp.path().join("no-such-worker");
-    let o = with_worker(&["validate", cfg.to_str().unwrap()], missing.to_str().unwrap());
+    let o = with_worker(
+        &["validate", cfg.to_str().unwrap()],
+        missing.to_str().unwrap(),
+    );
     assert_one_line_error(&o, 2, &["FIDSHARD_WORKER", "no-such-worker"]);
     // `sample` and `run` go through the worker as well and fail the same way, before writing.
     let out = tmp.path().join("png");
     let o = with_worker(
-        &["sample", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[
+            "sample",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
         missing.to_str().unwrap(),
     );
     assert_one_line_error(&o, 2, &["FIDSHARD_WORKER"]);
@@ -93,23 +104,30 @@ fn broken_worker_binary_is_an_input_error() {
     // Starts, then dies of a signal (like a missing libtorch symbol or a crash at load).
     let crash = tmp.path().join("crash-worker");
     std::fs::write(&crash, b"#!/bin/sh\nkill -SEGV $$\n").unwrap();
-    std::fs::set_permissions(
-        &crash,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let o = with_worker(&["validate", cfg.to_str().unwrap()], crash.to_str().unwrap());
+    std::fs::set_permissions(&crash, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = with_worker(
+        &["validate", cfg.to_str().unwrap()],
+        crash.to_str().unwrap(),
+    );
     assert_one_line_error(&o, 2, &["crash-worker", "failed"]);
 }
 
 #[test]
 fn plan_and_status_need_no_worker() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "devices: {cpu: 1}\n");
+    let cfg = job_yaml(
+        tmp.path(),
+        JOBS[0],
+        "golden/dit/model.pt",
+        "devices: {cpu: 1}\n",
+    );
     let nowhere = tmp.path().join("no-worker");
     let o = with_worker(&["plan", cfg.to_str().unwrap()], nowhere.to_str().unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = with_worker(&["status", cfg.to_str().unwrap()], nowhere.to_str().unwrap());
+    let o = with_worker(
+        &["status", cfg.to_str().unwrap()],
+        nowhere.to_str().unwrap(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -206,7 +224,10 @@ fn doctor_json_reports_torch_2_11_and_no_gpu_here() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let probe = &v["worker_probe"];
     assert!(
-        probe["torch_version"].as_str().unwrap().starts_with("2.11.0"),
+        probe["torch_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("2.11.0"),
         "{v}"
     );
     assert_eq!(v["gpus"].as_array().unwrap().len(), 0, "{v}");
@@ -232,7 +253,10 @@ fn devices_auto_without_a_gpu_refuses_instead_of_falling_back_to_the_cpu() {
         let o = fidshard(&[cmd, cfg.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(2), "{cmd}: {}", stderr(&o));
         let err = stderr(&o);
-        assert!(err.contains("no usable GPU") && err.contains("{cpu: N}"), "{err}");
+        assert!(
+            err.contains("no usable GPU") && err.contains("{cpu: N}"),
+            "{err}"
+        );
     }
     assert!(!tmp.path().join("out").exists(), "nothing written");
     // An empty CUDA_VISIBLE_DEVICES is named as the cause when there is a driver; here the

@@ -11,12 +11,11 @@ use std::path::{Path, PathBuf};
 
 /// configs/demo.yaml with absolute fixture paths and the out dir in `dir`.
 fn demo_job(dir: &Path, extra: &str) -> PathBuf {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.yaml"),
-    )
-    .unwrap()
-    .replace("../tests/fixtures", &fixture("").display().to_string())
-    .replace("out_dir: ../runs/demo", "out_dir: out");
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.yaml"))
+            .unwrap()
+            .replace("../tests/fixtures", &fixture("").display().to_string())
+            .replace("out_dir: ../runs/demo", "out_dir: out");
     let path = dir.join("demo.yaml");
     std::fs::write(&path, format!("{text}{extra}")).unwrap();
     path
@@ -25,8 +24,14 @@ fn demo_job(dir: &Path, extra: &str) -> PathBuf {
 fn read_labels(npz: &Path) -> Vec<i64> {
     let mut zip = zip::ZipArchive::new(std::fs::File::open(npz).unwrap()).unwrap();
     let mut bytes = Vec::new();
-    zip.by_name("arr_1.npy").unwrap().read_to_end(&mut bytes).unwrap();
-    npyz::NpyFile::new(&bytes[..]).unwrap().into_vec::<i64>().unwrap()
+    zip.by_name("arr_1.npy")
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    npyz::NpyFile::new(&bytes[..])
+        .unwrap()
+        .into_vec::<i64>()
+        .unwrap()
 }
 
 /// The README's recipe: mean over RGB, /255, 2x2 average pool to 8x8, x16, then
@@ -40,7 +45,9 @@ fn classify(pixels: &[u8], side: usize, weights: &[Vec<f64>], bias: &[f64]) -> u
     let mut x = [0.0f64; 64];
     for r in 0..8 {
         for c in 0..8 {
-            let s = gray(2 * r, 2 * c) + gray(2 * r + 1, 2 * c) + gray(2 * r, 2 * c + 1)
+            let s = gray(2 * r, 2 * c)
+                + gray(2 * r + 1, 2 * c)
+                + gray(2 * r, 2 * c + 1)
                 + gray(2 * r + 1, 2 * c + 1);
             x[r * 8 + c] = s / 4.0 * 16.0;
         }

@@ -16,7 +16,12 @@ const JOB: &str = "num_samples: 96\nsteps: 2\nshard_size: 8\nbatch_size: 2\ndevi
 
 fn start(cfg: &Path, k: u32) -> Child {
     Command::new(env!("CARGO_BIN_EXE_fidshard"))
-        .args(["run", cfg.to_str().unwrap(), "--partition", &format!("{k}/3")])
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--partition",
+            &format!("{k}/3"),
+        ])
         .env("FIDSHARD_LOG", "info")
         .env("FAILPOINTS", "worker-slow=return(250)")
         .stdout(Stdio::null())
@@ -53,7 +58,10 @@ fn three_partitions_one_killed_and_resumed_give_the_one_coordinator_npz() {
     let out = tmp.path().join("out");
     let plan = fidshard(&["plan", cfg.to_str().unwrap(), "--partitions", "3"]);
     let plan_text = String::from_utf8_lossy(&plan.stdout);
-    assert!(plan_text.contains("partition 1/3: shards 4..8"), "{plan_text}");
+    assert!(
+        plan_text.contains("partition 1/3: shards 4..8"),
+        "{plan_text}"
+    );
 
     let mut children: Vec<Child> = (0..3).map(|k| start(&cfg, k)).collect();
     // Partition 1 (samples 32..64): wait until it has finished a shard and is mid-way through
@@ -88,7 +96,14 @@ fn three_partitions_one_killed_and_resumed_give_the_one_coordinator_npz() {
     let s = status_json(&cfg);
     assert_eq!(s["partitions"].as_array().map(Vec::len), Some(3), "{s}");
     assert_eq!(s["samples_total"], 96, "{s}");
-    assert!(s["partitions"].as_array().unwrap().iter().any(|p| p["state"] == "running"), "{s}");
+    assert!(
+        s["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["state"] == "running"),
+        "{s}"
+    );
 
     kill(Pid::from_raw(children[1].id() as i32), Signal::SIGKILL).unwrap();
     let _ = children[1].wait();
@@ -105,21 +120,40 @@ fn three_partitions_one_killed_and_resumed_give_the_one_coordinator_npz() {
         .find(|p| p["partition"] == "1/3")
         .unwrap()
         .clone();
-    assert!(row1["state"] == "crashed" || row1["state"] == "interrupted", "{row1}");
+    assert!(
+        row1["state"] == "crashed" || row1["state"] == "interrupted",
+        "{row1}"
+    );
 
     children[1] = start(&cfg, 1);
     for (k, c) in children.into_iter().enumerate() {
         let o = c.wait_with_output().unwrap();
-        assert_eq!(o.status.code(), Some(0), "partition {k}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "partition {k}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
-    assert_eq!(std::fs::read(out.join("samples.npz")).unwrap(), want, "npz differs");
+    assert_eq!(
+        std::fs::read(out.join("samples.npz")).unwrap(),
+        want,
+        "npz differs"
+    );
     let after = mtimes(&out.join("samples"), 32..64);
     for (i, t) in &before {
         assert_eq!(after.get(i), Some(t), "sample {i} was sampled again");
     }
     let s = status_json(&cfg);
     assert_eq!(s["state"], "complete", "{s}");
-    assert!(s["partitions"].as_array().unwrap().iter().all(|p| p["state"] == "complete"), "{s}");
+    assert!(
+        s["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "complete"),
+        "{s}"
+    );
     // A different N against this out dir keeps every recorded shard: nothing to sample.
     let o = fidshard(&["run", cfg.to_str().unwrap(), "--partition", "0/2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

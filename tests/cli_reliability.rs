@@ -20,7 +20,10 @@ fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
             }
         }
     }
@@ -29,7 +32,10 @@ fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 fn one_error_line(o: &std::process::Output) -> String {
     let err = stderr(o);
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("fidshard: error:")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("fidshard: error:"))
+        .collect();
     assert_eq!(lines.len(), 1, "exactly one error line expected: {err}");
     lines[0].to_string()
 }
@@ -55,14 +61,26 @@ fn a_folder_fidshard_did_not_make_is_refused_untouched() {
     std::fs::write(out.join("samples.npz"), b"someone else's npz").unwrap();
     std::fs::write(out.join(".x.tmp.123"), b"someone's temp file").unwrap();
     let before = snapshot_tree(&out);
-    let cfg = job_with(tmp.path(), JOBS[0], "num_samples: 8\nsteps: 2\ndevices: {cpu: 1}\n");
-    for args in [vec!["run"], vec!["run", "--restart"], vec!["assemble"], vec!["repair"]] {
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 8\nsteps: 2\ndevices: {cpu: 1}\n",
+    );
+    for args in [
+        vec!["run"],
+        vec!["run", "--restart"],
+        vec!["assemble"],
+        vec!["repair"],
+    ] {
         let mut a = args.clone();
         a.push(cfg.to_str().unwrap());
         let o = fidshard(&a);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         let line = one_error_line(&o);
-        assert!(line.contains("not made by fidshard") && line.contains("out"), "{line}");
+        assert!(
+            line.contains("not made by fidshard") && line.contains("out"),
+            "{line}"
+        );
         assert_eq!(snapshot_tree(&out), before, "{args:?} changed the folder");
     }
 }
@@ -70,7 +88,11 @@ fn a_folder_fidshard_did_not_make_is_refused_untouched() {
 #[test]
 fn out_dir_root_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = job_with(tmp.path(), JOBS[0], "num_samples: 8\nsteps: 2\nout_dir: /\n");
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 8\nsteps: 2\nout_dir: /\n",
+    );
     let o = fidshard(&["run", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     one_error_line(&o);
@@ -87,7 +109,10 @@ fn restart_removes_only_fidshard_files() {
     std::fs::write(out.join("README.txt"), b"mine too").unwrap();
     let o = fidshard(&["run", cfg.to_str().unwrap(), "--restart"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(std::fs::read(out.join("samples/notes.txt")).unwrap(), b"mine");
+    assert_eq!(
+        std::fs::read(out.join("samples/notes.txt")).unwrap(),
+        b"mine"
+    );
     assert_eq!(std::fs::read(out.join("README.txt")).unwrap(), b"mine too");
 }
 
@@ -114,7 +139,11 @@ fn a_corrupted_npz_is_not_complete_and_run_assembles_it_again() {
     let o = fidshard(&["run", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("already complete"), "{}", stderr(&o));
-    assert_eq!(std::fs::read(&npz).unwrap(), good, "re-assembled byte-identical");
+    assert_eq!(
+        std::fs::read(&npz).unwrap(),
+        good,
+        "re-assembled byte-identical"
+    );
 }
 
 /// The golden weights with one tensor set to NaN, as safetensors.
@@ -134,7 +163,10 @@ fn nan_checkpoint(dir: &Path) -> PathBuf {
     let views: Vec<(String, safetensors::tensor::TensorView)> = owned
         .iter()
         .map(|(n, d, s, b)| {
-            (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
         })
         .collect();
     let path = dir.join("nan.safetensors");
@@ -164,7 +196,9 @@ fn nan_results_fail_their_shards_instead_of_writing_black_images() {
     assert_eq!(s["samples_done"], 0, "{s}");
     let errors = s["last_errors"].to_string();
     assert!(errors.contains("NaN or infinite"), "{errors}");
-    let pngs = std::fs::read_dir(out.join("samples")).map(|d| d.count()).unwrap_or(0);
+    let pngs = std::fs::read_dir(out.join("samples"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(pngs, 0, "no image of a NaN batch is written");
 }
 
@@ -175,7 +209,14 @@ fn json_logs_are_one_object_per_line_with_numbers() {
     for args in [
         vec!["--log-format", "json", "run", cfg.to_str().unwrap()],
         vec!["--log-format", "json", "validate", "/nonexistent.yaml"],
-        vec!["--log-format", "json", "run", cfg.to_str().unwrap(), "--grace", "inf"],
+        vec![
+            "--log-format",
+            "json",
+            "run",
+            cfg.to_str().unwrap(),
+            "--grace",
+            "inf",
+        ],
         vec!["--log-format", "json", "frobnicate"],
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_fidshard"))
@@ -214,7 +255,11 @@ fn text_logs_have_no_colour_codes_off_a_terminal() {
 fn wait_for(path: &Path, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "timed out waiting for {}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -230,7 +275,10 @@ fn every_documented_exit_code() {
     // 2: invalid input.
     let bad = tmp.path().join("bad.yaml");
     std::fs::write(&bad, "model: {checkpoint: x.pt}\n").unwrap();
-    assert_eq!(fidshard(&["validate", bad.to_str().unwrap()]).status.code(), Some(2));
+    assert_eq!(
+        fidshard(&["validate", bad.to_str().unwrap()]).status.code(),
+        Some(2)
+    );
     // 1: a runtime failure (a damaged npz found by status --verify).
     let npz = tmp.path().join("out/samples.npz");
     let mut bytes = std::fs::read(&npz).unwrap();
@@ -243,17 +291,28 @@ fn every_documented_exit_code() {
     let sub = tmp.path().join("nan");
     std::fs::create_dir_all(&sub).unwrap();
     let ckpt = nan_checkpoint(&sub);
-    let nan_cfg = job_with(&sub, JOBS[0], "num_samples: 2\nsteps: 1\ndevices: {cpu: 1}\nretry: {attempts: 1}\n");
+    let nan_cfg = job_with(
+        &sub,
+        JOBS[0],
+        "num_samples: 2\nsteps: 1\ndevices: {cpu: 1}\nretry: {attempts: 1}\n",
+    );
     let text = std::fs::read_to_string(&nan_cfg).unwrap().replace(
         &fixture("golden/dit/model.pt").display().to_string(),
         ckpt.to_str().unwrap(),
     );
     std::fs::write(&nan_cfg, text).unwrap();
-    assert_eq!(fidshard(&["run", nan_cfg.to_str().unwrap()]).status.code(), Some(3));
+    assert_eq!(
+        fidshard(&["run", nan_cfg.to_str().unwrap()]).status.code(),
+        Some(3)
+    );
     // 4 and 75: a slow run holds the lock; a second run is refused; SIGTERM interrupts it.
     let slow = tmp.path().join("slow");
     std::fs::create_dir_all(&slow).unwrap();
-    let slow_cfg = job_with(&slow, JOBS[0], "num_samples: 64\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n");
+    let slow_cfg = job_with(
+        &slow,
+        JOBS[0],
+        "num_samples: 64\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n",
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_fidshard"))
         .args(["run", slow_cfg.to_str().unwrap(), "--grace", "2"])
         .env("FIDSHARD_LOG", "warn")
@@ -264,7 +323,11 @@ fn every_documented_exit_code() {
     wait_for(&slow.join("out/status.json"), 60);
     let o = fidshard(&["run", slow_cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("pid {}", child.id())), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("pid {}", child.id())),
+        "{}",
+        stderr(&o)
+    );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(75));
 }
@@ -279,8 +342,15 @@ fn a_damaged_png_of_a_complete_job_is_sampled_again() {
     std::fs::write(&png, &good[..good.len() / 2]).unwrap();
     let o = fidshard(&["run", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(std::fs::read(&png).unwrap(), good, "the PNG is sampled again, identical");
-    assert_eq!(std::fs::read(tmp.path().join("out/samples.npz")).unwrap(), npz);
+    assert_eq!(
+        std::fs::read(&png).unwrap(),
+        good,
+        "the PNG is sampled again, identical"
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("out/samples.npz")).unwrap(),
+        npz
+    );
     let o = fidshard(&["assemble", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
@@ -304,7 +374,7 @@ fn a_checkpoint_replaced_mid_run_stops_the_run_instead_of_mixing_models() {
     );
     std::fs::write(&cfg, text).unwrap();
     let out = tmp.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+    let child = Command::new(env!("CARGO_BIN_EXE_fidshard"))
         .args(["run", cfg.to_str().unwrap(), "--grace", "2"])
         .env("FIDSHARD_LOG", "warn")
         .env("FAILPOINTS", "worker-slow=return(150)")
@@ -333,7 +403,10 @@ fn a_checkpoint_replaced_mid_run_stops_the_run_instead_of_mixing_models() {
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(2), "{err}");
-    let line = err.lines().find(|l| l.starts_with("fidshard: error:")).unwrap_or("");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("fidshard: error:"))
+        .unwrap_or("");
     assert!(
         line.contains("model.pt") && line.contains("changed during the run"),
         "{err}"
@@ -344,7 +417,11 @@ fn a_checkpoint_replaced_mid_run_stops_the_run_instead_of_mixing_models() {
     std::fs::copy(fixture("golden/dit/model.pt"), &ckpt).unwrap();
     let clean = tmp.path().join("clean");
     std::fs::create_dir_all(&clean).unwrap();
-    let clean_cfg = job_with(&clean, JOBS[0], "num_samples: 128\nsteps: 2\nshard_size: 4\ndevices: {cpu: 2}\n");
+    let clean_cfg = job_with(
+        &clean,
+        JOBS[0],
+        "num_samples: 128\nsteps: 2\nshard_size: 4\ndevices: {cpu: 2}\n",
+    );
     let o = fidshard(&["run", clean_cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     for range in recorded.as_array().unwrap() {

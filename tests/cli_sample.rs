@@ -248,7 +248,12 @@ fn safetensors_with_wrong_shape() {
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = owned
         .iter()
-        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     let ckpt = tmp.path().join("wrong-shape.safetensors");
     safetensors::serialize_to_file(views, &None, &ckpt).unwrap();

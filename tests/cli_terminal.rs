@@ -16,11 +16,22 @@ fn run_cmd(args: &[&str]) -> std::process::Output {
 #[test]
 fn set_overrides_work_on_every_command() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = job_with(tmp.path(), JOBS[0], "num_samples: 8\nsteps: 2\nshard_size: 4\n");
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 8\nsteps: 2\nshard_size: 4\n",
+    );
     let c = cfg.to_str().unwrap();
 
     // config: the resolved job shows the override.
-    let o = run_cmd(&["config", c, "--set", "cfg_scale=1.5", "--set", "retry.attempts=7"]);
+    let o = run_cmd(&[
+        "config",
+        c,
+        "--set",
+        "cfg_scale=1.5",
+        "--set",
+        "retry.attempts=7",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("cfg_scale: 1.5"), "{text}");
@@ -43,7 +54,10 @@ fn set_overrides_work_on_every_command() {
     let o = run_cmd(&["run", c, "--set", "seed=3"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let saved = std::fs::read_to_string(tmp.path().join("out/job.resolved.yaml")).unwrap();
-    assert!(saved.contains("seed: 3") && saved.contains("seed=3"), "{saved}");
+    assert!(
+        saved.contains("seed: 3") && saved.contains("seed=3"),
+        "{saved}"
+    );
     // status of the YAML with the same override: complete; without it: the seed differs.
     let o = run_cmd(&["status", c, "--set", "seed=3", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -53,7 +67,14 @@ fn set_overrides_work_on_every_command() {
     // sample and bench.
     let png = tmp.path().join("png");
     let o = run_cmd(&[
-        "sample", c, "--out", png.to_str().unwrap(), "--range", "0..2", "--set", "seed=3",
+        "sample",
+        c,
+        "--out",
+        png.to_str().unwrap(),
+        "--range",
+        "0..2",
+        "--set",
+        "seed=3",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
@@ -98,12 +119,23 @@ fn growing_and_shrinking_a_job_keeps_its_work() {
 
     let o = run_cmd(&["run", c, "--set", "num_samples=96"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(mtimes(&out.join("samples"), 64), before, "the first 64 were sampled again");
+    assert_eq!(
+        mtimes(&out.join("samples"), 64),
+        before,
+        "the first 64 were sampled again"
+    );
     let (shape, grown) = read_npz_u8(&out.join("samples.npz"));
     assert_eq!(shape[0], 96);
-    assert_eq!(&grown[..first.len()], &first[..], "the first 64 images changed");
+    assert_eq!(
+        &grown[..first.len()],
+        &first[..],
+        "the first 64 images changed"
+    );
     let log = std::fs::read_to_string(out.join("logs/worker-0.log")).unwrap();
-    assert!(log.contains("reused=4"), "the short shard [60..64) was not completed by reuse: {log}");
+    assert!(
+        log.contains("reused=4"),
+        "the short shard [60..64) was not completed by reuse: {log}"
+    );
 
     // The same job sampled at 96 from the start gives the same npz.
     let fresh = tempfile::tempdir().unwrap();
@@ -121,7 +153,10 @@ fn growing_and_shrinking_a_job_keeps_its_work() {
     let (shape, shrunk) = read_npz_u8(&out.join("samples.npz"));
     assert_eq!(shape[0], 40);
     assert_eq!(&shrunk[..], &grown[..shrunk.len()]);
-    assert!(out.join("samples/000095.png").is_file(), "PNGs past the new end are kept");
+    assert!(
+        out.join("samples/000095.png").is_file(),
+        "PNGs past the new end are kept"
+    );
     // Anything that changes pixels is still refused.
     let o = run_cmd(&["run", c, "--set", "num_samples=40", "--set", "seed=9"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
@@ -152,11 +187,17 @@ fn the_bar_moves_within_a_shard_in_a_terminal() {
     let screen = String::from_utf8_lossy(&o.stdout).replace('\r', "\n");
     // 2, 4, 6, 8 of the first shard of 10: per batch, not per shard.
     for n in [2, 4, 6] {
-        assert!(screen.contains(&format!("{n}/20 images")), "no {n}/20 in: {screen}");
+        assert!(
+            screen.contains(&format!("{n}/20 images")),
+            "no {n}/20 in: {screen}"
+        );
     }
     assert!(screen.contains("(starting workers)") || screen.contains("(measuring the rate)"));
     assert!(screen.contains("images/s, ETA"), "{screen}");
-    assert!(screen.contains("worker 0 cpu busy shard #0 [0..10) 4/10 batch 2"), "{screen}");
+    assert!(
+        screen.contains("worker 0 cpu busy shard #0 [0..10) 4/10 batch 2"),
+        "{screen}"
+    );
 }
 
 /// Without a terminal: heartbeat lines every progress_interval; in JSON with numbers.
@@ -182,8 +223,14 @@ fn heartbeat_lines_without_a_terminal_carry_numbers() {
     assert!(beats.len() >= 2, "{}", stderr(&o));
     let last = &beats[beats.len() - 1]["fields"];
     assert!(last["done"].is_u64() && last["total"] == 24, "{last}");
-    assert!(last["images_per_sec"].is_number() && last["eta_seconds"].is_number(), "{last}");
-    assert!(last["workers"].as_str().unwrap().contains("worker 0 cpu"), "{last}");
+    assert!(
+        last["images_per_sec"].is_number() && last["eta_seconds"].is_number(),
+        "{last}"
+    );
+    assert!(
+        last["workers"].as_str().unwrap().contains("worker 0 cpu"),
+        "{last}"
+    );
 }
 
 /// `status` of a complete job answers what a user asks: where the npz is, how big, how fast;
@@ -192,33 +239,52 @@ fn heartbeat_lines_without_a_terminal_carry_numbers() {
 #[test]
 fn status_answers_questions() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = job_with(tmp.path(), JOBS[0], "num_samples: 8\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n");
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 8\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n",
+    );
     let c = cfg.to_str().unwrap();
     let o = run_cmd(&["run", c]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let o = run_cmd(&["status", c, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["state"], "complete");
-    assert!(v["npz"]["path"].as_str().unwrap().ends_with("samples.npz"), "{v}");
+    assert!(
+        v["npz"]["path"].as_str().unwrap().ends_with("samples.npz"),
+        "{v}"
+    );
     assert!(v["npz"]["bytes"].as_u64().unwrap() > 0, "{v}");
     assert!(v["images_per_sec"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["wall_seconds"].as_f64().unwrap() > 0.0, "{v}");
     assert_eq!(v["devices"][0]["samples"], 8, "{v}");
-    assert!(v["devices"][0]["images_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["devices"][0]["images_per_sec"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
     let o = run_cmd(&["status", c, "--set", "seed=5"]);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("warning  the YAML no longer matches") && text.contains("seed 0 -> 5"), "{text}");
+    assert!(
+        text.contains("warning  the YAML no longer matches") && text.contains("seed 0 -> 5"),
+        "{text}"
+    );
 
     // Interrupted: what to run next.
     let other = tempfile::tempdir().unwrap();
-    let cfg2 = job_with(other.path(), JOBS[0], "num_samples: 400\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n");
+    let cfg2 = job_with(
+        other.path(),
+        JOBS[0],
+        "num_samples: 400\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n",
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_fidshard"))
         .args(["run", cfg2.to_str().unwrap()])
         .env("FAILPOINTS", "worker-slow=return(100)")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_snapshot(&other.path().join("out"), 60, |v| v["shards_done"].as_u64() >= Some(1));
+    wait_for_snapshot(&other.path().join("out"), 60, |v| {
+        v["shards_done"].as_u64() >= Some(1)
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -228,13 +294,19 @@ fn status_answers_questions() {
     let o = run_cmd(&["status", cfg2.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["state"], "interrupted");
-    assert!(v["next"].as_str().unwrap().starts_with("fidshard run "), "{v}");
+    assert!(
+        v["next"].as_str().unwrap().starts_with("fidshard run "),
+        "{v}"
+    );
 
     // Several targets: one row each.
     let o = run_cmd(&["status", c, cfg2.to_str().unwrap()]);
     let table = String::from_utf8_lossy(&o.stdout);
     assert_eq!(table.lines().count(), 3, "{table}");
-    assert!(table.contains("complete") && table.contains("interrupted"), "{table}");
+    assert!(
+        table.contains("complete") && table.contains("interrupted"),
+        "{table}"
+    );
 
     // --watch redraws in place until stopped.
     let mut w = Command::new(env!("CARGO_BIN_EXE_fidshard"))

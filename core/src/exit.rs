@@ -46,7 +46,9 @@ impl Exit {
         match self {
             Exit::Complete => "done",
             Exit::Failure => "unexpected runtime failure (I/O, libtorch)",
-            Exit::InvalidInput => "invalid config, model file, command line or environment; nothing changed",
+            Exit::InvalidInput => {
+                "invalid config, model file, command line or environment; nothing changed"
+            }
             Exit::ShardsFailed => "finished, but some shards exhausted their retries",
             Exit::Locked => "another coordinator holds this out dir",
             Exit::Interrupted => "interrupted; run again to resume",
@@ -98,7 +100,10 @@ pub fn code_of_with(
         if let Some(e) = cause.downcast_ref::<crate::error::CoreError>() {
             return e.exit();
         }
-        if cause.downcast_ref::<crate::diffusion::RespaceError>().is_some() {
+        if cause
+            .downcast_ref::<crate::diffusion::RespaceError>()
+            .is_some()
+        {
             return Exit::InvalidInput;
         }
         if let Some(code) = more(cause) {
@@ -121,7 +126,10 @@ mod tests {
     #[test]
     fn context_keeps_the_code() {
         let e: anyhow::Error = Fatal::input(anyhow::anyhow!("bad key")).into();
-        let e = Err::<(), _>(e).context("loading x").context("run").unwrap_err();
+        let e = Err::<(), _>(e)
+            .context("loading x")
+            .context("run")
+            .unwrap_err();
         assert_eq!(code_of(&e), Exit::InvalidInput);
         let io = crate::error::CoreError::io("/x", std::io::Error::other("disk"));
         let e = Err::<(), _>(io).context("writing").unwrap_err();

@@ -65,7 +65,12 @@ impl WeightsIdentity {
     }
 
     /// What differs from `expected`, naming the file: `None` when nothing does.
-    pub fn mismatch(&self, expected: &WeightsIdentity, checkpoint: &Path, vae: &Path) -> Option<String> {
+    pub fn mismatch(
+        &self,
+        expected: &WeightsIdentity,
+        checkpoint: &Path,
+        vae: &Path,
+    ) -> Option<String> {
         if self.checkpoint != expected.checkpoint {
             return Some(format!(
                 "{}: the checkpoint changed during the run (the job recorded `{}`, the file is now `{}`); every shard of a job must come from one model: restore the file, or start over with --restart",
@@ -102,14 +107,26 @@ mod tests {
             std::fs::write(p, &data).unwrap();
         }
         let id = file_identity(&a).unwrap();
-        assert_eq!(id, file_identity(&b).unwrap(), "a copy elsewhere is the same");
         assert_eq!(
             id,
-            format!("model.pt, {} bytes, crc32 {:08x}", data.len(), crc32fast::hash(&data))
+            file_identity(&b).unwrap(),
+            "a copy elsewhere is the same"
+        );
+        assert_eq!(
+            id,
+            format!(
+                "model.pt, {} bytes, crc32 {:08x}",
+                data.len(),
+                crc32fast::hash(&data)
+            )
         );
         let mut changed = data.clone();
         *changed.last_mut().unwrap() ^= 1;
         std::fs::write(&b, &changed).unwrap();
-        assert_ne!(id, file_identity(&b).unwrap(), "one flipped bit is a new checkpoint");
+        assert_ne!(
+            id,
+            file_identity(&b).unwrap(),
+            "one flipped bit is a new checkpoint"
+        );
     }
 }

@@ -25,8 +25,8 @@
 //! - `shard_failed` (typed: `oom` after the micro-batch could not shrink further, `io` for disk
 //!   errors, `other`), after which the worker takes more work;
 //! - `fatal` (e.g. `load`: the checkpoint or VAE did not load), after which it exits non-zero.
-use crate::shard::Shard;
 use crate::settings::SamplerSettings;
+use crate::shard::Shard;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

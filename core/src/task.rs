@@ -45,7 +45,10 @@ pub struct BenchTask {
 #[serde(rename_all = "snake_case")]
 pub enum BenchModel {
     /// A job's real weights.
-    Job { settings: Box<SamplerSettings>, name: String },
+    Job {
+        settings: Box<SamplerSettings>,
+        name: String,
+    },
     /// A DiT preset with random weights and a VAE architecture (sd-vae-ft-ema's by default).
     Random {
         preset: String,

@@ -10,10 +10,10 @@ mod sys;
 mod worker;
 
 use clap::{Parser, Subcommand};
-use sys::log::LogFormat;
-use sys::exit::{code_of, Exit};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use sys::exit::{code_of, Exit};
+use sys::log::LogFormat;
 
 #[derive(Parser)]
 #[command(

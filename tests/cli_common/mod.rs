@@ -58,7 +58,11 @@ pub fn read_safetensors(path: &Path) -> BTreeMap<String, HostTensor> {
 /// Relative L2 error ||out - ref|| / ||ref||.
 pub fn rel_l2(out: &[f64], reference: &[f64]) -> f64 {
     assert_eq!(out.len(), reference.len(), "size mismatch");
-    let num: f64 = out.iter().zip(reference).map(|(a, b)| (a - b) * (a - b)).sum();
+    let num: f64 = out
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum();
     let den: f64 = reference.iter().map(|b| b * b).sum();
     (num / den).sqrt()
 }

@@ -1,8 +1,8 @@
 //! The one sampling path every caller uses (the worker's shards, `sample`, `bench`):
 //! per-sample noise -> DiT + guidance through the diffusion steps -> VAE -> uint8 samples.
 use crate::engine::{to_samples, Engine, Sample, Timings};
-use crate::noise::Draws;
 use crate::error::{EngineError, Result};
+use crate::noise::Draws;
 use tch::Tensor;
 
 /// What one batch produced: the samples and their final latents (before the VAE).
@@ -35,7 +35,11 @@ impl Engine {
     }
 
     /// [`Engine::try_sample_batch`] from draws made beforehand.
-    pub fn try_sample_batch_from(&self, draws: Draws, t: &mut Timings) -> Result<Batch, BatchError> {
+    pub fn try_sample_batch_from(
+        &self,
+        draws: Draws,
+        t: &mut Timings,
+    ) -> Result<Batch, BatchError> {
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.sample_batch_from(draws, t)
         }));

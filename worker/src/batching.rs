@@ -99,14 +99,19 @@ impl Engine {
         .unwrap_or(4 << 30);
         let dit = s.batch_size.fixed().unwrap_or_else(|| {
             let per = dit_bytes_per_image(&s.dit, s.precision, s.uses_cfg());
-            let cap = if device.is_cuda() { MAX_DIT_BATCH } else { CPU_DIT_BATCH };
+            let cap = if device.is_cuda() {
+                MAX_DIT_BATCH
+            } else {
+                CPU_DIT_BATCH
+            };
             fit(free, per, cap)
         });
         let vae = s.vae_batch_size.fixed().unwrap_or_else(|| {
             if !device.is_cuda() {
                 return 1; // the CPU decodes one image at a time (batch invariance)
             }
-            let per = vae_bytes_per_image(self.vae_widest_channels(), self.image_size(), s.precision);
+            let per =
+                vae_bytes_per_image(self.vae_widest_channels(), self.image_size(), s.precision);
             fit(free, per, MAX_VAE_BATCH)
         });
         if s.batch_size == BatchSize::Auto || s.vae_batch_size == BatchSize::Auto {

@@ -91,7 +91,7 @@ impl NoiseProducer {
         }
     }
 
-    /// Asks for the draws of `indices` (answered in request order by [`NoiseProducer::next`]).
+    /// Asks for the draws of `indices` (answered in request order by [`NoiseProducer::take`]).
     pub fn request(&mut self, indices: Vec<u64>) {
         if let Some(tx) = &self.requests {
             if tx.send(indices).is_ok() {
@@ -101,7 +101,7 @@ impl NoiseProducer {
     }
 
     /// The oldest requested draws; `None` when nothing is in flight.
-    pub fn next(&mut self) -> Option<Draws> {
+    pub fn take(&mut self) -> Option<Draws> {
         if self.in_flight == 0 {
             return None;
         }
@@ -111,7 +111,7 @@ impl NoiseProducer {
 
     /// Drops every answer still in flight (after the batch layout changed, e.g. an OOM halving).
     pub fn clear(&mut self) {
-        while self.next().is_some() {}
+        while self.take().is_some() {}
     }
 }
 

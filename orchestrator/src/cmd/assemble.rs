@@ -52,9 +52,9 @@ pub(crate) fn run(config: &std::path::Path) -> Result<()> {
 /// not also completed as a whole).
 fn partition_count(job: &Job) -> Option<u32> {
     let parts = crate::outdir::partitions::list(&job.out_dir);
-    let newest = parts.iter().max_by_key(|(_, dir)| {
-        std::fs::metadata(dir).and_then(|m| m.modified()).ok()
-    })?;
+    let newest = parts
+        .iter()
+        .max_by_key(|(_, dir)| std::fs::metadata(dir).and_then(|m| m.modified()).ok())?;
     Some(newest.0.n)
 }
 

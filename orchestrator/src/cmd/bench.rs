@@ -53,7 +53,9 @@ fn parse_batch(s: &str) -> Result<BatchSize, String> {
         "auto" => Ok(BatchSize::Auto),
         _ => match s.parse::<usize>() {
             Ok(n) if n >= 1 => Ok(BatchSize::Fixed(n)),
-            _ => Err(format!("`{s}` is not a positive number of images or `auto`")),
+            _ => Err(format!(
+                "`{s}` is not a positive number of images or `auto`"
+            )),
         },
     }
 }
@@ -85,7 +87,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         }
         None => {
             let model = BenchModel::Random {
-                preset: args.random_model.clone().unwrap_or_else(|| "DiT-S/2".into()),
+                preset: args
+                    .random_model
+                    .clone()
+                    .unwrap_or_else(|| "DiT-S/2".into()),
                 vae_config: args.vae_config.clone(),
                 image_size: args.image_size,
                 steps: args.steps.clone(),

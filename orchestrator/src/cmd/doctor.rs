@@ -43,7 +43,12 @@ fn diagnose(r: &Report) -> Vec<String> {
         ));
     }
     if let Some(probe) = &r.worker_probe {
-        if probe.torch_version.as_deref().map(|v| !v.starts_with("2.11.0")).unwrap_or(true) {
+        if probe
+            .torch_version
+            .as_deref()
+            .map(|v| !v.starts_with("2.11.0"))
+            .unwrap_or(true)
+        {
             p.push(format!(
                 "the worker runs on torch {} but was built for 2.11.0: rebuild against torch 2.11.0 (`make build`) or point LIBTORCH at a 2.11.0 install",
                 probe.torch_version.as_deref().unwrap_or("(unknown)")
@@ -127,7 +132,11 @@ fn render(r: &Report) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     let _ = writeln!(o, "fidshard        {} ({})", r.fidshard_version, r.fidshard);
-    let _ = writeln!(o, "worker          {}", r.worker.as_deref().unwrap_or("(not found)"));
+    let _ = writeln!(
+        o,
+        "worker          {}",
+        r.worker.as_deref().unwrap_or("(not found)")
+    );
     if let Some(p) = &r.worker_probe {
         let _ = writeln!(
             o,
@@ -139,7 +148,11 @@ fn render(r: &Report) -> String {
         let _ = writeln!(
             o,
             "CUDA library    {}; libtorch sees {} CUDA device(s)",
-            if p.cuda_library_loaded { "libtorch_cuda.so loaded" } else { "not loaded" },
+            if p.cuda_library_loaded {
+                "libtorch_cuda.so loaded"
+            } else {
+                "not loaded"
+            },
             p.cuda_device_count
         );
     }
@@ -170,7 +183,9 @@ fn render(r: &Report) -> String {
     let _ = writeln!(
         o,
         "disk            {} free at {}",
-        r.disk_free_bytes.map(human).unwrap_or_else(|| "unknown".into()),
+        r.disk_free_bytes
+            .map(human)
+            .unwrap_or_else(|| "unknown".into()),
         r.disk_dir.display()
     );
     if r.problems.is_empty() {

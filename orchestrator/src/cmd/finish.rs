@@ -83,10 +83,12 @@ pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<Exit> {
             return Ok(Exit::Complete);
         }
     };
-    let labels: Vec<i64> = records.iter().flat_map(|r| r.labels.iter().copied()).collect();
+    let labels: Vec<i64> = records
+        .iter()
+        .flat_map(|r| r.labels.iter().copied())
+        .collect();
     let n = job.settings.num_samples;
-    if npz.is_file()
-        && crate::npz::verify_npz_full(&npz, n, job.image_size as u32, &labels).is_ok()
+    if npz.is_file() && crate::npz::verify_npz_full(&npz, n, job.image_size as u32, &labels).is_ok()
     {
         tracing::info!(npz = %npz.display(), "samples.npz is already assembled (verified)");
         return Ok(Exit::Complete);

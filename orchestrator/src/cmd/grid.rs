@@ -87,7 +87,9 @@ fn class_name(class: i64, num_classes: i64) -> String {
 
 pub(crate) fn run(args: GridArgs) -> Result<()> {
     if args.n == 0 || args.cols == 0 {
-        return Err(fidshard_core::input_error!("--n and --cols must be at least 1"));
+        return Err(fidshard_core::input_error!(
+            "--n and --cols must be at least 1"
+        ));
     }
     let (out_dir, labeler) = if args.target.is_file() {
         let job = Job::load(&args.target)?;
@@ -148,7 +150,11 @@ pub(crate) fn run(args: GridArgs) -> Result<()> {
         return Err(fidshard_core::input_error!(
             "{}: no sample PNGs{} yet",
             samples.display(),
-            if args.classes.is_empty() { "" } else { " of those classes" }
+            if args.classes.is_empty() {
+                ""
+            } else {
+                " of those classes"
+            }
         ));
     }
     let images: Vec<image::RgbImage> = chosen
@@ -195,13 +201,19 @@ fn draw(
         let (x0, y0) = ((k as u32 % cols) * cw + PAD, (k as u32 / cols) * ch + PAD);
         for y in 0..cell {
             for x in 0..cell {
-                let p = img.get_pixel((x / scale).min(img.width() - 1), (y / scale).min(img.height() - 1));
+                let p = img.get_pixel(
+                    (x / scale).min(img.width() - 1),
+                    (y / scale).min(img.height() - 1),
+                );
                 out.put_pixel(x0 + x, y0 + y, *p);
             }
         }
         let max_chars = (cell / GLYPH) as usize;
         let line1: String = format!("#{index}").chars().take(max_chars).collect();
-        let line2: String = class_name(*class, num_classes).chars().take(max_chars).collect();
+        let line2: String = class_name(*class, num_classes)
+            .chars()
+            .take(max_chars)
+            .collect();
         text(&mut out, x0, y0 + cell + PAD, &line1);
         text(&mut out, x0, y0 + cell + PAD + GLYPH + 1, &line2);
     }
@@ -212,7 +224,9 @@ fn draw(
 fn text(img: &mut image::RgbImage, x0: u32, y0: u32, s: &str) {
     use font8x8::UnicodeFonts;
     for (k, c) in s.chars().enumerate() {
-        let Some(glyph) = font8x8::BASIC_FONTS.get(c).or_else(|| font8x8::BASIC_FONTS.get('?'))
+        let Some(glyph) = font8x8::BASIC_FONTS
+            .get(c)
+            .or_else(|| font8x8::BASIC_FONTS.get('?'))
         else {
             continue;
         };

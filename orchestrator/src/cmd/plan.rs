@@ -26,10 +26,14 @@ pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
     let job = Job::load(config)?;
     if let Some(n) = partitions {
         if n == 0 || n > 100_000 {
-            return Err(fidshard_core::input_error!("--partitions {n}: expected 1 to 100000"));
+            return Err(fidshard_core::input_error!(
+                "--partitions {n}: expected 1 to 100000"
+            ));
         }
         let total = job.total_shard_count();
-        crate::sys::out::outln!("{n} partitions (one coordinator each, `fidshard run --partition K/{n}`):");
+        crate::sys::out::outln!(
+            "{n} partitions (one coordinator each, `fidshard run --partition K/{n}`):"
+        );
         for k in 0..n {
             let p = crate::job::partition::Partition { k, n };
             let r = p.shards(total);
@@ -56,10 +60,15 @@ pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
         }
         Err(e) => return Err(e),
     };
-    let last = if count > 0 { shard(&job, count - 1).len() } else { 0 };
+    let last = if count > 0 {
+        shard(&job, count - 1).len()
+    } else {
+        0
+    };
     crate::sys::out::outln!(
         "{} samples in {count} shards of {} (last: {last})",
-        job.settings.num_samples, job.run.shard_size,
+        job.settings.num_samples,
+        job.run.shard_size,
     );
     let print = |id: u64| {
         let s = shard(&job, id);

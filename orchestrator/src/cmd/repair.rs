@@ -2,7 +2,9 @@
 use crate::job::config::Job;
 use crate::job::fingerprint::Fingerprint;
 use crate::outdir::lock::JobLock;
-use crate::outdir::rebuild::{check_saved_fingerprint, fresh, inspect, plan_meta, recover_into, set_aside_broken, Found};
+use crate::outdir::rebuild::{
+    check_saved_fingerprint, fresh, inspect, plan_meta, recover_into, set_aside_broken, Found,
+};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -23,7 +25,10 @@ pub(crate) fn run(config: &Path) -> Result<()> {
                     .map_err(|e| e.fatal())?;
             }
             drop(db);
-            Some(crate::outdir::state::move_aside(&lock, "old").context("moving the old state aside")?)
+            Some(
+                crate::outdir::state::move_aside(&lock, "old")
+                    .context("moving the old state aside")?,
+            )
         }
         Found::Broken(why) => Some(set_aside_broken(&lock, &why)?),
     };

@@ -1,17 +1,17 @@
 //! `fidshard run CONFIG`: the whole job. Lock the out dir, check the fingerprint, skip recorded
 //! shards (after checking their files), check models and disk before spawning anything, let the
 //! coordinator sample the rest, then assemble `samples.npz`.
+use crate::cmd::finish::assemble_interruptible;
+use crate::coordinator::{Coordinator, Outcome};
 use crate::job::config::Job;
 use crate::job::devices::WorkerDevice;
-use crate::coordinator::{Coordinator, Outcome};
-use crate::sys::exit::{Exit, Fatal};
-use crate::outdir::lock::JobLock;
-use crate::cmd::finish::assemble_interruptible;
 use crate::job::plan::Shard;
+use crate::outdir::lock::JobLock;
 use crate::outdir::snapshot::{self, JobState, Snapshot};
 use crate::outdir::state::StateDb;
-use anyhow::{anyhow, Context, Result};
+use crate::sys::exit::{Exit, Fatal};
 use crate::sys::time::round1;
+use anyhow::{anyhow, Context, Result};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -94,7 +94,10 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     }
     // What produces this npz, beside it: the job with every default and --set applied.
     let resolved = crate::cmd::config::resolved_yaml(&job)?;
-    fidshard_core::output::write_atomic(&crate::outdir::OutDir::new(&out).resolved_job(), resolved.as_bytes())?;
+    fidshard_core::output::write_atomic(
+        &crate::outdir::OutDir::new(&out).resolved_job(),
+        resolved.as_bytes(),
+    )?;
     let result = run_with_state(&job, &db, &args, started, &devices);
     if let Err(e) = &result {
         warn_if_state_failed(e, &out);
@@ -105,9 +108,10 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
 /// A sled failure in the middle of a run costs no finished work, since every recorded shard's
 /// PNGs are on disk; but say so, and how to get the records back.
 fn warn_if_state_failed(e: &anyhow::Error, out: &std::path::Path) {
-    let state_error = e
-        .chain()
-        .any(|c| c.downcast_ref::<crate::outdir::state::StateError>().is_some());
+    let state_error = e.chain().any(|c| {
+        c.downcast_ref::<crate::outdir::state::StateError>()
+            .is_some()
+    });
     if state_error {
         tracing::error!(
             out = %out.display(),
@@ -243,10 +247,10 @@ fn run_with_state(
                 tracing::warn!(shards = ?bad, "PNGs missing or corrupt after recording; redoing their shards");
                 // The bad files go, so that the worker samples them instead of reusing them.
                 for &i in e.bad_indices().unwrap_or_default() {
-                    let _ = std::fs::remove_file(samples_dir.join(fidshard_core::output::png_name(
-                        i,
-                        job.settings.num_samples,
-                    )));
+                    let _ = std::fs::remove_file(
+                        samples_dir
+                            .join(fidshard_core::output::png_name(i, job.settings.num_samples)),
+                    );
                 }
                 for id in bad {
                     db.remove_done(id)?;
@@ -355,7 +359,6 @@ pub(crate) fn recorded_labels(db: &StateDb) -> Result<Vec<i64>> {
     Ok(records.into_iter().flat_map(|r| r.labels).collect())
 }
 
-
 /// Refuses to start when the disk cannot hold what the remaining shards will write (`--force`
 /// overrides).
 fn preflight(job: &Job, samples: u64, force: bool) -> Result<()> {
@@ -379,8 +382,7 @@ fn preflight(job: &Job, samples: u64, force: bool) -> Result<()> {
 /// nothing needed sampling), with the final state and counts from the state DB.
 pub(crate) fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
     let out = &job.state_dir();
-    let mut snap =
-        snapshot::read(out).unwrap_or_else(|| Snapshot::empty(&job.out_dir, state));
+    let mut snap = snapshot::read(out).unwrap_or_else(|| Snapshot::empty(&job.out_dir, state));
     let done = db.done_records().unwrap_or_default();
     let failed = db.failed_records().unwrap_or_default();
     snap.state = state;
@@ -408,5 +410,3 @@ pub(crate) fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
         tracing::warn!("cannot write status.json: {e}");
     }
 }
-
-

@@ -40,7 +40,9 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
     let mut job = Job::load(&args.config)?;
     if let Some(b) = args.batch_size {
         if b == 0 {
-            return Err(fidshard_core::input_error!("--batch-size must be at least 1"));
+            return Err(fidshard_core::input_error!(
+                "--batch-size must be at least 1"
+            ));
         }
         job.settings.batch_size = fidshard_core::BatchSize::Fixed(b);
     }

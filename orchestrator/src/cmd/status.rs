@@ -7,12 +7,12 @@
 //! state is derived from them: complete, failed, interrupted or not started. The sled DB is read
 //! while holding the job lock, so no coordinator can start in the middle of the read.
 use crate::job::config::Job;
-use crate::sys::exit::Fatal;
-use crate::outdir::lock::{JobLock, Probe};
-use crate::outdir::LOCK_FILE;
 use crate::job::plan::plan;
+use crate::outdir::lock::{JobLock, Probe};
 use crate::outdir::snapshot::{self, format_utc, unix_now, JobState, Snapshot, MAX_ERRORS};
 use crate::outdir::state::StateDb;
+use crate::outdir::LOCK_FILE;
+use crate::sys::exit::Fatal;
 use anyhow::{anyhow, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,9 @@ pub(crate) struct StatusArgs {
 pub(crate) fn run(args: StatusArgs) -> Result<()> {
     if let Some(secs) = args.watch {
         if !secs.is_finite() || !(0.1..=3600.0).contains(&secs) {
-            return Err(fidshard_core::input_error!("--watch {secs}: expected 0.1 to 3600 seconds"));
+            return Err(fidshard_core::input_error!(
+                "--watch {secs}: expected 0.1 to 3600 seconds"
+            ));
         }
         loop {
             let text = match report(&args) {
@@ -85,7 +87,11 @@ fn report(args: &StatusArgs) -> Result<(String, Option<anyhow::Error>)> {
 /// The status of one target, with `--verify`'s error when its npz is damaged.
 fn one(target: &Path, verify: bool) -> Result<(Snapshot, Option<anyhow::Error>)> {
     let (out_dir, totals) = resolve_target(target)?;
-    let job = if target.is_file() { Job::load(target).ok() } else { None };
+    let job = if target.is_file() {
+        Job::load(target).ok()
+    } else {
+        None
+    };
     let mut snap = match crate::cmd::status_partitions::compute_partitioned(&out_dir, totals)? {
         Some(s) => s,
         None => compute(&out_dir, totals)?,
@@ -142,10 +148,13 @@ fn resolve_target(target: &Path) -> Result<(PathBuf, Totals)> {
                 None => return Err(e),
             },
         };
-        return Ok((job.out_dir, Some((job.settings.num_samples, job.run.shard_size))));
+        return Ok((
+            job.out_dir,
+            Some((job.settings.num_samples, job.run.shard_size)),
+        ));
     }
     if target.is_dir() {
-        if crate::outdir::OutDir::new(&target).lock_file().exists()
+        if crate::outdir::OutDir::new(target).lock_file().exists()
             || StateDb::exists(target)
             || crate::outdir::OutDir::new(target).partitions().is_dir()
         {
@@ -345,7 +354,11 @@ pub(crate) fn render(s: &Snapshot) -> String {
             p.samples_done,
             p.samples_total,
             p.host.as_deref().unwrap_or("?"),
-            if p.devices.is_empty() { "-".to_string() } else { p.devices.join(",") },
+            if p.devices.is_empty() {
+                "-".to_string()
+            } else {
+                p.devices.join(",")
+            },
             crate::outdir::snapshot::format_utc(p.updated_unix as u64)
         );
     }
@@ -445,9 +458,9 @@ pub(crate) fn format_duration(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::exit::{code_of, Exit};
     use crate::outdir::snapshot::{WorkerSnapshot, WorkerState};
     use crate::outdir::state::tests::{done, failed, fp, PLAN};
+    use crate::sys::exit::{code_of, Exit};
 
     /// An out dir whose DB holds `done` / `failed` shards of the 25-sample, 3-shard plan.
     fn out_dir_with(done_ids: &[u64], failed_ids: &[u64]) -> tempfile::TempDir {

@@ -11,7 +11,9 @@ use std::path::Path;
 
 /// Fills in the details of `snap` for the job in `out` (`job` when the target was its YAML).
 pub(crate) fn add(snap: &mut Snapshot, out: &Path, job: Option<&Job>, target: &Path) {
-    let yaml = job.map(|j| j.source.display().to_string()).unwrap_or_else(|| "JOB.yaml".into());
+    let yaml = job
+        .map(|j| j.source.display().to_string())
+        .unwrap_or_else(|| "JOB.yaml".into());
     match snap.state {
         JobState::Complete => {
             let npz = OutDir::new(out).npz();
@@ -27,7 +29,9 @@ pub(crate) fn add(snap: &mut Snapshot, out: &Path, job: Option<&Job>, target: &P
             }
         }
         JobState::Interrupted | JobState::NotStarted => {
-            snap.next = Some(format!("fidshard run {yaml}   (resumes: recorded shards are kept)"));
+            snap.next = Some(format!(
+                "fidshard run {yaml}   (resumes: recorded shards are kept)"
+            ));
         }
         JobState::Failed => {
             snap.next = Some(format!(
@@ -61,7 +65,11 @@ fn device_rates(out: &Path) -> Vec<DeviceRate> {
         .map(|(device, (samples, secs))| DeviceRate {
             device,
             samples,
-            images_per_sec: if secs > 0.0 { samples as f64 / secs } else { 0.0 },
+            images_per_sec: if secs > 0.0 {
+                samples as f64 / secs
+            } else {
+                0.0
+            },
         })
         .collect()
 }
@@ -79,9 +87,13 @@ fn changed_keys(job: &Job, out: &Path) -> Vec<String> {
         .filter(|(k, _, _)| k != "checkpoint" && k != "vae")
         .map(|(k, old, new)| {
             if k == "num_samples" {
-                format!("num_samples {old} -> {new} (`run` grows or shrinks the job, keeping its work)")
+                format!(
+                    "num_samples {old} -> {new} (`run` grows or shrinks the job, keeping its work)"
+                )
             } else {
-                format!("{k} {old} -> {new} (`run` refuses: it changes pixels; --restart starts over)")
+                format!(
+                    "{k} {old} -> {new} (`run` refuses: it changes pixels; --restart starts over)"
+                )
             }
         })
         .collect()

@@ -43,7 +43,9 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
             (r.end * shard_size).min(samples_total) - (r.start * shard_size).min(samples_total);
         let exported = OutDir::new(dir).records().is_file();
         let crashed = s.state == JobState::Interrupted
-            && s.note.as_deref().is_some_and(|n| n.contains("without finishing"));
+            && s.note
+                .as_deref()
+                .is_some_and(|n| n.contains("without finishing"));
         let state = match s.state {
             JobState::Complete => "complete",
             _ if exported => "complete",
@@ -59,7 +61,11 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
         job.shards_failed += s.shards_failed;
         job.shards_running += s.shards_running;
         job.retries += s.retries;
-        job.images_per_sec += if state == "running" { s.images_per_sec } else { 0.0 };
+        job.images_per_sec += if state == "running" {
+            s.images_per_sec
+        } else {
+            0.0
+        };
         job.updated_unix = job.updated_unix.max(s.updated_unix);
         job.missing_ranges.extend(s.missing_ranges.iter().copied());
         job.last_errors.extend(s.last_errors.iter().cloned());
@@ -82,7 +88,9 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
             .is_ok();
     let all_complete = started == n && states.iter().all(|s| *s == "complete");
     job.shards_total = shards;
-    job.shards_pending = job.shards_total.saturating_sub(job.shards_done + job.shards_failed + job.shards_running);
+    job.shards_pending = job
+        .shards_total
+        .saturating_sub(job.shards_done + job.shards_failed + job.shards_running);
     job.state = if all_complete && npz_ok {
         JobState::Complete
     } else if states.contains(&"running") {
@@ -97,8 +105,7 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
     if job.state != JobState::Complete {
         let missing: Vec<String> = (0..n)
             .filter(|k| {
-                !job
-                    .partitions
+                !job.partitions
                     .iter()
                     .any(|r| r.partition == format!("{k}/{n}") && r.state == "complete")
             })
@@ -115,7 +122,10 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
         });
     }
     job.missing_ranges = crate::job::plan::merge_ranges(std::mem::take(&mut job.missing_ranges));
-    let extra = job.last_errors.len().saturating_sub(crate::outdir::snapshot::MAX_ERRORS);
+    let extra = job
+        .last_errors
+        .len()
+        .saturating_sub(crate::outdir::snapshot::MAX_ERRORS);
     job.last_errors.drain(..extra);
     Ok(Some(job))
 }

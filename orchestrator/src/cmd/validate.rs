@@ -41,4 +41,3 @@ pub(crate) fn run(config: &Path) -> Result<()> {
     );
     Ok(())
 }
-

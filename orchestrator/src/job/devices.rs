@@ -55,7 +55,9 @@ pub(crate) fn inventory() -> Inventory {
     let count = nvml.device_count().unwrap_or(0);
     let mut all = Vec::new();
     for i in 0..count {
-        let Ok(d) = nvml.device_by_index(i) else { continue };
+        let Ok(d) = nvml.device_by_index(i) else {
+            continue;
+        };
         let mem = d.memory_info().ok();
         let cc = d
             .cuda_compute_capability()
@@ -102,7 +104,9 @@ pub(crate) fn inventory() -> Inventory {
     if inv.gpus.is_empty() {
         inv.none_because = Some(match visible.as_deref() {
             Some(v) if v.trim().is_empty() => "CUDA_VISIBLE_DEVICES is set but empty".to_string(),
-            Some(v) if count > 0 => format!("CUDA_VISIBLE_DEVICES={v} names none of the {count} GPU(s)"),
+            Some(v) if count > 0 => {
+                format!("CUDA_VISIBLE_DEVICES={v} names none of the {count} GPU(s)")
+            }
             _ => "the NVIDIA driver is loaded but reports no GPU".to_string(),
         });
     }
@@ -129,7 +133,11 @@ impl std::fmt::Display for WorkerDevice {
 /// `2 x cpu` / `gpu0 (NVIDIA H100 80GB HBM3, 79.2 GB), gpu1 (...)` for log lines.
 pub(crate) fn describe(devices: &[WorkerDevice]) -> String {
     let cpus = devices.iter().filter(|d| **d == WorkerDevice::Cpu).count();
-    let inv = if cpus < devices.len() { Some(inventory()) } else { None };
+    let inv = if cpus < devices.len() {
+        Some(inventory())
+    } else {
+        None
+    };
     let mut parts: Vec<String> = Vec::new();
     if cpus > 0 {
         parts.push(format!("{cpus} x cpu"));
@@ -166,7 +174,10 @@ pub(crate) fn resolve_devices(devices: &crate::job::config::Devices) -> Result<V
         Devices::Auto => {
             if n == 0 {
                 // Never a silent CPU fallback: a 50,000-image job would run for weeks.
-                let why = inv.none_because.clone().unwrap_or_else(|| "no GPU found".into());
+                let why = inv
+                    .none_because
+                    .clone()
+                    .unwrap_or_else(|| "no GPU found".into());
                 return Err(fidshard_core::input_error!(
                     "`devices: auto` found no usable GPU ({why}); to sample on the CPU set `devices: {{cpu: N}}` (N worker processes), or run `fidshard doctor` to see why no GPU is usable"
                 ));

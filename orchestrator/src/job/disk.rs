@@ -50,4 +50,3 @@ pub(crate) fn human(bytes: u64) -> String {
         format!("{:.0} kB", b / 1e3)
     }
 }
-

@@ -21,7 +21,6 @@ pub(crate) type Change = (String, String, String);
 
 const ABSENT: &str = "(none)";
 
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub(crate) struct Fingerprint(BTreeMap<String, String>);
@@ -44,10 +43,7 @@ impl Fingerprint {
     pub fn settings_only(job: &Job) -> Fingerprint {
         let s = &job.settings;
         let mut fp = Fingerprint::default();
-        fp.insert(
-            "dit",
-            serde_json::to_string(&s.dit).unwrap_or_default(),
-        );
+        fp.insert("dit", serde_json::to_string(&s.dit).unwrap_or_default());
         fp.insert("sampler", s.sampler.as_str());
         fp.insert("steps", s.steps.as_str());
         // `{}` of an f64 is the shortest string that parses back to the same value.
@@ -207,5 +203,4 @@ mod tests {
             vec![("seed".into(), "0".into(), "1".into())]
         );
     }
-
 }

@@ -115,7 +115,8 @@ impl Partition {
             return Ok((p, Source::SlurmArray(vars)));
         }
         // Inside an `srun` step (not the batch script itself, where SLURM_PROCID is 0 too).
-        let in_step = get("SLURM_STEP_ID").is_some_and(|s| s.trim().parse::<u32>().is_ok_and(|v| v < 0xFFFF_FF00));
+        let in_step = get("SLURM_STEP_ID")
+            .is_some_and(|s| s.trim().parse::<u32>().is_ok_and(|v| v < 0xFFFF_FF00));
         if in_step {
             if let (Some(rank), Some(tasks)) = (num("SLURM_PROCID")?, num("SLURM_NTASKS")?) {
                 if tasks > 1 {
@@ -162,9 +163,17 @@ mod tests {
         for bad in ["8/8", "1/0", "x/2", "3", "-1/2"] {
             assert!(Partition::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(Partition::from_tag("1-of-3"), Some(Partition { k: 1, n: 3 }));
+        assert_eq!(
+            Partition::from_tag("1-of-3"),
+            Some(Partition { k: 1, n: 3 })
+        );
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         let (p, s) = Partition::from_env(&env(&[
             ("SLURM_ARRAY_TASK_ID", "7"),
@@ -172,7 +181,10 @@ mod tests {
             ("SLURM_ARRAY_TASK_MAX", "7"),
         ]))
         .unwrap();
-        assert_eq!((p, matches!(s, Source::SlurmArray(_))), (Partition { k: 2, n: 3 }, true));
+        assert_eq!(
+            (p, matches!(s, Source::SlurmArray(_))),
+            (Partition { k: 2, n: 3 }, true)
+        );
         let (p, _) = Partition::from_env(&env(&[
             ("SLURM_ARRAY_TASK_ID", "1"),
             ("SLURM_ARRAY_TASK_COUNT", "4"),
@@ -186,7 +198,10 @@ mod tests {
             ("SLURM_NTASKS", "2"),
         ]))
         .unwrap();
-        assert_eq!((p, matches!(s, Source::Srun(_))), (Partition { k: 1, n: 2 }, true));
+        assert_eq!(
+            (p, matches!(s, Source::Srun(_))),
+            (Partition { k: 1, n: 2 }, true)
+        );
         let (p, s) =
             Partition::from_env(&env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8")])).unwrap();
         assert_eq!((p, s), (Partition::WHOLE, Source::Whole));

@@ -310,4 +310,3 @@ pub(crate) fn verify_npz_full(
 ) -> Result<(), AssembleError> {
     verify::check_full(path, n, image_size, image_size, labels)
 }
-

@@ -628,8 +628,13 @@ fn full_verification_catches_flipped_image_bytes_and_other_labels() {
     verify_npz_full(&out, n, SIDE, &labels).unwrap();
     let mut other = labels.clone();
     other[3] += 1;
-    let err = verify_npz_full(&out, n, SIDE, &other).unwrap_err().to_string();
-    assert!(err.contains("labels differ") && err.contains("index 3"), "{err}");
+    let err = verify_npz_full(&out, n, SIDE, &other)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("labels differ") && err.contains("index 3"),
+        "{err}"
+    );
 
     let mut bytes = std::fs::read(&out).unwrap();
     // Well inside arr_0's pixels: past the local header and the 128-byte npy header.
@@ -637,6 +642,11 @@ fn full_verification_catches_flipped_image_bytes_and_other_labels() {
     bytes[at] ^= 0x5a;
     std::fs::write(&out, &bytes).unwrap();
     verify_npz(&out, n, SIDE).unwrap();
-    let err = verify_npz_full(&out, n, SIDE, &labels).unwrap_err().to_string();
-    assert!(err.contains("arr_0.npy") && err.contains("samples.npz"), "{err}");
+    let err = verify_npz_full(&out, n, SIDE, &labels)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("arr_0.npy") && err.contains("samples.npz"),
+        "{err}"
+    );
 }

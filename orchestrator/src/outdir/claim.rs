@@ -27,7 +27,9 @@ pub(crate) enum ClaimError {
 impl ClaimError {
     pub fn exit(&self) -> fidshard_core::Exit {
         match self {
-            ClaimError::NotADir(_) | ClaimError::Foreign { .. } => fidshard_core::Exit::InvalidInput,
+            ClaimError::NotADir(_) | ClaimError::Foreign { .. } => {
+                fidshard_core::Exit::InvalidInput
+            }
             ClaimError::Io { .. } => fidshard_core::Exit::Failure,
         }
     }
@@ -80,7 +82,10 @@ pub(crate) fn is_own_temp(name: &str) -> bool {
     let own_base = is_own_png(base)
         || matches!(
             base,
-            super::SNAPSHOT_FILE | super::NPZ_FILE | super::FINGERPRINT_FILE | super::RESOLVED_JOB_FILE
+            super::SNAPSHOT_FILE
+                | super::NPZ_FILE
+                | super::FINGERPRINT_FILE
+                | super::RESOLVED_JOB_FILE
         );
     own_base && !tail.is_empty() && tail.split('.').all(|p| p.parse::<u64>().is_ok())
 }
@@ -106,7 +111,11 @@ pub(crate) fn claim(dir: &Path) -> Result<(), ClaimError> {
     }
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
-        let name = entry.map_err(io)?.file_name().to_string_lossy().into_owned();
+        let name = entry
+            .map_err(io)?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         // Another coordinator of the same job (a partition) writing the marker right now.
         if is_marker_temp(&name) {
             continue;
@@ -128,7 +137,11 @@ pub(crate) fn claim(dir: &Path) -> Result<(), ClaimError> {
         let found = format!(
             "{}{}",
             shown.join(", "),
-            if more > 0 { format!(" and {more} more") } else { String::new() }
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
         );
         return Err(ClaimError::Foreign {
             dir: dir.to_path_buf(),

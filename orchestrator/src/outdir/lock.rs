@@ -22,7 +22,6 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::sys::exit::{Exit, Fatal};
 
-
 /// How long `acquire` and `holder` wait out a lock held by someone other than the process the
 /// lock file names (a `status` probe, or a coordinator between taking the lock and writing its
 /// info). Such holds last milliseconds.
@@ -186,7 +185,7 @@ impl JobLock {
     }
 
     pub fn path(out_dir: &Path) -> PathBuf {
-        crate::outdir::OutDir::new(&out_dir).lock_file()
+        crate::outdir::OutDir::new(out_dir).lock_file()
     }
 
     /// Tries the lock; while it is held by a process other than the one the file names (which

@@ -19,8 +19,8 @@
 //! fidshard) the PNGs are trusted to belong to the job given.
 use crate::job::config::Job;
 use crate::job::fingerprint::Fingerprint;
-use crate::outdir::lock::JobLock;
 use crate::job::plan::Shard;
+use crate::outdir::lock::JobLock;
 use crate::outdir::state::{PlanMeta, ShardRecord, StateDb, StateError};
 use crate::outdir::STATE_DIR;
 use anyhow::{Context, Result};
@@ -64,7 +64,6 @@ impl std::fmt::Display for RepairReport {
         Ok(())
     }
 }
-
 
 /// The state DB for `run`: opened and bound to the job, or rebuilt from the PNGs when it is
 /// missing (while `samples/` holds PNGs), empty (idem) or unreadable. Call after
@@ -185,7 +184,6 @@ fn is_damage(e: &StateError) -> bool {
     }
 }
 
-
 /// The PNGs cannot say which job made them; `OUT/fingerprint.json` can (exit 2 if another).
 pub(crate) fn check_saved_fingerprint(lock: &JobLock, fp: &Fingerprint) -> Result<()> {
     crate::outdir::state::check_saved_fingerprint(lock.out_dir(), fp).map_err(|e| e.fatal().into())
@@ -274,7 +272,9 @@ pub(crate) fn recover_into(job: &Job, db: &StateDb) -> Result<RepairReport> {
                 // On this thread only: label_of uses libtorch's global generator.
                 labels: shard
                     .indices()
-                    .map(|i| fidshard_core::labels::label_of(s.seed, i, s.labels, s.dit.num_classes))
+                    .map(|i| {
+                        fidshard_core::labels::label_of(s.seed, i, s.labels, s.dit.num_classes)
+                    })
                     .collect(),
                 worker: "repair".into(),
                 finished_unix: now,

@@ -244,8 +244,9 @@ impl Snapshot {
                 .map(|r| (r.shard.start, r.shard.end))
                 .collect(),
         );
-        self.done_ranges =
-            crate::job::plan::merge_ranges(done.iter().map(|r| (r.shard.start, r.shard.end)).collect());
+        self.done_ranges = crate::job::plan::merge_ranges(
+            done.iter().map(|r| (r.shard.start, r.shard.end)).collect(),
+        );
     }
 
     /// Appends an error, keeping the latest [`MAX_ERRORS`].
@@ -260,7 +261,7 @@ impl Snapshot {
 pub(crate) fn write(out_dir: &Path, snap: &Snapshot) -> std::io::Result<()> {
     // A counter besides the pid so that two threads of one process never share a temp file.
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let path = crate::outdir::OutDir::new(&out_dir).snapshot();
+    let path = crate::outdir::OutDir::new(out_dir).snapshot();
     let tmp = out_dir.join(format!(
         ".{SNAPSHOT_FILE}.tmp.{}.{}",
         std::process::id(),
@@ -283,7 +284,7 @@ pub(crate) fn write(out_dir: &Path, snap: &Snapshot) -> std::io::Result<()> {
 /// The last snapshot written, if any and readable (a file from an incompatible version reads as
 /// `None` rather than failing `status`).
 pub(crate) fn read(out_dir: &Path) -> Option<Snapshot> {
-    let text = std::fs::read(crate::outdir::OutDir::new(&out_dir).snapshot()).ok()?;
+    let text = std::fs::read(crate::outdir::OutDir::new(out_dir).snapshot()).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
@@ -341,15 +342,20 @@ mod tests {
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(SNAPSHOT_FILE)]);
 
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(crate::outdir::OutDir::new(dir.path()).snapshot()).unwrap())
-                .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(crate::outdir::OutDir::new(dir.path()).snapshot()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(v["state"], "complete");
         assert_eq!(v["workers"][0]["state"], "busy");
         assert!(v.get("note").is_none());
 
         // A garbled file reads as None instead of failing.
-        std::fs::write(crate::outdir::OutDir::new(dir.path()).snapshot(), b"{\"state\": ").unwrap();
+        std::fs::write(
+            crate::outdir::OutDir::new(dir.path()).snapshot(),
+            b"{\"state\": ",
+        )
+        .unwrap();
         assert_eq!(read(dir.path()), None);
     }
 

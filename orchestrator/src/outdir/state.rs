@@ -12,8 +12,8 @@
 //! sled admits one process at a time (it `flock`s its own file); the coordinator opens it under
 //! the [`JobLock`], and `status` only while it holds that lock too.
 use crate::job::fingerprint::{describe, Change, Fingerprint};
-use crate::outdir::lock::JobLock;
 use crate::job::plan::{plan, Shard};
+use crate::outdir::lock::JobLock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -127,7 +127,7 @@ pub(crate) struct StateDb {
 
 impl StateDb {
     pub fn path(out_dir: &Path) -> PathBuf {
-        crate::outdir::OutDir::new(&out_dir).state()
+        crate::outdir::OutDir::new(out_dir).state()
     }
 
     pub fn exists(out_dir: &Path) -> bool {
@@ -416,7 +416,7 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 
 /// The fingerprint copy in `out_dir`, if there is a readable one.
 pub(crate) fn saved_fingerprint(out_dir: &Path) -> Option<Fingerprint> {
-    let bytes = std::fs::read(crate::outdir::OutDir::new(&out_dir).fingerprint()).ok()?;
+    let bytes = std::fs::read(crate::outdir::OutDir::new(out_dir).fingerprint()).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -443,7 +443,11 @@ pub(crate) fn check_saved_fingerprint(out_dir: &Path, fp: &Fingerprint) -> Resul
 /// Call only while holding the [`JobLock`], with the DB closed.
 pub(crate) fn move_aside(lock: &JobLock, tag: &str) -> std::io::Result<PathBuf> {
     let from = StateDb::path(lock.out_dir());
-    let base = format!("{}.{tag}-{}", crate::outdir::STATE_DIR, crate::outdir::snapshot::unix_now() as u64);
+    let base = format!(
+        "{}.{tag}-{}",
+        crate::outdir::STATE_DIR,
+        crate::outdir::snapshot::unix_now() as u64
+    );
     let mut to = lock.out_dir().join(&base);
     let mut n = 1;
     while std::fs::symlink_metadata(&to).is_ok() {
@@ -478,9 +482,8 @@ pub(crate) fn remove_stale_temps_where(
         let name = entry.file_name();
         let name = name.to_string_lossy();
         // Only fidshard's own temporary names: a user's `.x.tmp.1` is not ours to delete.
-        let stale = crate::outdir::claim::is_own_temp(&name)
-            && mine(&name)
-            && entry.file_type()?.is_file();
+        let stale =
+            crate::outdir::claim::is_own_temp(&name) && mine(&name) && entry.file_type()?.is_file();
         if !stale {
             continue;
         }
@@ -509,7 +512,7 @@ pub(crate) fn restart_out_dir(lock: &JobLock) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
     };
-    let samples = crate::outdir::OutDir::new(&out).samples();
+    let samples = crate::outdir::OutDir::new(out).samples();
     match std::fs::symlink_metadata(&samples) {
         Ok(m) if m.is_dir() => {
             // Only the samples and their temporary files; anything else a user put there stays
@@ -535,9 +538,9 @@ pub(crate) fn restart_out_dir(lock: &JobLock) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    ignore_missing(std::fs::remove_file(crate::outdir::OutDir::new(&out).npz()))?;
+    ignore_missing(std::fs::remove_file(crate::outdir::OutDir::new(out).npz()))?;
     ignore_missing(std::fs::remove_file(
-        crate::outdir::OutDir::new(&out).snapshot(),
+        crate::outdir::OutDir::new(out).snapshot(),
     ))?;
     remove_stale_temps(out).map(|_| ())
 }
@@ -718,26 +721,30 @@ pub(crate) mod tests {
         let out = dir.path();
         let lock = JobLock::acquire(out).unwrap();
         restart_out_dir(&lock).unwrap(); // nothing there yet
-        std::fs::create_dir_all(crate::outdir::OutDir::new(&out).samples()).unwrap();
-        std::fs::write(crate::outdir::OutDir::new(&out).samples().join("000000.png"), b"x").unwrap();
-        std::fs::write(crate::outdir::OutDir::new(&out).npz(), b"x").unwrap();
-        std::fs::write(crate::outdir::OutDir::new(&out).snapshot(), b"{}").unwrap();
+        std::fs::create_dir_all(crate::outdir::OutDir::new(out).samples()).unwrap();
+        std::fs::write(
+            crate::outdir::OutDir::new(out).samples().join("000000.png"),
+            b"x",
+        )
+        .unwrap();
+        std::fs::write(crate::outdir::OutDir::new(out).npz(), b"x").unwrap();
+        std::fs::write(crate::outdir::OutDir::new(out).snapshot(), b"{}").unwrap();
         std::fs::write(out.join("job.log"), b"keep").unwrap();
         drop(StateDb::open(out).unwrap());
         restart_out_dir(&lock).unwrap();
-        assert!(!crate::outdir::OutDir::new(&out).samples().exists());
+        assert!(!crate::outdir::OutDir::new(out).samples().exists());
         // A user's file in samples/ survives a restart, and so does its folder.
-        let samples = crate::outdir::OutDir::new(&out).samples();
+        let samples = crate::outdir::OutDir::new(out).samples();
         std::fs::create_dir_all(&samples).unwrap();
         std::fs::write(samples.join("000001.png"), b"x").unwrap();
         std::fs::write(samples.join("notes.txt"), b"mine").unwrap();
         restart_out_dir(&lock).unwrap();
         assert!(samples.join("notes.txt").is_file());
         assert!(!samples.join("000001.png").exists());
-        assert!(!crate::outdir::OutDir::new(&out).npz().exists());
-        assert!(!crate::outdir::OutDir::new(&out).snapshot().exists());
+        assert!(!crate::outdir::OutDir::new(out).npz().exists());
+        assert!(!crate::outdir::OutDir::new(out).snapshot().exists());
         assert!(out.join("job.log").is_file());
         assert!(StateDb::exists(out));
-        assert!(crate::outdir::OutDir::new(&out).lock_file().is_file());
+        assert!(crate::outdir::OutDir::new(out).lock_file().is_file());
     }
 }

@@ -15,7 +15,9 @@ impl LogFormat {
         let args: Vec<String> = std::env::args_os()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        let json = args.windows(2).any(|w| w[0] == "--log-format" && w[1] == "json")
+        let json = args
+            .windows(2)
+            .any(|w| w[0] == "--log-format" && w[1] == "json")
             || args.iter().any(|a| a == "--log-format=json");
         if json {
             LogFormat::Json
@@ -142,7 +144,10 @@ pub(crate) fn usage_error(e: &clap::Error) -> Exit {
             match LogFormat::from_raw_args() {
                 LogFormat::Text => eprintln!("fidshard: error: {message}"),
                 LogFormat::Json => {
-                    eprintln!("{}", json_line("ERROR", &message, Some(Exit::InvalidInput as i32)))
+                    eprintln!(
+                        "{}",
+                        json_line("ERROR", &message, Some(Exit::InvalidInput as i32))
+                    )
                 }
             }
             Exit::InvalidInput
@@ -159,7 +164,8 @@ fn install_panic_hook(format: LogFormat) {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let text = format!("internal error (a bug; please report it): {msg}{at}").replace('\n', " ");
+        let text =
+            format!("internal error (a bug; please report it): {msg}{at}").replace('\n', " ");
         match format {
             LogFormat::Text => eprintln!("fidshard: {text}"),
             LogFormat::Json => eprintln!("{}", json_line("ERROR", &text, Some(101))),

@@ -30,7 +30,6 @@ pub(crate) fn format_utc(unix: u64) -> String {
     )
 }
 
-
 /// `x` rounded to 0.1, for log fields: a number (JSON logs keep numbers as numbers), short.
 pub(crate) fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0

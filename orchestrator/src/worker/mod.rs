@@ -52,7 +52,8 @@ pub(crate) enum Output {
 
 fn command(worker: &PathBuf) -> Command {
     let mut cmd = Command::new(worker);
-    cmd.arg("task").env("FIDSHARD_PARENT_PID", std::process::id().to_string());
+    cmd.arg("task")
+        .env("FIDSHARD_PARENT_PID", std::process::id().to_string());
     cmd
 }
 

@@ -66,27 +66,28 @@ pub fn load_state_dict(path: &Path) -> Result<StateDict> {
             ));
         }
     }
-    let tensors = if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        load_torch_zip(path)?
-    } else if head == LEGACY_TORCH_MAGIC {
-        return Err(error(
-            path,
-            "is a legacy (pre-1.6, non-zip) torch.save file, which is not supported; \
+    let tensors =
+        if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+            load_torch_zip(path)?
+        } else if head == LEGACY_TORCH_MAGIC {
+            return Err(error(
+                path,
+                "is a legacy (pre-1.6, non-zip) torch.save file, which is not supported; \
              re-save it with torch>=1.6: `sd = torch.load(path); torch.save(sd, path)`",
-        ));
-    } else if looks_like_safetensors(path) {
-        load_safetensors(path)?
-    } else {
-        return Err(error(
-            path,
-            format!(
+            ));
+        } else if looks_like_safetensors(path) {
+            load_safetensors(path)?
+        } else {
+            return Err(error(
+                path,
+                format!(
                 "neither a torch.save checkpoint (a zip, starting `PK`) nor a .safetensors file \
                  (an 8-byte header length, then JSON); it starts with bytes {}: is it a \
                  checkpoint at all, or a truncated or HTML download?",
                 head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
             ),
-        ));
-    };
+            ));
+        };
     Ok(StateDict::new(path, strip_module_prefix(tensors)))
 }
 

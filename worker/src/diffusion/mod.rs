@@ -9,8 +9,8 @@
 pub mod gaussian;
 pub mod sampler;
 
+pub use fidshard_core::diffusion::{respace, schedule, variance, VarianceType};
 pub use gaussian::DiffusionTables;
 pub use respace::{respace_betas, space_timesteps, RespaceError};
-pub use fidshard_core::diffusion::{respace, schedule, variance, VarianceType};
 pub use sampler::SpacedDiffusion;
 pub use schedule::{get_named_beta_schedule, BetaSchedule, DIFFUSION_STEPS};

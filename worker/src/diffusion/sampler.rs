@@ -23,8 +23,6 @@ fn one_minus(t: &Tensor) -> Tensor {
     t.rsub_scalar(1.0)
 }
 
-
-
 /// The reference's `SpacedDiffusion`: a chain of `num_steps()` steps taken from the
 /// `DIFFUSION_STEPS`-step base schedule, with its own betas and coefficient tables.
 ///

@@ -1,8 +1,8 @@
 //! The DiT model (`DiT` class of the reference `models.py`): patchify, add the fixed sin-cos
 //! position embedding, condition every block on `t_emb + y_emb` through adaLN-Zero, unpatchify.
 use super::block::{DiTBlock, FinalLayer};
-use super::{CfgChannels, DiTConfig};
 use super::layers::{LabelEmbedder, PatchEmbed, TimestepEmbedder};
+use super::{CfgChannels, DiTConfig};
 use crate::error::{EngineError, Result};
 use crate::params::{ParamSource, StateDict};
 use tch::Tensor;

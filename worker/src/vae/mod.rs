@@ -127,7 +127,12 @@ impl AutoencoderKlDecoder {
 
     /// The largest channel count of the decoder (an upper bound of its widest feature map).
     pub fn widest_channels(&self) -> i64 {
-        self.cfg.block_out_channels.iter().copied().max().unwrap_or(1)
+        self.cfg
+            .block_out_channels
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(1)
     }
 
     pub fn latent_channels(&self) -> i64 {

@@ -5,8 +5,8 @@
 //! everything that can be checked without loading weights (the bounds are in checks.rs). Every
 //! failure is an input error (exit code 2) on one line that names the file and the key.
 mod checks;
-mod raw;
 pub(crate) mod overrides;
+mod raw;
 mod read;
 mod resolve;
 #[cfg(test)]

@@ -20,12 +20,16 @@ pub(crate) fn parse(s: &str) -> Result<Override, String> {
     let (key, value) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}` is not key=value (e.g. --set cfg_scale=1.5)"))?;
-    let key: Vec<String> = key.trim().split('.').map(|k| k.trim().to_string()).collect();
+    let key: Vec<String> = key
+        .trim()
+        .split('.')
+        .map(|k| k.trim().to_string())
+        .collect();
     if key.iter().any(String::is_empty) {
         return Err(format!("`{s}`: the key is empty or has an empty part"));
     }
-    let value: Value = serde_yaml::from_str(value)
-        .map_err(|e| format!("`{s}`: the value is not YAML: {e}"))?;
+    let value: Value =
+        serde_yaml::from_str(value).map_err(|e| format!("`{s}`: the value is not YAML: {e}"))?;
     Ok(Override {
         key,
         value,

@@ -142,7 +142,9 @@ impl<'de> Deserialize<'de> for BatchSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         via_value(d, |v| match &v {
             Value::String(s) if s.trim() == "auto" => Ok(BatchSpec::Auto),
-            Value::Number(n) if n.as_u64().is_some() => Ok(BatchSpec::Count(n.as_u64().unwrap_or(0))),
+            Value::Number(n) if n.as_u64().is_some() => {
+                Ok(BatchSpec::Count(n.as_u64().unwrap_or(0)))
+            }
             other => Err(format!(
                 "{} is not a batch size; expected a positive number of images or `auto`",
                 describe(other)

@@ -45,9 +45,10 @@ fn build_engine(task: &BenchTask) -> Result<(Engine, String)> {
                 }
             };
             let factor = vae_cfg.upsample_factor();
-            let dit_cfg = DiTConfig::preset(preset, image_size / factor, 1000).ok_or_else(|| {
-                fidshard_core::input_error!("--random-model `{preset}` is not a DiT preset")
-            })?;
+            let dit_cfg =
+                DiTConfig::preset(preset, image_size / factor, 1000).ok_or_else(|| {
+                    fidshard_core::input_error!("--random-model `{preset}` is not a DiT preset")
+                })?;
             let mut params = RandomParams {
                 device,
                 kind: Kind::Float,
@@ -103,7 +104,9 @@ pub(crate) fn run(task: BenchTask) -> Result<()> {
     while done < task.images {
         let n = batch.min(task.images - done);
         let idx: Vec<u64> = (next..next + n as u64).collect();
-        let out = engine.try_sample_batch(&idx, &mut t).map_err(|m| anyhow!(m))?;
+        let out = engine
+            .try_sample_batch(&idx, &mut t)
+            .map_err(|m| anyhow!(m))?;
         let p = Instant::now();
         for s in &out.samples {
             encode_png(&s.pixels, side)?;
@@ -131,23 +134,36 @@ pub(crate) fn run(task: BenchTask) -> Result<()> {
     println!("  VAE decode   {:8.4} s/image", per(t.vae));
     println!("  PNG encode   {:8.4} s/image", per(png));
     let s = engine.settings();
-    let steps = fidshard_core::diffusion::space_timesteps(fidshard_core::diffusion::DIFFUSION_STEPS, &s.steps)
-        .map(|t| t.len())
-        .unwrap_or(0);
+    let steps = fidshard_core::diffusion::space_timesteps(
+        fidshard_core::diffusion::DIFFUSION_STEPS,
+        &s.steps,
+    )
+    .map(|t| t.len())
+    .unwrap_or(0);
     let flops = fidshard_worker::flops::flops_per_image(&s.dit, steps, s.uses_cfg());
     // The DiT's achieved rate (the VAE and the host are not in the numerator).
     let dit_tflops = flops * done as f64 / t.dit.max(1e-9) / 1e12;
     println!(
         "  model FLOPs  {:8.1} GFLOP/image ({steps} steps{}), DiT at {dit_tflops:.1} TFLOP/s",
         flops / 1e9,
-        if s.uses_cfg() { ", x2 for guidance" } else { "" }
+        if s.uses_cfg() {
+            ", x2 for guidance"
+        } else {
+            ""
+        }
     );
     if let Some(peak) = task.peak_tflops {
-        println!("  MFU          {:8.1} % of {peak} TFLOP/s (DiT+sampler time)", 100.0 * dit_tflops / peak);
+        println!(
+            "  MFU          {:8.1} % of {peak} TFLOP/s (DiT+sampler time)",
+            100.0 * dit_tflops / peak
+        );
     }
     if task.device.is_cuda() {
         match device_memory_used() {
-            Some(b) => println!("  GPU memory   {:8.1} GiB used at the end (NVML, whole device)", b as f64 / (1u64 << 30) as f64),
+            Some(b) => println!(
+                "  GPU memory   {:8.1} GiB used at the end (NVML, whole device)",
+                b as f64 / (1u64 << 30) as f64
+            ),
             None => println!("  GPU memory   (NVML not available)"),
         }
     }
@@ -158,7 +174,12 @@ pub(crate) fn run(task: BenchTask) -> Result<()> {
 fn device_memory_used() -> Option<u64> {
     let nvml = nvml_wrapper::Nvml::init().ok()?;
     let id = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    let first = id.as_deref().and_then(|v| v.split(',').next()).unwrap_or("0").trim().to_string();
+    let first = id
+        .as_deref()
+        .and_then(|v| v.split(',').next())
+        .unwrap_or("0")
+        .trim()
+        .to_string();
     let d = if first.starts_with("GPU-") {
         nvml.device_by_uuid(first.as_str()).ok()?
     } else {

@@ -23,7 +23,11 @@ use std::io::Read;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "fidshard-worker", version, about = "fidshard's libtorch worker (started by `fidshard`)")]
+#[command(
+    name = "fidshard-worker",
+    version,
+    about = "fidshard's libtorch worker (started by `fidshard`)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -108,9 +112,7 @@ fn main() -> ExitCode {
     init_logging();
     let _failpoints = fidshard_core::faults::setup();
     let result = match cli.command {
-        Command::Serve { id, device } => {
-            device::to_tch(device).and_then(|d| serve::run(id, d))
-        }
+        Command::Serve { id, device } => device::to_tch(device).and_then(|d| serve::run(id, d)),
         Command::Task => run_task(),
     };
     match result {

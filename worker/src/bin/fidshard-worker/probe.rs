@@ -46,7 +46,9 @@ fn cudnn_version(libtorch_cpu: &Path) -> Option<String> {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .find_map(|n| {
-            let rest = n.strip_prefix("nvidia_cudnn_")?.strip_suffix(".dist-info")?;
+            let rest = n
+                .strip_prefix("nvidia_cudnn_")?
+                .strip_suffix(".dist-info")?;
             rest.split_once('-').map(|(_, v)| v.to_string())
         })
 }
@@ -58,7 +60,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let torch_libraries: Vec<String> = libs
         .iter()
         .filter(|p| {
-            let name = Path::new(p).file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let name = Path::new(p)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("");
             name.starts_with("libtorch") || name.starts_with("libc10")
         })
         .cloned()
@@ -74,7 +79,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
         .and_then(|p| cudnn_version(Path::new(p)));
     let probe = Probe {
         worker_version: env!("CARGO_PKG_VERSION").to_string(),
-        cuda_library_loaded: torch_libraries.iter().any(|p| p.ends_with("libtorch_cuda.so")),
+        cuda_library_loaded: torch_libraries
+            .iter()
+            .any(|p| p.ends_with("libtorch_cuda.so")),
         cuda_available,
         cuda_device_count: tch::Cuda::device_count(),
         cudnn_available: tch::Cuda::cudnn_is_available(),

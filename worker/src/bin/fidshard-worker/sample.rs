@@ -48,7 +48,8 @@ pub(crate) fn run(
             break;
         }
         let res = engine.try_sample_batch(chunk, &mut timings);
-        let batch = res.map_err(|m| anyhow!("sampling {}..{}: {m}", chunk[0], chunk[chunk.len() - 1] + 1))?;
+        let batch =
+            res.map_err(|m| anyhow!("sampling {}..{}: {m}", chunk[0], chunk[chunk.len() - 1] + 1))?;
         if save_latents {
             write_latents(&out, chunk, &batch.samples, &batch.latents, n)?;
         }

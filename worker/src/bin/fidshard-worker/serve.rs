@@ -126,7 +126,12 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
     };
     // Checked again after loading: a file replaced while it was being read is caught too.
     if let Some(expected) = &weights {
-        check_weights(&outbox, expected, &engine.settings().checkpoint, &engine.settings().vae)?;
+        check_weights(
+            &outbox,
+            expected,
+            &engine.settings().checkpoint,
+            &engine.settings().vae,
+        )?;
     }
     outbox.send(&FromWorker::Ready {
         pid: std::process::id(),
@@ -178,10 +183,7 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
     let mut pending: VecDeque<ToWorker> = VecDeque::new();
     // Set by `drain`: the shard it interrupted and how many of its PNGs exist.
     let mut drained: Option<Option<(fidshard_core::shard::Shard, usize)>> = None;
-    loop {
-        let Some(msg) = pending.pop_front().or_else(|| rx.recv().ok()) else {
-            break;
-        };
+    while let Some(msg) = pending.pop_front().or_else(|| rx.recv().ok()) {
         match msg {
             ToWorker::Assign { shard, attempt } => {
                 tracing::info!(worker = id, %shard, attempt, "sampling shard");
@@ -243,7 +245,7 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                         producer.request(indices[requested..end].to_vec());
                         requested = end;
                     }
-                    let Some(draws) = producer.next() else {
+                    let Some(draws) = producer.take() else {
                         return Err(anyhow!("the noise producer thread stopped"));
                     };
                     let chunk_len = draws.indices.len();
