@@ -7,7 +7,7 @@ use cli_common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -32,29 +32,6 @@ fn clean_npz() -> &'static Vec<u8> {
 
 /// Failpoint that stretches each micro-batch by 250 ms: long enough to interrupt mid-run.
 const SLOW: &str = "worker-slow=return(250)";
-
-fn run_with(cfg: &Path, env: &[(&str, &str)], args: &[&str]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
-    cmd.arg("run")
-        .arg(cfg)
-        .args(args)
-        .env("FIDSHARD_LOG", "info");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finish(child: Child) -> (Option<i32>, String) {
-    let o = child.wait_with_output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 fn assert_same_as_clean(out: &Path) {
     let got = std::fs::read(out.join("samples.npz")).expect("samples.npz");

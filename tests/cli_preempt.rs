@@ -11,7 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,29 +36,6 @@ fn clean_npz() -> &'static Vec<u8> {
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         std::fs::read(tmp.path().join("out/samples.npz")).unwrap()
     })
-}
-
-fn start(cfg: &Path, env: &[(&str, &str)], args: &[&str]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
-    cmd.arg("run")
-        .arg(cfg)
-        .args(args)
-        .env("FIDSHARD_LOG", "info");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finish(child: Child) -> (Option<i32>, String) {
-    let o = child.wait_with_output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 /// Waits until the worker is sampling a shard and has at least `min` of it sampled: the shard
@@ -138,7 +115,7 @@ fn sigusr1_writes_the_batch_in_flight_and_the_resume_reuses_the_pngs() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job(tmp.path());
     let out = tmp.path().join("out");
-    let child = start(&cfg, &[("FAILPOINTS", SLOW)], &["--grace", "20"]);
+    let child = run_with(&cfg, &[("FAILPOINTS", SLOW)], &["--grace", "20"]);
     let ((id, a, b), sampled, _) = mid_shard(&out, 2);
     let t = Instant::now();
     kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1).unwrap();
@@ -169,7 +146,7 @@ fn sigusr1_writes_the_batch_in_flight_and_the_resume_reuses_the_pngs() {
         (a..a + n).collect::<Vec<_>>()
     );
 
-    let (code, err) = finish(start(&cfg, &[], &[]));
+    let (code, err) = finish(run_with(&cfg, &[], &[]));
     assert_eq!(code, Some(0), "{err}");
     assert_same_as_clean(&out);
     // Reused as they were, not sampled or written again.
@@ -190,7 +167,7 @@ fn a_worker_killed_mid_shard_loses_only_what_it_had_not_written() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = job(tmp.path());
     let out = tmp.path().join("out");
-    let child = start(&cfg, &[("FAILPOINTS", SLOW)], &[]);
+    let child = run_with(&cfg, &[("FAILPOINTS", SLOW)], &[]);
     // Two batches reported sampled: the first one is surely written (a PNG takes
     // milliseconds, a batch at least 300 ms).
     let ((id, a, b), _, pid) = mid_shard(&out, 4);

@@ -233,30 +233,14 @@ fn checkpoint_without_state_dict() {
 fn safetensors_with_wrong_shape() {
     let tmp = tempfile::tempdir().unwrap();
     // The golden weights with final_layer.linear.weight cut to its first 16 rows.
-    let bytes = std::fs::read(fixture("golden/dit/model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, view) in st.tensors() {
-        let mut shape = view.shape().to_vec();
-        let mut data = view.data().to_vec();
+    let ckpt = tmp.path().join("wrong-shape.safetensors");
+    rewrite_golden_safetensors(&ckpt, |name, shape, data| {
         if name == "final_layer.linear.weight" {
             let row = data.len() / shape[0];
             shape[0] = 16;
             data.truncate(16 * row);
         }
-        owned.push((name, view.dtype(), shape, data));
-    }
-    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
-        .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    let ckpt = tmp.path().join("wrong-shape.safetensors");
-    safetensors::serialize_to_file(views, &None, &ckpt).unwrap();
+    });
     let cfg = job_yaml(tmp.path(), JOBS[0], "golden/dit/model.pt", "");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         &fixture("golden/dit/model.pt").display().to_string(),

@@ -48,3 +48,27 @@ pub fn temp_name(path: &Path) -> PathBuf {
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
 }
+
+/// Whether `bytes` decode completely to a `side x side` 8-bit RGB PNG (what the npz assembly
+/// needs): the check of a sample file written earlier, by the coordinator rebuilding its
+/// records and by a worker reusing an interrupted shard's files. A decoder panic on a hostile
+/// file counts as bad. The error says what is wrong, without the path.
+pub fn check_png(bytes: &[u8], side: u32) -> std::result::Result<(), String> {
+    use image::ImageDecoder;
+    let decoded = std::panic::catch_unwind(|| -> std::result::Result<(), String> {
+        let decoder = image::codecs::png::PngDecoder::new(std::io::Cursor::new(bytes))
+            .map_err(|e| format!("not a readable PNG: {e}"))?;
+        let (w, h) = decoder.dimensions();
+        let color = decoder.color_type();
+        if (w, h) != (side, side) || color != image::ColorType::Rgb8 {
+            return Err(format!(
+                "image is {w}x{h} {color:?}, expected {side}x{side} Rgb8"
+            ));
+        }
+        let mut pixels = vec![0u8; decoder.total_bytes() as usize];
+        decoder
+            .read_image(&mut pixels)
+            .map_err(|e| format!("not a readable PNG: {e}"))
+    });
+    decoded.unwrap_or_else(|_| Err("the PNG decoder panicked".into()))
+}

@@ -260,3 +260,56 @@ pub fn job_with(dir: &Path, name: &str, lines: &str) -> PathBuf {
     std::fs::write(&cfg, format!("{text}\n{lines}")).unwrap();
     cfg
 }
+
+/// The golden DiT weights (`golden/dit/model.safetensors`) with `change(name, shape, bytes)`
+/// applied to each tensor, written to `dst` (wrong shapes, NaN weights, ...).
+pub fn rewrite_golden_safetensors(
+    dst: &Path,
+    mut change: impl FnMut(&str, &mut Vec<usize>, &mut Vec<u8>),
+) {
+    let bytes = std::fs::read(fixture("golden/dit/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let mut shape = view.shape().to_vec();
+        let mut data = view.data().to_vec();
+        change(&name, &mut shape, &mut data);
+        owned.push((name, view.dtype(), shape, data));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, dst).unwrap();
+}
+
+/// Starts `fidshard run CFG ARGS` in the background with extra environment (e.g. FAILPOINTS),
+/// stderr captured for [`finish`].
+pub fn run_with(cfg: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
+    cmd.arg("run")
+        .arg(cfg)
+        .args(args)
+        .env("FIDSHARD_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a child of [`run_with`]: its exit code and stderr.
+pub fn finish(child: std::process::Child) -> (Option<i32>, String) {
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}

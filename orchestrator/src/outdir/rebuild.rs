@@ -25,7 +25,6 @@ use crate::outdir::state::{PlanMeta, ShardRecord, StateDb, StateError};
 use crate::outdir::STATE_DIR;
 use anyhow::{Context, Result};
 use fidshard_core::output::png_name;
-use image::ImageDecoder;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::Read;
@@ -371,26 +370,8 @@ fn check_png(path: &Path, side: u32, buf: &mut Vec<u8>) -> Result<u32, String> {
         .and_then(|mut f| f.read_to_end(buf))
         .map_err(|e| bad(format!("cannot read: {e}")))?;
     let bytes = &buf[..];
-    let decoded = std::panic::catch_unwind(|| -> Result<(), String> {
-        let decoder = image::codecs::png::PngDecoder::new(std::io::Cursor::new(bytes))
-            .map_err(|e| format!("not a readable PNG: {e}"))?;
-        let (w, h) = decoder.dimensions();
-        let color = decoder.color_type();
-        if (w, h) != (side, side) || color != image::ColorType::Rgb8 {
-            return Err(format!(
-                "image is {w}x{h} {color:?}, expected {side}x{side} Rgb8"
-            ));
-        }
-        let mut pixels = vec![0u8; decoder.total_bytes() as usize];
-        decoder
-            .read_image(&mut pixels)
-            .map_err(|e| format!("not a readable PNG: {e}"))
-    });
-    match decoded {
-        Ok(Ok(())) => Ok(crc32fast::hash(bytes)),
-        Ok(Err(msg)) => Err(bad(msg)),
-        Err(_) => Err(bad("the PNG decoder panicked".into())),
-    }
+    fidshard_core::output::check_png(bytes, side).map_err(bad)?;
+    Ok(crc32fast::hash(bytes))
 }
 
 #[cfg(test)]

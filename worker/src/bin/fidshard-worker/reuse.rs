@@ -7,7 +7,6 @@ use crate::writer::Reused;
 use fidshard_core::labels::{label_of, LabelMode};
 use fidshard_core::output::png_name;
 use fidshard_core::shard::Shard;
-use image::ImageDecoder;
 use std::path::{Path, PathBuf};
 
 /// What the job's labels depend on.
@@ -52,7 +51,7 @@ pub(crate) fn scan(
                 continue;
             }
         };
-        match check_png(&bytes, side) {
+        match fidshard_core::output::check_png(&bytes, side) {
             Ok(()) => out.reused.push(Reused {
                 index,
                 crc32: crc32fast::hash(&bytes),
@@ -65,27 +64,6 @@ pub(crate) fn scan(
         }
     }
     out
-}
-
-/// Whether `bytes` decode completely to a `side x side` 8-bit RGB PNG (what the npz assembly
-/// needs). A decoder panic on a damaged file counts as bad.
-fn check_png(bytes: &[u8], side: u32) -> Result<(), String> {
-    let decoded = std::panic::catch_unwind(|| -> Result<(), String> {
-        let decoder = image::codecs::png::PngDecoder::new(std::io::Cursor::new(bytes))
-            .map_err(|e| format!("not a readable PNG: {e}"))?;
-        let (w, h) = decoder.dimensions();
-        let color = decoder.color_type();
-        if (w, h) != (side, side) || color != image::ColorType::Rgb8 {
-            return Err(format!(
-                "image is {w}x{h} {color:?}, expected {side}x{side} Rgb8"
-            ));
-        }
-        let mut pixels = vec![0u8; decoder.total_bytes() as usize];
-        decoder
-            .read_image(&mut pixels)
-            .map_err(|e| format!("not a readable PNG: {e}"))
-    });
-    decoded.unwrap_or_else(|_| Err("the PNG decoder panicked".into()))
 }
 
 #[cfg(test)]
