@@ -321,3 +321,29 @@ fn status_answers_questions() {
     assert!(screen.matches("\x1b[2J").count() >= 2, "{screen}");
     assert!(screen.contains("state    complete"));
 }
+
+/// `plan`, `status` and `config` need no weights: a checkpoint or VAE not downloaded yet is no
+/// error for them (only for the commands that sample or check the models).
+#[test]
+fn plan_status_and_config_need_no_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(tmp.path(), JOBS[0], "num_samples: 8\nsteps: 2\n");
+    let c = cfg.to_str().unwrap();
+    let missing = ["--set", "model.checkpoint=/not/yet/DiT-XL-2-256x256.pt"];
+    for cmd in ["plan", "status", "config"] {
+        let o = run_cmd(&[cmd, c, missing[0], missing[1]]);
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stderr(&o));
+    }
+    let o = run_cmd(&[
+        "plan",
+        c,
+        "--set",
+        "vae=/not/yet/sd-vae",
+        missing[0],
+        missing[1],
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("not local yet"));
+    let o = run_cmd(&["validate", c, missing[0], missing[1]]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

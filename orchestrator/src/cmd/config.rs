@@ -71,7 +71,7 @@ pub(crate) fn resolved_yaml(job: &Job) -> Result<String> {
 }
 
 pub(crate) fn run(args: ConfigArgs) -> Result<()> {
-    let job = Job::load(&args.config)?;
+    let job = Job::load_without_weights(&args.config)?;
     crate::sys::out::print(&resolved_yaml(&job)?);
     Ok(())
 }

@@ -92,7 +92,7 @@ pub(crate) fn run(args: GridArgs) -> Result<()> {
         ));
     }
     let (out_dir, labeler) = if args.target.is_file() {
-        let job = Job::load(&args.target)?;
+        let job = Job::load_without_weights(&args.target)?;
         let s = &job.settings;
         let l = Labeler {
             seed: s.seed,

@@ -23,7 +23,10 @@ fn shard(job: &Job, id: u64) -> Shard {
 }
 
 pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
-    let job = Job::load(config)?;
+    let job = Job::load_without_weights(config)?;
+    if let Some(m) = &job.weights_missing {
+        crate::sys::out::outln!("note: {m} (`fidshard fetch` gets them)");
+    }
     if let Some(n) = partitions {
         if n == 0 || n > 100_000 {
             return Err(fidshard_core::input_error!(

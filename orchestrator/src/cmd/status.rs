@@ -88,7 +88,7 @@ fn report(args: &StatusArgs) -> Result<(String, Option<anyhow::Error>)> {
 fn one(target: &Path, verify: bool) -> Result<(Snapshot, Option<anyhow::Error>)> {
     let (out_dir, totals) = resolve_target(target)?;
     let job = if target.is_file() {
-        Job::load(target).ok()
+        Job::load_without_weights(target).ok()
     } else {
         None
     };
@@ -140,7 +140,7 @@ pub(crate) type Totals = Option<(u64, u64)>;
 /// The out dir a target names. A bad target is an input error (exit code 2).
 fn resolve_target(target: &Path) -> Result<(PathBuf, Totals)> {
     if target.is_file() {
-        let job = match Job::load(target) {
+        let job = match Job::load_without_weights(target) {
             Ok(job) => job,
             // Weights not downloaded yet (a `run` may be fetching them): the out dir alone.
             Err(e) => match crate::fetch::out_dir_if_missing(target) {

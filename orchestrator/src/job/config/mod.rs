@@ -91,15 +91,24 @@ pub(crate) struct Job {
     /// The part of the plan this coordinator owns (the whole job unless `run --partition` or
     /// the scheduler's environment says otherwise; see job/partition.rs).
     pub partition: crate::job::partition::Partition,
+    /// Loaded with [`Job::load_without_weights`] while some weights are not local yet: what
+    /// is missing (the image size may then be assumed).
+    pub weights_missing: Option<String>,
 }
 
 impl Job {
     /// Reads and checks a job file; every failure is an input error (exit code 2).
     pub fn load(path: &Path) -> Result<Job> {
-        Self::load_inner(path).map_err(|e| crate::sys::exit::Fatal::input(e).into())
+        Self::load_inner(path, false).map_err(|e| crate::sys::exit::Fatal::input(e).into())
     }
 
-    fn load_inner(path: &Path) -> Result<Job> {
+    /// [`Job::load`] for the commands that need no weights (`plan`, `status`, `config`, `grid`):
+    /// a checkpoint or VAE not downloaded or copied yet is no error.
+    pub fn load_without_weights(path: &Path) -> Result<Job> {
+        Self::load_inner(path, true).map_err(|e| crate::sys::exit::Fatal::input(e).into())
+    }
+
+    fn load_inner(path: &Path, lenient: bool) -> Result<Job> {
         let text = read::read_job_text(path)?;
         let raw = read::parse(path, &text)?;
         let base = path
@@ -107,7 +116,12 @@ impl Job {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        resolve::Resolver { path, base: &base }.resolve(raw)
+        resolve::Resolver {
+            path,
+            base: &base,
+            lenient,
+        }
+        .resolve(raw)
     }
 
     /// The weights the file names, as written, and its out dir: what `fetch/` needs before the
@@ -121,7 +135,11 @@ impl Job {
                 .filter(|p| !p.as_os_str().is_empty())
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| PathBuf::from("."));
-            let r = resolve::Resolver { path, base: &base };
+            let r = resolve::Resolver {
+                path,
+                base: &base,
+                lenient: false,
+            };
             Ok(WeightsSpec {
                 checkpoint: (raw.model.checkpoint.clone(), r.local(&raw.model.checkpoint)),
                 checkpoint_sha256: raw.model.sha256.clone(),

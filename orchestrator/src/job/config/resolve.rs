@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 pub(super) struct Resolver<'a> {
     pub path: &'a Path,
     pub base: &'a Path,
+    /// For `plan`, `status`, `config`, `grid`: weights that are not local yet (not downloaded,
+    /// not copied) are no error; the VAE's upsampling factor is then assumed (see
+    /// [`Job::weights_missing`]).
+    pub lenient: bool,
 }
 
 impl Resolver<'_> {
@@ -70,12 +74,59 @@ impl Resolver<'_> {
         }
     }
 
+    /// What of the weights is not on this machine yet, if anything.
+    fn missing_weights(&self, raw: &RawJob) -> Option<String> {
+        let vae = self.weights("vae", &raw.vae, crate::job::hub::Wanted::VaeFolder);
+        let vae_ok = vae.as_ref().is_ok_and(|d| d.join("config.json").is_file());
+        let ckpt = self.weights(
+            "model.checkpoint",
+            &raw.model.checkpoint,
+            crate::job::hub::Wanted::CheckpointFile,
+        );
+        let ckpt_ok = ckpt.as_ref().is_ok_and(|p| p.is_file());
+        match (vae_ok, ckpt_ok) {
+            (true, true) => None,
+            (false, _) => Some(format!(
+                "the VAE ({}) is not local yet: the image size assumes the SD VAE's upsampling x8",
+                raw.vae.display()
+            )),
+            (true, false) => Some(format!(
+                "the checkpoint ({}) is not local yet",
+                raw.model.checkpoint.display()
+            )),
+        }
+    }
+
+    /// The job before its weights are local: everything the plan, the status and the resolved
+    /// config need, with the VAE factor taken from its config when it is local, else 8.
+    fn resolve_without_weights(&self, raw: RawJob, missing: String) -> Result<Job> {
+        let local =
+            |key: &str, v: &Path, w| self.weights(key, v, w).unwrap_or_else(|_| self.rel(v));
+        let vae_dir = local("vae", &raw.vae, crate::job::hub::Wanted::VaeFolder);
+        let factor = VaeConfig::from_file(vae_dir.join("config.json"))
+            .map(|c| c.upsample_factor())
+            .unwrap_or(8);
+        let checkpoint = local(
+            "model.checkpoint",
+            &raw.model.checkpoint,
+            crate::job::hub::Wanted::CheckpointFile,
+        );
+        let mut job = self.resolve_parts(raw, vae_dir, factor, checkpoint)?;
+        job.weights_missing = Some(missing);
+        Ok(job)
+    }
+
     /// A weights value of the job file resolved beside it (what a local path would mean).
     pub fn local(&self, value: &Path) -> PathBuf {
         self.rel(value)
     }
 
     pub fn resolve(&self, raw: RawJob) -> Result<Job> {
+        if self.lenient {
+            if let Some(missing) = self.missing_weights(&raw) {
+                return self.resolve_without_weights(raw, missing);
+            }
+        }
         let vae_dir = self.weights("vae", &raw.vae, crate::job::hub::Wanted::VaeFolder)?;
         self.utf8("vae", &vae_dir)?;
         let vae_cfg_path = vae_dir.join("config.json");
@@ -90,19 +141,6 @@ impl Resolver<'_> {
         }
         let vae_cfg = VaeConfig::from_file(&vae_cfg_path)?;
         let factor = vae_cfg.upsample_factor();
-
-        let dit = self.dit_config(&raw, factor)?;
-        let image_size = dit.input_size.saturating_mul(factor);
-        if image_size > limits::MAX_IMAGE_SIZE {
-            bail!(self.err(
-                "image_size",
-                format!(
-                    "{image_size} pixels (input_size {} x VAE factor {factor}) is more than {}",
-                    dit.input_size,
-                    limits::MAX_IMAGE_SIZE
-                )
-            ));
-        }
 
         if let Some(sha) = &raw.model.sha256 {
             crate::job::hub::parse_sha256(sha).map_err(|msg| self.err("model.sha256", msg))?;
@@ -128,6 +166,30 @@ impl Resolver<'_> {
                 format!("{} does not exist", checkpoint.display())
             ));
         }
+        self.resolve_parts(raw, vae_dir, factor, checkpoint)
+    }
+
+    /// Everything but the weights' lookup: the DiT config, the sampler settings, the run.
+    fn resolve_parts(
+        &self,
+        raw: RawJob,
+        vae_dir: PathBuf,
+        factor: i64,
+        checkpoint: PathBuf,
+    ) -> Result<Job> {
+        let dit = self.dit_config(&raw, factor)?;
+        let image_size = dit.input_size.saturating_mul(factor);
+        if image_size > limits::MAX_IMAGE_SIZE {
+            bail!(self.err(
+                "image_size",
+                format!(
+                    "{image_size} pixels (input_size {} x VAE factor {factor}) is more than {}",
+                    dit.input_size,
+                    limits::MAX_IMAGE_SIZE
+                )
+            ));
+        }
+
         if raw.num_samples == 0 || raw.num_samples > limits::MAX_SAMPLES {
             bail!(self.err(
                 "num_samples",
@@ -228,6 +290,7 @@ impl Resolver<'_> {
             run,
             source: self.path.to_path_buf(),
             partition: crate::job::partition::Partition::WHOLE,
+            weights_missing: None,
         })
     }
 
