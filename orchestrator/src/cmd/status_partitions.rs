@@ -72,8 +72,18 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
         job.partitions.push(PartitionRow {
             partition: p.to_string(),
             state: state.to_string(),
-            host: s.host.clone(),
-            devices: s.workers.iter().map(|w| w.device.clone()).collect(),
+            host: s
+                .host
+                .clone()
+                .or_else(|| crate::outdir::snapshot::read(dir).and_then(|p| p.host)),
+            // A finished partition's devices are in its last snapshot.
+            devices: if s.workers.is_empty() {
+                crate::outdir::snapshot::read(dir)
+                    .map(|p| p.workers.iter().map(|w| w.device.clone()).collect())
+                    .unwrap_or_default()
+            } else {
+                s.workers.iter().map(|w| w.device.clone()).collect()
+            },
             samples_done: s.samples_done,
             samples_total: s.samples_total,
             images_per_sec: s.images_per_sec,
