@@ -58,14 +58,6 @@ fn busy_worker(out: &Path) -> (u64, i32) {
     (w["id"].as_u64().unwrap(), w["pid"].as_u64().unwrap() as i32)
 }
 
-fn worker_logs(out: &Path) -> String {
-    let mut all = String::new();
-    for e in std::fs::read_dir(out.join("logs")).unwrap().flatten() {
-        all += &std::fs::read_to_string(e.path()).unwrap_or_default();
-    }
-    all
-}
-
 fn no_temp_files(out: &Path) {
     for e in std::fs::read_dir(out.join("samples")).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();

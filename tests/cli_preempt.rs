@@ -78,14 +78,6 @@ fn pngs(out: &Path, (a, b): (u64, u64)) -> BTreeMap<u64, SystemTime> {
         .collect()
 }
 
-fn worker_logs(out: &Path) -> String {
-    let mut all = String::new();
-    for e in std::fs::read_dir(out.join("logs")).unwrap().flatten() {
-        all += &std::fs::read_to_string(e.path()).unwrap_or_default();
-    }
-    all
-}
-
 /// The `reused=N` counts the workers logged for shard `id`, in log order.
 fn reused_counts(out: &Path, id: u64) -> Vec<u64> {
     worker_logs(out)

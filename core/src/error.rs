@@ -63,8 +63,9 @@ impl CoreError {
 
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 
-/// The message of a caught panic (`catch_unwind`), or a placeholder. libtorch errors reach Rust
-/// as panics through tch's infallible API; this is how the worker reports them.
+/// The message of a caught panic (`catch_unwind`): its `&str` or `String` payload, else
+/// `(no message)` for payloads of another type. libtorch errors reach Rust as panics through
+/// tch's infallible API; this is how the worker reports them.
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -313,3 +313,12 @@ pub fn finish(child: std::process::Child) -> (Option<i32>, String) {
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
+
+/// Every worker log under `OUT/logs`, concatenated.
+pub fn worker_logs(out: &Path) -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir(out.join("logs")).unwrap().flatten() {
+        all += &std::fs::read_to_string(e.path()).unwrap_or_default();
+    }
+    all
+}

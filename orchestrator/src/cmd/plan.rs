@@ -14,12 +14,7 @@ const HEAD: u64 = 10;
 const TAIL: u64 = 3;
 
 fn shard(job: &Job, id: u64) -> Shard {
-    let s = job.run.shard_size;
-    Shard {
-        id,
-        start: id * s,
-        end: ((id + 1) * s).min(job.settings.num_samples),
-    }
+    crate::job::plan::shard(job.settings.num_samples, job.run.shard_size, id)
 }
 
 pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
@@ -40,10 +35,7 @@ pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
         for k in 0..n {
             let p = crate::job::partition::Partition { k, n };
             let r = p.shards(total);
-            let (a, b) = (
-                (r.start * job.run.shard_size).min(job.settings.num_samples),
-                (r.end * job.run.shard_size).min(job.settings.num_samples),
-            );
+            let (a, b) = p.samples(job.settings.num_samples, job.run.shard_size);
             crate::sys::out::outln!(
                 "  partition {p}: shards {}..{} ({} shards), samples [{a}..{b}) ({} samples)",
                 r.start,

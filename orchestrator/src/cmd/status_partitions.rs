@@ -39,8 +39,8 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
         // This partition's share of the plan (its DB knows the whole job's).
         let r = p.shards(shards);
         s.shards_total = r.end - r.start;
-        s.samples_total =
-            (r.end * shard_size).min(samples_total) - (r.start * shard_size).min(samples_total);
+        let (a, b) = p.samples(samples_total, shard_size);
+        s.samples_total = b - a;
         let exported = OutDir::new(dir).records().is_file();
         let crashed = s.state == JobState::Interrupted
             && s.note

@@ -73,6 +73,15 @@ impl Partition {
         at(self.k as u64)..at(self.k as u64 + 1)
     }
 
+    /// The sample indices `[a, b)` it owns in a job of `num_samples` in shards of `shard_size`.
+    pub fn samples(self, num_samples: u64, shard_size: u64) -> (u64, u64) {
+        let r = self.shards(num_samples.div_ceil(shard_size));
+        (
+            (r.start * shard_size).min(num_samples),
+            (r.end * shard_size).min(num_samples),
+        )
+    }
+
     /// From the flag, else the scheduler's environment (Slurm array task, else an `srun` step),
     /// else the whole job.
     pub fn resolve(flag: Option<Partition>) -> Result<(Partition, Source), String> {

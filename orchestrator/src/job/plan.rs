@@ -8,12 +8,17 @@ pub(crate) fn plan(num_samples: u64, shard_size: u64) -> Vec<Shard> {
     assert!(shard_size > 0, "shard_size is validated to be positive");
     let count = num_samples.div_ceil(shard_size);
     (0..count)
-        .map(|id| Shard {
-            id,
-            start: id * shard_size,
-            end: ((id + 1) * shard_size).min(num_samples),
-        })
+        .map(|id| shard(num_samples, shard_size, id))
         .collect()
+}
+
+/// Shard `id` of the plan, without building the plan.
+pub(crate) fn shard(num_samples: u64, shard_size: u64, id: u64) -> Shard {
+    Shard {
+        id,
+        start: (id * shard_size).min(num_samples),
+        end: ((id + 1) * shard_size).min(num_samples),
+    }
 }
 
 /// Merges sorted, possibly adjacent index ranges (for "missing ranges" in status).

@@ -69,9 +69,7 @@ pub(crate) fn check(
         path: path.to_path_buf(),
         message,
     };
-    let file = std::fs::File::open(path).map_err(|e| AssembleError::io("opening", path, e))?;
-    let mut zip = zip::ZipArchive::new(io::BufReader::new(file))
-        .map_err(|e| invalid(format!("not a readable zip: {e}")))?;
+    let mut zip = open_zip(path)?;
     let names: Vec<&str> = zip.file_names().collect();
     if zip.len() != 2
         || zip.index_for_name(IMAGES).is_none()
@@ -124,6 +122,15 @@ pub(crate) fn check(
     Ok(labels)
 }
 
+/// The npz at `path` opened as a zip, or the error naming it.
+fn open_zip(path: &Path) -> Result<zip::ZipArchive<io::BufReader<std::fs::File>>, AssembleError> {
+    let file = std::fs::File::open(path).map_err(|e| AssembleError::io("opening", path, e))?;
+    zip::ZipArchive::new(io::BufReader::new(file)).map_err(|e| AssembleError::Invalid {
+        path: path.to_path_buf(),
+        message: format!("not a readable zip: {e}"),
+    })
+}
+
 /// [`check`], then the images entry read in full (the zip reader verifies its CRC-32 at the end
 /// of the entry) and the labels compared with `expected_labels` (the state's records).
 pub(crate) fn check_full(
@@ -148,9 +155,7 @@ pub(crate) fn check_full(
             "{LABELS}: labels differ from the recorded ones (first at index {first})"
         )));
     }
-    let file = std::fs::File::open(path).map_err(|e| AssembleError::io("opening", path, e))?;
-    let mut zip = zip::ZipArchive::new(io::BufReader::new(file))
-        .map_err(|e| invalid(format!("not a readable zip: {e}")))?;
+    let mut zip = open_zip(path)?;
     let mut entry = zip
         .by_name(IMAGES)
         .map_err(|e| invalid(format!("{IMAGES}: {e}")))?;
@@ -171,9 +176,7 @@ pub(crate) fn image_dims(path: &Path) -> Result<(u32, u32), AssembleError> {
         path: path.to_path_buf(),
         message,
     };
-    let file = std::fs::File::open(path).map_err(|e| AssembleError::io("opening", path, e))?;
-    let mut zip = zip::ZipArchive::new(io::BufReader::new(file))
-        .map_err(|e| invalid(format!("not a readable zip: {e}")))?;
+    let mut zip = open_zip(path)?;
     let mut entry = zip
         .by_name(IMAGES)
         .map_err(|e| invalid(format!("{IMAGES}: {e}")))?;

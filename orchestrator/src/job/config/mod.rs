@@ -154,15 +154,11 @@ impl Job {
     /// [`limits::MAX_SHARDS`], checked at load).
     /// Only the shards this coordinator's partition owns (all of them for the whole job).
     pub fn plan(&self) -> Vec<Shard> {
-        let ids = self.partition.shards(self.total_shard_count());
-        let s = self.run.shard_size;
-        let n = self.settings.num_samples;
-        ids.map(|id| Shard {
-            id,
-            start: id * s,
-            end: ((id + 1) * s).min(n),
-        })
-        .collect()
+        let (n, s) = (self.settings.num_samples, self.run.shard_size);
+        self.partition
+            .shards(self.total_shard_count())
+            .map(|id| crate::job::plan::shard(n, s, id))
+            .collect()
     }
 
     /// How many shards [`Job::plan`] has (this partition's), without building it.
@@ -179,10 +175,8 @@ impl Job {
 
     /// The sample indices `[a, b)` this partition owns.
     pub fn sample_range(&self) -> (u64, u64) {
-        let r = self.partition.shards(self.total_shard_count());
-        let s = self.run.shard_size;
-        let n = self.settings.num_samples;
-        ((r.start * s).min(n), (r.end * s).min(n))
+        self.partition
+            .samples(self.settings.num_samples, self.run.shard_size)
     }
 
     /// How many shards the whole job has.
