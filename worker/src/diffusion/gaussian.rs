@@ -2,6 +2,13 @@
 //! `gaussian_diffusion.py`), computed element by element in the same order of operations as the
 //! numpy expressions there. The sampler casts single entries to float32, as the reference's
 //! `_extract_into_tensor` does.
+//!
+//! Every `sqrt` and `ln` here takes a value that is non-negative (positive for `ln`) in IEEE
+//! float64 itself, not only in exact arithmetic, given betas in (0, 1]: `1 / ab >= 1` because
+//! rounding is monotonic, so `1 / ab - 1 >= 0`; `1 - x >= 0` for every `x <= 1`; the posterior
+//! variance is a product and quotient of such terms, positive from step 1 on. Rust evaluates
+//! float64 without contraction into FMA, so the tables are the same on every CPU. The float32
+//! differences that can round below zero are the sampler's (`sampler.rs`, clamped there).
 
 /// Per-step tables of a (possibly respaced) diffusion chain of `betas.len()` steps.
 #[derive(Debug, Clone, PartialEq)]

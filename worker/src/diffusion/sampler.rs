@@ -23,6 +23,13 @@ fn one_minus(t: &Tensor) -> Tensor {
     t.rsub_scalar(1.0)
 }
 
+/// `sqrt(max(t, 0))`: the square root of a difference that is non-negative in exact arithmetic
+/// but can round below zero in float32. The reference takes `sqrt` directly and gets NaN there;
+/// where its argument is non-negative the clamp changes no bit (NaN inputs stay NaN).
+fn sqrt_nonneg(t: &Tensor) -> Tensor {
+    t.clamp_min(0.0).sqrt()
+}
+
 /// The reference's `SpacedDiffusion`: a chain of `num_steps()` steps taken from the
 /// `DIFFUSION_STEPS`-step base schedule, with its own betas and coefficient tables.
 ///
@@ -256,13 +263,39 @@ impl SpacedDiffusion {
         // eta (a Python float) times a float32 tensor: computed in float32 with eta rounded to
         // float32, exactly like a float32 0-dim tensor.
         let eta = Tensor::scalar_tensor(eta as f32 as f64, (Kind::Float, dev));
-        let sigma = eta
-            * (one_minus(&alpha_bar_prev) / one_minus(&alpha_bar)).sqrt()
-            * one_minus(&(&alpha_bar / &alpha_bar_prev)).sqrt();
-        // Equation 12 of the DDIM paper; `sigma ** 2` is sigma * sigma in PyTorch.
-        let mean_pred = &pred_xstart * alpha_bar_prev.sqrt()
-            + (one_minus(&alpha_bar_prev) - &sigma * &sigma).sqrt() * eps;
+        let (sigma, eps_coef) = ddim_coefficients(&alpha_bar, &alpha_bar_prev, &eta);
+        // Equation 12 of the DDIM paper.
+        let mean_pred = &pred_xstart * alpha_bar_prev.sqrt() + eps_coef * eps;
         let mask = Self::nonzero_mask(i, dev);
         mean_pred + mask * sigma * noise
     }
 }
+
+/// DDIM's `sigma = eta * sqrt((1 - abar_prev) / (1 - abar)) * sqrt(1 - abar / abar_prev)` and the
+/// coefficient of eps, `sqrt(1 - abar_prev - sigma ** 2)` (`sigma ** 2` is `sigma * sigma` in
+/// PyTorch), in the reference's float32 order of operations, with both square roots of
+/// differences clamped at 0 ([`sqrt_nonneg`]).
+///
+/// Why: `1 - abar_prev - sigma^2 = (1 - abar_prev)^2 abar / ((1 - abar) abar_prev)` is tiny when
+/// `abar` is (the last, noisiest step of a cosine schedule with eta = 1: ~4.5e-8), below the
+/// float32 rounding of the two terms, so its computed sign depends on the CPU's kernels (FMA,
+/// vector width): a tiny positive value on one machine, a tiny negative one and NaN on another.
+/// Clamped, both are finite and differ by at most `sqrt(delta) * |eps|`, where `delta` is the
+/// rounding error of the difference (a few float32 ulps of `1 - abar_prev`; ~5e-4 * |eps| at
+/// most). `1 - abar / abar_prev` cannot round below 0 for the schedules here (each beta is far
+/// above an ulp), but is clamped the same way for any table.
+fn ddim_coefficients(
+    alpha_bar: &Tensor,
+    alpha_bar_prev: &Tensor,
+    eta: &Tensor,
+) -> (Tensor, Tensor) {
+    let sigma = eta
+        * (one_minus(alpha_bar_prev) / one_minus(alpha_bar)).sqrt()
+        * sqrt_nonneg(&one_minus(&(alpha_bar / alpha_bar_prev)));
+    let eps_coef = sqrt_nonneg(&(one_minus(alpha_bar_prev) - &sigma * &sigma));
+    (sigma, eps_coef)
+}
+
+#[cfg(test)]
+#[path = "sampler_tests.rs"]
+mod tests;
