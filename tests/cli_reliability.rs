@@ -181,6 +181,13 @@ fn nan_results_fail_their_shards_instead_of_writing_black_images() {
     assert_eq!(s["samples_done"], 0, "{s}");
     let errors = s["last_errors"].to_string();
     assert!(errors.contains("NaN or infinite"), "{errors}");
+    // The step where they first appear, and the causes that fit a non-finite DiT output.
+    assert!(
+        errors.contains(
+            "first at sampling step 1 of 2 (respaced index 1, model timestep 999) in the DiT output"
+        ) && errors.contains("NaN or infinite weights in the checkpoint"),
+        "{errors}"
+    );
     let pngs = std::fs::read_dir(out.join("samples"))
         .map(|d| d.count())
         .unwrap_or(0);

@@ -21,10 +21,13 @@ impl Engine {
     pub fn sample_batch_from(&self, draws: Draws, t: &mut Timings) -> Result<Batch> {
         let indices = draws.indices.clone();
         let indices = &indices[..];
-        let (labels, latents) = self.sample_latents_from(draws, t);
-        crate::engine::check_finite(&latents, "the final latents")?;
+        let trajectory = self.sample_latents_from(draws, t);
+        let latents = trajectory.latents;
+        crate::engine::check_finite(&latents, "the final latents", || {
+            trajectory.checks.first_non_finite()
+        })?;
         let images = self.decode(&latents, t)?;
-        let samples = to_samples(indices, &labels, &images)?;
+        let samples = to_samples(indices, &trajectory.labels, &images)?;
         Ok(Batch { samples, latents })
     }
 

@@ -30,16 +30,62 @@ pub enum EngineError {
     #[error(transparent)]
     Core(#[from] fidshard_core::CoreError),
 
-    /// Sampling produced NaN or infinite values: never written as (black) images.
-    #[error("{count} of {total} values of {stage} are NaN or infinite; likely causes: NaN or infinite weights in the checkpoint, a cfg_scale so large that guidance overflows float32, or fp16 overflow (try bf16 or fp32)")]
+    /// Sampling produced NaN or infinite values: never written as (black) images. `first` is the
+    /// sampling step where they first appeared (for the latents), when known.
+    #[error("{count} of {total} values of {stage} are NaN or infinite{}; likely causes: {}", fmt_first(.first), likely_causes(.first))]
     NonFinite {
         stage: &'static str,
         count: i64,
         total: i64,
+        first: Option<StepFault>,
     },
 
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+}
+
+/// The sampling step where non-finite values first appeared in a batch's latents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFault {
+    /// 1 for the first (noisiest) step, up to `steps`.
+    pub step: usize,
+    /// The number of sampling steps of the chain.
+    pub steps: usize,
+    /// The respaced index `i` of that step (`steps - step`).
+    pub index: usize,
+    /// The base-chain timestep the DiT was given at that step.
+    pub timestep: i64,
+    /// True when the DiT's output (after guidance) was already non-finite; false when it was
+    /// finite and the diffusion update made the latents non-finite.
+    pub in_model_output: bool,
+}
+
+fn fmt_first(first: &Option<StepFault>) -> String {
+    match first {
+        None => String::new(),
+        Some(f) => format!(
+            ", first at sampling step {} of {} (respaced index {}, model timestep {}) {}",
+            f.step,
+            f.steps,
+            f.index,
+            f.timestep,
+            if f.in_model_output {
+                "in the DiT output"
+            } else {
+                "in the diffusion update, from a finite DiT output"
+            }
+        ),
+    }
+}
+
+fn likely_causes(first: &Option<StepFault>) -> &'static str {
+    match first {
+        Some(StepFault {
+            in_model_output: false,
+            ..
+        }) => "a noise schedule whose terms underflow or overflow float32 at that step (check beta_schedule and steps), or a DiT output so large that the update overflows float32 (lower cfg_scale)",
+        _ => "NaN or infinite weights in the checkpoint, a cfg_scale so large that guidance overflows float32, or fp16 overflow (try bf16 or fp32)",
+    }
 }
 
 fn fmt_keys(keys: &[String]) -> String {
