@@ -5,6 +5,9 @@
 //! - `fixtures/diffusion/diffusion.json` is written by `fixtures/diffusion/make_fixtures.py`, an
 //!   independent numpy/torch float32 transcription of the reference formulas (it checks itself
 //!   against `respacing.json` first). Its step cases are tiny random tensors with their inputs.
+//!   It was written on one CPU and must hold on every x86 CPU: values within 1e-6 of the largest
+//!   reference magnitude, plus, only at DDIM steps whose clamped `1 - abar_prev - sigma^2` is
+//!   rounding noise, the bound of [`ddim_clamp_allowance`] times |eps|.
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
