@@ -270,9 +270,11 @@ pub struct Trajectory {
 
 /// Per-step finiteness of one batch's trajectory: after each sampling step, whether the DiT's
 /// output and the updated latents are all finite, as 0-dim bool tensors on the device
-/// (`isfinite().all()`). Recording never synchronises the device: it queues two small reduction
-/// kernels per step over the latents, negligible next to a DiT forward. The flags are read back
-/// (one synchronisation) only when the final latents turn out not finite, to name the step.
+/// (`isfinite().all()`). Recording never synchronises the device: it queues five small kernels
+/// per step (two `isfinite`, two `all` reductions over the latents and the DiT output, one
+/// `stack` of two bools), microseconds next to a DiT forward; memory is one 2-bool tensor per
+/// step. The flags are read back (one synchronisation) only when the final latents turn out not
+/// finite, to name the step.
 #[derive(Default)]
 pub struct StepChecks {
     /// Per step in sampling order: respaced index, model timestep, and the flags
