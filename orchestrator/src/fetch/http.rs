@@ -80,6 +80,8 @@ pub(crate) struct Http {
     hub: Option<Origin>,
     token: Option<Token>,
     pub stall: Duration,
+    /// The whole of a small request (metadata): connecting, then a stall's worth.
+    small: Duration,
 }
 
 /// Whether a request may carry the hub token (to the hub's own origin only).
@@ -127,6 +129,7 @@ impl Http {
             hub: Origin::of(&s.endpoint),
             token: s.token.clone(),
             stall: s.policy.stall,
+            small: p.connect + p.stall,
         }
     }
 
@@ -186,20 +189,18 @@ impl Http {
         })
     }
 
-    /// `GET url` of a small answer (the hub's file list), which must be over in `timeout`.
-    pub fn get_small(
-        &self,
-        url: &str,
-        auth: Auth,
-        timeout: Duration,
-    ) -> Result<ureq::Response, Failure> {
-        self.call("GET", url, auth, Follow::All, &|r| r.timeout(timeout))
+    /// `GET url` of a small answer (the hub's file list), which must be over within the
+    /// connect timeout plus the stall timeout (each redirect hop).
+    pub fn get_small(&self, url: &str, auth: Auth) -> Result<ureq::Response, Failure> {
+        self.call("GET", url, auth, Follow::All, &|r| r.timeout(self.small))
     }
 
     /// `HEAD url`, following only redirects within the same server (a renamed repo), as
     /// huggingface_hub does: the hub's own answer carries the commit, the ETag and the size.
     pub fn head(&self, url: &str, auth: Auth) -> Result<ureq::Response, Failure> {
-        self.call("HEAD", url, auth, Follow::Relative, &|r| r)
+        self.call("HEAD", url, auth, Follow::Relative, &|r| {
+            r.timeout(self.small)
+        })
     }
 }
 

@@ -89,7 +89,7 @@ impl<'a> Hub<'a> {
             p,
             &url,
             || {
-                let resp = match self.http.get_small(&url, Auth::Hub, p.connect + p.stall) {
+                let resp = match self.http.get_small(&url, Auth::Hub) {
                     Ok(r) => r,
                     Err(f) => return Ok(Err(f)),
                 };
