@@ -3,7 +3,9 @@
 //! `ETag` = git blob id for small files, `X-Linked-Etag` = SHA-256 and a redirect to `/cdn/`
 //! for large ones), byte ranges, gated repos, plain files under `/files/`, and faults injected
 //! per request: a status (with `Retry-After`), a connection reset or a clean close in the middle
-//! of the body, a corrupted byte, a stall. Every request is logged.
+//! of the body, a corrupted byte, a stall, a trickle, a body without a size that never ends.
+//! Large files can be sent to a CDN on another port (a second mock, which logs the headers it
+//! gets). Every request is logged, with its `Authorization` header.
 #![allow(dead_code)]
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -30,6 +32,10 @@ pub enum Fault {
     ShortBody(usize),
     /// The first `n` body bytes, then silence for `d`, then a close.
     StallAfter(usize, Duration),
+    /// The body `n` bytes at a time, a pause of `d` after each.
+    Trickle(usize, Duration),
+    /// No `Content-Length`: the body, then zeros until the client hangs up.
+    Endless,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +60,8 @@ struct Repo {
 struct State {
     /// `http://127.0.0.1:PORT`: the CDN redirects are absolute, as on the hub.
     base: String,
+    /// Where LFS files are redirected to (`{cdn}/cdn/{sha256}`), when not `base`.
+    cdn: Option<String>,
     repos: HashMap<String, Repo>,
     files: HashMap<String, Vec<u8>>,
     faults: HashMap<(String, String), VecDeque<Fault>>,
@@ -151,6 +159,12 @@ impl MockHub {
             .entry((method.to_string(), path.to_string()))
             .or_default()
             .extend(faults.iter().cloned());
+    }
+
+    /// LFS files are redirected to `{base}/cdn/...` (another server, e.g. a second mock with the
+    /// same repos) instead of this one.
+    pub fn cdn_at(&self, base: &str) {
+        self.state.lock().unwrap().cdn = Some(base.to_string());
     }
 
     pub fn slow(&self, path: &str, per_64k: Duration) {
@@ -279,7 +293,7 @@ fn route(st: &State, method: &str, path: &str, auth: Option<&str>) -> Reply {
             let len = bytes.len().to_string();
             if is_lfs(&file.join("/")) {
                 let sha = sha256_hex(bytes);
-                let loc = format!("{}/cdn/{sha}", st.base);
+                let loc = format!("{}/cdn/{sha}", st.cdn.as_deref().unwrap_or(&st.base));
                 Reply::status(
                     302,
                     &[
@@ -417,7 +431,11 @@ fn serve(conn: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
     if let Some(Fault::ShortBody(n)) = fault {
         body.truncate(n);
     }
-    head += &format!("Content-Length: {}\r\n\r\n", body.len());
+    if matches!(fault, Some(Fault::Endless)) {
+        head += "\r\n";
+    } else {
+        head += &format!("Content-Length: {}\r\n\r\n", body.len());
+    }
     let mut conn = conn;
     conn.write_all(head.as_bytes())?;
     let limit = match &fault {
@@ -446,8 +464,12 @@ fn serve(conn: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
             r.sent = sent;
         }
     };
+    let chunk_len = match &fault {
+        Some(Fault::Trickle(n, _)) => (*n).max(1),
+        _ => 64 << 10,
+    };
     if method != "HEAD" {
-        for chunk in body[..limit].chunks(64 << 10) {
+        for chunk in body[..limit].chunks(chunk_len) {
             if let Some(d) = slow {
                 std::thread::sleep(d);
             }
@@ -456,6 +478,19 @@ fn serve(conn: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
                 return Err(e);
             }
             sent += chunk.len();
+            if let Some(Fault::Trickle(_, d)) = &fault {
+                log(sent);
+                std::thread::sleep(*d);
+            }
+        }
+        if matches!(fault, Some(Fault::Endless)) {
+            let zeros = vec![0u8; 64 << 10];
+            // Until the client hangs up (or 256 MiB, should it never).
+            while sent < 256 << 20 && conn.write_all(&zeros).is_ok() {
+                sent += zeros.len();
+            }
+            log(sent);
+            return Ok(());
         }
     }
     conn.flush()?;

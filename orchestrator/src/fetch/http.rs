@@ -1,7 +1,9 @@
 //! The HTTP client of the transfers: ureq (the client hf-hub itself is built on) with the
 //! timeouts a download needs (connecting, and no byte for `stall` seconds while reading), no
-//! compression (byte ranges must mean file bytes), the token sent only to the hub's own host
-//! (never to a redirect's CDN or a plain URL), and every error sorted into "retry" or "stop".
+//! compression (byte ranges must mean file bytes), redirects followed here so that the token goes
+//! only to the exact origin of the hub endpoint (never to a redirect's CDN or another port, never
+//! to a plain URL weight), and every error sorted into "retry" or "stop".
+use super::origin::{self, Origin};
 use super::settings::{Policy, Settings, Token};
 use std::time::Duration;
 
@@ -72,15 +74,35 @@ impl Failure {
 }
 
 pub(crate) struct Http {
-    /// Follows redirects (downloads: the hub sends large files to a CDN).
+    /// Follows no redirect itself: [`Http::call`] does, deciding the token per hop.
     agent: ureq::Agent,
-    /// Follows none (metadata: the headers of the hub's own answer count).
-    head_agent: ureq::Agent,
-    /// `host:port` of the hub endpoint: the only place the token goes.
-    hub_host: Option<String>,
+    /// The origin of the hub endpoint: the only place the token goes.
+    hub: Option<Origin>,
     token: Option<Token>,
     pub stall: Duration,
+    /// The whole of a small request (metadata): connecting, then a stall's worth.
+    small: Duration,
 }
+
+/// Whether a request may carry the hub token (to the hub's own origin only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Auth {
+    /// A request of the hub's protocol.
+    Hub,
+    /// A plain URL weight: never a token, whatever its host.
+    Never,
+}
+
+/// Which redirects a request follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    /// Any (downloads: the hub sends large files to a CDN).
+    All,
+    /// Only a path on the same server (metadata: the headers of the hub's own answer count).
+    Relative,
+}
+
+const MAX_REDIRECTS: usize = 10;
 
 /// `host[:port]` of a URL.
 pub(crate) fn host_of(url: &str) -> Option<String> {
@@ -92,68 +114,93 @@ pub(crate) fn host_of(url: &str) -> Option<String> {
 
 impl Http {
     pub fn new(s: &Settings) -> Http {
-        let build = |redirects: u32, p: &Policy| {
-            ureq::AgentBuilder::new()
-                .try_proxy_from_env(true)
-                .timeout_connect(p.connect)
-                .timeout_read(p.stall)
-                .timeout_write(p.stall)
-                .redirects(redirects)
-                .redirect_auth_headers(ureq::RedirectAuthHeaders::SameHost)
-                .user_agent(USER_AGENT)
-                .build()
-        };
+        let p: &Policy = &s.policy;
+        let agent = ureq::AgentBuilder::new()
+            .try_proxy_from_env(true)
+            .timeout_connect(p.connect)
+            .timeout_read(p.stall)
+            .timeout_write(p.stall)
+            .redirects(0)
+            .redirect_auth_headers(ureq::RedirectAuthHeaders::Never)
+            .user_agent(USER_AGENT)
+            .build();
         Http {
-            agent: build(10, &s.policy),
-            head_agent: build(0, &s.policy),
-            hub_host: host_of(&s.endpoint),
+            agent,
+            hub: Origin::of(&s.endpoint),
             token: s.token.clone(),
             stall: s.policy.stall,
+            small: p.connect + p.stall,
         }
     }
 
-    fn request(&self, agent: &ureq::Agent, method: &str, url: &str) -> ureq::Request {
-        let mut r = agent
+    fn request(&self, method: &str, url: &str, auth: Auth) -> ureq::Request {
+        let mut r = self
+            .agent
             .request(method, url)
             .set("Accept-Encoding", "identity");
-        if let Some(t) = &self.token {
-            if self.hub_host.is_some() && host_of(url) == self.hub_host {
+        if let (Auth::Hub, Some(t), Some(hub)) = (auth, &self.token, &self.hub) {
+            if Origin::of(url).as_ref() == Some(hub) {
                 r = r.set("Authorization", &t.header());
             }
         }
         r
     }
 
-    /// `GET url`, from byte `from` on (`Range: bytes=from-`) when `from > 0`.
-    pub fn get(&self, url: &str, from: u64) -> Result<ureq::Response, Failure> {
-        let mut r = self.request(&self.agent, "GET", url);
-        if from > 0 {
-            r = r.set("Range", &format!("bytes={from}-"));
-        }
-        r.call().map_err(classify)
-    }
-
-    /// `HEAD url`, following only redirects within the same host (a renamed repo), as
-    /// huggingface_hub does: the hub's own answer carries the commit, the ETag and the size.
-    pub fn head(&self, url: &str) -> Result<ureq::Response, Failure> {
+    /// `method url`, following redirects as `follow` says; each hop gets the token only when
+    /// it goes to the hub's own origin.
+    fn call(
+        &self,
+        method: &str,
+        url: &str,
+        auth: Auth,
+        follow: Follow,
+        prepare: &dyn Fn(ureq::Request) -> ureq::Request,
+    ) -> Result<ureq::Response, Failure> {
         let mut url = url.to_string();
-        for _ in 0..5 {
-            let resp = self
-                .request(&self.head_agent, "HEAD", &url)
+        for _ in 0..=MAX_REDIRECTS {
+            let resp = prepare(self.request(method, &url, auth))
                 .call()
                 .map_err(classify)?;
-            match resp.header("Location") {
-                Some(loc) if (300..400).contains(&resp.status()) && loc.starts_with('/') => {
-                    let origin_end = url
-                        .find("://")
-                        .and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j))
-                        .unwrap_or(url.len());
-                    url = format!("{}{loc}", &url[..origin_end]);
-                }
+            let loc = match resp.header("Location") {
+                Some(loc) if (300..400).contains(&resp.status()) => loc.trim().to_string(),
                 _ => return Ok(resp),
+            };
+            if follow == Follow::Relative && !(loc.starts_with('/') && !loc.starts_with("//")) {
+                return Ok(resp);
             }
+            url = origin::join(&url, &loc).ok_or_else(|| {
+                Failure::final_(format!("{url} redirects to `{loc}`, which is not a URL"))
+            })?;
         }
-        Err(Failure::final_("too many redirects"))
+        Err(Failure::final_(format!(
+            "more than {MAX_REDIRECTS} redirects, the last to {url}"
+        )))
+    }
+
+    /// `GET url`, from byte `from` on (`Range: bytes=from-`) when `from > 0`.
+    pub fn get(&self, url: &str, from: u64, auth: Auth) -> Result<ureq::Response, Failure> {
+        let range = format!("bytes={from}-");
+        self.call("GET", url, auth, Follow::All, &|r| {
+            if from > 0 {
+                r.set("Range", &range)
+            } else {
+                r
+            }
+        })
+    }
+
+    /// `GET url` of a small answer (the hub's file list), which must be over within the
+    /// connect timeout plus the stall timeout (each redirect hop).
+    pub fn get_small(&self, url: &str, auth: Auth) -> Result<ureq::Response, Failure> {
+        self.call("GET", url, auth, Follow::All, &|r| r.timeout(self.small))
+    }
+
+    /// `HEAD url`, following only redirects within the same server (a renamed repo), as
+    /// huggingface_hub does: the hub's own answer carries the commit, the ETag and the size.
+    pub fn head(&self, url: &str, auth: Auth) -> Result<ureq::Response, Failure> {
+        self.call("HEAD", url, auth, Follow::Relative, &|r| {
+            r.timeout(self.small)
+        })
     }
 }
 

@@ -10,7 +10,7 @@
 //!    against the ETag;
 //! 4. `snapshots/{commit}/{file}`, a relative symlink to the blob, and `refs/{revision}`.
 use super::error::FetchError;
-use super::http::{Failure, Http};
+use super::http::{Auth, Failure, Http};
 use super::hub_errors::refused;
 use super::progress::Reporter;
 use super::retry::with_retries;
@@ -36,7 +36,9 @@ impl<'a> Hub<'a> {
         let api =
             hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(s.hub_cache.path.clone()))
                 .with_endpoint(s.endpoint.clone())
-                .with_token(s.token.as_ref().map(|t| t.value().to_string()))
+                // No token: hf-hub only builds URLs here; requests go through `Http`, which
+                // sends the token to the endpoint's own origin only.
+                .with_token(None)
                 .with_progress(false)
                 .with_user_agent("fidshard", env!("CARGO_PKG_VERSION"))
                 .build()
@@ -76,7 +78,6 @@ impl<'a> Hub<'a> {
 
     /// The commit of the revision and the repo's files.
     fn list(&self, repo: &RepoRef) -> Result<(String, Vec<String>), FetchError> {
-        let hf = self.api.repo(repo.hf());
         let url = format!(
             "{}/api/models/{}/revision/{}",
             self.s.endpoint,
@@ -88,9 +89,9 @@ impl<'a> Hub<'a> {
             p,
             &url,
             || {
-                let resp = match hf.info_request().timeout(p.connect + p.stall).call() {
+                let resp = match self.http.get_small(&url, Auth::Hub) {
                     Ok(r) => r,
-                    Err(e) => return Ok(Err(super::http::classify(e))),
+                    Err(f) => return Ok(Err(f)),
                 };
                 Ok(resp
                     .into_json::<hf_hub::api::RepoInfo>()
@@ -123,7 +124,7 @@ impl<'a> Hub<'a> {
             &self.s.policy,
             url,
             || {
-                let resp = match self.http.head(url) {
+                let resp = match self.http.head(url, Auth::Hub) {
                     Ok(r) => r,
                     Err(f) => return Ok(Err(f)),
                 };
@@ -200,6 +201,8 @@ impl<'a> Hub<'a> {
                     .join(format!("{}.lock", meta.etag)),
                 size: meta.size,
                 digest,
+                auth: Auth::Hub,
+                format: transfer::Format::of_name(file),
                 record_sha256: false,
                 digest_from_config: false,
             };

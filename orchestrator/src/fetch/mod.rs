@@ -7,8 +7,9 @@
 //! | `plan.rs` | which weights are local, cached, or missing (no network) |
 //! | `hub_repo.rs`, `hub_errors.rs` | the Hub's protocol: file list, metadata, blobs, snapshots, refs; its refusals in words |
 //! | `url.rs` | plain URLs into fidshard's cache |
-//! | `transfer.rs` | one file: lock, resume, verify, final name |
-//! | `http.rs`, `retry.rs` | the client, its errors, backoff with jitter |
+//! | `transfer.rs` | one file: lock, resume, size and rate limits, verify, final name |
+//! | `format.rs` | what a file without a pinned sha256 must look like (JSON, torch zip, safetensors) |
+//! | `http.rs`, `origin.rs`, `retry.rs` | the client, redirects and where the token may go, its errors, backoff with jitter |
 //! | `lock.rs` | one downloader per file across processes |
 //! | `progress.rs` | bars, log lines, `status.json` |
 //! | `settings.rs`, `error.rs` | the environment; the errors and their exit codes |
@@ -16,10 +17,12 @@
 //! The syntax of the references and the caches' layout are in `job/hub.rs`, which `Job::load`
 //! uses to find the downloaded files.
 mod error;
+mod format;
 mod http;
 mod hub_errors;
 mod hub_repo;
 mod lock;
+mod origin;
 mod plan;
 mod progress;
 mod retry;

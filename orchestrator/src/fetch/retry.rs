@@ -2,8 +2,10 @@
 //! tried again after `backoff * 2^(n-1)` (at most `backoff_max`), scaled by a random factor in
 //! [0.5, 1] so that many processes do not hammer the server in step; a server's `Retry-After`
 //! (429, 503) is honoured instead (up to [`MAX_RETRY_AFTER`]). An attempt that moved the
-//! download forward starts the count of failures in a row afresh: a large file over a flaky
-//! link gets there, one broken transfer at a time.
+//! download forward (transfer.rs decides: at least [`MIN_PROGRESS`] bytes beyond the most ever
+//! kept) starts the count of failures in a row afresh: a large file over a flaky link gets
+//! there, one broken transfer at a time, while bytes that are thrown away again, or a few bytes
+//! per attempt, are no progress.
 use super::error::FetchError;
 use super::http::{Failure, Kind};
 use super::settings::Policy;
@@ -11,6 +13,9 @@ use std::time::{Duration, Instant};
 
 /// The longest `Retry-After` honoured as given.
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// The bytes an attempt must add to the most ever kept of a file to count as progress.
+pub(crate) const MIN_PROGRESS: u64 = 1 << 20;
 
 /// The wait before retry `n` (1-based), without the server's opinion.
 pub(crate) fn backoff(policy: &Policy, n: u32) -> Duration {
@@ -98,6 +103,9 @@ mod tests {
             backoff_max: Duration::from_millis(300),
             stall: Duration::from_secs(1),
             connect: Duration::from_secs(1),
+            max_bytes: 1 << 20,
+            min_rate: 0,
+            rate_window: Duration::from_secs(1),
         }
     }
 

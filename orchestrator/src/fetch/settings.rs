@@ -19,7 +19,15 @@ pub(crate) struct Policy {
     pub stall: Duration,
     /// Connecting (and a whole small request: listing, metadata) may take this long.
     pub connect: Duration,
+    /// The most bytes accepted for a file whose size nobody announced.
+    pub max_bytes: u64,
+    /// A transfer slower than `min_rate` bytes/s over `rate_window` is aborted (a trickle).
+    pub min_rate: u64,
+    pub rate_window: Duration,
 }
+
+/// `FIDSHARD_FETCH_MAX_BYTES`'s default: 64 GiB, above any DiT or VAE checkpoint.
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 64 << 30;
 
 /// The hub token and where it came from. Its value is never printed: `Debug` hides it.
 #[derive(Clone)]
@@ -32,9 +40,6 @@ pub(crate) struct Token {
 impl Token {
     pub fn header(&self) -> String {
         format!("Bearer {}", self.value)
-    }
-    pub fn value(&self) -> &str {
-        &self.value
     }
 }
 
@@ -84,6 +89,39 @@ fn seconds(k: &str, default: f64, lo: f64) -> Result<Duration, FetchError> {
     }
 }
 
+/// A byte count from `k` (digits, optionally followed by K, M, G or T: powers of 1024), or
+/// `default`; refused (exit 2) when it is not one or is below `lo`.
+fn bytes(k: &str, default: u64, lo: u64) -> Result<u64, FetchError> {
+    let Some(v) = var(k) else {
+        return Ok(default);
+    };
+    let t = v.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if "kKmMgGtT".contains(c) => (
+            &t[..i],
+            match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                _ => 40,
+            },
+        ),
+        _ => (t, 0),
+    };
+    match digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+    {
+        Some(n) if n >= lo => Ok(n),
+        _ => Err(FetchError::Input(format!(
+            "${k}={v}: expected a number of bytes of at least {lo} (a suffix K, M, G or T \
+             multiplies by 1024, 1024^2, ...), e.g. {k}=100G"
+        ))),
+    }
+}
+
 impl Policy {
     pub fn from_env() -> Result<Policy, FetchError> {
         let attempts = match var("FIDSHARD_FETCH_ATTEMPTS") {
@@ -105,6 +143,9 @@ impl Policy {
             backoff_max,
             stall: seconds("FIDSHARD_FETCH_STALL", 60.0, 0.1)?,
             connect: seconds("FIDSHARD_FETCH_CONNECT_TIMEOUT", 30.0, 0.1)?,
+            max_bytes: bytes("FIDSHARD_FETCH_MAX_BYTES", DEFAULT_MAX_BYTES, 1)?,
+            min_rate: bytes("FIDSHARD_FETCH_MIN_RATE", 1024, 0)?,
+            rate_window: seconds("FIDSHARD_FETCH_RATE_WINDOW", 60.0, 0.1)?,
         })
     }
 }
@@ -173,5 +214,24 @@ mod tests {
         };
         assert_eq!(format!("{t:?}"), "Token(from $HF_TOKEN)");
         assert_eq!(t.header(), "Bearer hf_secret");
+    }
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        std::env::set_var("FIDSHARD_TEST_BYTES_A", "3G");
+        assert_eq!(bytes("FIDSHARD_TEST_BYTES_A", 7, 1).unwrap(), 3 << 30);
+        std::env::set_var("FIDSHARD_TEST_BYTES_A", " 1500 ");
+        assert_eq!(bytes("FIDSHARD_TEST_BYTES_A", 7, 1).unwrap(), 1500);
+        assert_eq!(bytes("FIDSHARD_TEST_BYTES_UNSET", 7, 1).unwrap(), 7);
+        for bad in ["-1", "1.5G", "G", "0", "99999999999T"] {
+            std::env::set_var("FIDSHARD_TEST_BYTES_A", bad);
+            let e = bytes("FIDSHARD_TEST_BYTES_A", 7, 1)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("$FIDSHARD_TEST_BYTES_A") && e.contains("100G"),
+                "{e}"
+            );
+        }
     }
 }

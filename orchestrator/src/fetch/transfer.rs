@@ -1,11 +1,16 @@
 //! One file from a URL to its final name in a cache, whatever the network does. Under the
 //! cache lock (lock.rs), bytes go to `PARTIAL` (the `.incomplete` file huggingface_hub uses for
 //! the same blob): a broken or stalled transfer is retried from the bytes already there
-//! (`Range: bytes=N-`); a server that ignores the range starts the file over. Only when the
-//! size and the digest match does the file get its final name (rename in the same folder), so a
-//! final name never holds a partial or wrong file.
+//! (`Range: bytes=N-`); a server that ignores the range starts the file over. A body is cut off
+//! past its announced size (or, with none, past `FIDSHARD_FETCH_MAX_BYTES`), and a transfer
+//! slower than `FIDSHARD_FETCH_MIN_RATE` over `FIDSHARD_FETCH_RATE_WINDOW` is aborted. Only when
+//! the size, the digest and (without a pinned sha256) the format (format.rs) match does the file
+//! get its final name (rename in the same folder), so a final name never holds a partial or
+//! wrong file.
 use super::error::FetchError;
-use super::http::{Failure, Http, Kind};
+use super::format;
+pub(crate) use super::format::Format;
+use super::http::{Auth, Failure, Http, Kind};
 use super::progress::Reporter;
 use super::retry;
 use super::settings::Policy;
@@ -14,6 +19,7 @@ use sha2::Digest as _;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
+use std::time::Instant;
 
 /// What the bytes must hash to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +41,10 @@ pub(crate) struct Transfer<'a> {
     /// The size the server announced beforehand (hub metadata), if any.
     pub size: Option<u64>,
     pub digest: Digest,
+    /// Whether the requests may carry the hub token.
+    pub auth: Auth,
+    /// What the file must look like before it is kept.
+    pub format: Format,
     /// Also write the SHA-256 to `FILE.sha256` (hub.rs `sha256_record`), after the rename and
     /// under the lock (URL downloads, whose name says nothing of their content).
     pub record_sha256: bool,
@@ -64,9 +74,18 @@ pub(crate) fn fetch(
         total: t.size,
         hasher: None,
         last_mismatch: None,
+        best: file_len(t.partial),
     };
-    report.begin(t.label, t.size, file_len(t.partial));
-    let res = retry::with_retries(policy, t.url, || attempt(t, http, &mut st, report), refused);
+    report.begin(t.label, t.size, st.best);
+    let res = retry::with_retries(
+        policy,
+        t.url,
+        || {
+            let res = attempt(t, http, policy, &mut st, report)?;
+            Ok(res.map_err(|f| progressed(t, &mut st, f)))
+        },
+        refused,
+    );
     report.end(res.is_ok());
     res
 }
@@ -78,6 +97,18 @@ struct State {
     hasher: Option<Hasher>,
     /// The digest of the last complete but wrong download.
     last_mismatch: Option<String>,
+    /// The most bytes `partial` ever held in this process.
+    best: u64,
+}
+
+/// A failed attempt made progress when it left at least [`retry::MIN_PROGRESS`] bytes more on
+/// disk than ever before: bytes thrown away (a restart, a wrong file) or a few bytes per
+/// attempt do not reset the count of failures.
+fn progressed(t: &Transfer, st: &mut State, f: Failure) -> Failure {
+    let now = file_len(t.partial);
+    let progressed = now >= st.best.saturating_add(retry::MIN_PROGRESS);
+    st.best = st.best.max(now);
+    Failure { progressed, ..f }
 }
 
 #[derive(Clone)]
@@ -150,6 +181,7 @@ fn content_range(v: &str) -> Option<(u64, Option<u64>)> {
 fn attempt(
     t: &Transfer,
     http: &Http,
+    policy: &Policy,
     st: &mut State,
     report: &mut Reporter,
 ) -> Result<Result<(), Failure>, FetchError> {
@@ -159,7 +191,7 @@ fn attempt(
         have = 0;
     }
     if have == 0 || st.total != Some(have) {
-        let resp = match http.get(t.url, have) {
+        let resp = match http.get(t.url, have, t.auth) {
             Ok(r) => r,
             Err(f) if f.kind == Kind::Refused(416) => {
                 // What is on disk is not a prefix of the file (longer, or another file).
@@ -225,7 +257,8 @@ fn attempt(
             .append(true)
             .open(t.partial)
             .map_err(FetchError::io(t.partial))?;
-        if let Err(f) = copy(t, resp.into_reader(), &mut out, have, st, http, report)? {
+        let limits = Limits::new(policy, http, st.total);
+        if let Err(f) = copy(t, resp.into_reader(), &mut out, have, st, &limits, report)? {
             return Ok(Err(f));
         }
         out.sync_all().map_err(FetchError::io(t.partial))?;
@@ -233,32 +266,94 @@ fn attempt(
     finish(t, st)
 }
 
-/// Body to file, hashing; `Ok(Err)` when the transfer broke.
+/// What one transfer may take: bytes, and time at a low rate.
+struct Limits {
+    /// The size announced (nothing past it is accepted), or the cap for an unannounced one.
+    max: u64,
+    announced: bool,
+    min_rate: u64,
+    window: std::time::Duration,
+    stall: std::time::Duration,
+}
+
+impl Limits {
+    fn new(policy: &Policy, http: &Http, total: Option<u64>) -> Limits {
+        Limits {
+            max: total.unwrap_or(policy.max_bytes),
+            announced: total.is_some(),
+            min_rate: policy.min_rate,
+            window: policy.rate_window,
+            stall: http.stall,
+        }
+    }
+
+    /// The failure for a body that went on past `max`: the partial file is worthless.
+    fn too_long(&self) -> Failure {
+        if self.announced {
+            Failure::temporary(format!(
+                "the server sent more than the {} bytes announced; starting over",
+                self.max
+            ))
+        } else {
+            Failure::final_(format!(
+                "the server sent more than {} bytes without announcing a size, and kept \
+                 sending; nothing was kept (a larger file needs FIDSHARD_FETCH_MAX_BYTES raised, \
+                 e.g. FIDSHARD_FETCH_MAX_BYTES=200G)",
+                self.max
+            ))
+        }
+    }
+}
+
+/// Body to file, hashing; `Ok(Err)` when the transfer broke, went past its size, or crawled.
 fn copy(
     t: &Transfer,
     mut body: impl Read,
     out: &mut File,
     have: u64,
     st: &mut State,
-    http: &Http,
+    limits: &Limits,
     report: &mut Reporter,
 ) -> Result<Result<(), Failure>, FetchError> {
     let mut buf = vec![0u8; 1 << 20];
     let mut got = 0u64;
     let hasher = st.hasher.as_mut().expect("set before the copy");
+    let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
     loop {
         retry::stop_requested(t.label)?;
-        let n = match body.read(&mut buf) {
+        // One byte more than the limit allows, to see a body that goes on.
+        let room = limits.max.saturating_sub(have + got).saturating_add(1);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = match body.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Ok(Err(Failure::body(&e, http.stall, got > 0))),
+            Err(e) => return Ok(Err(Failure::body(&e, limits.stall, got > 0))),
         };
+        if have + got + n as u64 > limits.max {
+            drop(body);
+            drop_partial(t, st)?;
+            return Ok(Err(limits.too_long()));
+        }
         out.write_all(&buf[..n])
             .map_err(FetchError::io(t.partial))?;
         hasher.update(&buf[..n]);
         got += n as u64;
+        window_bytes += n as u64;
         report.at(have + got);
+        let elapsed = window_start.elapsed();
+        if elapsed >= limits.window {
+            let rate = window_bytes as f64 / elapsed.as_secs_f64();
+            if rate < limits.min_rate as f64 {
+                return Ok(Err(Failure::temporary(format!(
+                    "too slow: {window_bytes} bytes in {:.1} s, below the minimum of {} bytes/s \
+                     (FIDSHARD_FETCH_MIN_RATE over FIDSHARD_FETCH_RATE_WINDOW seconds)",
+                    elapsed.as_secs_f64(),
+                    limits.min_rate
+                ))));
+            }
+            (window_start, window_bytes) = (Instant::now(), 0);
+        }
     }
     let len = have + got;
     match st.total {
@@ -296,6 +391,16 @@ fn finish(t: &Transfer, st: &mut State) -> Result<Result<(), Failure>, FetchErro
         ),
         Digest::None => (None, String::new(), ""),
     };
+    let wrong_digest = want.as_ref().is_some_and(|w| *w != got);
+    if let Err(what) = format::check(t.partial, t.format) {
+        drop_partial(t, st)?;
+        // With a digest that does not match either, it may be a transfer gone wrong: retry.
+        return Ok(Err(if wrong_digest {
+            Failure::temporary(format!("{what}; downloading again"))
+        } else {
+            Failure::final_(what)
+        }));
+    }
     if let Some(want) = want.filter(|w| *w != got) {
         drop_partial(t, st)?;
         let again = st.last_mismatch.as_deref() == Some(got.as_str());

@@ -3,10 +3,10 @@
 //! its SHA-256 is recorded beside it, and checked against `model.sha256` when the job gives one
 //! (a cached copy that differs is downloaded again). No token is ever sent to a plain URL.
 use super::error::FetchError;
-use super::http::{Failure, Http, Kind};
+use super::http::{Auth, Failure, Http, Kind};
 use super::progress::Reporter;
 use super::settings::Settings;
-use super::transfer::{self, Digest, Transfer};
+use super::transfer::{self, Digest, Format, Transfer};
 use crate::job::hub::{known_sha256, UrlRef};
 use std::path::PathBuf;
 
@@ -46,6 +46,12 @@ pub(crate) fn fetch(
         lock: &with(".lock"),
         size: None,
         digest: sha256.map_or(Digest::None, |d| Digest::Sha256(d.to_string())),
+        auth: Auth::Never,
+        // A pinned sha256 says what the file is; without one, its format must.
+        format: match sha256 {
+            Some(_) => Format::Any,
+            None => Format::of_name(&u.url),
+        },
         record_sha256: true,
         digest_from_config: true,
     };
