@@ -52,6 +52,317 @@ fn complete_job(dir: &Path) -> PathBuf {
     cfg
 }
 
+// ---- Trust no worker; signals and time limits (issue 15, items 3 and 5) ----
+
+/// `fidshard ARGS` with extra environment.
+fn fidshard_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
+    cmd.args(args).env("FIDSHARD_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// Waits for `child` at most `secs` (killing it and failing the test after that): its exit
+/// code and stderr.
+fn finish_within(mut child: std::process::Child, secs: u64) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let (_, err) = finish(child);
+            panic!("still running after {secs} s (a hang): {err}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    finish(child)
+}
+
+/// The real worker binary, next to fidshard.
+fn real_worker() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_fidshard")).with_file_name("fidshard-worker")
+}
+
+/// A worker "binary" in `dir`: the real worker for one-shot tasks (so that the model check
+/// passes), `serve_body` (shell) as the long-lived worker of `run`.
+fn fake_serve_worker(dir: &Path, serve_body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("fake-worker.sh");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = task ]; then exec '{}' \"$@\"; fi\n{serve_body}\n",
+        real_worker().display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Processes still alive that a fidshard with pid `parent` started (their environment names
+/// it in FIDSHARD_PARENT_PID).
+fn children_of(parent: u32) -> Vec<u32> {
+    let needle = format!("FIDSHARD_PARENT_PID={parent}");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_worker_binary_that_does_not_answer_is_exit_2_for_validate_sample_and_run() {
+    for fake in ["/bin/true", "/bin/cat"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = job_with(
+            tmp.path(),
+            JOBS[0],
+            "num_samples: 4\nsteps: 2\ndevices: {cpu: 1}\n",
+        );
+        let c = cfg.to_str().unwrap();
+        let pngs = tmp.path().join("pngs");
+        let env = [("FIDSHARD_WORKER", fake)];
+        for args in [
+            vec!["validate", c],
+            vec![
+                "sample",
+                c,
+                "--out",
+                pngs.to_str().unwrap(),
+                "--range",
+                "0..2",
+            ],
+            vec!["run", c],
+        ] {
+            let o = fidshard_env(&args, &env);
+            assert_eq!(o.status.code(), Some(2), "{fake} {args:?}: {}", stderr(&o));
+            let line = one_error_line(&o);
+            assert!(
+                line.contains(fake) && line.contains("did not answer"),
+                "{fake} {args:?}: {line}"
+            );
+            assert!(
+                !String::from_utf8_lossy(&o.stdout).contains(": OK:"),
+                "{fake}"
+            );
+        }
+        assert!(!tmp.path().join("out/samples.npz").exists(), "{fake}");
+    }
+}
+
+#[test]
+fn a_serve_worker_that_echoes_its_input_fails_the_handshake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = fake_serve_worker(tmp.path(), "exec cat");
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 4\nsteps: 2\ndevices: {cpu: 1}\n",
+    );
+    let child = run_with(&cfg, &[("FIDSHARD_WORKER", fake.to_str().unwrap())], &[]);
+    let (code, err) = finish_within(child, 60);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("did not answer in the worker protocol") && err.contains("\\\"init\\\""),
+        "{err}"
+    );
+    assert!(!tmp.path().join("out/samples.npz").exists());
+}
+
+#[test]
+fn a_worker_line_over_the_size_bound_kills_the_worker_and_fails_its_shard() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Says ready, takes a shard, then sends 200 kB without a newline.
+    let fake = fake_serve_worker(
+        tmp.path(),
+        "read init\n\
+         echo '{\"type\":\"ready\",\"pid\":1,\"device\":\"cpu\",\"load_seconds\":0.0}'\n\
+         read assign\n\
+         head -c 200000 /dev/zero | tr '\\0' x\n\
+         sleep 30",
+    );
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 8\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n\
+         retry: {attempts: 2, backoff: 0.1, backoff_max: 0.2}\n",
+    );
+    let child = run_with(&cfg, &[("FIDSHARD_WORKER", fake.to_str().unwrap())], &[]);
+    let (code, err) = finish_within(child, 60);
+    assert_eq!(code, Some(3), "{err}");
+    // 64 KiB + 32 bytes per sample of a 4-sample shard.
+    assert!(err.contains("longer than 65664 bytes"), "{err}");
+    assert!(
+        err.contains("[0..4) lost: worker 0 (cpu) sent an output line"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("out/samples.npz").exists());
+}
+
+#[test]
+fn labels_a_worker_reports_are_checked_against_the_jobs_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 8\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\nlabels: random\n\
+         retry: {attempts: 2, backoff: 0.1, backoff_max: 0.2}\n",
+    );
+    let child = run_with(&cfg, &[("FAILPOINTS", "worker-wrong-labels=return")], &[]);
+    let (code, err) = finish_within(child, 120);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("worker 0 (cpu) reported label")
+            && err.contains("for sample 0, but the job's label of that sample is"),
+        "{err}"
+    );
+    assert!(err.contains("shard failed for good"), "{err}");
+    let out = tmp.path().join("out");
+    let status = status_json(&out);
+    assert_eq!(status["samples_done"], 0, "{status}");
+    assert!(!out.join("samples.npz").exists());
+    // An honest worker then finishes the job (its PNGs are reused).
+    let (code, err) = finish_within(run_with(&cfg, &[], &[]), 120);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn a_stop_signal_during_the_model_check_exits_75_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = complete_job(tmp.path());
+    let out = tmp.path().join("out");
+    let before = std::fs::read(out.join("samples.npz")).unwrap();
+    for sig in [Signal::SIGTERM, Signal::SIGHUP] {
+        let child = run_with(
+            &cfg,
+            &[("FAILPOINTS", "worker-slow-check=return(60000)")],
+            &[],
+        );
+        let pid = child.id();
+        // The check is running once its worker task exists.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while children_of(pid).is_empty() {
+            assert!(Instant::now() < deadline, "no model check started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        kill(Pid::from_raw(pid as i32), sig).unwrap();
+        let (code, err) = finish_within(child, 20);
+        assert_eq!(code, Some(75), "{sig}: {err}");
+        assert!(
+            err.contains(&format!("{} during the model check", sig.as_str())),
+            "{sig}: {err}"
+        );
+        assert!(
+            children_of(pid).is_empty(),
+            "{sig}: the check's worker is left"
+        );
+        assert_eq!(std::fs::read(out.join("samples.npz")).unwrap(), before);
+    }
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn the_model_check_has_a_time_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 4\nsteps: 2\ndevices: {cpu: 1}\n",
+    );
+    let c = cfg.to_str().unwrap();
+    let started = Instant::now();
+    let o = fidshard_env(
+        &["run", c],
+        &[
+            ("FAILPOINTS", "worker-slow-check=return(60000)"),
+            ("FIDSHARD_CHECK_TIMEOUT", "1"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let line = one_error_line(&o);
+    assert!(
+        line.contains("did not finish within 1 s") && line.contains("FIDSHARD_CHECK_TIMEOUT"),
+        "{line}"
+    );
+    let o = fidshard_env(&["validate", c], &[("FIDSHARD_CHECK_TIMEOUT", "0")]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(one_error_line(&o).contains("FIDSHARD_CHECK_TIMEOUT=0"));
+}
+
+#[test]
+fn a_fifo_under_a_png_name_is_never_read_but_sampled_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = complete_job(tmp.path());
+    let samples = tmp.path().join("out/samples");
+    let png = samples.join("000003.png");
+    std::fs::remove_file(&png).unwrap();
+    nix::unistd::mkfifo(&png, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (code, err) = finish_within(run_with(&cfg, &[], &[]), 120);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(std::fs::metadata(&png).unwrap().is_file());
+    // `assemble` with a FIFO in place of a PNG: an error, no hang, no temporary npz left.
+    let npz = tmp.path().join("out/samples.npz");
+    std::fs::remove_file(&npz).unwrap();
+    std::fs::remove_file(&png).unwrap();
+    nix::unistd::mkfifo(&png, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(["assemble", cfg.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, err) = finish_within(child, 60);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("000003.png") && err.contains("FIFO"), "{err}");
+    let temps: Vec<_> = std::fs::read_dir(tmp.path().join("out"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}
+
+#[test]
+fn a_fifo_or_a_link_to_one_as_the_npz_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = complete_job(tmp.path());
+    let c = cfg.to_str().unwrap();
+    let npz = tmp.path().join("out/samples.npz");
+    let elsewhere = tmp.path().join("fifo");
+    nix::unistd::mkfifo(&elsewhere, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    for link in [false, true] {
+        let _ = std::fs::remove_file(&npz);
+        if link {
+            std::os::unix::fs::symlink(&elsewhere, &npz).unwrap();
+        } else {
+            nix::unistd::mkfifo(&npz, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        }
+        for cmd in ["run", "assemble"] {
+            let child = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+                .args([cmd, c])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let (code, err) = finish_within(child, 60);
+            assert_eq!(code, Some(2), "{cmd} (link: {link}): {err}");
+            assert!(
+                err.contains("samples.npz") && err.contains("a FIFO, not a regular file"),
+                "{cmd}: {err}"
+            );
+        }
+        assert!(std::fs::symlink_metadata(&npz).is_ok());
+    }
+}
+
 #[test]
 fn a_folder_fidshard_did_not_make_is_refused_untouched() {
     let tmp = tempfile::tempdir().unwrap();

@@ -97,6 +97,30 @@ pub fn maybe_load_failure() -> Result<(), String> {
     Ok(())
 }
 
+/// `worker-slow-check=return(MS)`: the model check task sleeps MS milliseconds before it loads
+/// the models (a slow file system; makes the check last long enough to be interrupted).
+#[inline]
+pub fn maybe_slow_check() {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("worker-slow-check", |arg: Option<String>| {
+        let ms = arg.and_then(|a| a.parse().ok()).unwrap_or(1000);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    });
+}
+
+/// `worker-wrong-labels=return`: a serve worker reports every label of a finished shard off by
+/// one (a lying or broken worker; the coordinator must catch it).
+#[inline]
+pub fn maybe_wrong_labels(labels: &mut [i64]) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("worker-wrong-labels", |_| {
+        for l in labels.iter_mut() {
+            *l += 1;
+        }
+    });
+    let _ = labels;
+}
+
 /// `worker-slow=return(MS)`: sleep MS milliseconds before each micro-batch (makes a short test
 /// job last long enough to be interrupted, without changing its images).
 #[inline]

@@ -49,6 +49,44 @@ pub fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
 }
 
+/// Reads a file that must be a regular file (a sample PNG, an npz): a FIFO, a device or a
+/// symlink to one is refused with an `InvalidData` error saying what it is, instead of blocking
+/// on it (the open is non-blocking, the type is checked on the open file).
+pub fn read_regular(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    buf.clear();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    ensure_regular(&f.metadata()?.file_type())?;
+    f.read_to_end(buf)?;
+    Ok(())
+}
+
+/// An `InvalidData` error unless `t` is a regular file's type.
+pub fn ensure_regular(t: &std::fs::FileType) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if t.is_file() {
+        return Ok(());
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{what}, not a regular file; remove it"),
+    ))
+}
+
 /// Whether `bytes` decode completely to a `side x side` 8-bit RGB PNG (what the npz assembly
 /// needs): the check of a sample file written earlier, by the coordinator rebuilding its
 /// records and by a worker reusing an interrupted shard's files. A decoder panic on a hostile

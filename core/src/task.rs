@@ -79,3 +79,48 @@ pub struct Probe {
     /// The worker executable's path.
     pub executable: String,
 }
+
+/// The line a worker prints on stdout when a captured task (the model check) succeeded: the
+/// coordinator requires it, so that a binary that exits 0 without doing the task (`/bin/true`,
+/// an echo like `/bin/cat`, a wrapper script gone wrong) is never taken for a passed check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskAnswer {
+    /// The task's name (`check`).
+    pub answer: String,
+    /// The worker's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+}
+
+impl TaskAnswer {
+    /// The answer to a successful model check.
+    pub fn check() -> TaskAnswer {
+        TaskAnswer {
+            answer: "check".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    /// Whether `stdout` holds the answer `name` (on a line of its own).
+    pub fn answered(stdout: &str, name: &str) -> bool {
+        stdout
+            .lines()
+            .any(|l| serde_json::from_str::<TaskAnswer>(l.trim()).is_ok_and(|a| a.answer == name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_echoed_task_is_no_answer() {
+        let task = Task::Probe;
+        let echoed = serde_json::to_string(&task).unwrap();
+        assert!(!TaskAnswer::answered(&echoed, "check"));
+        assert!(!TaskAnswer::answered("", "check"));
+        let ok = serde_json::to_string(&TaskAnswer::check()).unwrap();
+        assert!(TaskAnswer::answered(&format!("noise\n{ok}\n"), "check"));
+        assert!(!TaskAnswer::answered(&ok, "sample"));
+    }
+}

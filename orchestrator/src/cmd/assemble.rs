@@ -1,5 +1,5 @@
 //! `fidshard assemble CONFIG`: only the last step, samples.npz from what the state DB records.
-use crate::cmd::finish::assemble_npz;
+use crate::cmd::finish::assemble_interruptible;
 use crate::cmd::run::final_snapshot;
 use crate::job::config::Job;
 use crate::outdir::lock::JobLock;
@@ -10,7 +10,10 @@ use anyhow::{anyhow, Result};
 
 /// `fidshard assemble CONFIG`: only the last step, from what the state DB records.
 pub(crate) fn run(config: &std::path::Path) -> Result<()> {
+    crate::sys::signals::install()?;
     let mut job = Job::load(config)?;
+    crate::npz::check_target(&crate::outdir::OutDir::new(&job.out_dir).npz())
+        .map_err(|e| Fatal::input(anyhow!(e)))?;
     if let Some(n) = partition_count(&job) {
         return assemble_partitions(&mut job, n);
     }
@@ -43,7 +46,7 @@ pub(crate) fn run(config: &std::path::Path) -> Result<()> {
         ))
         .into());
     }
-    assemble_npz(&job, db.done_records()?).map_err(|e| anyhow!(e))?;
+    assemble_interruptible(&job, db.done_records()?)?.map_err(|e| anyhow!(e))?;
     final_snapshot(&job, &db, JobState::Complete);
     Ok(())
 }
@@ -65,7 +68,7 @@ fn assemble_partitions(job: &mut Job, n: u32) -> Result<()> {
     let _lock = crate::outdir::partitions::AssembleLock::take(&job.out_dir)?;
     match crate::outdir::partitions::merged(job)? {
         Ok(records) => {
-            assemble_npz(job, records).map_err(|e| anyhow!(e))?;
+            assemble_interruptible(job, records)?.map_err(|e| anyhow!(e))?;
             Ok(())
         }
         Err(missing) => {

@@ -45,8 +45,8 @@ pub(crate) fn assemble_npz(job: &Job, mut records: Vec<ShardRecord>) -> Result<(
 }
 
 /// Assembles on a helper thread while this one watches for stop signals: a preempted assembly
-/// exits 75 at once (its temporary npz is removed by the next run), instead of being killed
-/// half way with a signal status.
+/// removes its temporary npz and exits 75 at once, instead of being killed half way with a
+/// signal status.
 pub(crate) fn assemble_interruptible(
     job: &Job,
     records: Vec<ShardRecord>,
@@ -56,6 +56,9 @@ pub(crate) fn assemble_interruptible(
         while !h.is_finished() {
             if let Some(sig) = crate::sys::signals::pending() {
                 tracing::warn!("{sig} during assembly: exiting; run again to finish");
+                // The half-written npz goes now, not at the next run.
+                let npz = crate::outdir::OutDir::new(&job.out_dir).npz();
+                let _ = std::fs::remove_file(fidshard_core::output::temp_name(&npz));
                 std::process::exit(Exit::Interrupted as i32);
             }
             std::thread::sleep(Duration::from_millis(100));

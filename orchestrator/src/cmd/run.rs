@@ -41,6 +41,9 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
         .map_err(|e| fidshard_core::input_error!("--partition: {e}"))?;
     job.partition = partition;
     let out = job.out_dir.clone();
+    // A FIFO or a device where samples.npz goes would block its verification: refused now.
+    crate::npz::check_target(&crate::outdir::OutDir::new(&out).npz())
+        .map_err(|e| Fatal::input(anyhow!(e)))?;
     // Resolved before anything is written: a device that is not there is exit 2, no damage.
     let devices = job.workers()?;
     tracing::info!(
@@ -264,15 +267,25 @@ fn run_with_state(
     ))
 }
 
-/// Recorded shards with a PNG whose bytes no longer match the CRC32 recorded for it.
+/// Recorded shards with a PNG whose bytes no longer match the CRC32 recorded for it (a FIFO or
+/// a device under a PNG's name counts as damaged and is never opened for blocking reads). A
+/// stop signal ends the check with exit 75, nothing changed but the damaged files removed.
 fn damaged_shards(db: &StateDb, samples_dir: &std::path::Path, n: u64) -> Result<Vec<u64>> {
     let mut bad = Vec::new();
+    let mut bytes = Vec::new();
     for r in db.done_records()? {
         let mut ok = true;
         for (i, &crc) in r.shard.indices().zip(&r.crc32) {
+            if let Some(sig) = crate::sys::signals::pending() {
+                return Err(Fatal::new(
+                    Exit::Interrupted,
+                    anyhow!("{sig} while checking the PNGs; run the same command again"),
+                )
+                .into());
+            }
             let path = samples_dir.join(fidshard_core::output::png_name(i, n));
-            let matches = std::fs::read(&path)
-                .map(|bytes| crc32fast::hash(&bytes) == crc)
+            let matches = fidshard_core::output::read_regular(&path, &mut bytes)
+                .map(|()| crc32fast::hash(&bytes) == crc)
                 .unwrap_or(false);
             if !matches {
                 // Removed, so that the worker samples it again instead of reusing it (a

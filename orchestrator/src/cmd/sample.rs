@@ -1,7 +1,7 @@
 //! `fidshard sample CONFIG --out DIR`: samples a range of indices in one worker process and
 //! writes `DIR/{index:06}.png`. The job is resolved and checked here; the worker binary samples.
 use crate::job::config::Job;
-use crate::worker::{run_task, Output};
+use crate::worker::{no_answer, run_task, Output};
 use anyhow::Result;
 use fidshard_core::task::Task;
 use fidshard_core::DeviceSpec;
@@ -56,11 +56,26 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
     }
     let task = Task::Sample {
         settings: Box::new(job.settings),
-        out: args.out,
+        out: args.out.clone(),
         range: (a, b),
         device: args.device,
         save_latents: args.save_latents,
     };
     run_task(&task, Output::Inherit)?;
+    // An exit 0 is not enough: the worker's answer is the images (and their labels).
+    if let Some(missing) = unwritten(&args.out, (a, b), n) {
+        return Err(no_answer(
+            "the sample task",
+            &format!("{} was not written", missing.display()),
+        ));
+    }
     Ok(())
+}
+
+/// The first file the sample task should have written in `out` and did not.
+fn unwritten(out: &std::path::Path, (a, b): (u64, u64), n: u64) -> Option<PathBuf> {
+    (a..b)
+        .map(|i| out.join(fidshard_core::output::png_name(i, n)))
+        .chain(std::iter::once(out.join("labels.json")))
+        .find(|p| !p.is_file())
 }

@@ -162,6 +162,8 @@ struct State {
     /// Drained with `finish_on_drain`: exit once the shard in hand is reported done.
     exit_when_done: bool,
     samples: Option<(PathBuf, u64)>,
+    /// The job's seed, label mode and classes: a fake worker reports the job's labels.
+    labels: Option<(u64, fidshard_core::labels::LabelMode, i64)>,
 }
 
 /// What a fake worker's timer tasks share with its handle.
@@ -282,6 +284,9 @@ impl FakeWorker {
                     let Some((dir, total)) = w.state.lock().unwrap().samples.clone() else {
                         return;
                     };
+                    let Some((seed, mode, classes)) = w.state.lock().unwrap().labels else {
+                        return;
+                    };
                     if !w.alive() {
                         return;
                     }
@@ -294,7 +299,10 @@ impl FakeWorker {
                     w.say(FromWorker::ShardDone {
                         shard: id,
                         crc32: vec![0; n as usize],
-                        labels: vec![0; n as usize],
+                        labels: shard
+                            .indices()
+                            .map(|i| fidshard_core::labels::label_of(seed, i, mode, classes))
+                            .collect(),
                         seconds: d.as_secs_f64(),
                     });
                     if w.state.lock().unwrap().exit_when_done {
@@ -334,8 +342,10 @@ impl WorkerHandle for FakeWorker {
                 ..
             } => {
                 std::fs::create_dir_all(samples_dir).expect("create the samples folder");
-                self.w.state.lock().unwrap().samples =
-                    Some((samples_dir.clone(), settings.num_samples));
+                let mut state = self.w.state.lock().unwrap();
+                state.samples = Some((samples_dir.clone(), settings.num_samples));
+                state.labels = Some((settings.seed, settings.labels, settings.dit.num_classes));
+                drop(state);
                 self.start();
             }
             ToWorker::Assign { shard, attempt } => {

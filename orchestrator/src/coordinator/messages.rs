@@ -7,6 +7,7 @@ use super::Run;
 use crate::outdir::snapshot;
 use crate::outdir::state::{FailedRecord, ShardRecord};
 use crate::sys::signals::StopLevel;
+use fidshard_core::labels::label_of;
 use fidshard_core::protocol::{FailureKind, FromWorker};
 use std::time::Instant;
 
@@ -100,6 +101,30 @@ impl Run<'_> {
             self.attempt_failed(r, msg);
             return;
         }
+        // The labels are the job's, not the worker's: a worker that reports others (a wrong
+        // binary, a bug) fails the shard, naming the first sample that differs.
+        let s = &self.c.job.settings;
+        let expected: Vec<i64> = r
+            .shard
+            .indices()
+            .map(|i| label_of(s.seed, i, s.labels, s.dit.num_classes))
+            .collect();
+        if let Some((k, (want, got))) = expected
+            .iter()
+            .zip(&labels)
+            .enumerate()
+            .find(|(_, (want, got))| want != got)
+        {
+            let msg = format!(
+                "shard {}: worker {worker} reported label {got} for sample {}, but the job's label of that sample is {want} (labels: {}, seed {}): the worker disagrees with the job; the shard is sampled again",
+                r.shard,
+                r.shard.start + k as u64,
+                s.labels.as_str(),
+                s.seed
+            );
+            self.attempt_failed(r, msg);
+            return;
+        }
         // Trust, but check: every file must exist under its final name before the record.
         let n_total = self.c.job.settings.num_samples;
         if let Some(i) = r.shard.indices().find(|&i| {
@@ -121,7 +146,7 @@ impl Run<'_> {
             shard: r.shard,
             attempts: r.attempt,
             crc32,
-            labels,
+            labels: expected,
             worker: worker.clone(),
             finished_unix: snapshot::unix_now() as u64,
         };

@@ -324,6 +324,7 @@ impl Run<'_> {
             gen: slot.gen,
             device: &slot.device,
             log_dir: &self.c.log_dir,
+            line_limit: spawner::line_limit(self.c.job.run.shard_size),
         };
         match self.spawner.spawn(spec, self.events_tx.clone()) {
             Ok(mut proc) => {

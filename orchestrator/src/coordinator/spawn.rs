@@ -6,11 +6,11 @@
 use super::spawner::{Event, SpawnSpec, Spawner, WorkerHandle};
 use crate::job::devices::WorkerDevice;
 use anyhow::{Context, Result};
-use fidshard_core::protocol::{line, FromWorker, ToWorker};
+use fidshard_core::protocol::{line, FailureKind, FromWorker, ToWorker};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::sync::mpsc::{self, UnboundedSender};
 
@@ -72,7 +72,7 @@ fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -> Result<Proc> {
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let exe = crate::worker::locate()?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(&exe);
     cmd.arg("serve")
         .env("FIDSHARD_LOG_FORMAT", "text")
         .arg("--id")
@@ -112,20 +112,17 @@ fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -> Result<Proc> {
         pid,
         stdin: Some(stdin_tx),
     };
-    let (worker, gen) = (spec.worker, spec.gen);
+    let (worker, gen, limit) = (spec.worker, spec.gen, spec.line_limit);
+    let exe_name = exe.display().to_string();
     tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            match serde_json::from_str::<FromWorker>(&l) {
-                Ok(msg) => {
-                    let _ = events.send(Event::Msg { worker, gen, msg });
-                }
-                Err(_) => tracing::debug!(worker, "non-protocol output: {l}"),
-            }
+        let killed = read_messages(stdout, &events, (worker, gen), limit, &exe_name).await;
+        if killed.is_some() {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
-        let status = match child.wait().await {
-            Ok(s) => describe(s),
-            Err(e) => format!("unknown exit ({e})"),
+        let status = match (child.wait().await, killed) {
+            (_, Some(why)) => why,
+            (Ok(s), None) => describe(s),
+            (Err(e), None) => format!("unknown exit ({e})"),
         };
         let _ = events.send(Event::Exited {
             worker,
@@ -136,6 +133,99 @@ fn spawn(spec: SpawnSpec<'_>, events: UnboundedSender<Event>) -> Result<Proc> {
     Ok(proc)
 }
 
+/// Forwards the worker's messages until its stdout ends. Trusts nothing: a line longer than
+/// `limit` bytes stops the reading at once (memory stays bounded) and the worker is to be
+/// killed (returns why, for its exit status); so is a first line that is not a protocol
+/// message (the handshake: `/bin/cat` echoing `init`, a wrapper printing its own text),
+/// reported as a protocol failure, which stops the run. Later non-protocol lines (a library
+/// printing to stdout) are only logged.
+async fn read_messages(
+    stdout: tokio::process::ChildStdout,
+    events: &UnboundedSender<Event>,
+    (worker, gen): (usize, u64),
+    limit: usize,
+    exe: &str,
+) -> Option<String> {
+    let mut reader = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    let mut first = true;
+    loop {
+        match read_line_bounded(&mut reader, &mut buf, limit).await {
+            Ok(Line::Eof) | Err(_) => return None,
+            Ok(Line::TooLong) => {
+                let why = format!(
+                    "sent an output line longer than {limit} bytes (a misbehaving worker binary {exe}): killed"
+                );
+                tracing::error!(worker, "worker {why}");
+                return Some(why);
+            }
+            Ok(Line::Line) => {}
+        }
+        let text = String::from_utf8_lossy(&buf);
+        match serde_json::from_str::<FromWorker>(&text) {
+            Ok(msg) => {
+                let _ = events.send(Event::Msg { worker, gen, msg });
+            }
+            Err(_) if first => {
+                let shown: String = text.chars().take(80).collect();
+                let message = format!(
+                    "worker {worker}: the worker binary {exe} did not answer in the worker protocol (its first line: `{}`); set FIDSHARD_WORKER to the fidshard-worker of this fidshard, or unset it",
+                    shown.escape_debug()
+                );
+                let msg = FromWorker::Fatal {
+                    kind: FailureKind::Protocol,
+                    message,
+                };
+                let _ = events.send(Event::Msg { worker, gen, msg });
+                return Some("did not answer in the worker protocol: killed".into());
+            }
+            Err(_) => tracing::debug!(worker, "non-protocol output: {text}"),
+        }
+        first = false;
+    }
+}
+
+/// What [`read_line_bounded`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (without its newline) is in the buffer.
+    Line,
+    Eof,
+    /// More than the limit without a newline; the buffer holds at most the limit.
+    TooLong,
+}
+
+/// Reads one line into `buf` (cleared first), never holding more than `limit` bytes of it.
+async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    loop {
+        let avail = r.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(if buf.is_empty() {
+                Line::Eof
+            } else {
+                Line::Line
+            });
+        }
+        let (take, newline) = match avail.iter().position(|&b| b == b'\n') {
+            Some(pos) => (pos, true),
+            None => (avail.len(), false),
+        };
+        if buf.len() + take > limit {
+            return Ok(Line::TooLong);
+        }
+        buf.extend_from_slice(&avail[..take]);
+        r.consume(take + usize::from(newline));
+        if newline {
+            return Ok(Line::Line);
+        }
+    }
+}
+
 fn describe(s: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = s.signal() {
@@ -143,5 +233,41 @@ fn describe(s: std::process::ExitStatus) -> String {
         format!("killed by signal {sig} ({name})")
     } else {
         format!("exited with code {}", s.code().unwrap_or(-1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_bounded() {
+        let input: &[u8] = b"short\nexactly10!\nthis one is far too long\nnever read\n";
+        let mut r = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),
+            Line::Line
+        );
+        assert_eq!(buf, b"short");
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),
+            Line::Line
+        );
+        assert_eq!(buf, b"exactly10!");
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),
+            Line::TooLong
+        );
+        assert!(buf.len() <= 10);
+        let mut r = BufReader::new(&b"last"[..]);
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),
+            Line::Line
+        );
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),
+            Line::Eof
+        );
     }
 }

@@ -31,6 +31,16 @@ pub(crate) struct SpawnSpec<'a> {
     pub gen: u64,
     pub device: &'a WorkerDevice,
     pub log_dir: &'a Path,
+    /// The longest output line the worker may send (see [`line_limit`]).
+    pub line_limit: usize,
+}
+
+/// The longest line a worker may send for shards of `shard_size` samples: its largest
+/// message, `shard_done`, carries a CRC32 and a label per sample (at most about 17 bytes
+/// each); 64 KiB + 32 bytes per sample leaves room and bounds the coordinator's memory. A
+/// longer line is a misbehaving worker: it is killed and its shards are retried.
+pub(crate) fn line_limit(shard_size: u64) -> usize {
+    (64 << 10) + 32 * shard_size as usize
 }
 
 /// Starts workers. A started worker reports through `events` and ends with exactly one

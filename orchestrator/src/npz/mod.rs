@@ -14,6 +14,7 @@ mod source;
 mod tests;
 mod verify;
 mod writer;
+pub(crate) use writer::check_target;
 
 pub(crate) use source::SampleError;
 pub(crate) use writer::NpzWriter;

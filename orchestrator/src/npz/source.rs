@@ -4,7 +4,6 @@
 //! speed, so decoding on several cores is what makes 50k images take seconds, not minutes. The
 //! pool never holds more than `window` decoded images, so memory stays a few MB whatever N is.
 use image::ImageDecoder;
-use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,8 +29,7 @@ pub(crate) fn load_png(
     buf: &mut Vec<u8>,
 ) -> Result<Vec<u8>, SampleError> {
     let bad = |msg: String| SampleError::Bad(format!("{}: {msg}", path.display()));
-    buf.clear();
-    let read = std::fs::File::open(path).and_then(|mut f| f.read_to_end(buf));
+    let read = fidshard_core::output::read_regular(path, buf);
     match read {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SampleError::Missing),
         Err(e) => return Err(bad(format!("cannot read: {e}"))),

@@ -130,6 +130,20 @@ fn entry_options() -> SimpleFileOptions {
         .large_file(true)
 }
 
+/// Refuses an npz target that exists and is not a regular file (a FIFO, a device, a directory,
+/// or a symlink to one): it is not ours to replace, and reading it to verify it would block.
+pub(crate) fn check_target(out: &Path) -> Result<(), AssembleError> {
+    match std::fs::metadata(out) {
+        Ok(m) => fidshard_core::output::ensure_regular(&m.file_type()).map_err(|e| {
+            AssembleError::Invalid {
+                path: out.to_path_buf(),
+                message: e.to_string(),
+            }
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
 impl NpzWriter {
     /// Creates `.{name}.tmp.{pid}` beside `out` and writes the `arr_0.npy` header.
     pub(crate) fn create(
@@ -138,6 +152,7 @@ impl NpzWriter {
         height: u32,
         width: u32,
     ) -> Result<NpzWriter, AssembleError> {
+        check_target(out)?;
         let tmp = fidshard_core::output::temp_name(out);
         let file = File::create(&tmp).map_err(|e| AssembleError::io("creating", &tmp, e))?;
         let abandoned = Arc::new(AtomicBool::new(false));

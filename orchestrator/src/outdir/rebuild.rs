@@ -27,7 +27,6 @@ use anyhow::{Context, Result};
 use fidshard_core::output::png_name;
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -252,6 +251,16 @@ pub(crate) fn recover_into(job: &Job, db: &StateDb) -> Result<RepairReport> {
         .copied()
         .collect();
     let checked = check_shards(&dir, n, side, &complete);
+    if let Some(sig) = crate::sys::signals::pending() {
+        // The check stopped half way: record nothing, the next run checks again.
+        return Err(fidshard_core::Fatal::new(
+            fidshard_core::exit::Exit::Interrupted,
+            anyhow::anyhow!(
+                "{sig} while checking the PNGs; nothing was changed, run the same command again"
+            ),
+        )
+        .into());
+    }
 
     let mut report = RepairReport {
         shards_total: shards.len() as u64,
@@ -326,6 +335,9 @@ fn check_shards(dir: &Path, n: u64, side: u32, shards: &[Shard]) -> Vec<Checked>
             scope.spawn(move || {
                 let mut buf = Vec::new();
                 while let Some(&shard) = shards.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if crate::sys::signals::pending().is_some() {
+                        return;
+                    }
                     let mut crcs = Vec::with_capacity(shard.len() as usize);
                     let mut result = Ok(());
                     for i in shard.indices() {
@@ -365,10 +377,7 @@ fn check_shards(dir: &Path, n: u64, side: u32, shards: &[Shard]) -> Vec<Checked>
 /// assembly of samples.npz requires). A decoder panic on a hostile file counts as bad.
 fn check_png(path: &Path, side: u32, buf: &mut Vec<u8>) -> Result<u32, String> {
     let bad = |msg: String| format!("{}: {msg}", path.display());
-    buf.clear();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(buf))
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    fidshard_core::output::read_regular(path, buf).map_err(|e| bad(format!("cannot read: {e}")))?;
     let bytes = &buf[..];
     fidshard_core::output::check_png(bytes, side).map_err(bad)?;
     Ok(crc32fast::hash(bytes))

@@ -50,8 +50,10 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("FIDSHARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("FIDSHARD_LOG_FORMAT").is_ok_and(|f| f == "json");
+    // Through `fidshard`, stderr may be a pipe it passes on to a terminal.
     let color = std::env::var_os("NO_COLOR").is_none()
-        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        && (std::io::IsTerminal::is_terminal(&std::io::stderr())
+            || std::env::var_os("FIDSHARD_WORKER_COLOR").is_some_and(|v| v == "1"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -65,6 +67,12 @@ fn init_logging() {
 }
 
 fn run_task() -> anyhow::Result<()> {
+    // A task dies with the fidshard that started it (which may run it in its own process
+    // group, out of reach of the terminal's Ctrl-C).
+    #[cfg(target_os = "linux")]
+    {
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    }
     let mut text = String::new();
     std::io::stdin().read_to_string(&mut text)?;
     let task: Task = serde_json::from_str(&text)
@@ -79,8 +87,14 @@ fn run_task() -> anyhow::Result<()> {
         } => sample::run(*settings, out, range, device, save_latents),
         Task::Bench(b) => bench::run(b),
         Task::Check { settings } => {
+            fidshard_core::faults::maybe_slow_check();
             let _g = tch::no_grad_guard();
             fidshard_worker::Engine::load(*settings, tch::Device::Cpu)?;
+            // The coordinator takes only this line as a passed check (never a bare exit 0).
+            println!(
+                "{}",
+                serde_json::to_string(&fidshard_core::task::TaskAnswer::check())?
+            );
             Ok(())
         }
         Task::Probe => probe::run(),

@@ -39,8 +39,9 @@ pub(crate) fn scan(
     };
     for index in shard.indices() {
         let path = dir.join(png_name(index, num_samples));
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let mut bytes = Vec::new();
+        match fidshard_core::output::read_regular(&path, &mut bytes) {
+            Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 out.missing.push(index);
                 continue;

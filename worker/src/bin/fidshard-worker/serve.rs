@@ -160,12 +160,15 @@ pub(crate) fn run(id: u32, device: Device) -> Result<()> {
                 WriterEvent::Done {
                     shard,
                     crc32,
-                    labels,
+                    mut labels,
                     seconds,
                 } => outbox.send(&FromWorker::ShardDone {
+                    labels: {
+                        fidshard_core::faults::maybe_wrong_labels(&mut labels);
+                        labels
+                    },
                     shard,
                     crc32,
-                    labels,
                     seconds,
                 }),
                 WriterEvent::Failed { shard, message } => outbox.send(&FromWorker::ShardFailed {
