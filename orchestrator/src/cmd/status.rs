@@ -62,7 +62,7 @@ fn watch(args: &StatusArgs, secs: f64) -> Result<()> {
     loop {
         let text = match report(args) {
             Ok((text, err, true)) => {
-                crate::sys::out::print(&frame(&text, redraw));
+                crate::sys::out::print(&frame(&text, redraw, args.json));
                 return err.map_or(Ok(()), Err);
             }
             Ok((text, _, false)) => text,
@@ -73,15 +73,18 @@ fn watch(args: &StatusArgs, secs: f64) -> Result<()> {
             ),
         };
         first = false;
-        crate::sys::out::print(&frame(&text, redraw));
+        crate::sys::out::print(&frame(&text, redraw, args.json));
         std::thread::sleep(std::time::Duration::from_secs_f64(secs));
     }
 }
 
-/// One refresh of `--watch`: the screen cleared first on a terminal, else a blank line after.
-fn frame(text: &str, redraw: bool) -> String {
+/// One refresh of `--watch`: the screen cleared first on a terminal; else a blank line after
+/// (none after a JSON line: one object per line).
+fn frame(text: &str, redraw: bool, json: bool) -> String {
     if redraw {
         format!("\x1b[2J\x1b[H{text}")
+    } else if json {
+        text.to_string()
     } else {
         format!("{text}\n")
     }

@@ -18,7 +18,7 @@ pub(crate) enum ClaimError {
     )]
     Foreign { dir: PathBuf, found: String },
     #[error(
-        "out_dir {}: cannot write there ({source}); nothing was changed. Make it writable \
+        "out_dir {}: cannot write there; nothing was changed. Make it writable \
          (chmod u+w, chattr -i, a read-write mount) or set out_dir to a folder you can write",
         dir.display()
     )]
@@ -129,7 +129,8 @@ pub(crate) fn claim(dir: &Path) -> Result<(), ClaimError> {
         Ok(m) if !m.is_dir() => return Err(ClaimError::NotADir(dir.to_path_buf())),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| if denied(&e) { read_only(e) } else { io(e) })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| if denied(&e) { read_only(e) } else { io(e) })?;
         }
         Err(e) => return Err(io(e)),
     }
