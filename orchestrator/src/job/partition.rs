@@ -272,4 +272,33 @@ mod tests {
         assert_eq!((p, s), (Partition::WHOLE, Source::Whole));
         assert!(Partition::from_env(&env(&[("SLURM_ARRAY_TASK_ID", "x")])).is_err());
     }
+
+    #[test]
+    fn the_flag_takes_k_n_or_slurm_and_a_partition_needs_a_shard() {
+        assert_eq!(Requested::parse("slurm"), Ok(Requested::Slurm));
+        assert_eq!(
+            Requested::parse("1/4"),
+            Ok(Requested::Fixed(Partition { k: 1, n: 4 }))
+        );
+        assert!(Requested::parse("slurm/2").unwrap_err().contains("`slurm`"));
+        // Neither the flag nor the file: the whole job, whatever the environment says.
+        assert_eq!(
+            Partition::resolve(None, false),
+            Ok((Partition::WHOLE, Source::Whole))
+        );
+        let p = Partition { k: 1, n: 3 };
+        assert_eq!(
+            Partition::resolve(Some(Requested::Fixed(p)), true)
+                .unwrap()
+                .0,
+            p
+        );
+        assert!(p.check_plan(12, 4).is_ok());
+        let err = Partition { k: 0, n: 4 }.check_plan(12, 4).unwrap_err();
+        assert!(
+            err.contains("3 shards (12 samples in shards of 4)"),
+            "{err}"
+        );
+        assert!(err.contains("1 of 4 partitions"), "{err}");
+    }
 }
