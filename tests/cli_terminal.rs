@@ -333,6 +333,23 @@ fn status_answers_questions() {
         "{screen}"
     );
     assert!(!screen.contains('\x1b'), "escapes in a pipe: {screen:?}");
+    // --json: one object per line, no escapes; a bad target: exit 2 at once.
+    let o = run_cmd(&["status", c, "--watch", "0.2", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let lines: Vec<&[u8]> = o
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", String::from_utf8_lossy(&o.stdout));
+    let v: serde_json::Value = serde_json::from_slice(lines[0]).unwrap();
+    assert_eq!(v["state"], "complete");
+    let started = std::time::Instant::now();
+    let missing = other.path().join("no-such.yaml");
+    let o = run_cmd(&["status", missing.to_str().unwrap(), "--watch", "0.2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no-such.yaml"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty() && started.elapsed().as_secs() < 10);
     // In a terminal (a pseudo-terminal made by `script`) it redraws in place.
     if Command::new("script").arg("--version").output().is_ok() {
         let cmd = format!("{} status {c} --watch 0.2", env!("CARGO_BIN_EXE_fidshard"));
