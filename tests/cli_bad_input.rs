@@ -627,3 +627,187 @@ fn bad_input_is_refused_on_one_line_and_damages_nothing() {
     assert!(total < Duration::from_secs(120), "took {total:?}");
     eprintln!("{} cases in {:.1} s", cases.len(), total.as_secs_f64());
 }
+
+// ---- Round 2 (issue 15, items 8 and 9): partitions, --set, out dirs that cannot be used. ----
+
+/// Makes `dir` unwritable for this process: `chattr +i` as root (mode bits do not stop root),
+/// `chmod 555` otherwise; undone on drop. `None` when neither works here.
+struct ReadOnlyDir {
+    dir: PathBuf,
+    immutable: bool,
+}
+
+impl ReadOnlyDir {
+    fn new(dir: &Path) -> Option<ReadOnlyDir> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).unwrap();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            let ok = Command::new("chattr")
+                .arg("+i")
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            return ok.then(|| ReadOnlyDir {
+                dir: dir.to_path_buf(),
+                immutable: true,
+            });
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        Some(ReadOnlyDir {
+            dir: dir.to_path_buf(),
+            immutable: false,
+        })
+    }
+}
+
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.immutable {
+            let _ = Command::new("chattr").arg("-i").arg(&self.dir).status();
+        } else {
+            let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+fn code_and_line(o: &std::process::Output) -> (Option<i32>, String) {
+    let err = stderr(o);
+    let line = err
+        .lines()
+        .filter(|l| l.starts_with("fidshard: error:"))
+        .collect::<Vec<_>>();
+    assert_eq!(line.len(), 1, "not one error line: {err}");
+    (o.status.code(), line[0].to_string())
+}
+
+#[test]
+fn partitions_overrides_and_unusable_out_dirs_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 8\nsteps: 2\nshard_size: 4\n",
+    );
+    let c = cfg.to_str().unwrap();
+    let out = tmp.path().join("out");
+    let fid = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
+        cmd.args(args).env("FIDSHARD_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+
+    // N far above the plan's 2 shards: refused with the plan's numbers, nothing created.
+    let (code, line) = code_and_line(&fid(&["run", c, "--partition", "3/50"], &[]));
+    assert_eq!(code, Some(2), "{line}");
+    assert!(
+        line.contains("2 shards (8 samples in shards of 4)") && line.contains("at most 2"),
+        "{line}"
+    );
+    // The same from a Slurm array of 50 tasks, opted in.
+    let array = [
+        ("SLURM_ARRAY_TASK_ID", "7"),
+        ("SLURM_ARRAY_TASK_COUNT", "50"),
+    ];
+    let (code, line) = code_and_line(&fid(&["run", c, "--partition", "slurm"], &array));
+    assert_eq!(code, Some(2), "{line}");
+    assert!(line.contains("partition 7/50"), "{line}");
+    assert!(!out.exists(), "a refused run created its out dir");
+    // A bad Slurm variable is named as such, not as a bad --partition flag.
+    let (code, line) = code_and_line(&fid(
+        &["run", c, "--partition", "slurm"],
+        &[("SLURM_ARRAY_TASK_ID", "x")],
+    ));
+    assert_eq!(code, Some(2), "{line}");
+    assert!(
+        line.contains("SLURM_ARRAY_TASK_ID=x") && !line.contains("--partition:"),
+        "{line}"
+    );
+    // `partitions:` takes `slurm` only.
+    let (code, line) = code_and_line(&fid(&["plan", c, "--set", "partitions=nodes"], &[]));
+    assert_eq!(code, Some(2), "{line}");
+    assert!(
+        line.contains("`partitions`") && line.contains("slurm"),
+        "{line}"
+    );
+
+    // --set errors name the key.
+    for (set, key) in [
+        ("seed=abc", "`seed`"),
+        ("retry.attempts=-1", "`retry.attempts`"),
+        ("seed.x=1", "`seed`"),
+        ("nokey=1", "`nokey`"),
+    ] {
+        let (code, line) = code_and_line(&fid(&["plan", c, "--set", set], &[]));
+        assert_eq!(code, Some(2), "{set}: {line}");
+        assert!(line.contains(key), "--set {set}: {line}");
+    }
+
+    // sample --out: an existing file, and a folder that cannot be written.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"mine").unwrap();
+    let (code, line) = code_and_line(&fid(
+        &[
+            "sample",
+            c,
+            "--out",
+            file.to_str().unwrap(),
+            "--range",
+            "0..1",
+        ],
+        &[],
+    ));
+    assert_eq!(code, Some(2), "{line}");
+    assert!(
+        line.contains("--out") && line.contains("not a folder"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+    let ro = tmp.path().join("read-only");
+    match ReadOnlyDir::new(&ro) {
+        None => eprintln!("SKIPPED (read-only out dir): neither chattr +i nor chmod works here"),
+        Some(_guard) => {
+            let (code, line) = code_and_line(&fid(
+                &["sample", c, "--out", ro.join("png").to_str().unwrap()],
+                &[],
+            ));
+            assert_eq!(code, Some(2), "{line}");
+            assert!(line.contains("cannot write"), "{line}");
+            let set = format!("out_dir={}", ro.display());
+            let (code, line) = code_and_line(&fid(&["run", c, "--set", &set], &[]));
+            assert_eq!(code, Some(2), "{line}");
+            assert!(
+                line.contains("cannot write") && line.contains("nothing was changed"),
+                "{line}"
+            );
+            assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0);
+        }
+    }
+
+    // An out dir whose samples/ is a symbolic link: refused, the link's target untouched.
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("000000.png"), b"not fidshard's").unwrap();
+    let linked = tmp.path().join("linked");
+    std::fs::create_dir(&linked).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, linked.join("samples")).unwrap();
+    std::fs::create_dir(linked.join("state.sled")).unwrap();
+    let set = format!("out_dir={}", linked.display());
+    for args in [
+        vec!["run", c, "--set", &set],
+        vec!["run", c, "--set", &set, "--restart"],
+    ] {
+        let (code, line) = code_and_line(&fid(&args, &[]));
+        assert_eq!(code, Some(2), "{args:?}: {line}");
+        assert!(line.contains("`samples` is a symbolic link"), "{line}");
+    }
+    assert_eq!(
+        std::fs::read(elsewhere.join("000000.png")).unwrap(),
+        b"not fidshard's"
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+}

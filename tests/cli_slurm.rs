@@ -242,6 +242,73 @@ fn scripts_parse_and_the_array_scripts_agree() {
         "fidshard-array.sbatch and fidshard-cpu-array.sbatch differ below their #SBATCH lines"
     );
     assert!(scripts().join("slurm.conf.template").is_file());
+    // Partitioning from the Slurm environment is opt-in: the scripts ask for it.
+    for name in [
+        "fidshard-array.sbatch",
+        "fidshard-cpu-array.sbatch",
+        "fidshard-srun.sbatch",
+    ] {
+        let t = std::fs::read_to_string(scripts().join(name)).unwrap();
+        assert!(
+            t.contains(r#""$fidshard" run "$config" --partition slurm "#),
+            "{name} does not pass --partition slurm"
+        );
+    }
+}
+
+/// Inside a Slurm array task (the variables set by hand here: needs no Slurm), a plain `run`
+/// is one whole job of a sweep; `--partition slurm` or `partitions: slurm` in the job file
+/// take the partition from the array.
+#[test]
+fn partitioning_from_the_slurm_environment_is_opt_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let array = [
+        ("SLURM_ARRAY_TASK_ID", "1"),
+        ("SLURM_ARRAY_TASK_MIN", "0"),
+        ("SLURM_ARRAY_TASK_COUNT", "2"),
+        ("SLURM_JOB_ID", "77"),
+    ];
+    let sweep = tmp.path().join("sweep");
+    std::fs::create_dir(&sweep).unwrap();
+    let cfg = job_with(&sweep, JOBS[0], "num_samples: 8\nsteps: 2\nshard_size: 4\n");
+    let (code, err) = finish(run_with(&cfg, &array, &[]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("partition=0/1"), "{err}");
+    let out = sweep.join("out");
+    assert!(out.join("samples.npz").is_file() && !out.join("partitions").exists());
+
+    // Opted in by the job file: this task is partition 1 of 2.
+    let split = tmp.path().join("split");
+    std::fs::create_dir(&split).unwrap();
+    let cfg = job_with(
+        &split,
+        JOBS[0],
+        "num_samples: 8\nsteps: 2\nshard_size: 4\npartitions: slurm\n",
+    );
+    let (code, err) = finish(run_with(&cfg, &array, &[]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("partition=1/2"), "{err}");
+    let out = split.join("out");
+    assert!(out.join("partitions/1-of-2").is_dir(), "{err}");
+    assert!(!out.join("samples.npz").exists());
+    // Opted in on the command line (the file's key removed): task 0 is partition 0 of 2 and,
+    // the last to finish, assembles the npz.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("partitions: slurm\n", "");
+    std::fs::write(&cfg, text).unwrap();
+    let first = [
+        ("SLURM_ARRAY_TASK_ID", "0"),
+        ("SLURM_ARRAY_TASK_COUNT", "2"),
+    ];
+    let (code, err) = finish(run_with(&cfg, &first, &["--partition", "slurm"]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("partition=0/2"), "{err}");
+    assert!(out.join("samples.npz").is_file(), "{err}");
+    // The same file without the opt-in, in the same task: the whole job, already complete.
+    let (code, err) = finish(run_with(&cfg, &first, &[]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("partition=0/1"), "{err}");
 }
 
 #[test]

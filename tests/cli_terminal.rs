@@ -35,7 +35,7 @@ fn set_overrides_work_on_every_command() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("cfg_scale: 1.5"), "{text}");
-    assert!(text.contains("retry_attempts: 7"), "{text}");
+    assert!(text.contains("attempts: 7"), "{text}");
 
     // validate and plan see it (and its checks apply to it).
     let o = run_cmd(&["validate", c, "--set", "cfg_scale=abc"]);
@@ -308,18 +308,182 @@ fn status_answers_questions() {
         "{table}"
     );
 
-    // --watch redraws in place until stopped.
+    // --watch: a complete job ends the watch at once; an interrupted one is watched until
+    // stopped. Off a terminal (a pipe) no screen-clearing escapes are written.
+    let o = run_cmd(&["status", c, "--watch", "0.2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(screen.contains("state    complete"), "{screen}");
+    assert!(!screen.contains('\x1b'), "escapes in a pipe: {screen:?}");
     let mut w = Command::new(env!("CARGO_BIN_EXE_fidshard"))
-        .args(["status", c, "--watch", "0.2"])
+        .args(["status", cfg2.to_str().unwrap(), "--watch", "0.2"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(900));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        w.try_wait().unwrap().is_none(),
+        "the watch of an interrupted job ended"
+    );
     w.kill().unwrap();
     let out = w.wait_with_output().unwrap();
     let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(screen.matches("\x1b[2J").count() >= 2, "{screen}");
-    assert!(screen.contains("state    complete"));
+    assert!(
+        screen.matches("state    interrupted").count() >= 2,
+        "{screen}"
+    );
+    assert!(!screen.contains('\x1b'), "escapes in a pipe: {screen:?}");
+    // --json: one object per line, no escapes; a bad target: exit 2 at once.
+    let o = run_cmd(&["status", c, "--watch", "0.2", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let lines: Vec<&[u8]> = o
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", String::from_utf8_lossy(&o.stdout));
+    let v: serde_json::Value = serde_json::from_slice(lines[0]).unwrap();
+    assert_eq!(v["state"], "complete");
+    let started = std::time::Instant::now();
+    let missing = other.path().join("no-such.yaml");
+    let o = run_cmd(&["status", missing.to_str().unwrap(), "--watch", "0.2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no-such.yaml"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty() && started.elapsed().as_secs() < 10);
+    // In a terminal (a pseudo-terminal made by `script`) it redraws in place.
+    if Command::new("script").arg("--version").output().is_ok() {
+        let cmd = format!("{} status {c} --watch 0.2", env!("CARGO_BIN_EXE_fidshard"));
+        let o = Command::new("script")
+            .args(["-qfec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let screen = String::from_utf8_lossy(&o.stdout);
+        assert!(screen.contains("\x1b[2J"), "{screen:?}");
+    }
+}
+
+/// `config` prints a job file: run from another folder it is the same job (same out dir,
+/// same fingerprint), as is `OUT/job.resolved.yaml`; `status`'s "next" keeps the overrides.
+#[test]
+fn config_output_is_a_job_file_and_next_keeps_the_overrides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 8\nsteps: 2\nshard_size: 4\n",
+    );
+    let c = cfg.to_str().unwrap();
+    let o = run_cmd(&["config", c, "--set", "seed=3", "--set", "retry.attempts=7"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let x = elsewhere.join("x.yaml");
+    std::fs::write(&x, &o.stdout).unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("\nseed: 3\n") && text.contains("attempts: 7"),
+        "{text}"
+    );
+    let o = run_cmd(&["plan", x.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("8 samples in 2 shards"));
+    // Run from another working directory: the out dir is the one of the original YAML.
+    let o = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .args(["run", "x.yaml"])
+        .current_dir(&elsewhere)
+        .env("FIDSHARD_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = tmp.path().join("out");
+    assert!(out.join("samples.npz").is_file());
+    assert!(!elsewhere.join("out").exists() && !elsewhere.join("runs").exists());
+    // The original YAML with the same override is the same job (its fingerprint matches:
+    // complete, nothing sampled again); without the override it is another job (exit 2).
+    let npz = std::fs::read(out.join("samples.npz")).unwrap();
+    let resolved = out.join("job.resolved.yaml");
+    for args in [
+        vec!["run", c, "--set", "seed=3"],
+        vec!["run", resolved.to_str().unwrap()],
+    ] {
+        let o = run_cmd(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(std::fs::read(out.join("samples.npz")).unwrap(), npz);
+    let o = run_cmd(&["run", c]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("seed"), "{}", stderr(&o));
+
+    // "next" repeats this command's overrides, quoted for the shell.
+    std::fs::remove_file(out.join("samples.npz")).unwrap();
+    let o = run_cmd(&[
+        "status",
+        c,
+        "--set",
+        "seed=3",
+        "--set",
+        "devices={cpu: 1}",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "interrupted", "{v}");
+    let next = v["next"].as_str().unwrap();
+    assert!(
+        next.starts_with(&format!(
+            "fidshard run {c} --set seed=3 --set 'devices={{cpu: 1}}'"
+        )),
+        "{next}"
+    );
+}
+
+/// Text from status.json and paths is printed with its control characters escaped: an ESC or
+/// a carriage return planted there cannot clear the screen or forge a line of the report.
+#[test]
+fn status_escapes_control_characters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 4\nsteps: 2\nshard_size: 4\n",
+    );
+    let o = run_cmd(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = tmp.path().join("out");
+    let snap = out.join("status.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&snap).unwrap()).unwrap();
+    v["last_errors"] = serde_json::json!(["boom\u{1b}[2J\rstate    complete\nforged"]);
+    std::fs::write(&snap, v.to_string()).unwrap();
+    // And a target path with an ESC in its name.
+    let link = tmp.path().join("odd\x1b]0;title\x07name");
+    std::os::unix::fs::symlink(&out, &link).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .arg("status")
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !text.contains(['\x1b', '\r', '\x07']),
+        "control characters printed: {text:?}"
+    );
+    assert!(
+        text.contains("boom\\e[2J\\rstate    complete\\nforged"),
+        "{text}"
+    );
+    assert!(text.contains("odd\\e]0;title\\x07name"), "{text}");
+    // Several targets: the table escapes too.
+    let o = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        .arg("status")
+        .arg(&link)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains('\x1b'));
 }
 
 /// `plan`, `status` and `config` need no weights: a checkpoint or VAE not downloaded yet is no

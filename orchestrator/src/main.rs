@@ -46,10 +46,11 @@ enum Command {
         /// Start even when the disk looks too small for the job.
         #[arg(long)]
         force: bool,
-        /// Sample only partition K of N of the job (many nodes: one coordinator per node; a
-        /// Slurm array task or srun step sets it from the environment when the flag is absent).
-        #[arg(long, value_name = "K/N", value_parser = job::partition::Partition::parse)]
-        partition: Option<job::partition::Partition>,
+        /// Sample only partition K of N of the job (many nodes: one coordinator per node), or
+        /// `slurm`: K and N from the Slurm array task or srun step (as `partitions: slurm` in
+        /// the job file). Without either, a Slurm array task runs the whole job.
+        #[arg(long, value_name = "K/N|slurm", value_parser = job::partition::Requested::parse)]
+        partition: Option<job::partition::Requested>,
         /// Seconds workers get after SIGTERM (preemption, hang) before SIGKILL (0 to 3600).
         #[arg(long, default_value = "20", value_parser = parse_grace)]
         grace: std::time::Duration,

@@ -21,8 +21,8 @@ pub(crate) struct RunArgs {
     pub restart: bool,
     pub force: bool,
     pub grace: Duration,
-    /// `--partition K/N` (else from the scheduler's environment, else the whole job).
-    pub partition: Option<crate::job::partition::Partition>,
+    /// `--partition K/N` or `slurm` (else `partitions:` of the job file, else the whole job).
+    pub partition: Option<crate::job::partition::Requested>,
 }
 
 /// Rounds of "assemble, find bad files, redo their shards" before giving up.
@@ -37,8 +37,13 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     // Weights from the hub or URLs, downloaded here, once, before any worker exists.
     crate::fetch::prepare(&args.config, crate::fetch::For::Run(args.partition))?;
     let mut job = Job::load(&args.config)?;
-    let (partition, why) = crate::job::partition::Partition::resolve(args.partition)
-        .map_err(|e| fidshard_core::input_error!("--partition: {e}"))?;
+    let (partition, why) =
+        crate::job::partition::Partition::resolve(args.partition, job.partitions_from_slurm)
+            .and_then(|(p, why)| {
+                p.check_plan(job.settings.num_samples, job.run.shard_size)?;
+                Ok((p, why))
+            })
+            .map_err(|e| fidshard_core::input_error!("{}: {e}", args.config.display()))?;
     job.partition = partition;
     let out = job.out_dir.clone();
     // A FIFO or a device where samples.npz goes would block its verification: refused now.

@@ -35,7 +35,27 @@ pub(crate) fn parse_range(s: &str) -> std::result::Result<(u64, u64), String> {
     Ok((a, b))
 }
 
+/// `--out` must be a folder (or a path where one can be made) that this process can write.
+fn check_out(out: &std::path::Path) -> Result<()> {
+    let shown = out.display();
+    if out.exists() && !out.is_dir() {
+        return Err(fidshard_core::input_error!(
+            "--out {shown}: exists and is not a folder; pass a new or existing folder for the PNGs"
+        ));
+    }
+    if let Some(dir) = crate::sys::access::nearest_existing_dir(out) {
+        crate::sys::access::check_writable_dir(dir).map_err(|e| {
+            fidshard_core::input_error!(
+                "--out {shown}: cannot write in {} ({e}); pass a folder you can write",
+                dir.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 pub(crate) fn run(args: SampleArgs) -> Result<()> {
+    check_out(&args.out)?;
     crate::fetch::prepare(&args.config, crate::fetch::For::Other)?;
     let mut job = Job::load(&args.config)?;
     if let Some(b) = args.batch_size {

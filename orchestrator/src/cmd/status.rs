@@ -41,17 +41,9 @@ pub(crate) fn run(args: StatusArgs) -> Result<()> {
                 "--watch {secs}: expected 0.1 to 3600 seconds"
             ));
         }
-        loop {
-            let text = match report(&args) {
-                Ok((text, _)) => text,
-                Err(e) => format!("fidshard: error: {e:#}\n"),
-            };
-            // Clear the screen and draw again in place.
-            crate::sys::out::print(&format!("\x1b[2J\x1b[H{text}"));
-            std::thread::sleep(std::time::Duration::from_secs_f64(secs));
-        }
+        return watch(&args, secs);
     }
-    let (text, err) = report(&args)?;
+    let (text, err, _) = report(&args)?;
     crate::sys::out::print(&text);
     match err {
         Some(e) => Err(e),
@@ -59,21 +51,66 @@ pub(crate) fn run(args: StatusArgs) -> Result<()> {
     }
 }
 
-/// The status text (or JSON) of every target, and the error to exit with.
-fn report(args: &StatusArgs) -> Result<(String, Option<anyhow::Error>)> {
+/// `--watch`: the report every `secs` seconds until every target is complete or failed. A bad
+/// target fails at once (exit 2); a later error (a file replaced mid-write) is shown and the
+/// watch goes on. Only a terminal gets the escapes that redraw the screen in place; a pipe, a
+/// log file or `--json` gets one report after another.
+fn watch(args: &StatusArgs, secs: f64) -> Result<()> {
+    use std::io::IsTerminal as _;
+    let redraw = std::io::stdout().is_terminal() && !args.json;
+    let mut first = true;
+    loop {
+        let text = match report(args) {
+            Ok((text, err, true)) => {
+                crate::sys::out::print(&frame(&text, redraw, args.json));
+                return err.map_or(Ok(()), Err);
+            }
+            Ok((text, _, false)) => text,
+            Err(e) if first => return Err(e),
+            Err(e) => format!(
+                "fidshard: error: {}\n",
+                crate::sys::text::escape_control(&format!("{e:#}"))
+            ),
+        };
+        first = false;
+        crate::sys::out::print(&frame(&text, redraw, args.json));
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+    }
+}
+
+/// One refresh of `--watch`: the screen cleared first on a terminal; else a blank line after
+/// (none after a JSON line: one object per line).
+fn frame(text: &str, redraw: bool, json: bool) -> String {
+    if redraw {
+        format!("\x1b[2J\x1b[H{text}")
+    } else if json {
+        text.to_string()
+    } else {
+        format!("{text}\n")
+    }
+}
+
+/// The status text (or JSON) of every target, the error to exit with, and whether every
+/// target has ended (complete or failed: `--watch` stops).
+fn report(args: &StatusArgs) -> Result<(String, Option<anyhow::Error>, bool)> {
+    let ended = |s: &Snapshot| matches!(s.state, JobState::Complete | JobState::Failed);
     if args.targets.len() > 1 {
         let mut rows = Vec::new();
         for t in &args.targets {
             let (snap, _) = one(t, args.verify)?;
-            rows.push((t.display().to_string(), snap));
+            rows.push((
+                crate::sys::text::escape_control(&t.display().to_string()).into_owned(),
+                snap,
+            ));
         }
+        let all_ended = rows.iter().all(|(_, s)| ended(s));
         let text = if args.json {
             let list: Vec<&Snapshot> = rows.iter().map(|(_, s)| s).collect();
             format!("{}\n", serde_json::to_string(&list)?)
         } else {
             crate::cmd::status_details::table(&rows)
         };
-        return Ok((text, None));
+        return Ok((text, None, all_ended));
     }
     let (snap, damaged) = one(&args.targets[0], args.verify)?;
     let text = if args.json {
@@ -81,7 +118,12 @@ fn report(args: &StatusArgs) -> Result<(String, Option<anyhow::Error>)> {
     } else {
         render(&snap)
     };
-    Ok((text, damaged.map(|e| e.context("status --verify"))))
+    let all_ended = ended(&snap);
+    Ok((
+        text,
+        damaged.map(|e| e.context("status --verify")),
+        all_ended,
+    ))
 }
 
 /// The status of one target, with `--verify`'s error when its npz is damaged.
@@ -316,8 +358,10 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
     Ok(s)
 }
 
-/// The human-readable summary.
+/// The human-readable summary. Every text that comes from status.json or the out dir (host
+/// names, devices, paths, messages) is printed with its control characters escaped.
 pub(crate) fn render(s: &Snapshot) -> String {
+    use crate::sys::text::escape_control as esc;
     let mut o = String::new();
     let pct = if s.samples_total > 0 {
         100.0 * s.samples_done as f64 / s.samples_total as f64
@@ -328,7 +372,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
         .coordinator_pid
         .map(|p| format!(" (coordinator pid {p})"))
         .unwrap_or_default();
-    let _ = writeln!(o, "job      {}", s.out_dir.display());
+    let _ = writeln!(o, "job      {}", esc(&s.out_dir.display().to_string()));
     let _ = writeln!(o, "state    {}{pid}", s.state.as_str());
     let _ = writeln!(
         o,
@@ -349,15 +393,15 @@ pub(crate) fn render(s: &Snapshot) -> String {
         let _ = writeln!(
             o,
             "part {:<7} {:<12} {}/{} samples{rate}, host {}, devices {}, updated {}",
-            p.partition,
-            p.state,
+            esc(&p.partition),
+            esc(&p.state),
             p.samples_done,
             p.samples_total,
-            p.host.as_deref().unwrap_or("?"),
+            esc(p.host.as_deref().unwrap_or("?")),
             if p.devices.is_empty() {
                 "-".to_string()
             } else {
-                p.devices.join(",")
+                esc(&p.devices.join(",")).into_owned()
             },
             crate::outdir::snapshot::format_utc(p.updated_unix as u64)
         );
@@ -366,14 +410,14 @@ pub(crate) fn render(s: &Snapshot) -> String {
         let mut line = format!(
             "worker {:<2} {:<8} {:<11}",
             w.id,
-            w.device,
+            esc(&w.device),
             w.state.as_str()
         );
         if let Some(pid) = w.pid {
             let _ = write!(line, " pid {pid:<8}");
         }
         if let Some(shard) = &w.shard {
-            let _ = write!(line, " shard {shard}");
+            let _ = write!(line, " shard {}", esc(&shard.to_string()));
         }
         if let Some((done, total)) = w.progress {
             let _ = write!(line, " {done}/{total}");
@@ -381,7 +425,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
         let _ = writeln!(o, "{}", line.trim_end());
     }
     if let Some(f) = &s.fetching {
-        let _ = writeln!(o, "fetching {}", f.describe());
+        let _ = writeln!(o, "fetching {}", esc(&f.describe()));
     }
     if s.state == JobState::Running {
         let eta = s
@@ -394,7 +438,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
         let _ = writeln!(
             o,
             "npz      {} ({})",
-            npz.path.display(),
+            esc(&npz.path.display().to_string()),
             crate::job::disk::human(npz.bytes)
         );
     }
@@ -410,15 +454,21 @@ pub(crate) fn render(s: &Snapshot) -> String {
         let _ = writeln!(
             o,
             "device   {:<12} {} samples, {:.2} images/s",
-            d.device, d.samples, d.images_per_sec
+            esc(&d.device),
+            d.samples,
+            d.images_per_sec
         );
     }
     let _ = writeln!(o, "retries  {}", s.retries);
     if let Some(next) = &s.next {
-        let _ = writeln!(o, "next     {next}");
+        let _ = writeln!(o, "next     {}", esc(next));
     }
     for c in &s.config_changed {
-        let _ = writeln!(o, "warning  the YAML no longer matches this out dir: {c}");
+        let _ = writeln!(
+            o,
+            "warning  the YAML no longer matches this out dir: {}",
+            esc(c)
+        );
     }
     if !s.missing_ranges.is_empty() {
         let ranges: Vec<String> = s
@@ -430,10 +480,10 @@ pub(crate) fn render(s: &Snapshot) -> String {
     }
     for (i, e) in s.last_errors.iter().enumerate() {
         let label = if i == 0 { "errors" } else { "" };
-        let _ = writeln!(o, "{label:<8} {e}");
+        let _ = writeln!(o, "{label:<8} {}", esc(e));
     }
     if let Some(note) = &s.note {
-        let _ = writeln!(o, "note     {note}");
+        let _ = writeln!(o, "note     {}", esc(note));
     }
     let age = (unix_now() - s.updated_unix).max(0.0);
     let _ = writeln!(

@@ -11,9 +11,13 @@ use std::path::Path;
 
 /// Fills in the details of `snap` for the job in `out` (`job` when the target was its YAML).
 pub(crate) fn add(snap: &mut Snapshot, out: &Path, job: Option<&Job>, target: &Path) {
-    let yaml = job
-        .map(|j| j.source.display().to_string())
+    let mut yaml = job
+        .map(|j| crate::sys::text::shell_quote(&j.source.display().to_string()).into_owned())
         .unwrap_or_else(|| "JOB.yaml".into());
+    // The command to run next is this one's job: with the same `--set` overrides.
+    for o in crate::job::config::overrides::global() {
+        yaml += &format!(" --set {}", crate::sys::text::shell_quote(&o.text));
+    }
     match snap.state {
         JobState::Complete => {
             let npz = OutDir::new(out).npz();

@@ -34,7 +34,7 @@ pub(crate) use error::FetchError;
 pub(crate) use plan::{Entry, State};
 
 use crate::job::hub::Remote;
-use crate::job::partition::Partition;
+use crate::job::partition::{Partition, Requested};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 /// `status.json` of its state folder, holding that folder's coordinator lock meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum For {
-    Run(Option<Partition>),
+    Run(Option<Requested>),
     Other,
 }
 
@@ -68,7 +68,11 @@ pub(crate) fn prepare(config: &Path, who: For) -> Result<Vec<Entry>> {
             .into());
         }
         let lock = match who {
-            For::Run(partition) => status_lock(&plan.out_dir, partition)?,
+            For::Run(partition) => {
+                let slurm = crate::job::config::Job::weights_spec(config)
+                    .is_ok_and(|s| s.partitions_from_slurm);
+                status_lock(&plan.out_dir, partition, slurm)?
+            }
             For::Other => None,
         };
         let status = lock
@@ -90,9 +94,10 @@ pub(crate) fn prepare(config: &Path, who: For) -> Result<Vec<Entry>> {
 /// `run` takes it; `None` when the partition is not valid (`run` reports that next).
 fn status_lock(
     out: &Path,
-    partition: Option<Partition>,
+    partition: Option<Requested>,
+    yaml_slurm: bool,
 ) -> Result<Option<(crate::outdir::lock::JobLock, PathBuf)>> {
-    let Ok((partition, _)) = Partition::resolve(partition) else {
+    let Ok((partition, _)) = Partition::resolve(partition, yaml_slurm) else {
         return Ok(None);
     };
     crate::outdir::claim::claim(out).map_err(|e| fidshard_core::Fatal::new(e.exit(), e))?;

@@ -13,11 +13,33 @@ pub(crate) struct Partition {
     pub n: u32,
 }
 
+/// What `run --partition` asks for: a fixed `K/N`, or `slurm` (from the Slurm environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Requested {
+    Fixed(Partition),
+    Slurm,
+}
+
+impl Requested {
+    /// `K/N` or `slurm` (the clap value parser of `--partition`).
+    pub fn parse(s: &str) -> Result<Requested, String> {
+        if s.trim() == "slurm" {
+            return Ok(Requested::Slurm);
+        }
+        Partition::parse(s)
+            .map(Requested::Fixed)
+            .map_err(|e| format!("{e}, or `slurm` (from the Slurm array task or srun step)"))
+    }
+}
+
 /// Where a partition came from, for the first log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Source {
-    /// The whole job in one coordinator (no flag, no scheduler variables).
+    /// The whole job in one coordinator (no flag, no opt-in to Slurm partitioning).
     Whole,
+    /// Partitioning from Slurm was asked for, but there is no array task or srun step of
+    /// several tasks: the whole job.
+    WholeNoSlurm,
     /// `--partition K/N`.
     Flag,
     /// A Slurm array task: the variables and their values.
@@ -29,7 +51,12 @@ pub(crate) enum Source {
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::Whole => f.write_str("no --partition and no Slurm array or srun step"),
+            Source::Whole => f.write_str(
+                "no --partition and no `partitions: slurm` (a Slurm array task without them is one whole job of a sweep)",
+            ),
+            Source::WholeNoSlurm => f.write_str(
+                "partitions from Slurm, but no Slurm array task or srun step of several tasks",
+            ),
             Source::Flag => f.write_str("--partition"),
             Source::SlurmArray(v) => write!(f, "the Slurm array task ({v})"),
             Source::Srun(v) => write!(f, "the srun step ({v})"),
@@ -82,13 +109,42 @@ impl Partition {
         )
     }
 
-    /// From the flag, else the scheduler's environment (Slurm array task, else an `srun` step),
-    /// else the whole job.
-    pub fn resolve(flag: Option<Partition>) -> Result<(Partition, Source), String> {
-        if let Some(p) = flag {
-            return Ok((p, Source::Flag));
+    /// From the flag `K/N`; else, when asked for (`--partition slurm`, or `partitions: slurm`
+    /// in the job file: `yaml_slurm`), from the Slurm environment (array task, else an `srun`
+    /// step); else the whole job. Partitioning from Slurm is opt-in: a plain `run` inside an
+    /// array task (a sweep, one job per task) runs its whole job.
+    pub fn resolve(
+        flag: Option<Requested>,
+        yaml_slurm: bool,
+    ) -> Result<(Partition, Source), String> {
+        let slurm = match flag {
+            Some(Requested::Fixed(p)) => return Ok((p, Source::Flag)),
+            Some(Requested::Slurm) => true,
+            None => yaml_slurm,
+        };
+        if !slurm {
+            return Ok((Partition::WHOLE, Source::Whole));
         }
-        Self::from_env(&|k| std::env::var(k).ok())
+        match Self::from_env(&|k| std::env::var(k).ok()) {
+            Ok((p, Source::Whole)) => Ok((p, Source::WholeNoSlurm)),
+            Ok(found) => Ok(found),
+            Err(e) => Err(format!("partitions from the Slurm environment: {e}")),
+        }
+    }
+
+    /// A partition must own at least one shard: `N` above the plan's shard count is refused
+    /// with the plan's numbers.
+    pub fn check_plan(self, num_samples: u64, shard_size: u64) -> Result<(), String> {
+        let shards = num_samples.div_ceil(shard_size);
+        if u64::from(self.n) <= shards {
+            return Ok(());
+        }
+        Err(format!(
+            "partition {self}: the plan has {shards} shard{} ({num_samples} samples in shards of {shard_size}), so {} of {} partitions would own no shard; use at most {shards} partitions (`fidshard plan JOB.yaml --partitions {shards}`), or a smaller shard_size",
+            if shards == 1 { "" } else { "s" },
+            u64::from(self.n) - shards,
+            self.n
+        ))
     }
 
     fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<(Partition, Source), String> {
@@ -215,5 +271,34 @@ mod tests {
             Partition::from_env(&env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8")])).unwrap();
         assert_eq!((p, s), (Partition::WHOLE, Source::Whole));
         assert!(Partition::from_env(&env(&[("SLURM_ARRAY_TASK_ID", "x")])).is_err());
+    }
+
+    #[test]
+    fn the_flag_takes_k_n_or_slurm_and_a_partition_needs_a_shard() {
+        assert_eq!(Requested::parse("slurm"), Ok(Requested::Slurm));
+        assert_eq!(
+            Requested::parse("1/4"),
+            Ok(Requested::Fixed(Partition { k: 1, n: 4 }))
+        );
+        assert!(Requested::parse("slurm/2").unwrap_err().contains("`slurm`"));
+        // Neither the flag nor the file: the whole job, whatever the environment says.
+        assert_eq!(
+            Partition::resolve(None, false),
+            Ok((Partition::WHOLE, Source::Whole))
+        );
+        let p = Partition { k: 1, n: 3 };
+        assert_eq!(
+            Partition::resolve(Some(Requested::Fixed(p)), true)
+                .unwrap()
+                .0,
+            p
+        );
+        assert!(p.check_plan(12, 4).is_ok());
+        let err = Partition { k: 0, n: 4 }.check_plan(12, 4).unwrap_err();
+        assert!(
+            err.contains("3 shards (12 samples in shards of 4)"),
+            "{err}"
+        );
+        assert!(err.contains("1 of 4 partitions"), "{err}");
     }
 }

@@ -17,6 +17,22 @@ pub(crate) enum ClaimError {
         dir.display()
     )]
     Foreign { dir: PathBuf, found: String },
+    #[error(
+        "out_dir {}: cannot write there; nothing was changed. Make it writable \
+         (chmod u+w, chattr -i, a read-write mount) or set out_dir to a folder you can write",
+        dir.display()
+    )]
+    ReadOnly {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "out_dir {}: `samples` is {what}; fidshard writes and deletes its PNGs only in a folder \
+         of its own inside the out dir. Replace it with a real folder (move the PNGs into it) \
+         or set out_dir to a new folder",
+        dir.display()
+    )]
+    SamplesNotOwn { dir: PathBuf, what: String },
     #[error("out_dir {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -27,9 +43,10 @@ pub(crate) enum ClaimError {
 impl ClaimError {
     pub fn exit(&self) -> fidshard_core::Exit {
         match self {
-            ClaimError::NotADir(_) | ClaimError::Foreign { .. } => {
-                fidshard_core::Exit::InvalidInput
-            }
+            ClaimError::NotADir(_)
+            | ClaimError::Foreign { .. }
+            | ClaimError::ReadOnly { .. }
+            | ClaimError::SamplesNotOwn { .. } => fidshard_core::Exit::InvalidInput,
             ClaimError::Io { .. } => fidshard_core::Exit::Failure,
         }
     }
@@ -98,14 +115,27 @@ pub(crate) fn claim(dir: &Path) -> Result<(), ClaimError> {
         path: dir.to_path_buf(),
         source,
     };
+    let read_only = |source: std::io::Error| ClaimError::ReadOnly {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let denied = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+        ) || e.raw_os_error() == Some(libc::EPERM)
+    };
     match std::fs::metadata(dir) {
         Ok(m) if !m.is_dir() => return Err(ClaimError::NotADir(dir.to_path_buf())),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| if denied(&e) { read_only(e) } else { io(e) })?;
         }
         Err(e) => return Err(io(e)),
     }
+    check_samples(dir)?;
+    crate::sys::access::check_writable_dir(dir).map_err(read_only)?;
     if out.marker().is_file() {
         return Ok(());
     }
@@ -155,6 +185,27 @@ pub(crate) fn claim(dir: &Path) -> Result<(), ClaimError> {
     fidshard_core::output::write_atomic(&out.marker(), text.as_bytes()).map_err(|e| match e {
         fidshard_core::CoreError::Io { source, .. } => io(source),
         other => io(std::io::Error::other(other.to_string())),
+    })
+}
+
+/// `OUT/samples`, when there, must be a real folder: a symbolic link would let `--restart` and
+/// the cleanup of temporary files act on a folder elsewhere.
+fn check_samples(dir: &Path) -> Result<(), ClaimError> {
+    let samples = OutDir::new(dir).samples();
+    let Ok(m) = std::fs::symlink_metadata(&samples) else {
+        return Ok(());
+    };
+    let what = if m.file_type().is_symlink() {
+        let to = std::fs::read_link(&samples).unwrap_or_default();
+        format!("a symbolic link (to {})", to.display())
+    } else if !m.is_dir() {
+        "not a folder".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(ClaimError::SamplesNotOwn {
+        dir: dir.to_path_buf(),
+        what,
     })
 }
 

@@ -75,6 +75,8 @@ pub(crate) struct WeightsSpec {
     pub checkpoint_sha256: Option<String>,
     pub vae: (PathBuf, PathBuf),
     pub out_dir: PathBuf,
+    /// `partitions: slurm` (checked by `load`).
+    pub partitions_from_slurm: bool,
 }
 
 /// A loaded, checked job.
@@ -94,6 +96,22 @@ pub(crate) struct Job {
     /// Loaded with [`Job::load_without_weights`] while some weights are not local yet: what
     /// is missing (the image size may then be assumed).
     pub weights_missing: Option<String>,
+    /// The model and weights keys as a job file names them (for `config`).
+    pub model_spec: ModelSpec,
+    /// `partitions: slurm`: take the partition from the Slurm environment (job/partition.rs).
+    pub partitions_from_slurm: bool,
+}
+
+/// The `model` section and `vae` of a job file with local paths made absolute and hub or URL
+/// references kept as written: what `config` prints, so that its output runs the same job
+/// from any folder.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ModelSpec {
+    pub preset: Option<String>,
+    pub config: Option<PathBuf>,
+    pub checkpoint: PathBuf,
+    pub sha256: Option<String>,
+    pub vae: PathBuf,
 }
 
 impl Job {
@@ -145,6 +163,7 @@ impl Job {
                 checkpoint_sha256: raw.model.sha256.clone(),
                 vae: (raw.vae.clone(), r.local(&raw.vae)),
                 out_dir: r.out_dir(&raw),
+                partitions_from_slurm: raw.partitions.as_deref().map(str::trim) == Some("slurm"),
             })
         };
         inner().map_err(|e| crate::sys::exit::Fatal::input(e).into())

@@ -66,6 +66,8 @@ pub(super) struct RawJob {
     /// Seconds between progress lines when stderr is not a terminal.
     #[serde(default = "default_progress_interval")]
     pub progress_interval: f64,
+    /// `slurm`: `run` takes its partition from the Slurm environment (opt-in).
+    pub partitions: Option<String>,
 }
 
 /// `variance`: `auto` picks from the model's `learn_sigma`; the others are the engine's.

@@ -141,11 +141,14 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<RawJob> {
     let mut doc: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| anyhow!("{}", yaml_error(path, &e)))?;
     super::overrides::apply(&mut doc, overrides).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    serde_yaml::from_value(doc).map_err(|e| {
+    // Through text again, so that serde_yaml's errors name the key path (`from_value`'s do
+    // not); their line numbers are of that text, not the user's file, so they are dropped.
+    let changed = serde_yaml::to_string(&doc).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    serde_yaml::from_str(&changed).map_err(|e| {
         let listed: Vec<&str> = overrides.iter().map(|o| o.text.as_str()).collect();
         anyhow!(
             "{} (with --set {})",
-            yaml_error(path, &e),
+            yaml_error_without_line(path, &e),
             listed.join(", --set ")
         )
     })
@@ -162,8 +165,17 @@ const ENUM_VALUES: [(&str, &str); 5] = [
 
 /// One line: `FILE: `KEY` (line L): what is wrong; see docs/configuration.md`.
 pub(super) fn yaml_error(path: &Path, e: &serde_yaml::Error) -> String {
+    yaml_error_at(path, e, true)
+}
+
+/// [`yaml_error`] without the line (the text parsed was not the user's file).
+fn yaml_error_without_line(path: &Path, e: &serde_yaml::Error) -> String {
+    yaml_error_at(path, e, false)
+}
+
+fn yaml_error_at(path: &Path, e: &serde_yaml::Error, with_line: bool) -> String {
     let mut msg = e.to_string().replace('\n', " ");
-    let mut line = e.location().map(|l| l.line());
+    let mut line = e.location().map(|l| l.line()).filter(|_| with_line);
     // serde_yaml appends (or, for syntax errors, inserts) " at line L column C".
     if let Some(at) = msg.find(" at line ") {
         let tail = &msg[at + " at line ".len()..];

@@ -262,6 +262,7 @@ impl Resolver<'_> {
             )),
         };
         let run = self.run_settings(&raw)?;
+        let model_spec = self.model_spec(&raw);
         let out_dir = self.out_dir(&raw);
         self.utf8("out_dir", &out_dir)?;
         out_dir_usable(&out_dir).map_err(|msg| self.err("out_dir", msg))?;
@@ -291,7 +292,41 @@ impl Resolver<'_> {
             source: self.path.to_path_buf(),
             partition: crate::job::partition::Partition::WHOLE,
             weights_missing: None,
+            model_spec,
+            partitions_from_slurm: self.partitions(&raw)?,
         })
+    }
+
+    /// `partitions`: absent (the whole job unless `run --partition`) or `slurm`.
+    fn partitions(&self, raw: &RawJob) -> Result<bool> {
+        match raw.partitions.as_deref().map(str::trim) {
+            None => Ok(false),
+            Some("slurm") => Ok(true),
+            Some(other) => bail!(self.err(
+                "partitions",
+                format!(
+                    "`{other}` is not `slurm`; write `partitions: slurm` to take the partition from a Slurm array task or srun step, or remove the key (the whole job, or `run --partition K/N`)"
+                )
+            )),
+        }
+    }
+
+    /// The model keys as written, local paths absolute (see [`super::ModelSpec`]).
+    fn model_spec(&self, raw: &RawJob) -> super::ModelSpec {
+        let spec = |v: &Path| {
+            let local = self.rel(v);
+            match crate::job::hub::remote(v, &local) {
+                Ok(Some(_)) => v.to_path_buf(),
+                _ => std::path::absolute(&local).unwrap_or(local),
+            }
+        };
+        super::ModelSpec {
+            preset: raw.model.preset.clone(),
+            config: raw.model.config.as_deref().map(spec),
+            checkpoint: spec(&raw.model.checkpoint),
+            sha256: raw.model.sha256.clone(),
+            vae: spec(&raw.vae),
+        }
     }
 
     fn batch(&self, key: &str, spec: super::raw::BatchSpec) -> Result<fidshard_core::BatchSize> {
