@@ -365,8 +365,16 @@ pub(crate) fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
     snap.eta_seconds = None;
     snap.coordinator_pid = None;
     if state == JobState::Complete {
-        if let Some(t) = STARTED.get() {
-            snap.wall_seconds = Some(t.elapsed().as_secs_f64());
+        // The run that wrote the npz (its verification record says): a rerun that changed
+        // nothing keeps its wall time.
+        let produced = job
+            .partition
+            .is_whole()
+            .then(|| crate::outdir::verified::read(&job.out_dir))
+            .flatten()
+            .and_then(|v| v.wall_seconds);
+        if let Some(wall) = produced.or_else(|| STARTED.get().map(|t| t.elapsed().as_secs_f64())) {
+            snap.wall_seconds = Some(wall);
         }
     }
     for w in &mut snap.workers {

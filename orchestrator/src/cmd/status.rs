@@ -28,8 +28,9 @@ pub(crate) struct StatusArgs {
     /// Print one JSON object (the fields of OUT/status.json) instead of the summary.
     #[arg(long)]
     json: bool,
-    /// For a complete job, read samples.npz in full: every byte against the zip's CRC-32 and
-    /// the labels against the records (about 1 s per GB). A damaged npz exits 1.
+    /// For a complete job, read everything: every PNG against its recorded CRC-32 and against
+    /// its image in samples.npz, every npz byte against the zip's CRC-32, the labels against
+    /// the records. A damaged npz or PNG exits 1; nothing is written.
     #[arg(long)]
     verify: bool,
 }
