@@ -739,3 +739,148 @@ fn a_checkpoint_replaced_mid_run_stops_the_run_instead_of_mixing_models() {
         }
     }
 }
+
+// ---- Verification means it (issue 15, items 4 and 8): `status --verify` reads every PNG and
+// every byte of the npz, creates nothing; a complete job's rerun trusts its verification
+// record until a file's size or mtime changes.
+
+/// Every path under `dir` with its size (a listing that shows any file created or removed).
+fn listing(dir: &Path) -> BTreeMap<PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), m.len());
+        }
+    }
+    out
+}
+
+fn verify<P: AsRef<Path>>(targets: &[P]) -> std::process::Output {
+    let mut args = vec!["status"];
+    args.extend(targets.iter().map(|t| t.as_ref().to_str().unwrap()));
+    args.push("--verify");
+    fidshard(&args)
+}
+
+#[test]
+fn verify_checks_every_png_and_the_npz_in_whole_and_partitioned_jobs_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    std::fs::create_dir_all(&whole).unwrap();
+    let cfg = complete_job(&whole);
+    let out = whole.join("out");
+    let o = verify(&[&cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // Partitioned: two partitions of the same job in another folder.
+    let parted = tmp.path().join("parted");
+    std::fs::create_dir_all(&parted).unwrap();
+    let pcfg = job_with(
+        &parted,
+        JOBS[0],
+        "num_samples: 8\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n",
+    );
+    for k in ["0/2", "1/2"] {
+        let o = fidshard(&["run", pcfg.to_str().unwrap(), "--partition", k]);
+        assert_eq!(o.status.code(), Some(0), "{k}: {}", stderr(&o));
+    }
+    let o = verify(&[&pcfg, &cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // A valid PNG of the right size, but not the recorded one: sample 3 copied over sample 5.
+    for dir in [&out, &parted.join("out")] {
+        std::fs::copy(
+            dir.join("samples/000003.png"),
+            dir.join("samples/000005.png"),
+        )
+        .unwrap();
+    }
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let before = listing(tmp.path());
+    for targets in [vec![&cfg], vec![&pcfg], vec![&pcfg, &cfg]] {
+        let o = verify(&targets);
+        assert_eq!(o.status.code(), Some(1), "{targets:?}: {}", stderr(&o));
+        let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+        assert!(all.contains("000005.png") && all.contains("CRC32"), "{all}");
+    }
+    for missing in [
+        tmp.path().join("nope"),
+        tmp.path().join("nope.yaml"),
+        empty.clone(),
+    ] {
+        let o = verify(&[&missing]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    }
+    assert_eq!(
+        listing(tmp.path()),
+        before,
+        "status --verify created or removed files"
+    );
+    assert!(!tmp.path().join("nope").exists());
+}
+
+/// Sets `path`'s modification time to `secs.nanos`, like `touch -d`.
+fn set_mtime(path: &Path, mtime: std::time::SystemTime) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
+#[test]
+fn a_rerun_of_a_complete_job_checks_its_record_not_every_byte_until_a_file_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = complete_job(tmp.path());
+    let c = cfg.to_str().unwrap();
+    let out = tmp.path().join("out");
+    let npz = out.join("samples.npz");
+    let good = std::fs::read(&npz).unwrap();
+    let first = status_json(&cfg);
+    let wall = first["wall_seconds"]
+        .as_f64()
+        .expect("wall time of the run");
+    assert!(first["changed_unix"].as_f64().is_some(), "{first}");
+    assert!(String::from_utf8_lossy(&fidshard(&["status", c]).stdout).contains("changed"));
+
+    // Damage in the middle of the images, then the size and mtime as they were.
+    let mtime = std::fs::metadata(&npz).unwrap().modified().unwrap();
+    let mut bad = good.clone();
+    for k in 0..16 {
+        bad[good.len() / 2 + k * 31] ^= 0x5a;
+    }
+    std::fs::write(&npz, &bad).unwrap();
+    set_mtime(&npz, mtime);
+    let t = Instant::now();
+    let (code, err) = finish(run_with(&cfg, &[], &[]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("already complete"), "{err}");
+    assert!(!err.contains("in full"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        std::fs::read(&npz).unwrap(),
+        bad,
+        "the rerun read the record only"
+    );
+    // A rerun that changed nothing keeps the wall time of the run that made the npz.
+    assert_eq!(status_json(&cfg)["wall_seconds"].as_f64(), Some(wall));
+    let o = verify(&[&cfg]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("samples.npz"));
+
+    // A new mtime: the rerun verifies in full, finds the damage and assembles again.
+    set_mtime(&npz, mtime + Duration::from_secs(60));
+    let (code, err) = finish(run_with(&cfg, &[], &[]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("changed (size or mtime)"), "{err}");
+    assert_eq!(std::fs::read(&npz).unwrap(), good, "re-assembled");
+    let o = verify(&[&cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

@@ -453,3 +453,46 @@ fn hub_repo_ids_resolve_in_the_local_cache_only() {
     assert_eq!(newly_sampled(&out, &before), Vec::<u64>::new());
     assert!(npz(&out) == first);
 }
+
+/// `repair` keeps the CRCs a healthy state recorded: a valid PNG copied over another is not
+/// the recorded one, so it is removed and its shard sampled again, never recorded anew.
+#[test]
+fn repair_never_trusts_a_png_that_contradicts_its_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = small_job(tmp.path());
+    let c = cfg.to_str().unwrap();
+    let out = tmp.path().join("out");
+    run_ok(&cfg);
+    let first = npz(&out);
+    let good5 = std::fs::read(out.join("samples/000005.png")).unwrap();
+    let before = sampled_shards(&out);
+    std::fs::copy(
+        out.join("samples/000003.png"),
+        out.join("samples/000005.png"),
+    )
+    .unwrap();
+
+    let o = fidshard(&["repair", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        said.contains("2 of 3 shards recovered") && said.contains("1 bad PNG"),
+        "{said}"
+    );
+    assert!(
+        !out.join("samples/000005.png").exists(),
+        "the contradicting PNG stays"
+    );
+
+    run_ok(&cfg);
+    assert_eq!(
+        newly_sampled(&out, &before),
+        vec![1],
+        "shard [5..10) is redone"
+    );
+    assert_eq!(
+        std::fs::read(out.join("samples/000005.png")).unwrap(),
+        good5
+    );
+    assert!(npz(&out) == first, "the npz after the rerun differs");
+}

@@ -5,11 +5,14 @@ use crate::cmd::run::final_snapshot;
 use crate::job::config::Job;
 use crate::npz::{assemble, AssembleError, AssembleInput};
 use crate::outdir::partitions::{self, AssembleLock};
+use crate::outdir::snapshot::unix_now;
 use crate::outdir::snapshot::JobState;
 use crate::outdir::state::{ShardRecord, StateDb};
+use crate::outdir::verified::{self, Verified};
 use crate::sys::exit::Exit;
 use crate::sys::time::round1;
 use anyhow::{anyhow, Context, Result};
+use fidshard_core::output::png_name;
 use std::time::Duration;
 
 /// Assembles `samples.npz` from the recorded shards' PNGs, checking each file's CRC.
@@ -35,13 +38,139 @@ pub(crate) fn assemble_npz(job: &Job, mut records: Vec<ShardRecord>) -> Result<(
         labels: &labels,
         expected_crc: Some(&crc),
     };
+    // The old record describes the npz being replaced.
+    let _ = verified::remove(&job.out_dir);
     let report = assemble(&input, &crate::outdir::OutDir::new(&job.out_dir).npz())?;
     tracing::info!(
         bytes = report.bytes,
         seconds = round1(report.seconds),
         "samples.npz written"
     );
+    // The assembly read every PNG against its recorded CRC into this npz: that is the full
+    // verification, recorded for the reruns.
+    let wall = crate::cmd::run::STARTED
+        .get()
+        .map(|t| t.elapsed().as_secs_f64());
+    record_verified(job, &crc, &labels, unix_now(), wall);
     Ok(())
+}
+
+/// What the check of a complete job found.
+pub(crate) enum Checked {
+    /// The npz and every PNG are what the records say.
+    Complete,
+    /// These indices' PNGs are missing or differ from their records (their shards are redone).
+    BadPngs(Vec<u64>),
+    /// The npz is damaged or not the records' (it is assembled again): why.
+    BadNpz(String),
+}
+
+/// Checks a complete job against `records`: when `OUT/verified.json` still matches the files
+/// (npz size and mtime, the zip directory's CRCs, the labels, every PNG's size and mtime), that
+/// is enough (milliseconds: a rerun from cron); otherwise every PNG and every byte of the npz
+/// is read and compared ([`crate::npz::check_against_pngs`]) and the result recorded.
+pub(crate) fn check_complete(job: &Job, mut records: Vec<ShardRecord>) -> Result<Checked> {
+    records.sort_by_key(|r| r.shard.start);
+    let crc: Vec<u32> = records
+        .iter()
+        .flat_map(|r| r.crc32.iter().copied())
+        .collect();
+    let labels: Vec<i64> = records
+        .iter()
+        .flat_map(|r| r.labels.iter().copied())
+        .collect();
+    let out = crate::outdir::OutDir::new(&job.out_dir);
+    let (npz, samples) = (out.npz(), out.samples());
+    let side = job.image_size as u32;
+    let previous = verified::read(&job.out_dir);
+    if let Some(v) = &previous {
+        match quick_mismatch(v, job, &crc, &labels) {
+            None => {
+                tracing::info!(
+                    npz = %npz.display(),
+                    verified = %crate::outdir::snapshot::format_utc(v.verified_unix as u64),
+                    "already complete: the files match the record of their last full verification"
+                );
+                return Ok(Checked::Complete);
+            }
+            Some(why) => tracing::info!("{why}: verifying samples.npz and every PNG in full"),
+        }
+    }
+    let found = crate::npz::check_against_pngs(&npz, &samples, side, &labels, &crc);
+    if !found.is_clean() {
+        let _ = verified::remove(&job.out_dir);
+    }
+    if !found.bad_pngs.is_empty() {
+        for (_, why) in found.bad_pngs.iter().take(8) {
+            tracing::warn!("{why}");
+        }
+        return Ok(Checked::BadPngs(
+            found.bad_pngs.iter().map(|(i, _)| *i).collect(),
+        ));
+    }
+    if let Some(why) = found.npz {
+        return Ok(Checked::BadNpz(format!("{}: {why}", npz.display())));
+    }
+    let (produced, wall) = match &previous {
+        Some(v) => (v.produced_unix, v.wall_seconds),
+        None => (
+            verified::Stamp::of(&npz).map_or(unix_now(), |s| s.1 as f64 / 1e9),
+            None,
+        ),
+    };
+    record_verified(job, &crc, &labels, produced, wall);
+    tracing::info!(npz = %npz.display(), "samples.npz and every PNG verified in full");
+    Ok(Checked::Complete)
+}
+
+/// Why the files no longer match `v` (cheap checks only), or `None`.
+fn quick_mismatch(v: &Verified, job: &Job, crc: &[u32], labels: &[i64]) -> Option<String> {
+    let out = crate::outdir::OutDir::new(&job.out_dir);
+    let n = job.settings.num_samples;
+    let digest = verified::records_digest(crc, labels);
+    if let Some(why) = v.mismatch(&out.npz(), &out.samples(), n, digest) {
+        return Some(why);
+    }
+    match crate::npz::entry_crcs(&out.npz()) {
+        Ok(c) if c == v.entry_crc32 => {}
+        Ok(_) => return Some("the zip directory's CRCs differ from the record".into()),
+        Err(e) => return Some(e.to_string()),
+    }
+    match crate::npz::verify_npz_labels(&out.npz(), n, job.image_size as u32) {
+        Ok(got) if got == labels => None,
+        Ok(_) => Some("the npz's labels differ from the records".into()),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Writes `OUT/verified.json` for the npz and PNGs as they are now (a failure is only logged:
+/// the next run verifies in full again).
+fn record_verified(job: &Job, crc: &[u32], labels: &[i64], produced: f64, wall: Option<f64>) {
+    let out = crate::outdir::OutDir::new(&job.out_dir);
+    let n = job.settings.num_samples;
+    let stamps = || -> std::io::Result<Verified> {
+        let npz = out.npz();
+        let entry_crc32 = crate::npz::entry_crcs(&npz).map_err(std::io::Error::other)?;
+        let pngs = (0..n)
+            .map(|i| verified::Stamp::of(&out.samples().join(png_name(i, n))))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Verified {
+            num_samples: n,
+            npz: verified::Stamp::of(&npz)?,
+            entry_crc32,
+            records_digest: verified::records_digest(crc, labels),
+            pngs,
+            verified_unix: unix_now(),
+            produced_unix: produced,
+            wall_seconds: wall,
+        })
+    };
+    if let Err(e) = stamps().and_then(|v| verified::write(&job.out_dir, &v)) {
+        tracing::warn!(
+            "cannot record the verification in {}: {e}",
+            out.verified().display()
+        );
+    }
 }
 
 /// Assembles on a helper thread while this one watches for stop signals: a preempted assembly
@@ -86,15 +215,13 @@ pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<Exit> {
             return Ok(Exit::Complete);
         }
     };
-    let labels: Vec<i64> = records
-        .iter()
-        .flat_map(|r| r.labels.iter().copied())
-        .collect();
     let n = job.settings.num_samples;
-    if npz.is_file() && crate::npz::verify_npz_full(&npz, n, job.image_size as u32, &labels).is_ok()
-    {
-        tracing::info!(npz = %npz.display(), "samples.npz is already assembled (verified)");
-        return Ok(Exit::Complete);
+    if npz.is_file() {
+        match check_complete(job, records.clone())? {
+            Checked::Complete => return Ok(Exit::Complete),
+            Checked::BadNpz(why) => tracing::warn!("{why}; assembling it again"),
+            Checked::BadPngs(_) => {}
+        }
     }
     tracing::info!("every partition is complete: assembling samples.npz");
     match assemble_interruptible(job, records)? {

@@ -1,7 +1,7 @@
 //! `fidshard run CONFIG`: the whole job. Lock the out dir, check the fingerprint, skip recorded
 //! shards (after checking their files), check models and disk before spawning anything, let the
 //! coordinator sample the rest, then assemble `samples.npz`.
-use crate::cmd::finish::assemble_interruptible;
+use crate::cmd::finish::{assemble_interruptible, Checked};
 use crate::coordinator::{Coordinator, Outcome};
 use crate::job::config::Job;
 use crate::job::devices::WorkerDevice;
@@ -29,7 +29,7 @@ pub(crate) struct RunArgs {
 const REPAIR_ROUNDS: usize = 2;
 
 /// When this `run` started (the wall time of a complete job in `status`).
-static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+pub(crate) static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     STARTED.get_or_init(Instant::now);
@@ -173,30 +173,33 @@ fn run_with_state(
             return crate::cmd::finish::finish_partition(job, db);
         }
         if round == 0 && todo.is_empty() && npz_path.is_file() {
-            let n = job.settings.num_samples;
-            // "Complete" means verified: every byte against the zip's CRC-32, the labels
-            // against the records. A damaged npz is assembled again from the PNGs.
-            let labels = recorded_labels(db)?;
-            match crate::npz::verify_npz_full(&npz_path, n, job.image_size as u32, &labels) {
-                Ok(()) => {
-                    // The PNGs are part of the result too (`grid`, `assemble`, other tools):
-                    // a damaged one gets its shard sampled again, and the npz re-assembled.
-                    let bad = damaged_shards(db, &samples_dir, n)?;
-                    if bad.is_empty() {
-                        tracing::info!(npz = %npz_path.display(), "already complete (verified)");
-                        final_snapshot(job, db, JobState::Complete);
-                        return Ok(Exit::Complete);
-                    }
+            // "Complete" means verified (cmd/finish.rs): once in full, then against the
+            // record of that verification. A damaged npz is assembled again from the PNGs; a
+            // damaged PNG gets its shard sampled again, and the npz re-assembled.
+            match crate::cmd::finish::check_complete(job, db.done_records()?)? {
+                Checked::Complete => {
+                    final_snapshot(job, db, JobState::Complete);
+                    return Ok(Exit::Complete);
+                }
+                Checked::BadPngs(indices) => {
+                    let n = job.settings.num_samples;
+                    let bad: BTreeSet<u64> = indices.iter().map(|&i| job.shard_of(i)).collect();
                     tracing::warn!(
                         shards = ?bad,
                         "PNGs of a complete job are missing or damaged; sampling their shards again"
                     );
+                    // Removed, so that the worker samples them again instead of reusing them.
+                    for &i in &indices {
+                        let _ = std::fs::remove_file(
+                            samples_dir.join(fidshard_core::output::png_name(i, n)),
+                        );
+                    }
                     for id in bad {
                         db.remove_done(id)?;
                     }
                     continue;
                 }
-                Err(e) => tracing::warn!("{e}; assembling it again from the PNGs"),
+                Checked::BadNpz(why) => tracing::warn!("{why}; assembling it again from the PNGs"),
             }
         }
         if !todo.is_empty() {
@@ -272,40 +275,6 @@ fn run_with_state(
     ))
 }
 
-/// Recorded shards with a PNG whose bytes no longer match the CRC32 recorded for it (a FIFO or
-/// a device under a PNG's name counts as damaged and is never opened for blocking reads). A
-/// stop signal ends the check with exit 75, nothing changed but the damaged files removed.
-fn damaged_shards(db: &StateDb, samples_dir: &std::path::Path, n: u64) -> Result<Vec<u64>> {
-    let mut bad = Vec::new();
-    let mut bytes = Vec::new();
-    for r in db.done_records()? {
-        let mut ok = true;
-        for (i, &crc) in r.shard.indices().zip(&r.crc32) {
-            if let Some(sig) = crate::sys::signals::pending() {
-                return Err(Fatal::new(
-                    Exit::Interrupted,
-                    anyhow!("{sig} while checking the PNGs; run the same command again"),
-                )
-                .into());
-            }
-            let path = samples_dir.join(fidshard_core::output::png_name(i, n));
-            let matches = fidshard_core::output::read_regular(&path, &mut bytes)
-                .map(|()| crc32fast::hash(&bytes) == crc)
-                .unwrap_or(false);
-            if !matches {
-                // Removed, so that the worker samples it again instead of reusing it (a
-                // valid PNG of the right size that is not the recorded one would be reused).
-                let _ = std::fs::remove_file(&path);
-                ok = false;
-            }
-        }
-        if !ok {
-            bad.push(r.shard.id);
-        }
-    }
-    Ok(bad)
-}
-
 /// Shards not recorded done, or recorded but with files missing (those records are dropped).
 fn pending_shards(
     db: &StateDb,
@@ -370,13 +339,6 @@ fn missing_ranges(db: &StateDb) -> Result<String> {
         .join(", "))
 }
 
-/// The labels of every recorded shard, in index order.
-pub(crate) fn recorded_labels(db: &StateDb) -> Result<Vec<i64>> {
-    let mut records = db.done_records()?;
-    records.sort_by_key(|r| r.shard.start);
-    Ok(records.into_iter().flat_map(|r| r.labels).collect())
-}
-
 /// Refuses to start when the disk cannot hold what the remaining shards will write (`--force`
 /// overrides).
 fn preflight(job: &Job, samples: u64, force: bool) -> Result<()> {
@@ -411,8 +373,16 @@ pub(crate) fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
     snap.eta_seconds = None;
     snap.coordinator_pid = None;
     if state == JobState::Complete {
-        if let Some(t) = STARTED.get() {
-            snap.wall_seconds = Some(t.elapsed().as_secs_f64());
+        // The run that wrote the npz (its verification record says): a rerun that changed
+        // nothing keeps its wall time.
+        let produced = job
+            .partition
+            .is_whole()
+            .then(|| crate::outdir::verified::read(&job.out_dir))
+            .flatten()
+            .and_then(|v| v.wall_seconds);
+        if let Some(wall) = produced.or_else(|| STARTED.get().map(|t| t.elapsed().as_secs_f64())) {
+            snap.wall_seconds = Some(wall);
         }
     }
     for w in &mut snap.workers {

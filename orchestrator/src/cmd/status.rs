@@ -28,8 +28,9 @@ pub(crate) struct StatusArgs {
     /// Print one JSON object (the fields of OUT/status.json) instead of the summary.
     #[arg(long)]
     json: bool,
-    /// For a complete job, read samples.npz in full: every byte against the zip's CRC-32 and
-    /// the labels against the records (about 1 s per GB). A damaged npz exits 1.
+    /// For a complete job, read everything: every PNG against its recorded CRC-32 and against
+    /// its image in samples.npz, every npz byte against the zip's CRC-32, the labels against
+    /// the records. A damaged npz or PNG exits 1; nothing is written.
     #[arg(long)]
     verify: bool,
 }
@@ -96,8 +97,12 @@ fn report(args: &StatusArgs) -> Result<(String, Option<anyhow::Error>, bool)> {
     let ended = |s: &Snapshot| matches!(s.state, JobState::Complete | JobState::Failed);
     if args.targets.len() > 1 {
         let mut rows = Vec::new();
+        let mut damaged = Vec::new();
         for t in &args.targets {
-            let (snap, _) = one(t, args.verify)?;
+            let (snap, err) = one(t, args.verify)?;
+            if let Some(e) = err {
+                damaged.push(format!("{}: {e:#}", t.display()));
+            }
             rows.push((
                 crate::sys::text::escape_control(&t.display().to_string()).into_owned(),
                 snap,
@@ -110,7 +115,8 @@ fn report(args: &StatusArgs) -> Result<(String, Option<anyhow::Error>, bool)> {
         } else {
             crate::cmd::status_details::table(&rows)
         };
-        return Ok((text, None, all_ended));
+        let err = (!damaged.is_empty()).then(|| anyhow!("status --verify: {}", damaged.join("; ")));
+        return Ok((text, err, all_ended));
     }
     let (snap, damaged) = one(&args.targets[0], args.verify)?;
     let text = if args.json {
@@ -143,8 +149,10 @@ fn one(target: &Path, verify: bool) -> Result<(Snapshot, Option<anyhow::Error>)>
     let damaged = if args.0 && snap.state == JobState::Complete {
         let res = verify_complete(&out_dir, snap.samples_total);
         snap.note = Some(match &res {
-            Ok(secs) => format!("samples.npz verified in {secs:.1} s"),
-            Err(e) => format!("samples.npz is damaged: {e:#}; `fidshard run` assembles it again"),
+            Ok(secs) => format!("samples.npz and every PNG verified in {secs:.1} s"),
+            Err(e) => format!(
+                "damaged: {e:#}; `fidshard run` samples the bad PNGs again and assembles the npz again"
+            ),
         });
         res.err()
     } else {
@@ -153,26 +161,97 @@ fn one(target: &Path, verify: bool) -> Result<(Snapshot, Option<anyhow::Error>)>
     Ok((snap, damaged))
 }
 
-/// Reads a complete job's npz in full against the recorded labels; returns the seconds taken.
+/// Reads a complete job in full: every PNG against the CRC-32 recorded for it, and every image
+/// and label of the npz against the PNGs and the records (`npz::check_against_pngs`); returns
+/// the seconds taken. Damage is an error (exit 1) naming the file and what is wrong. Opens no
+/// file for writing.
 fn verify_complete(out_dir: &Path, n: u64) -> Result<f64> {
     let started = std::time::Instant::now();
-    let npz = crate::outdir::OutDir::new(out_dir).npz();
-    let labels = match JobLock::probe(out_dir).map_err(|e| e.fatal())? {
+    let out = crate::outdir::OutDir::new(out_dir);
+    let mut records = if crate::outdir::partitions::list(out_dir).is_empty() {
+        whole_job_records(out_dir)?
+    } else {
+        partition_records(out_dir)?
+    };
+    records.sort_by_key(|r| r.shard.start);
+    let crc: Vec<u32> = records
+        .iter()
+        .flat_map(|r| r.crc32.iter().copied())
+        .collect();
+    let labels: Vec<i64> = records
+        .iter()
+        .flat_map(|r| r.labels.iter().copied())
+        .collect();
+    if labels.len() as u64 != n || crc.len() as u64 != n {
+        return Err(anyhow!(
+            "{}: the records hold {} samples, the job {n}; `fidshard run` records the rest",
+            out_dir.display(),
+            labels.len()
+        ));
+    }
+    let side = crate::npz::npz_image_side(&out.npz())?;
+    let found = crate::npz::check_against_pngs(&out.npz(), &out.samples(), side, &labels, &crc);
+    let mut damage = Vec::new();
+    if let Some((_, first)) = found.bad_pngs.first() {
+        damage.push(format!(
+            "{} PNGs missing or not the recorded ones (first: {first})",
+            found.bad_pngs.len()
+        ));
+    }
+    if let Some(why) = &found.npz {
+        damage.push(format!("{}: {why}", out.npz().display()));
+    }
+    if !damage.is_empty() {
+        return Err(anyhow!(damage.join("; ")));
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The records of a job run on one node (its `state.sled`, read under the job lock).
+fn whole_job_records(out_dir: &Path) -> Result<Vec<crate::outdir::state::ShardRecord>> {
+    match JobLock::probe(out_dir).map_err(|e| e.fatal())? {
         Probe::Free(_guard) => {
             let db = StateDb::open(out_dir).map_err(|e| e.fatal())?;
-            crate::cmd::run::recorded_labels(&db)?
+            Ok(db.done_records()?)
         }
-        Probe::Held(h) => {
-            return Err(fidshard_core::input_error!(
-                "{}: a coordinator (pid {}) is running; verify after it finishes",
-                out_dir.display(),
-                h.pid
-            ))
+        Probe::Held(h) => Err(fidshard_core::input_error!(
+            "{}: a coordinator (pid {}) is running; verify after it finishes",
+            out_dir.display(),
+            h.pid
+        )),
+    }
+}
+
+/// The records that the partitions of one layout exported, when all N of them did.
+fn partition_records(out_dir: &Path) -> Result<Vec<crate::outdir::state::ShardRecord>> {
+    let parts = crate::outdir::partitions::list(out_dir);
+    let mut layouts: Vec<u32> = parts.iter().map(|(p, _)| p.n).collect();
+    layouts.dedup();
+    for n in layouts {
+        let dirs: Vec<&PathBuf> = parts
+            .iter()
+            .filter(|(p, _)| p.n == n)
+            .map(|(_, d)| d)
+            .collect();
+        if dirs.len() != n as usize {
+            continue;
         }
-    };
-    let side = crate::npz::npz_image_side(&npz)?;
-    crate::npz::verify_npz_full(&npz, n, side, &labels)?;
-    Ok(started.elapsed().as_secs_f64())
+        let mut all = Vec::new();
+        let mut every = true;
+        for dir in dirs {
+            match crate::outdir::partitions::exported(dir)? {
+                Some(records) => all.extend(records),
+                None => every = false,
+            }
+        }
+        if every {
+            return Ok(all);
+        }
+    }
+    Err(anyhow!(
+        "{}: no layout of partitions has exported the records of all its partitions",
+        out_dir.display()
+    ))
 }
 
 /// `(num_samples, shard_size)` from the job file, when the target is one: the totals to show
@@ -448,6 +527,13 @@ pub(crate) fn render(s: &Snapshot) -> String {
             "took     {} for the last run, {:.2} images/s",
             format_duration(wall),
             s.images_per_sec
+        );
+    }
+    if let Some(t) = s.changed_unix {
+        let _ = writeln!(
+            o,
+            "changed  {} (samples.npz written; later runs changed nothing)",
+            format_utc(t as u64)
         );
     }
     for d in &s.devices {

@@ -28,6 +28,7 @@ pub(crate) fn add(snap: &mut Snapshot, out: &Path, job: Option<&Job>, target: &P
                 });
             }
             snap.devices = device_rates(out);
+            record_of_production(snap, out);
             if let Some(wall) = snap.wall_seconds.filter(|w| *w > 0.0) {
                 snap.images_per_sec = snap.samples_total as f64 / wall;
             }
@@ -50,8 +51,30 @@ pub(crate) fn add(snap: &mut Snapshot, out: &Path, job: Option<&Job>, target: &P
     let _ = target;
 }
 
+/// The wall time of the run that wrote the npz and when that was, from `OUT/verified.json`
+/// when it describes the npz there now (a rerun that changed nothing never rewrites them);
+/// else the npz's mtime.
+fn record_of_production(snap: &mut Snapshot, out: &Path) {
+    use crate::outdir::verified::{self, Stamp};
+    let npz = OutDir::new(out).npz();
+    let now = Stamp::of(&npz).ok();
+    match verified::read(out) {
+        Some(v) if Some(v.npz) == now => {
+            snap.changed_unix = Some(v.produced_unix);
+            if v.wall_seconds.is_some() {
+                snap.wall_seconds = v.wall_seconds;
+            }
+        }
+        _ => snap.changed_unix = now.map(|s| s.1 as f64 / 1e9),
+    }
+}
+
 /// Samples and images/s of each device, from the recorded shards (their `seconds`).
 fn device_rates(out: &Path) -> Vec<DeviceRate> {
+    // `status` creates nothing: a job run as partitions has no state at its root.
+    if !StateDb::exists(out) {
+        return Vec::new();
+    }
     let Ok(crate::outdir::lock::Probe::Free(_guard)) = crate::outdir::lock::JobLock::probe(out)
     else {
         return Vec::new();

@@ -650,3 +650,42 @@ fn full_verification_catches_flipped_image_bytes_and_other_labels() {
         "{err}"
     );
 }
+
+/// The full check compares each npz image with its PNG: an npz assembled from other PNGs (a
+/// valid npz, consistent CRCs) is found, as is a PNG that is not the recorded one.
+#[test]
+fn check_against_pngs_finds_an_npz_of_other_pngs_and_a_replaced_png() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 5;
+    let (dir, crcs) = write_job(tmp.path(), n, SIDE);
+    let labels = labels(n);
+    let out = tmp.path().join("samples.npz");
+    assemble_with_threads(&input(&dir, n, &labels, Some(&crcs)), &out, 2).unwrap();
+    assert!(check_against_pngs(&out, &dir, SIDE, &labels, &crcs).is_clean());
+
+    // The npz of other pixels at index 2, with records and PNGs that agree with each other.
+    let other = tmp.path().join("other");
+    let (odir, ocrcs) = write_job(&other, n, SIDE);
+    let p2 = odir.join(png_name(2, n));
+    std::fs::copy(dir.join(png_name(3, n)), &p2).unwrap();
+    let mut mixed = ocrcs.clone();
+    mixed[2] = crcs[3];
+    let onpz = other.join("samples.npz");
+    assemble_with_threads(&input(&odir, n, &labels, Some(&mixed)), &onpz, 2).unwrap();
+    std::fs::copy(&onpz, &out).unwrap();
+    let found = check_against_pngs(&out, &dir, SIDE, &labels, &crcs);
+    assert!(found.bad_pngs.is_empty(), "{found:?}");
+    let why = found.npz.expect("the npz is not the PNGs'");
+    assert!(
+        why.contains("image 2 differs") && why.contains("000002.png"),
+        "{why}"
+    );
+
+    // A valid PNG copied over another: its CRC contradicts the record.
+    assemble_with_threads(&input(&dir, n, &labels, Some(&crcs)), &out, 2).unwrap();
+    std::fs::copy(dir.join(png_name(1, n)), dir.join(png_name(4, n))).unwrap();
+    let found = check_against_pngs(&out, &dir, SIDE, &labels, &crcs);
+    assert_eq!(found.bad_pngs.len(), 1, "{found:?}");
+    assert_eq!(found.bad_pngs[0].0, 4);
+    assert!(found.bad_pngs[0].1.contains("CRC32"), "{found:?}");
+}

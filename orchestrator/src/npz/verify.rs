@@ -133,6 +133,7 @@ fn open_zip(path: &Path) -> Result<zip::ZipArchive<io::BufReader<std::fs::File>>
 
 /// [`check`], then the images entry read in full (the zip reader verifies its CRC-32 at the end
 /// of the entry) and the labels compared with `expected_labels` (the state's records).
+#[cfg(test)]
 pub(crate) fn check_full(
     path: &Path,
     n: u64,
@@ -185,4 +186,132 @@ pub(crate) fn image_dims(path: &Path) -> Result<(u32, u32), AssembleError> {
         [_, h, w, 3] => Ok((h as u32, w as u32)),
         _ => Err(invalid(format!("{IMAGES}: shape {:?}", info.shape))),
     }
+}
+
+/// What [`check_against_pngs`] found: the PNGs that are missing, unreadable or fail their
+/// recorded CRC-32 (index and why, naming the file), and what is wrong with the npz, if
+/// anything (naming the entry and the first index that differs).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Findings {
+    pub bad_pngs: Vec<(u64, String)>,
+    pub npz: Option<String>,
+}
+
+impl Findings {
+    pub(crate) fn is_clean(&self) -> bool {
+        self.bad_pngs.is_empty() && self.npz.is_none()
+    }
+}
+
+/// The full check of a complete job: every PNG in `samples_dir` read, its bytes checked against
+/// the recorded CRC-32 (`crc[i]`) and decoded, and compared pixel for pixel with image `i` of
+/// the npz; the npz's labels compared with the recorded ones, its structure checked, and its
+/// images entry read to the end (the zip reader checks the entry's CRC-32 there). The chain
+/// record -> PNG bytes -> pixels -> npz bytes holds end to end, so an npz of another job, or
+/// one assembled from PNGs that were replaced since, is found even when it is internally
+/// consistent. Errors are I/O errors opening the npz only; damage is in the [`Findings`].
+pub(crate) fn check_against_pngs(
+    path: &Path,
+    samples_dir: &Path,
+    side: u32,
+    labels: &[i64],
+    crc: &[u32],
+) -> Findings {
+    let n = labels.len() as u64;
+    let mut found = Findings::default();
+    let mut archive = match check(path, n, side, side) {
+        Ok(got) if got != labels => {
+            let first = got
+                .iter()
+                .zip(labels)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            found.npz = Some(format!(
+                "{LABELS}: labels differ from the recorded ones (first at index {first})"
+            ));
+            None
+        }
+        Ok(_) => open_zip(path)
+            .map_err(|e| found.npz = Some(e.to_string()))
+            .ok(),
+        Err(e) => {
+            found.npz = Some(e.to_string());
+            None
+        }
+    };
+    // The images entry, positioned at its first pixel.
+    let mut images = archive.as_mut().and_then(|zip| {
+        let opened = zip.by_name(IMAGES).map_err(|e| e.to_string());
+        let mut entry = opened
+            .map_err(|e| found.npz = Some(format!("{IMAGES}: {e}")))
+            .ok()?;
+        read_npy_header(&mut entry)
+            .map_err(|e| found.npz = Some(format!("{IMAGES}: {e}")))
+            .ok()?;
+        Some(entry)
+    });
+    let frame = side as usize * side as usize * 3;
+    let mut in_npz = vec![0u8; frame];
+    let name = |i: u64| samples_dir.join(fidshard_core::output::png_name(i, n));
+    super::source::ordered_load(
+        n,
+        super::default_threads(),
+        2 * super::default_threads() as u64 + 2,
+        |i, buf| super::source::load_png(&name(i), side, Some(crc[i as usize]), buf),
+        |i, loaded| {
+            // Every frame is read, so that the npz stays in step with the index.
+            let read = images
+                .as_mut()
+                .map(|r| r.read_exact(&mut in_npz).map_err(|e| e.to_string()));
+            if let Some(Err(e)) = read {
+                found.npz = Some(format!("{IMAGES}: reading image {i}: {e}"));
+                images = None;
+            }
+            match loaded {
+                Ok(pixels) if images.is_some() && pixels != in_npz && found.npz.is_none() => {
+                    found.npz = Some(format!(
+                        "{IMAGES}: image {i} differs from {} (the first such image)",
+                        name(i).display()
+                    ));
+                }
+                Ok(_) => {}
+                Err(super::SampleError::Missing) => found
+                    .bad_pngs
+                    .push((i, format!("{}: missing", name(i).display()))),
+                Err(super::SampleError::Bad(why)) => found.bad_pngs.push((i, why)),
+                Err(super::SampleError::Panicked) => found.bad_pngs.push((
+                    i,
+                    format!("{}: the PNG decoder panicked", name(i).display()),
+                )),
+            }
+            std::ops::ControlFlow::Continue(())
+        },
+    );
+    if let Some(mut r) = images {
+        // The zip reader checks the entry's CRC-32 when it reaches the end.
+        let mut rest = Vec::new();
+        match r.read_to_end(&mut rest) {
+            Err(e) => found.npz = Some(format!("{IMAGES}: {e}")),
+            Ok(extra) if extra > 0 => {
+                found.npz = Some(format!("{IMAGES}: {extra} bytes after the last image"))
+            }
+            Ok(_) => {}
+        }
+    }
+    found
+}
+
+/// The CRC-32 of the images and the labels entries as the zip's central directory records them
+/// (reads the directory only, milliseconds at any size).
+pub(crate) fn entry_crcs(path: &Path) -> Result<(u32, u32), AssembleError> {
+    let mut zip = open_zip(path)?;
+    let mut crc_of = |name: &str| {
+        zip.by_name(name)
+            .map(|e| e.crc32())
+            .map_err(|e| AssembleError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("{name}: {e}"),
+            })
+    };
+    Ok((crc_of(IMAGES)?, crc_of(LABELS)?))
 }

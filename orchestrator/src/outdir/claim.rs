@@ -68,6 +68,7 @@ fn is_own_top_level(name: &str) -> bool {
             | super::PARTITIONS_DIR
             | super::ASSEMBLE_LOCK
             | super::RECORDS_FILE
+            | super::VERIFIED_FILE
     ) || name.starts_with(&format!("{}.old-", super::STATE_DIR))
         || name.starts_with(&format!("{}.broken-", super::STATE_DIR))
         || is_own_temp(name)
@@ -103,6 +104,7 @@ pub(crate) fn is_own_temp(name: &str) -> bool {
                 | super::NPZ_FILE
                 | super::FINGERPRINT_FILE
                 | super::RESOLVED_JOB_FILE
+                | super::VERIFIED_FILE
         );
     own_base && !tail.is_empty() && tail.split('.').all(|p| p.parse::<u64>().is_ok())
 }

@@ -13,6 +13,7 @@
 //!                        records.json (when complete); OUT/assemble.lock
 //! OUT/samples.npz        the assembled result
 //! OUT/job.resolved.yaml  the job as it ran (`fidshard config`)
+//! OUT/verified.json      the last full verification of the npz and PNGs (verified.rs)
 //! ```
 pub(crate) mod claim;
 pub(crate) mod lock;
@@ -20,6 +21,7 @@ pub(crate) mod partitions;
 pub(crate) mod rebuild;
 pub(crate) mod snapshot;
 pub(crate) mod state;
+pub(crate) mod verified;
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +40,8 @@ pub(crate) const PARTITIONS_DIR: &str = "partitions";
 pub(crate) const RECORDS_FILE: &str = "records.json";
 /// flock'ed by the coordinator that assembles the npz of a partitioned job.
 pub(crate) const ASSEMBLE_LOCK: &str = "assemble.lock";
+/// The record of the last full verification of a complete job (verified.rs).
+pub(crate) const VERIFIED_FILE: &str = "verified.json";
 /// Says "this folder is fidshard's" (claim.rs).
 pub(crate) const MARKER_FILE: &str = ".fidshard-out-dir";
 
@@ -95,6 +99,9 @@ impl OutDir {
     }
     pub fn resolved_job(&self) -> PathBuf {
         self.root.join(RESOLVED_JOB_FILE)
+    }
+    pub fn verified(&self) -> PathBuf {
+        self.root.join(VERIFIED_FILE)
     }
     pub fn npz(&self) -> PathBuf {
         self.root.join(NPZ_FILE)

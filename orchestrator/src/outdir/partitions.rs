@@ -160,3 +160,14 @@ impl AssembleLock {
         Ok(AssembleLock(lock))
     }
 }
+
+/// The records partition state dir `dir` exported when it completed, if it has.
+pub(crate) fn exported(dir: &Path) -> Result<Option<Vec<ShardRecord>>> {
+    let path = OutDir::new(dir).records();
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(None);
+    };
+    let e: Export = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: unreadable export", path.display()))?;
+    Ok(Some(e.records))
+}

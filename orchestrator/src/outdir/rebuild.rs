@@ -25,7 +25,7 @@ use crate::outdir::state::{PlanMeta, ShardRecord, StateDb, StateError};
 use crate::outdir::STATE_DIR;
 use anyhow::{Context, Result};
 use fidshard_core::output::png_name;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,7 +54,11 @@ impl std::fmt::Display for RepairReport {
             self.recovered, self.shards_total, self.samples_recovered, self.to_redo
         )?;
         if self.removed_bad > 0 {
-            write!(f, "; {} undecodable PNGs removed", self.removed_bad)?;
+            write!(
+                f,
+                "; {} bad PNGs removed (undecodable, or not the recorded ones)",
+                self.removed_bad
+            )?;
         }
         if let Some(p) = &self.moved_aside {
             write!(f, "; the previous state is kept in {}", p.display())?;
@@ -233,6 +237,18 @@ type Checked = (Shard, Result<Vec<u32>, (u64, String)>);
 
 /// Records in `db` every shard of the job whose PNGs are all present and decodable.
 pub(crate) fn recover_into(job: &Job, db: &StateDb) -> Result<RepairReport> {
+    recover_trusting(job, db, &HashMap::new())
+}
+
+/// [`recover_into`], where `known` holds the CRC-32 recorded for some indices (a readable
+/// state being rebuilt): a PNG that contradicts its record is not the one that was recorded
+/// (another valid PNG copied over it, say), so it is removed and its shard sampled again,
+/// never recorded with its new CRC.
+pub(crate) fn recover_trusting(
+    job: &Job,
+    db: &StateDb,
+    known: &HashMap<u64, u32>,
+) -> Result<RepairReport> {
     let n = job.settings.num_samples;
     let side = job.image_size as u32;
     let dir = crate::outdir::OutDir::new(&job.out_dir).samples();
@@ -270,6 +286,8 @@ pub(crate) fn recover_into(job: &Job, db: &StateDb) -> Result<RepairReport> {
     let s = &job.settings;
     let mut records = Vec::new();
     for (shard, result) in checked {
+        let result = result
+            .and_then(|crc32| contradiction(&shard, &crc32, known, &dir, n).map_or(Ok(crc32), Err));
         match result {
             Ok(crc32) => records.push(ShardRecord {
                 seconds: 0.0,
@@ -305,6 +323,29 @@ pub(crate) fn recover_into(job: &Job, db: &StateDb) -> Result<RepairReport> {
     report.samples_recovered = records.iter().map(|r| r.shard.len()).sum();
     report.to_redo = report.shards_total - report.recovered;
     Ok(report)
+}
+
+/// The first PNG of `shard` whose CRC-32 differs from the one `known` records for it.
+fn contradiction(
+    shard: &Shard,
+    crc32: &[u32],
+    known: &HashMap<u64, u32>,
+    dir: &Path,
+    n: u64,
+) -> Option<(u64, String)> {
+    let (i, (now, was)) = shard
+        .indices()
+        .zip(crc32)
+        .filter_map(|(i, c)| known.get(&i).map(|k| (i, (*c, *k))))
+        .find(|(_, (now, was))| now != was)?;
+    Some((
+        i,
+        format!(
+            "{}: CRC32 {now:08x} differs from the {was:08x} recorded when it was written; not \
+             the recorded PNG",
+            dir.join(png_name(i, n)).display()
+        ),
+    ))
 }
 
 /// Reads and decodes the PNGs of `shards` on a few threads, logging progress every 10%.

@@ -118,9 +118,12 @@ pub(crate) struct Snapshot {
     /// A complete job's npz and what it took (`status` fills these in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub npz: Option<NpzInfo>,
-    /// Seconds of the last run, start to end.
+    /// Seconds of the last run, start to end (of a complete job: the run that wrote the npz).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_seconds: Option<f64>,
+    /// When a complete job last changed: its npz was written (`status` fills this in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_unix: Option<f64>,
     /// Images per second of each device, from the recorded shards.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceRate>,
@@ -217,6 +220,7 @@ impl Snapshot {
             host: Some(crate::outdir::lock::hostname()),
             npz: None,
             wall_seconds: None,
+            changed_unix: None,
             devices: Vec::new(),
             next: None,
             config_changed: Vec::new(),

@@ -539,6 +539,7 @@ pub(crate) fn restart_out_dir(lock: &JobLock) -> std::io::Result<()> {
         Err(e) => return Err(e),
     }
     ignore_missing(std::fs::remove_file(crate::outdir::OutDir::new(out).npz()))?;
+    crate::outdir::verified::remove(out)?;
     ignore_missing(std::fs::remove_file(
         crate::outdir::OutDir::new(out).snapshot(),
     ))?;
