@@ -36,6 +36,10 @@ pub(crate) fn assemble_npz(job: &Job, mut records: Vec<ShardRecord>) -> Result<(
         expected_crc: Some(&crc),
     };
     let report = assemble(&input, &crate::outdir::OutDir::new(&job.out_dir).npz())?;
+    // What it was made from, beside it: a later run or `status` tells it from another job's.
+    if let Err(e) = crate::outdir::provenance::record(&job.out_dir, &records) {
+        tracing::warn!("{e:#}; the next run verifies samples.npz in full and assembles it again");
+    }
     tracing::info!(
         bytes = report.bytes,
         seconds = round1(report.seconds),
@@ -64,9 +68,26 @@ pub(crate) fn assemble_interruptible(
     })
 }
 
-/// All of this partition's shards are recorded: export them, then assemble the npz if every
-/// partition has exported (the last to finish does it), else leave it to the last one.
-pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<Exit> {
+/// What the end of a partition's run came to.
+pub(crate) enum PartitionEnd {
+    /// Exported (and assembled, if it was the last): the exit code.
+    Done(Exit),
+    /// These recorded shards of this partition have a PNG that no longer matches its CRC
+    /// (removed): sample them again, then finish again.
+    Redo(Vec<u64>),
+}
+
+/// All of this partition's shards are recorded: check their PNGs against the records (a
+/// damaged one gets its shard redone here, not a request to rerun forever), export them, then
+/// assemble the npz if every partition has exported (the last to finish does it), else leave it
+/// to the last one.
+pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<PartitionEnd> {
+    let samples_dir = crate::outdir::OutDir::new(&job.out_dir).samples();
+    let bad = crate::cmd::run::damaged_shards(db, &samples_dir, job.settings.num_samples)?;
+    if !bad.is_empty() {
+        tracing::warn!(shards = ?bad, "PNGs of this partition are missing or damaged; sampling their shards again");
+        return Ok(PartitionEnd::Redo(bad));
+    }
     partitions::export(job, db.done_records()?)?;
     final_snapshot(job, db, JobState::Complete);
     let _lock = AssembleLock::take(&job.out_dir)?;
@@ -80,7 +101,7 @@ pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<Exit> {
                 waiting_for = %list.join(", "),
                 "this partition is complete; the last partition to finish assembles samples.npz (or run `fidshard assemble`)"
             );
-            return Ok(Exit::Complete);
+            return Ok(PartitionEnd::Done(Exit::Complete));
         }
     };
     let labels: Vec<i64> = records
@@ -88,10 +109,21 @@ pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<Exit> {
         .flat_map(|r| r.labels.iter().copied())
         .collect();
     let n = job.settings.num_samples;
-    if npz.is_file() && crate::npz::verify_npz_full(&npz, n, job.image_size as u32, &labels).is_ok()
-    {
-        tracing::info!(npz = %npz.display(), "samples.npz is already assembled (verified)");
-        return Ok(Exit::Complete);
+    if npz.is_file() {
+        // This job's npz (its record, the PNG CRCs, the fingerprint), and intact.
+        let verified = crate::outdir::provenance::check(&job.out_dir, &records)
+            .map_err(|why| anyhow!(why))
+            .and_then(|()| {
+                crate::npz::verify_npz_full(&npz, n, job.image_size as u32, &labels)
+                    .map_err(|e| anyhow!(e))
+            });
+        match verified {
+            Ok(()) => {
+                tracing::info!(npz = %npz.display(), "samples.npz is already assembled (verified)");
+                return Ok(PartitionEnd::Done(Exit::Complete));
+            }
+            Err(e) => tracing::warn!("{e:#}; assembling it again from the PNGs"),
+        }
     }
     tracing::info!("every partition is complete: assembling samples.npz");
     match assemble_interruptible(job, records)? {
@@ -101,7 +133,7 @@ pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<Exit> {
                 "complete: {n} samples in {}; to score them see docs/evaluation.md (the ADM evaluator)",
                 npz.display()
             );
-            Ok(Exit::Complete)
+            Ok(PartitionEnd::Done(Exit::Complete))
         }
         Err(e) => Err(anyhow!(e)).context(
             "assembling samples.npz from the partitions' records; run the partitions named above again to redo those shards",
