@@ -41,6 +41,10 @@ pub(crate) fn assemble_npz(job: &Job, mut records: Vec<ShardRecord>) -> Result<(
     // The old record describes the npz being replaced.
     let _ = verified::remove(&job.out_dir);
     let report = assemble(&input, &crate::outdir::OutDir::new(&job.out_dir).npz())?;
+    // What it was made from, beside it: a later run or `status` tells it from another job's.
+    if let Err(e) = crate::outdir::provenance::record(&job.out_dir, &records) {
+        tracing::warn!("{e:#}; the next run verifies samples.npz in full and assembles it again");
+    }
     tracing::info!(
         bytes = report.bytes,
         seconds = round1(report.seconds),
@@ -79,6 +83,12 @@ pub(crate) fn check_complete(job: &Job, mut records: Vec<ShardRecord>) -> Result
         .iter()
         .flat_map(|r| r.labels.iter().copied())
         .collect();
+    // This job's npz at all: the record written beside it names the fingerprint and the PNG
+    // CRCs it was assembled from (an npz copied from another job is not this job's result).
+    if let Err(why) = crate::outdir::provenance::check(&job.out_dir, &records) {
+        let _ = verified::remove(&job.out_dir);
+        return Ok(Checked::BadNpz(why));
+    }
     let out = crate::outdir::OutDir::new(&job.out_dir);
     let (npz, samples) = (out.npz(), out.samples());
     let side = job.image_size as u32;
@@ -196,9 +206,26 @@ pub(crate) fn assemble_interruptible(
     })
 }
 
-/// All of this partition's shards are recorded: export them, then assemble the npz if every
-/// partition has exported (the last to finish does it), else leave it to the last one.
-pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<Exit> {
+/// What the end of a partition's run came to.
+pub(crate) enum PartitionEnd {
+    /// Exported (and assembled, if it was the last): the exit code.
+    Done(Exit),
+    /// These recorded shards of this partition have a PNG that no longer matches its CRC
+    /// (removed): sample them again, then finish again.
+    Redo(Vec<u64>),
+}
+
+/// All of this partition's shards are recorded: check their PNGs against the records (a
+/// damaged one gets its shard redone here, not a request to rerun forever), export them, then
+/// assemble the npz if every partition has exported (the last to finish does it), else leave it
+/// to the last one.
+pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<PartitionEnd> {
+    let samples_dir = crate::outdir::OutDir::new(&job.out_dir).samples();
+    let bad = damaged_shards(db, &samples_dir, job.settings.num_samples)?;
+    if !bad.is_empty() {
+        tracing::warn!(shards = ?bad, "PNGs of this partition are missing or damaged; sampling their shards again");
+        return Ok(PartitionEnd::Redo(bad));
+    }
     partitions::export(job, db.done_records()?)?;
     final_snapshot(job, db, JobState::Complete);
     let _lock = AssembleLock::take(&job.out_dir)?;
@@ -212,14 +239,15 @@ pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<Exit> {
                 waiting_for = %list.join(", "),
                 "this partition is complete; the last partition to finish assembles samples.npz (or run `fidshard assemble`)"
             );
-            return Ok(Exit::Complete);
+            return Ok(PartitionEnd::Done(Exit::Complete));
         }
     };
     let n = job.settings.num_samples;
     if npz.is_file() {
         match check_complete(job, records.clone())? {
-            Checked::Complete => return Ok(Exit::Complete),
+            Checked::Complete => return Ok(PartitionEnd::Done(Exit::Complete)),
             Checked::BadNpz(why) => tracing::warn!("{why}; assembling it again"),
+            // Another partition's PNGs: the assembly below names them.
             Checked::BadPngs(_) => {}
         }
     }
@@ -231,10 +259,44 @@ pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<Exit> {
                 "complete: {n} samples in {}; to score them see docs/evaluation.md (the ADM evaluator)",
                 npz.display()
             );
-            Ok(Exit::Complete)
+            Ok(PartitionEnd::Done(Exit::Complete))
         }
         Err(e) => Err(anyhow!(e)).context(
             "assembling samples.npz from the partitions' records; run the partitions named above again to redo those shards",
         ),
     }
+}
+
+/// Recorded shards with a PNG whose bytes no longer match the CRC32 recorded for it (a FIFO or
+/// a device under a PNG's name counts as damaged and is never opened for blocking reads); the
+/// damaged files are removed, so that the worker samples them again instead of reusing them (a
+/// valid PNG of the right size that is not the recorded one would be reused). A stop signal
+/// ends the check with exit 75, nothing changed but the damaged files removed.
+fn damaged_shards(db: &StateDb, samples_dir: &std::path::Path, n: u64) -> Result<Vec<u64>> {
+    let mut bad = Vec::new();
+    let mut bytes = Vec::new();
+    for r in db.done_records()? {
+        let mut ok = true;
+        for (i, &crc) in r.shard.indices().zip(&r.crc32) {
+            if let Some(sig) = crate::sys::signals::pending() {
+                return Err(fidshard_core::Fatal::new(
+                    Exit::Interrupted,
+                    anyhow!("{sig} while checking the PNGs; run the same command again"),
+                )
+                .into());
+            }
+            let path = samples_dir.join(png_name(i, n));
+            let matches = fidshard_core::output::read_regular(&path, &mut bytes)
+                .map(|()| crc32fast::hash(&bytes) == crc)
+                .unwrap_or(false);
+            if !matches {
+                let _ = std::fs::remove_file(&path);
+                ok = false;
+            }
+        }
+        if !ok {
+            bad.push(r.shard.id);
+        }
+    }
+    Ok(bad)
 }

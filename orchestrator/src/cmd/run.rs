@@ -1,7 +1,7 @@
 //! `fidshard run CONFIG`: the whole job. Lock the out dir, check the fingerprint, skip recorded
 //! shards (after checking their files), check models and disk before spawning anything, let the
 //! coordinator sample the rest, then assemble `samples.npz`.
-use crate::cmd::finish::{assemble_interruptible, Checked};
+use crate::cmd::finish::{assemble_interruptible, Checked, PartitionEnd};
 use crate::coordinator::{Coordinator, Outcome};
 use crate::job::config::Job;
 use crate::job::devices::WorkerDevice;
@@ -60,12 +60,6 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
         out = %out.display(),
         "fidshard run"
     );
-    if args.restart && !partition.is_whole() {
-        return Err(fidshard_core::input_error!(
-            "--restart with partition {partition}: a restart deletes the samples of every partition; run `fidshard run {} --restart --partition 0/1` once (or delete the out dir), then start the partitions",
-            args.config.display()
-        ));
-    }
     // The out dir is the job's (shared by its partitions); the state is this coordinator's.
     crate::outdir::claim::claim(&out).map_err(|e| {
         let code = e.exit();
@@ -79,10 +73,13 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     // of once per worker, and leaves the samples and the state as they were.
     crate::cmd::validate::check_models(&job)?;
     if args.restart {
-        tracing::warn!(out = %out.display(), "--restart: deleting the recorded state and samples");
-        crate::outdir::state::restart_out_dir(&lock)?;
+        tracing::warn!(out = %out.display(), "--restart: deleting the recorded state and samples (of every partition)");
+        crate::outdir::partitions::restart(&job, &lock)?;
     }
     let fp = crate::job::fingerprint::Fingerprint::compute(&job)?;
+    // Every coordinator of the out dir (partitions, the whole job) runs one job: another one is
+    // refused here, before any state is opened or anything sampled.
+    crate::outdir::partitions::check_fingerprint(&out, &fp)?;
     let fresh = !StateDb::exists(&state) && !crate::outdir::OutDir::new(&out).samples().is_dir();
     if args.restart || fresh {
         // A new job: check the disk before the state is created, so that a refusal leaves
@@ -95,11 +92,9 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     } else {
         crate::outdir::rebuild::open_for_run(&lock, &job, &fp)?
     };
+    // The job's fingerprint at the root, shared by the partitions (and for `grid OUT`, `repair`).
+    crate::outdir::partitions::bind_fingerprint(&out, &fp)?;
     crate::outdir::partitions::import_other_layouts(&job, &db)?;
-    if !partition.is_whole() {
-        // The job's fingerprint at the root too, for `grid OUT` and `repair`.
-        db.save_fingerprint_to(&out, &fp)?;
-    }
     // What produces this npz, beside it: the job with every default and --set applied.
     let resolved = crate::cmd::config::resolved_yaml(&job)?;
     fidshard_core::output::write_atomic(
@@ -170,7 +165,10 @@ fn run_with_state(
         let todo = pending_shards(db, &shards, &samples_dir, job.settings.num_samples)?;
         let npz_path = crate::outdir::OutDir::new(&job.out_dir).npz();
         if todo.is_empty() && !job.partition.is_whole() {
-            return crate::cmd::finish::finish_partition(job, db);
+            match end_partition(job, db)? {
+                Some(exit) => return Ok(exit),
+                None => continue,
+            }
         }
         if round == 0 && todo.is_empty() && npz_path.is_file() {
             // "Complete" means verified (cmd/finish.rs): once in full, then against the
@@ -229,7 +227,10 @@ fn run_with_state(
                 Outcome::Finished { .. } => {}
             }
             if !job.partition.is_whole() {
-                return crate::cmd::finish::finish_partition(job, db);
+                match end_partition(job, db)? {
+                    Some(exit) => return Ok(exit),
+                    None => continue,
+                }
             }
         }
         if let Some(sig) = crate::sys::signals::pending() {
@@ -273,6 +274,20 @@ fn run_with_state(
     Err(anyhow!(
         "samples.npz: files kept going bad after {REPAIR_ROUNDS} repair rounds"
     ))
+}
+
+/// A partition's end ([`finish_partition`](crate::cmd::finish::finish_partition)): the exit
+/// code, or `None` when shards with damaged PNGs were forgotten, to be sampled again.
+fn end_partition(job: &Job, db: &StateDb) -> Result<Option<Exit>> {
+    match crate::cmd::finish::finish_partition(job, db)? {
+        PartitionEnd::Done(exit) => Ok(Some(exit)),
+        PartitionEnd::Redo(bad) => {
+            for id in bad {
+                db.remove_done(id)?;
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Shards not recorded done, or recorded but with files missing (those records are dropped).

@@ -407,6 +407,7 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
     // The cheap check (zip directory, npy headers, sizes; milliseconds): an npz cut short or of
     // another job is not "complete". `--verify` reads every byte.
     let npz_ok = npz.is_file()
+        && crate::outdir::provenance::check(out_dir, &done).is_ok()
         && crate::npz::npz_image_side(&npz)
             .and_then(|side| crate::npz::verify_npz(&npz, meta.num_samples, side))
             .is_ok();

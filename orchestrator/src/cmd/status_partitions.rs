@@ -36,12 +36,23 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
     let mut states = Vec::new();
     for (p, dir) in parts.iter().filter(|(p, _)| p.n == n) {
         let mut s = compute(dir, None)?;
-        // This partition's share of the plan (its DB knows the whole job's).
+        // This partition's share of the plan (its DB knows the whole job's, maybe of an
+        // earlier size: what it recorded counts only inside its share of the current plan).
         let r = p.shards(shards);
         s.shards_total = r.end - r.start;
         let (a, b) = p.samples(samples_total, shard_size);
         s.samples_total = b - a;
-        let exported = OutDir::new(dir).records().is_file();
+        let (samples_done, shards_done) = done_within(&s.done_ranges, r, samples_total, shard_size);
+        s.samples_done = samples_done;
+        s.shards_done = shards_done;
+        if s.state == JobState::Complete && samples_done < s.samples_total {
+            s.state = JobState::Interrupted;
+        }
+        // An export of an earlier size of the job is stale: that partition must run again.
+        let exported = crate::outdir::partitions::valid_export(out, *p, samples_total, shard_size)
+            .ok()
+            .flatten()
+            .is_some();
         let crashed = s.state == JobState::Interrupted
             && s.note
                 .as_deref()
@@ -92,7 +103,16 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
     }
     let started = job.partitions.len() as u32;
     let npz = OutDir::new(out).npz();
+    // This job's npz: assembled from the partitions' records for the current fingerprint (an
+    // npz copied from another job of the same shape is not this job's result).
+    let own_npz = || {
+        matches!(
+            crate::outdir::partitions::merged_in(out, n, samples_total, shard_size),
+            Ok(Ok(records)) if crate::outdir::provenance::check(out, &records).is_ok()
+        )
+    };
     let npz_ok = npz.is_file()
+        && own_npz()
         && crate::npz::npz_image_side(&npz)
             .and_then(|side| crate::npz::verify_npz(&npz, samples_total, side))
             .is_ok();
@@ -138,6 +158,27 @@ pub(crate) fn compute_partitioned(out: &Path, totals: Totals) -> Result<Option<S
         .saturating_sub(crate::outdir::snapshot::MAX_ERRORS);
     job.last_errors.drain(..extra);
     Ok(Some(job))
+}
+
+/// The samples and whole shards of the partition's shards `shards` (of a job of `num_samples`
+/// in shards of `shard_size`) that the recorded ranges `done` cover.
+fn done_within(
+    done: &[(u64, u64)],
+    shards: std::ops::Range<u64>,
+    num_samples: u64,
+    shard_size: u64,
+) -> (u64, u64) {
+    let (mut samples, mut whole) = (0, 0);
+    for id in shards {
+        let (a, b) = (id * shard_size, ((id + 1) * shard_size).min(num_samples));
+        let covered: u64 = done
+            .iter()
+            .map(|&(x, y)| y.min(b).saturating_sub(x.max(a)))
+            .sum();
+        samples += covered.min(b - a);
+        whole += u64::from(covered >= b - a);
+    }
+    (samples, whole)
 }
 
 fn modified(p: &Path) -> f64 {

@@ -118,6 +118,13 @@ fn failed_when_the_rest_is_done_and_complete_with_the_npz() {
         w.push_image(&[7u8; 12]).unwrap();
     }
     w.finish(&[0; 25]).unwrap();
+    // ... once it is recorded as assembled from this job's records (outdir/provenance.rs).
+    assert_eq!(
+        compute(dir.path(), Some((25, 10))).unwrap().state,
+        JobState::Interrupted
+    );
+    let records = StateDb::open(dir.path()).unwrap().done_records().unwrap();
+    crate::outdir::provenance::record(dir.path(), &records).unwrap();
     let s = compute(dir.path(), Some((25, 10))).unwrap();
     assert_eq!(s.state, JobState::Complete);
     assert_eq!((s.samples_done, s.shards_done), (25, 3));

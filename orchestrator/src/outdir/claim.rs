@@ -63,6 +63,7 @@ fn is_own_top_level(name: &str) -> bool {
             | super::SAMPLES_DIR
             | super::LOGS_DIR
             | super::NPZ_FILE
+            | super::PROVENANCE_FILE
             | super::MARKER_FILE
             | super::RESOLVED_JOB_FILE
             | super::PARTITIONS_DIR
@@ -102,6 +103,7 @@ pub(crate) fn is_own_temp(name: &str) -> bool {
             base,
             super::SNAPSHOT_FILE
                 | super::NPZ_FILE
+                | super::PROVENANCE_FILE
                 | super::FINGERPRINT_FILE
                 | super::RESOLVED_JOB_FILE
                 | super::VERIFIED_FILE

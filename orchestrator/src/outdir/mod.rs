@@ -12,12 +12,14 @@
 //! OUT/partitions/K-of-N/ a partition's state.sled, coordinator.lock, status.json, logs/,
 //!                        records.json (when complete); OUT/assemble.lock
 //! OUT/samples.npz        the assembled result
+//! OUT/samples.npz.json   what it was assembled from: fingerprint, PNG CRCs (provenance.rs)
 //! OUT/job.resolved.yaml  the job as it ran (`fidshard config`)
 //! OUT/verified.json      the last full verification of the npz and PNGs (verified.rs)
 //! ```
 pub(crate) mod claim;
 pub(crate) mod lock;
 pub(crate) mod partitions;
+pub(crate) mod provenance;
 pub(crate) mod rebuild;
 pub(crate) mod snapshot;
 pub(crate) mod state;
@@ -31,6 +33,8 @@ pub(crate) const SNAPSHOT_FILE: &str = "status.json";
 pub(crate) const SAMPLES_DIR: &str = "samples";
 pub(crate) const LOGS_DIR: &str = "logs";
 pub(crate) const NPZ_FILE: &str = "samples.npz";
+/// What `samples.npz` was assembled from (provenance.rs).
+pub(crate) const PROVENANCE_FILE: &str = "samples.npz.json";
 pub(crate) const FINGERPRINT_FILE: &str = "fingerprint.json";
 /// The job as it ran (`fidshard config`'s text), beside its results.
 pub(crate) const RESOLVED_JOB_FILE: &str = "job.resolved.yaml";
@@ -105,5 +109,8 @@ impl OutDir {
     }
     pub fn npz(&self) -> PathBuf {
         self.root.join(NPZ_FILE)
+    }
+    pub fn provenance(&self) -> PathBuf {
+        self.root.join(PROVENANCE_FILE)
     }
 }

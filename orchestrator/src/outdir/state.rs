@@ -257,14 +257,6 @@ impl StateDb {
         }
     }
 
-    /// Writes the job fingerprint as `fingerprint.json` in `dir` too (temp + rename): the
-    /// root of a partitioned job's out dir, whose DBs live in `partitions/`.
-    pub fn save_fingerprint_to(&self, dir: &Path, fp: &Fingerprint) -> std::io::Result<()> {
-        let text = serde_json::to_vec_pretty(fp).expect("fingerprints serialize");
-        fidshard_core::output::write_atomic(&crate::outdir::OutDir::new(dir).fingerprint(), &text)
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    }
-
     pub fn meta(&self) -> Result<Option<Meta>> {
         self.get(META)
     }
