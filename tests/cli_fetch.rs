@@ -2,7 +2,10 @@
 //! against the mock hub of fetch_mock/ on 127.0.0.1: faults on the way (500, 429 with
 //! Retry-After, a reset and a short body mid-transfer, a corrupted body, a stall), two fetches
 //! at once, offline mode, a gated repo, retries running out, and a whole run from the mock that
-//! matches the same job on local files byte for byte.
+//! matches the same job on local files byte for byte. Downloads that end: a body that always
+//! breaks after a few bytes, a trickle, an endless body, a body longer or shorter than announced,
+//! a login page served with 200; and the token, which goes to the endpoint's exact origin only
+//! (not to a CDN on another port, not to a plain URL).
 mod cli_common;
 mod fetch_mock;
 
