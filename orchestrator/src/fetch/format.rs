@@ -105,7 +105,7 @@ fn is_safetensors(path: &Path) -> bool {
         return false;
     }
     let n = u64::from_le_bytes(n);
-    if n < 2 || n > MAX_HEADER || n > total - 8 {
+    if !(2..=MAX_HEADER.min(total - 8)).contains(&n) {
         return false;
     }
     let mut header = vec![0u8; n as usize];

@@ -165,7 +165,8 @@ impl Http {
                 Some(loc) if (300..400).contains(&resp.status()) => loc.trim().to_string(),
                 _ => return Ok(resp),
             };
-            if follow == Follow::Relative && !(loc.starts_with('/') && !loc.starts_with("//")) {
+            let same_server = loc.starts_with('/') && !loc.starts_with("//");
+            if follow == Follow::Relative && !same_server {
                 return Ok(resp);
             }
             url = origin::join(&url, &loc).ok_or_else(|| {
