@@ -827,6 +827,13 @@ fn verify_checks_every_png_and_the_npz_in_whole_and_partitioned_jobs_and_creates
         "status --verify created or removed files"
     );
     assert!(!tmp.path().join("nope").exists());
+
+    // An npz cut short is not complete, and --verify says it is damaged.
+    let bytes = std::fs::read(out.join("samples.npz")).unwrap();
+    std::fs::write(out.join("samples.npz"), &bytes[..bytes.len() / 2]).unwrap();
+    let o = verify(&[&cfg]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("samples.npz"), "{}", stderr(&o));
 }
 
 /// Sets `path`'s modification time to `secs.nanos`, like `touch -d`.

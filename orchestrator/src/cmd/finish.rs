@@ -129,7 +129,7 @@ pub(crate) fn check_complete(job: &Job, mut records: Vec<ShardRecord>) -> Result
         ),
     };
     record_verified(job, &crc, &labels, produced, wall);
-    tracing::info!(npz = %npz.display(), "samples.npz and every PNG verified in full");
+    tracing::info!(npz = %npz.display(), "already complete: samples.npz and every PNG verified in full");
     Ok(Checked::Complete)
 }
 

@@ -145,8 +145,8 @@ fn one(target: &Path, verify: bool) -> Result<(Snapshot, Option<anyhow::Error>)>
         None => compute(&out_dir, totals)?,
     };
     crate::cmd::status_details::add(&mut snap, &out_dir, job.as_ref(), target);
-    let args = (verify,);
-    let damaged = if args.0 && snap.state == JobState::Complete {
+    let npz = crate::outdir::OutDir::new(&out_dir).npz();
+    let damaged = if verify && snap.state == JobState::Complete {
         let res = verify_complete(&out_dir, snap.samples_total);
         snap.note = Some(match &res {
             Ok(secs) => format!("samples.npz and every PNG verified in {secs:.1} s"),
@@ -155,6 +155,16 @@ fn one(target: &Path, verify: bool) -> Result<(Snapshot, Option<anyhow::Error>)>
             ),
         });
         res.err()
+    } else if verify && snap.state != JobState::Running && npz.is_file() {
+        // An npz that the cheap check already refuses (cut short, another job's shape).
+        Some(anyhow!(
+            "{}: not this job's complete result (the job is {}): {}",
+            npz.display(),
+            snap.state.as_str(),
+            snap.note
+                .as_deref()
+                .unwrap_or("its shards are not all recorded")
+        ))
     } else {
         None
     };

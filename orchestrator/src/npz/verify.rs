@@ -1,9 +1,10 @@
 //! Checks of a written npz. [`check`] is the cheap one: the zip directory, both npy headers and
 //! the entry sizes, and the labels (N x 8 bytes, CRC-checked by the zip reader); it never reads
-//! the images, so it costs milliseconds at 39 GB. [`check_full`] also streams the images entry
-//! through the zip reader, which checks its CRC-32 at the end (disk speed: about 1 s per GB),
-//! and compares the labels with the recorded ones: what "complete" means for `run` and
-//! `status --verify`.
+//! the images, so it costs milliseconds at 39 GB. [`check_against_pngs`] is what "complete"
+//! means for `run` and `status --verify`: every PNG against its recorded CRC-32, decoded and
+//! compared with its image in the npz, the labels against the records, and the images entry
+//! read to its end (the zip reader checks its CRC-32 there). [`entry_crcs`] reads the CRC-32s
+//! the zip directory records, for the record of a verification (outdir/verified.rs).
 use super::writer::{IMAGES, LABELS};
 use super::AssembleError;
 use std::io::{self, Read};

@@ -7,7 +7,9 @@
 //! the coordinator recorded: its CRCs are recomputed from the files and its labels from the
 //! random-number contract (`fidshard_core::labels::label_of`). Shards with a missing or
 //! undecodable file are left unrecorded and get sampled again; their undecodable files are
-//! removed (the worker would overwrite them anyway).
+//! removed (the worker would overwrite them anyway). `fidshard repair` of a readable state keeps
+//! the CRCs it recorded ([`recover_trusting`]): a PNG that decodes but contradicts its record
+//! (another valid image copied over it) is removed too, never recorded with its new CRC.
 //!
 //! A DB that cannot be read is never deleted: it is moved to `state.sled.broken-<unix time>`
 //! first, so nothing it held is lost silently. What cannot be rebuilt from the files (failed
