@@ -300,6 +300,51 @@ fn the_model_check_has_a_time_limit() {
 }
 
 #[test]
+fn sighup_stops_a_run_like_sigterm_unless_it_is_ignored_by_nohup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 64\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n",
+    );
+    let status = tmp.path().join("out/status.json");
+    let child = run_with(
+        &cfg,
+        &[("FAILPOINTS", "worker-slow=return(200)")],
+        &["--grace", "2"],
+    );
+    wait_for(&status, 60);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();
+    let (code, err) = finish_within(child, 30);
+    assert_eq!(code, Some(75), "{err}");
+    assert!(err.contains("SIGHUP: stopping"), "{err}");
+    // Started with SIGHUP ignored (`nohup`, `trap '' HUP`): a hangup changes nothing.
+    std::fs::remove_file(&status).unwrap();
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' HUP; exec '{}' run '{}' --grace 2",
+            env!("CARGO_BIN_EXE_fidshard"),
+            cfg.display()
+        ))
+        .env("FIDSHARD_LOG", "info")
+        .env("FAILPOINTS", "worker-slow=return(500)")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&status, 60);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let (code, err) = finish_within(child, 30);
+    assert_eq!(code, Some(75), "{err}");
+    assert!(
+        !err.contains("SIGHUP") && err.contains("SIGTERM: stopping"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_fifo_under_a_png_name_is_never_read_but_sampled_again() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = complete_job(tmp.path());
