@@ -422,6 +422,11 @@ fn a_fifo_under_a_png_name_is_never_read_but_sampled_again() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
         .collect();
     assert!(temps.is_empty(), "{temps:?}");
+    // The state lost too: rebuilding the records from the PNGs does not read the FIFO either.
+    std::fs::remove_dir_all(tmp.path().join("out/state.sled")).unwrap();
+    let (code, err) = finish_within(run_with(&cfg, &[], &[]), 120);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(std::fs::metadata(&png).unwrap().is_file());
 }
 
 #[test]
