@@ -300,6 +300,99 @@ fn the_model_check_has_a_time_limit() {
 }
 
 #[test]
+fn sighup_stops_a_run_like_sigterm_unless_it_is_ignored_by_nohup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 64\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n",
+    );
+    let status = tmp.path().join("out/status.json");
+    let child = run_with(
+        &cfg,
+        &[("FAILPOINTS", "worker-slow=return(200)")],
+        &["--grace", "2"],
+    );
+    wait_for(&status, 60);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();
+    let (code, err) = finish_within(child, 30);
+    assert_eq!(code, Some(75), "{err}");
+    assert!(err.contains("SIGHUP: stopping"), "{err}");
+    // Started with SIGHUP ignored (`nohup`, `trap '' HUP`): a hangup changes nothing.
+    std::fs::remove_file(&status).unwrap();
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' HUP; exec '{}' run '{}' --grace 2",
+            env!("CARGO_BIN_EXE_fidshard"),
+            cfg.display()
+        ))
+        .env("FIDSHARD_LOG", "info")
+        .env("FAILPOINTS", "worker-slow=return(500)")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&status, 60);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let (code, err) = finish_within(child, 30);
+    assert_eq!(code, Some(75), "{err}");
+    assert!(
+        !err.contains("SIGHUP") && err.contains("SIGTERM: stopping"),
+        "{err}"
+    );
+}
+
+/// The temporary files (`.NAME.tmp.PID`) in `dir`.
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect()
+}
+
+#[test]
+fn a_signal_during_assembly_exits_75_and_leaves_no_temporary_npz() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = complete_job(tmp.path());
+    let out = tmp.path().join("out");
+    for (cmd, sig) in [("assemble", Signal::SIGTERM), ("run", Signal::SIGHUP)] {
+        std::fs::remove_file(out.join("samples.npz")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+            .args([cmd, cfg.to_str().unwrap()])
+            .env("FIDSHARD_LOG", "info")
+            .env("FAILPOINTS", "assemble-slow=return(1000)")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let npz_temp = |out: &Path| {
+            temp_files(out)
+                .iter()
+                .any(|n| n.starts_with(".samples.npz.tmp."))
+        };
+        while !npz_temp(&out) {
+            assert!(Instant::now() < deadline, "{cmd}: no assembly started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+        let (code, err) = finish_within(child, 20);
+        assert_eq!(code, Some(75), "{cmd}: {err}");
+        assert!(
+            err.contains(&format!("{} during assembly", sig.as_str())),
+            "{err}"
+        );
+        assert!(temp_files(&out).is_empty(), "{cmd}: {:?}", temp_files(&out));
+        assert!(!out.join("samples.npz").exists());
+        let o = fidshard(&[cmd, cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn a_fifo_under_a_png_name_is_never_read_but_sampled_again() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = complete_job(tmp.path());
@@ -329,6 +422,11 @@ fn a_fifo_under_a_png_name_is_never_read_but_sampled_again() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
         .collect();
     assert!(temps.is_empty(), "{temps:?}");
+    // The state lost too: rebuilding the records from the PNGs does not read the FIFO either.
+    std::fs::remove_dir_all(tmp.path().join("out/state.sled")).unwrap();
+    let (code, err) = finish_within(run_with(&cfg, &[], &[]), 120);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(std::fs::metadata(&png).unwrap().is_file());
 }
 
 #[test]

@@ -14,7 +14,7 @@ pub enum Exit {
     ShardsFailed = 3,
     /// Another coordinator holds this job's out dir.
     Locked = 4,
-    /// Interrupted (SIGTERM/SIGINT/SIGUSR1); what finished is recorded; run again to resume.
+    /// Interrupted (SIGTERM/SIGINT/SIGHUP/SIGUSR1); what finished is recorded; run again to resume.
     /// EX_TEMPFAIL from sysexits.h, the code Slurm requeue scripts test for.
     Interrupted = 75,
 }

@@ -121,6 +121,17 @@ pub fn maybe_wrong_labels(labels: &mut [i64]) {
     let _ = labels;
 }
 
+/// `assemble-slow=return(MS)`: the coordinator sleeps MS milliseconds before it appends each
+/// image to `samples.npz` (makes an assembly last long enough to be interrupted).
+#[inline]
+pub fn maybe_slow_assembly() {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("assemble-slow", |arg: Option<String>| {
+        let ms = arg.and_then(|a| a.parse().ok()).unwrap_or(100);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    });
+}
+
 /// `worker-slow=return(MS)`: sleep MS milliseconds before each micro-batch (makes a short test
 /// job last long enough to be interrupted, without changing its images).
 #[inline]

@@ -159,7 +159,7 @@ async fn read_messages(
                 tracing::error!(worker, "worker {why}");
                 return Some(why);
             }
-            Ok(Line::Line) => {}
+            Ok(Line::Full) => {}
         }
         let text = String::from_utf8_lossy(&buf);
         match serde_json::from_str::<FromWorker>(&text) {
@@ -189,7 +189,7 @@ async fn read_messages(
 #[derive(Debug, PartialEq, Eq)]
 enum Line {
     /// A line (without its newline) is in the buffer.
-    Line,
+    Full,
     Eof,
     /// More than the limit without a newline; the buffer holds at most the limit.
     TooLong,
@@ -208,7 +208,7 @@ async fn read_line_bounded<R: AsyncBufRead + Unpin>(
             return Ok(if buf.is_empty() {
                 Line::Eof
             } else {
-                Line::Line
+                Line::Full
             });
         }
         let (take, newline) = match avail.iter().position(|&b| b == b'\n') {
@@ -221,7 +221,7 @@ async fn read_line_bounded<R: AsyncBufRead + Unpin>(
         buf.extend_from_slice(&avail[..take]);
         r.consume(take + usize::from(newline));
         if newline {
-            return Ok(Line::Line);
+            return Ok(Line::Full);
         }
     }
 }
@@ -247,12 +247,12 @@ mod tests {
         let mut buf = Vec::new();
         assert_eq!(
             read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),
-            Line::Line
+            Line::Full
         );
         assert_eq!(buf, b"short");
         assert_eq!(
             read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),
-            Line::Line
+            Line::Full
         );
         assert_eq!(buf, b"exactly10!");
         assert_eq!(
@@ -263,7 +263,7 @@ mod tests {
         let mut r = BufReader::new(&b"last"[..]);
         assert_eq!(
             read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),
-            Line::Line
+            Line::Full
         );
         assert_eq!(
             read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),

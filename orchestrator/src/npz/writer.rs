@@ -189,6 +189,7 @@ impl NpzWriter {
 
     /// Appends one `H x W x 3` image (row-major RGB bytes).
     pub(crate) fn push_image(&mut self, pixels: &[u8]) -> Result<(), AssembleError> {
+        fidshard_core::faults::maybe_slow_assembly();
         if pixels.len() != self.image_bytes() || self.pushed >= self.n {
             return Err(AssembleError::Input(format!(
                 "image {} of {} has {} bytes, expected {} ({}x{}x3)",
