@@ -10,6 +10,7 @@ use crate::outdir::state::{ShardRecord, StateDb};
 use crate::sys::exit::Exit;
 use crate::sys::time::round1;
 use anyhow::{anyhow, Context, Result};
+use std::path::Path;
 use std::time::Duration;
 
 /// Assembles `samples.npz` from the recorded shards' PNGs, checking each file's CRC.
@@ -68,6 +69,30 @@ pub(crate) fn assemble_interruptible(
     })
 }
 
+/// Shards of `records` with a PNG whose bytes no longer match the CRC32 recorded for it (those
+/// PNGs are removed, so that the worker samples them again instead of reusing them: a valid
+/// PNG of the right size that is not the recorded one would be reused).
+pub(crate) fn damaged_shards(records: Vec<ShardRecord>, samples_dir: &Path, n: u64) -> Vec<u64> {
+    let mut bad = Vec::new();
+    for r in records {
+        let mut ok = true;
+        for (i, &crc) in r.shard.indices().zip(&r.crc32) {
+            let path = samples_dir.join(fidshard_core::output::png_name(i, n));
+            let matches = std::fs::read(&path)
+                .map(|bytes| crc32fast::hash(&bytes) == crc)
+                .unwrap_or(false);
+            if !matches {
+                let _ = std::fs::remove_file(&path);
+                ok = false;
+            }
+        }
+        if !ok {
+            bad.push(r.shard.id);
+        }
+    }
+    bad
+}
+
 /// What the end of a partition's run came to.
 pub(crate) enum PartitionEnd {
     /// Exported (and assembled, if it was the last): the exit code.
@@ -83,7 +108,11 @@ pub(crate) enum PartitionEnd {
 /// to the last one.
 pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<PartitionEnd> {
     let samples_dir = crate::outdir::OutDir::new(&job.out_dir).samples();
-    let bad = crate::cmd::run::damaged_shards(db, &samples_dir, job.settings.num_samples)?;
+    // Only its own shards of the current plan (its DB may hold others: a job that shrank).
+    let plan = job.plan();
+    let mut own = db.done_records()?;
+    own.retain(|r| plan.contains(&r.shard));
+    let bad = damaged_shards(own, &samples_dir, job.settings.num_samples);
     if !bad.is_empty() {
         tracing::warn!(shards = ?bad, "PNGs of this partition are missing or damaged; sampling their shards again");
         return Ok(PartitionEnd::Redo(bad));

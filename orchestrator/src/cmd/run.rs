@@ -1,7 +1,7 @@
 //! `fidshard run CONFIG`: the whole job. Lock the out dir, check the fingerprint, skip recorded
 //! shards (after checking their files), check models and disk before spawning anything, let the
 //! coordinator sample the rest, then assemble `samples.npz`.
-use crate::cmd::finish::{assemble_interruptible, PartitionEnd};
+use crate::cmd::finish::{assemble_interruptible, damaged_shards, PartitionEnd};
 use crate::coordinator::{Coordinator, Outcome};
 use crate::job::config::Job;
 use crate::job::devices::WorkerDevice;
@@ -177,7 +177,7 @@ fn run_with_state(
                 Ok(()) => {
                     // The PNGs are part of the result too (`grid`, `assemble`, other tools):
                     // a damaged one gets its shard sampled again, and the npz re-assembled.
-                    let bad = damaged_shards(db, &samples_dir, n)?;
+                    let bad = damaged_shards(db.done_records()?, &samples_dir, n);
                     if bad.is_empty() {
                         tracing::info!(npz = %npz_path.display(), "already complete (verified)");
                         final_snapshot(job, db, JobState::Complete);
@@ -283,34 +283,6 @@ fn end_partition(job: &Job, db: &StateDb) -> Result<Option<Exit>> {
             Ok(None)
         }
     }
-}
-
-/// Recorded shards with a PNG whose bytes no longer match the CRC32 recorded for it.
-pub(crate) fn damaged_shards(
-    db: &StateDb,
-    samples_dir: &std::path::Path,
-    n: u64,
-) -> Result<Vec<u64>> {
-    let mut bad = Vec::new();
-    for r in db.done_records()? {
-        let mut ok = true;
-        for (i, &crc) in r.shard.indices().zip(&r.crc32) {
-            let path = samples_dir.join(fidshard_core::output::png_name(i, n));
-            let matches = std::fs::read(&path)
-                .map(|bytes| crc32fast::hash(&bytes) == crc)
-                .unwrap_or(false);
-            if !matches {
-                // Removed, so that the worker samples it again instead of reusing it (a
-                // valid PNG of the right size that is not the recorded one would be reused).
-                let _ = std::fs::remove_file(&path);
-                ok = false;
-            }
-        }
-        if !ok {
-            bad.push(r.shard.id);
-        }
-    }
-    Ok(bad)
 }
 
 /// Shards not recorded done, or recorded but with files missing (those records are dropped).
