@@ -2,6 +2,10 @@
 //! out dir, one of them SIGKILLed mid-shard with its workers and started again; `status` read
 //! while they run; the npz assembled by the last to finish is byte-identical to a
 //! one-coordinator run, and the killed shard's finished PNGs are not sampled again.
+//! And the partitions of one out dir check each other: one shared fingerprint (another seed,
+//! cfg scale or steps is refused before sampling), `--restart` of one partition clears all of
+//! them (refused while another holds its lock), an npz copied from another job is not this
+//! job's result, a partition heals its damaged PNG, and a job that shrinks or grows counts right.
 mod cli_common;
 
 use cli_common::*;
