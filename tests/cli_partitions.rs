@@ -348,3 +348,28 @@ fn shrinking_and_growing_a_partitioned_job_counts_right() {
         assert_eq!(got[..k], full[..k], "{n}: an image changed");
     }
 }
+
+#[test]
+fn a_whole_job_does_not_take_another_jobs_npz_either() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = "num_samples: 8\nsteps: 2\nshard_size: 4\nbatch_size: 4\ndevices: {cpu: 1}\n";
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = job_with(&a_dir, JOBS[0], job);
+    let b = job_with(&b_dir, JOBS[0], &format!("{job}seed: 5\n"));
+    for cfg in [&a, &b] {
+        let o = fidshard(&["run", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let npz = a_dir.join("out/samples.npz");
+    let want = std::fs::read(&npz).unwrap();
+    std::fs::copy(b_dir.join("out/samples.npz"), &npz).unwrap();
+    assert_ne!(std::fs::read(&npz).unwrap(), want);
+    let s = status_json(&a);
+    assert_ne!(s["state"], "complete", "{s}");
+    let o = fidshard(&["run", a.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&npz).unwrap(), want, "not reassembled");
+    assert_eq!(status_json(&a)["state"], "complete");
+}
