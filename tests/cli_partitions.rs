@@ -2,6 +2,10 @@
 //! out dir, one of them SIGKILLed mid-shard with its workers and started again; `status` read
 //! while they run; the npz assembled by the last to finish is byte-identical to a
 //! one-coordinator run, and the killed shard's finished PNGs are not sampled again.
+//! And the partitions of one out dir check each other: one shared fingerprint (another seed,
+//! cfg scale or steps is refused before sampling), `--restart` of one partition clears all of
+//! them (refused while another holds its lock), an npz copied from another job is not this
+//! job's result, a partition heals its damaged PNG, and a job that shrinks or grows counts right.
 mod cli_common;
 
 use cli_common::*;
@@ -343,4 +347,29 @@ fn shrinking_and_growing_a_partitioned_job_counts_right() {
         let k = (n as usize).min(16);
         assert_eq!(got[..k], full[..k], "{n}: an image changed");
     }
+}
+
+#[test]
+fn a_whole_job_does_not_take_another_jobs_npz_either() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = "num_samples: 8\nsteps: 2\nshard_size: 4\nbatch_size: 4\ndevices: {cpu: 1}\n";
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = job_with(&a_dir, JOBS[0], job);
+    let b = job_with(&b_dir, JOBS[0], &format!("{job}seed: 5\n"));
+    for cfg in [&a, &b] {
+        let o = fidshard(&["run", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let npz = a_dir.join("out/samples.npz");
+    let want = std::fs::read(&npz).unwrap();
+    std::fs::copy(b_dir.join("out/samples.npz"), &npz).unwrap();
+    assert_ne!(std::fs::read(&npz).unwrap(), want);
+    let s = status_json(&a);
+    assert_ne!(s["state"], "complete", "{s}");
+    let o = fidshard(&["run", a.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&npz).unwrap(), want, "not reassembled");
+    assert_eq!(status_json(&a)["state"], "complete");
 }

@@ -221,7 +221,11 @@ pub(crate) enum PartitionEnd {
 /// to the last one.
 pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<PartitionEnd> {
     let samples_dir = crate::outdir::OutDir::new(&job.out_dir).samples();
-    let bad = damaged_shards(db, &samples_dir, job.settings.num_samples)?;
+    // Only its own shards of the current plan (its DB may hold others: a job that shrank).
+    let plan = job.plan();
+    let mut own = db.done_records()?;
+    own.retain(|r| plan.contains(&r.shard));
+    let bad = damaged_shards(own, &samples_dir, job.settings.num_samples)?;
     if !bad.is_empty() {
         tracing::warn!(shards = ?bad, "PNGs of this partition are missing or damaged; sampling their shards again");
         return Ok(PartitionEnd::Redo(bad));
@@ -272,10 +276,14 @@ pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<PartitionEnd> 
 /// damaged files are removed, so that the worker samples them again instead of reusing them (a
 /// valid PNG of the right size that is not the recorded one would be reused). A stop signal
 /// ends the check with exit 75, nothing changed but the damaged files removed.
-fn damaged_shards(db: &StateDb, samples_dir: &std::path::Path, n: u64) -> Result<Vec<u64>> {
+fn damaged_shards(
+    records: Vec<ShardRecord>,
+    samples_dir: &std::path::Path,
+    n: u64,
+) -> Result<Vec<u64>> {
     let mut bad = Vec::new();
     let mut bytes = Vec::new();
-    for r in db.done_records()? {
+    for r in records {
         let mut ok = true;
         for (i, &crc) in r.shard.indices().zip(&r.crc32) {
             if let Some(sig) = crate::sys::signals::pending() {

@@ -174,6 +174,13 @@ fn compare(out: &Path, fp: &Fingerprint) -> Result<Option<bool>> {
 fn create_new(path: &Path, fp: &Fingerprint) -> Result<bool> {
     let text = serde_json::to_vec_pretty(fp)?;
     if path.exists() {
+        let readable = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Fingerprint>(&b).ok())
+            .is_some();
+        if readable {
+            return Ok(false);
+        }
         // There, but unreadable (a crash of an older version, or damage): the first run after
         // it rewrites it.
         fidshard_core::output::write_atomic(path, &text)
@@ -353,4 +360,46 @@ pub(crate) fn exported(dir: &Path) -> Result<Option<Vec<ShardRecord>>> {
     let e: Export = serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: unreadable export", path.display()))?;
     Ok(Some(e.records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(seed: &str, n: &str) -> Fingerprint {
+        let mut f = Fingerprint::default();
+        f.insert("seed", seed);
+        f.insert("num_samples", n);
+        f
+    }
+
+    #[test]
+    fn the_first_fingerprint_binds_the_out_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        check_fingerprint(out, &fp("0", "16")).unwrap();
+        bind_fingerprint(out, &fp("0", "16")).unwrap();
+        // The first writer wins: a second one never replaces it.
+        assert!(!create_new(&OutDir::new(out).fingerprint(), &fp("1", "16")).unwrap());
+        assert_eq!(saved_fingerprint(out), Some(fp("0", "16")));
+        let err = bind_fingerprint(out, &fp("1", "16")).unwrap_err();
+        assert_eq!(
+            crate::sys::exit::code_of(&err),
+            fidshard_core::Exit::InvalidInput
+        );
+        assert!(err.to_string().contains("seed 0 -> 1"), "{err}");
+        assert!(check_fingerprint(out, &fp("1", "16")).is_err());
+        assert_eq!(
+            saved_fingerprint(out),
+            Some(fp("0", "16")),
+            "a refusal writes nothing"
+        );
+        // Growing or shrinking is the same job; past 10^6 the PNG names change.
+        bind_fingerprint(out, &fp("0", "8")).unwrap();
+        assert_eq!(saved_fingerprint(out), Some(fp("0", "8")));
+        assert!(check_fingerprint(out, &fp("0", "2000000")).is_err());
+        // Leftover temporary files: none.
+        let names: Vec<_> = std::fs::read_dir(out).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
 }
