@@ -96,7 +96,13 @@ fn a_device_whose_worker_keeps_dying_is_quarantined() {
     let out = tmp.path().join("out");
     let (code, err) = finish(run_with(
         &cfg,
-        &[("FAILPOINTS", "worker-crash=return(1)")],
+        // Worker 0 is slowed down (0.5 s a micro-batch) so that the job outlasts the three
+        // deaths of worker 1 however loaded the machine is: without it, worker 0 may finish
+        // every shard first.
+        &[(
+            "FAILPOINTS",
+            "worker-crash=return(1);worker-slow=return(500)",
+        )],
         &[],
     ));
     assert_eq!(code, Some(0), "{err}");
