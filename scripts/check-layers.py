@@ -166,7 +166,7 @@ def source_files(src):
     for f in sorted(src.rglob("*.rs")):
         rel = f.relative_to(src).parts
         if f.name == "tests.rs" or f.name.endswith("_tests.rs") or rel[0] == "bin":
-            continue
+            continue  # src/bin/NAME/ is a crate of its own, checked on its own
         yield f
 
 
@@ -199,6 +199,8 @@ def main():
     for entry in sorted(repo.glob("*/src")):
         if (entry / "lib.rs").exists() or (entry / "main.rs").exists():
             check_crate(repo, entry, problems)
+        for binary in sorted((entry / "bin").glob("*/main.rs")):
+            check_crate(repo, binary.parent, problems)
     core_toml = (repo / "core" / "Cargo.toml").read_text()
     if re.search(r"^\s*fidshard(-worker)?\s*=", core_toml, re.M):
         problems.append("core/Cargo.toml depends on a binary's crate: core uses nothing of the rest")
