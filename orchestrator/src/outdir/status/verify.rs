@@ -12,12 +12,11 @@ use std::path::{Path, PathBuf};
 pub(crate) fn verify_complete(out_dir: &Path, n: u64) -> Result<f64> {
     let started = std::time::Instant::now();
     let out = OutDir::new(out_dir);
-    let mut records = if crate::outdir::partitions::list(out_dir).is_empty() {
-        whole_job_records(out_dir)?
+    let recorded = if crate::outdir::partitions::list(out_dir).is_empty() {
+        whole_job_labels(out_dir)?
     } else {
-        partition_records(out_dir)?
+        Recorded::of(&mut partition_records(out_dir)?)
     };
-    let recorded = Recorded::of(&mut records);
     if recorded.labels.len() as u64 != n || recorded.crc32.len() as u64 != n {
         return Err(anyhow!(
             "{}: the records hold {} samples, the job {n}; `fidshard run` records the rest",
@@ -49,12 +48,13 @@ pub(crate) fn verify_complete(out_dir: &Path, n: u64) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// The records of a job run on one node (its `state.sled`, read under the job lock).
-fn whole_job_records(out_dir: &Path) -> Result<Vec<ShardRecord>> {
+/// The labels and CRCs a job run on one node recorded (its `state.sled`, read under the job
+/// lock).
+fn whole_job_labels(out_dir: &Path) -> Result<Recorded> {
     match JobLock::probe(out_dir).map_err(|e| e.fatal())? {
         Probe::Free(_guard) => {
             let db = StateDb::open(out_dir).map_err(|e| e.fatal())?;
-            Ok(db.done_records()?)
+            Ok(db.recorded_labels()?)
         }
         Probe::Held(h) => Err(fidshard_core::input_error!(
             "{}: a coordinator (pid {}) is running; verify after it finishes",
