@@ -249,3 +249,63 @@ fn modified(p: &Path) -> f64 {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PartitionState::*;
+
+    fn p(k: u32) -> Partition {
+        Partition { k, n: 3 }
+    }
+
+    fn state_of(states: &[PartitionState], samples_done: u64, npz_ok: bool) -> PartitionState {
+        let mut job = Snapshot::empty(Path::new("out"), JobState::NotStarted);
+        job.samples_done = samples_done;
+        job.shards_failed = 4;
+        let states: Vec<_> = (0..).map(p).zip(states.iter().copied()).collect();
+        let all = states.len() == 3 && states.iter().all(|(_, s)| *s == Complete);
+        job_state(&job, &states, all, || npz_ok)
+    }
+
+    #[test]
+    fn the_job_state_follows_its_partitions() {
+        assert_eq!(state_of(&[Complete; 3], 30, true), Complete);
+        assert_eq!(state_of(&[Complete; 3], 30, false), Unassembled);
+        // Two of three partitions complete and an npz: not this layout's result.
+        assert_eq!(state_of(&[Complete, Complete], 20, true), Interrupted);
+        let running = Running { pid: Some(9) };
+        assert_eq!(
+            state_of(&[Failed { shards: 1 }, running], 5, false),
+            Running { pid: None }
+        );
+        assert_eq!(
+            state_of(
+                &[Complete, Failed { shards: 1 }, Crashed { pid: None }],
+                5,
+                false
+            ),
+            Failed { shards: 4 }
+        );
+        assert_eq!(state_of(&[Crashed { pid: Some(3) }], 0, false), Interrupted);
+        assert_eq!(state_of(&[], 0, false), NotStarted);
+    }
+
+    #[test]
+    fn the_note_names_the_partitions_not_complete() {
+        let states = [(p(0), Complete), (p(2), Crashed { pid: None })];
+        assert_eq!(
+            job_note(3, &states, false),
+            "1 of 3 partitions complete; not complete: 1/3, 2/3"
+        );
+        assert!(job_note(3, &[], true).contains("`fidshard assemble CONFIG`"));
+    }
+
+    #[test]
+    fn done_within_counts_only_the_partitions_share() {
+        // 25 samples in shards of 10; the partition owns shards 1..3 ([10..25)).
+        assert_eq!(done_within(&[(0, 15)], 1..3, 25, 10), (5, 0));
+        assert_eq!(done_within(&[(0, 25)], 1..3, 25, 10), (15, 2));
+        assert_eq!(done_within(&[], 1..3, 25, 10), (0, 0));
+    }
+}
