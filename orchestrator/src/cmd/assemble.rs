@@ -1,7 +1,6 @@
 //! `fidshard assemble CONFIG`: only the last step, samples.npz from what the state DB records.
-use crate::cmd::finish::assemble_interruptible;
-use crate::cmd::run::final_snapshot;
 use crate::job::config::Job;
+use crate::outdir::finish::{assemble_interruptible, final_snapshot};
 use crate::outdir::lock::JobLock;
 use crate::outdir::snapshot::JobState;
 use crate::outdir::state::StateDb;

@@ -91,61 +91,14 @@ pub(crate) fn run(args: GridArgs) -> Result<()> {
             "--n and --cols must be at least 1"
         ));
     }
-    let (out_dir, labeler) = if args.target.is_file() {
-        let job = Job::load_without_weights(&args.target)?;
-        let s = &job.settings;
-        let l = Labeler {
-            seed: s.seed,
-            mode: s.labels,
-            num_classes: s.dit.num_classes,
-            num_samples: s.num_samples,
-        };
-        (job.out_dir, l)
-    } else if args.target.is_dir() {
-        let l = from_fingerprint(&args.target)?;
-        (args.target.clone(), l)
-    } else {
-        return Err(fidshard_core::input_error!(
-            "{}: no such job file or out dir",
-            args.target.display()
-        ));
-    };
+    let (out_dir, labeler) = labeler_for(&args.target)?;
     let samples = OutDir::new(&out_dir).samples();
     let exists = |i: u64| samples.join(png_name(i, labeler.num_samples)).is_file();
-    // The samples to show: the first n that exist, or the first of each requested class.
-    let mut chosen: Vec<(u64, i64)> = Vec::new();
-    if args.classes.is_empty() {
-        for i in 0..labeler.num_samples {
-            if chosen.len() == args.n {
-                break;
-            }
-            if exists(i) {
-                chosen.push((i, labeler.label(i)));
-            }
-        }
+    let chosen = if args.classes.is_empty() {
+        first_existing(&labeler, args.n, exists)
     } else {
-        let per_class = args.n.div_ceil(args.classes.len());
-        for &c in &args.classes {
-            if c < 0 || c > labeler.num_classes {
-                return Err(fidshard_core::input_error!(
-                    "--classes: {c} is not a class of this model (0..{})",
-                    labeler.num_classes
-                ));
-            }
-            let mut found = 0;
-            // Bounded scan: with random labels a class turns up every num_classes samples.
-            for i in 0..labeler.num_samples {
-                if found == per_class {
-                    break;
-                }
-                if labeler.label(i) == c && exists(i) {
-                    chosen.push((i, c));
-                    found += 1;
-                }
-            }
-        }
-        chosen.truncate(args.n);
-    }
+        of_classes(&labeler, &args.classes, args.n, exists)?
+    };
     if chosen.is_empty() {
         return Err(fidshard_core::input_error!(
             "{}: no sample PNGs{} yet",
@@ -179,6 +132,66 @@ pub(crate) fn run(args: GridArgs) -> Result<()> {
         grid.height()
     );
     Ok(())
+}
+
+/// The out dir and the labels of the job a target names: from its YAML file, or from the
+/// fingerprint its out dir recorded.
+fn labeler_for(target: &Path) -> Result<(PathBuf, Labeler)> {
+    if target.is_file() {
+        let job = Job::load_without_weights(target)?;
+        let s = &job.settings;
+        let l = Labeler {
+            seed: s.seed,
+            mode: s.labels,
+            num_classes: s.dit.num_classes,
+            num_samples: s.num_samples,
+        };
+        Ok((job.out_dir, l))
+    } else if target.is_dir() {
+        Ok((target.to_path_buf(), from_fingerprint(target)?))
+    } else {
+        Err(fidshard_core::input_error!(
+            "{}: no such job file or out dir",
+            target.display()
+        ))
+    }
+}
+
+/// The first `n` samples whose PNG exists, with their labels.
+fn first_existing(labeler: &Labeler, n: usize, exists: impl Fn(u64) -> bool) -> Vec<(u64, i64)> {
+    (0..labeler.num_samples)
+        .filter(|&i| exists(i))
+        .take(n)
+        .map(|i| (i, labeler.label(i)))
+        .collect()
+}
+
+/// The first samples of each class in `classes` whose PNG exists, class by class, `n` in all.
+fn of_classes(
+    labeler: &Labeler,
+    classes: &[i64],
+    n: usize,
+    exists: impl Fn(u64) -> bool,
+) -> Result<Vec<(u64, i64)>> {
+    let per_class = n.div_ceil(classes.len());
+    let mut chosen = Vec::new();
+    for &c in classes {
+        if c < 0 || c > labeler.num_classes {
+            return Err(fidshard_core::input_error!(
+                "--classes: {c} is not a class of this model (0..{})",
+                labeler.num_classes
+            ));
+        }
+        // Bounded scan: with random labels a class turns up every num_classes samples.
+        chosen.extend(
+            (0..labeler.num_samples)
+                .filter(|&i| labeler.label(i) == c && exists(i))
+                .take(per_class)
+                .map(|i| (i, c)),
+        );
+    }
+    chosen.truncate(n);
+    Ok(chosen)
 }
 
 /// Lays the images out `cols` per row, each scaled by an integer factor to at least

@@ -23,29 +23,8 @@ pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
         crate::sys::out::outln!("note: {m} (`fidshard fetch` gets them)");
     }
     if let Some(n) = partitions {
-        if n == 0 || n > 100_000 {
-            return Err(fidshard_core::input_error!(
-                "--partitions {n}: expected 1 to 100000"
-            ));
-        }
-        let total = job.total_shard_count();
-        crate::sys::out::outln!(
-            "{n} partitions (one coordinator each, `fidshard run --partition K/{n}`):"
-        );
-        for k in 0..n {
-            let p = crate::job::partition::Partition { k, n };
-            let r = p.shards(total);
-            let (a, b) = p.samples(job.settings.num_samples, job.run.shard_size);
-            crate::sys::out::outln!(
-                "  partition {p}: shards {}..{} ({} shards), samples [{a}..{b}) ({} samples)",
-                r.start,
-                r.end,
-                r.end - r.start,
-                b - a
-            );
-        }
+        print_partitions(&job, n)?;
     }
-    let count = job.shard_count();
     // On a login node without GPUs, a GPU job's plan is still worth seeing.
     let devices = match job.workers() {
         Ok(d) => d,
@@ -55,8 +34,42 @@ pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
         }
         Err(e) => return Err(e),
     };
+    print_shards(&job);
+    print_workers(&job, &devices);
+    print_disk(&job)
+}
+
+/// `--partitions N`: which shards and samples each of N partitions owns.
+fn print_partitions(job: &Job, n: u32) -> Result<()> {
+    if n == 0 || n > 100_000 {
+        return Err(fidshard_core::input_error!(
+            "--partitions {n}: expected 1 to 100000"
+        ));
+    }
+    let total = job.total_shard_count();
+    crate::sys::out::outln!(
+        "{n} partitions (one coordinator each, `fidshard run --partition K/{n}`):"
+    );
+    for k in 0..n {
+        let p = crate::job::partition::Partition { k, n };
+        let r = p.shards(total);
+        let (a, b) = p.samples(job.settings.num_samples, job.run.shard_size);
+        crate::sys::out::outln!(
+            "  partition {p}: shards {}..{} ({} shards), samples [{a}..{b}) ({} samples)",
+            r.start,
+            r.end,
+            r.end - r.start,
+            b - a
+        );
+    }
+    Ok(())
+}
+
+/// The shard count and the shards (the first and last few of a long plan).
+fn print_shards(job: &Job) {
+    let count = job.shard_count();
     let last = if count > 0 {
-        shard(&job, count - 1).len()
+        shard(job, count - 1).len()
     } else {
         0
     };
@@ -66,7 +79,7 @@ pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
         job.run.shard_size,
     );
     let print = |id: u64| {
-        let s = shard(&job, id);
+        let s = shard(job, id);
         crate::sys::out::outln!("  shard {:>6}  [{}..{})", s.id, s.start, s.end);
     };
     if count <= LIST_ALL_UP_TO {
@@ -76,6 +89,11 @@ pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
         crate::sys::out::outln!("  ... {} more shards ...", count - HEAD - TAIL);
         (count - TAIL..count).for_each(print);
     }
+}
+
+/// Each worker's device and its share of the shards.
+fn print_workers(job: &Job, devices: &[WorkerDevice]) {
+    let count = job.shard_count();
     let gpus = inventory().gpus;
     let w = (devices.len() as u64).max(1);
     let per = count / w;
@@ -102,7 +120,11 @@ pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
             (n * job.run.shard_size).min(job.settings.num_samples)
         );
     }
-    let need = disk_needed(&job, job.settings.num_samples);
+}
+
+/// The disk the whole job needs against what is free at its out dir.
+fn print_disk(job: &Job) -> Result<()> {
+    let need = disk_needed(job, job.settings.num_samples);
     let free = free_bytes(&job.out_dir)?;
     crate::sys::out::outln!(
         "disk: PNGs up to {} + samples.npz {} = {}; {} free at {}",

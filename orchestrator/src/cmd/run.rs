@@ -1,19 +1,21 @@
 //! `fidshard run CONFIG`: the whole job. Lock the out dir, check the fingerprint, skip recorded
 //! shards (after checking their files), check models and disk before spawning anything, let the
-//! coordinator sample the rest, then assemble `samples.npz`.
-use crate::cmd::finish::{assemble_interruptible, Checked, PartitionEnd};
+//! coordinator sample the rest, then assemble `samples.npz` (outdir/finish/). Each step is one
+//! function below, called in order by [`run`] and [`run_with_state`].
 use crate::coordinator::{Coordinator, Outcome};
 use crate::job::config::Job;
 use crate::job::devices::WorkerDevice;
+use crate::job::partition::Partition;
 use crate::job::plan::Shard;
+use crate::outdir::finish::{self, Checked, PartitionEnd};
 use crate::outdir::lock::JobLock;
-use crate::outdir::snapshot::{self, JobState, Snapshot};
+use crate::outdir::snapshot::JobState;
 use crate::outdir::state::StateDb;
+use crate::outdir::OutDir;
 use crate::sys::exit::{Exit, Fatal};
-use crate::sys::time::round1;
 use anyhow::{anyhow, Context, Result};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub(crate) struct RunArgs {
@@ -28,28 +30,54 @@ pub(crate) struct RunArgs {
 /// Rounds of "assemble, find bad files, redo their shards" before giving up.
 const REPAIR_ROUNDS: usize = 2;
 
-/// When this `run` started (the wall time of a complete job in `status`).
-pub(crate) static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-
 pub(crate) fn run(args: RunArgs) -> Result<Exit> {
-    STARTED.get_or_init(Instant::now);
+    finish::mark_started();
     crate::sys::signals::install()?;
     // Weights from the hub or URLs, downloaded here, once, before any worker exists.
     crate::fetch::prepare(&args.config, crate::fetch::For::Run(args.partition))?;
-    let mut job = Job::load(&args.config)?;
-    let (partition, why) =
-        crate::job::partition::Partition::resolve(args.partition, job.partitions_from_slurm)
-            .and_then(|(p, why)| {
-                p.check_plan(job.settings.num_samples, job.run.shard_size)?;
-                Ok((p, why))
-            })
-            .map_err(|e| fidshard_core::input_error!("{}: {e}", args.config.display()))?;
-    job.partition = partition;
+    let (job, devices) = load_job(&args)?;
     let out = job.out_dir.clone();
-    // A FIFO or a device where samples.npz goes would block its verification: refused now.
-    crate::npz::check_target(&crate::outdir::OutDir::new(&out).npz())
+    // The out dir is the job's (shared by its partitions); the state is this coordinator's.
+    crate::outdir::claim::claim(&out).map_err(|e| {
+        let code = e.exit();
+        fidshard_core::Fatal::new(code, e)
+    })?;
+    let lock = JobLock::acquire(&job.state_dir()).map_err(|e| e.fatal())?;
+    let started = Instant::now();
+    // Build the DiT and the VAE once on the CPU before anything in the out dir is deleted or
+    // written: a bad checkpoint or VAE then fails in seconds with one message (exit 2), instead
+    // of once per worker, and leaves the samples and the state as they were.
+    crate::coordinator::model_check::check_models(&job)?;
+    let db = open_state(&job, &lock, &args)?;
+    let run = Run {
+        job: &job,
+        db: &db,
+        args: &args,
+        devices: &devices,
+        started,
+        samples_dir: OutDir::new(&out).samples(),
+    };
+    let result = run_with_state(&run);
+    if let Err(e) = &result {
+        warn_if_state_failed(e, &out);
+    }
+    result
+}
+
+/// The job with its partition resolved, and its worker devices. Refused (exit 2, nothing
+/// written): a partition that does not fit the plan, a FIFO or a device where samples.npz goes
+/// (it would block its verification), a device that is not there.
+fn load_job(args: &RunArgs) -> Result<(Job, Vec<WorkerDevice>)> {
+    let mut job = Job::load(&args.config)?;
+    let (partition, why) = Partition::resolve(args.partition, job.partitions_from_slurm)
+        .and_then(|(p, why)| {
+            p.check_plan(job.settings.num_samples, job.run.shard_size)?;
+            Ok((p, why))
+        })
+        .map_err(|e| fidshard_core::input_error!("{}: {e}", args.config.display()))?;
+    job.partition = partition;
+    crate::npz::check_target(&OutDir::new(&job.out_dir).npz())
         .map_err(|e| Fatal::input(anyhow!(e)))?;
-    // Resolved before anything is written: a device that is not there is exit 2, no damage.
     let devices = job.workers()?;
     tracing::info!(
         config = %args.config.display(),
@@ -57,55 +85,43 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
         partition = %partition,
         partition_from = %why,
         devices = %crate::job::devices::describe(&devices),
-        out = %out.display(),
+        out = %job.out_dir.display(),
         "fidshard run"
     );
-    // The out dir is the job's (shared by its partitions); the state is this coordinator's.
-    crate::outdir::claim::claim(&out).map_err(|e| {
-        let code = e.exit();
-        fidshard_core::Fatal::new(code, e)
-    })?;
-    let state = job.state_dir();
-    let lock = JobLock::acquire(&state).map_err(|e| e.fatal())?;
-    let started = Instant::now();
-    // Build the DiT and the VAE once on the CPU before anything in the out dir is deleted or
-    // written: a bad checkpoint or VAE then fails in seconds with one message (exit 2), instead
-    // of once per worker, and leaves the samples and the state as they were.
-    crate::cmd::validate::check_models(&job)?;
+    Ok((job, devices))
+}
+
+/// Opens this coordinator's state under `lock` (after `--restart` deleted it; rebuilt from the
+/// PNGs when it is missing or unreadable), once the fingerprint is the out dir's and the disk
+/// can hold a new job; then records the fingerprint and the resolved job beside the results.
+fn open_state(job: &Job, lock: &JobLock, args: &RunArgs) -> Result<StateDb> {
+    let out = &job.out_dir;
     if args.restart {
         tracing::warn!(out = %out.display(), "--restart: deleting the recorded state and samples (of every partition)");
-        crate::outdir::partitions::restart(&job, &lock)?;
+        crate::outdir::partitions::restart(job, lock)?;
     }
-    let fp = crate::job::fingerprint::Fingerprint::compute(&job)?;
+    let fp = crate::job::fingerprint::Fingerprint::compute(job)?;
     // Every coordinator of the out dir (partitions, the whole job) runs one job: another one is
     // refused here, before any state is opened or anything sampled.
-    crate::outdir::partitions::check_fingerprint(&out, &fp)?;
-    let fresh = !StateDb::exists(&state) && !crate::outdir::OutDir::new(&out).samples().is_dir();
+    crate::outdir::partitions::check_fingerprint(out, &fp)?;
+    let fresh = !StateDb::exists(&job.state_dir()) && !OutDir::new(out).samples().is_dir();
     if args.restart || fresh {
         // A new job: check the disk before the state is created, so that a refusal leaves
-        // nothing behind (a resumed job checks what is left to sample, below).
-        preflight(&job, job.samples_owned(), args.force)?;
+        // nothing behind (a resumed job checks what is left to sample, in the first round).
+        preflight(job, job.samples_owned(), args.force)?;
     }
-    // Opens the state, or rebuilds it from the PNGs when it is missing or unreadable.
     let db = if args.restart {
-        crate::outdir::rebuild::open_for_restart(&lock, &job, &fp)?
+        crate::outdir::rebuild::open_for_restart(lock, job, &fp)?
     } else {
-        crate::outdir::rebuild::open_for_run(&lock, &job, &fp)?
+        crate::outdir::rebuild::open_for_run(lock, job, &fp)?
     };
     // The job's fingerprint at the root, shared by the partitions (and for `grid OUT`, `repair`).
-    crate::outdir::partitions::bind_fingerprint(&out, &fp)?;
-    crate::outdir::partitions::import_other_layouts(&job, &db)?;
+    crate::outdir::partitions::bind_fingerprint(out, &fp)?;
+    crate::outdir::partitions::import_other_layouts(job, &db)?;
     // What produces this npz, beside it: the job with every default and --set applied.
-    let resolved = crate::cmd::config::resolved_yaml(&job)?;
-    fidshard_core::output::write_atomic(
-        &crate::outdir::OutDir::new(&out).resolved_job(),
-        resolved.as_bytes(),
-    )?;
-    let result = run_with_state(&job, &db, &args, started, &devices);
-    if let Err(e) = &result {
-        warn_if_state_failed(e, &out);
-    }
-    result
+    let resolved = crate::outdir::resolved::resolved_yaml(job)?;
+    fidshard_core::output::write_atomic(&OutDir::new(out).resolved_job(), resolved.as_bytes())?;
+    Ok(db)
 }
 
 /// A sled failure in the middle of a run costs no finished work, since every recorded shard's
@@ -125,23 +141,51 @@ fn warn_if_state_failed(e: &anyhow::Error, out: &std::path::Path) {
     }
 }
 
-fn run_with_state(
-    job: &Job,
-    db: &StateDb,
-    args: &RunArgs,
+/// What every step of a run with its state open needs.
+struct Run<'a> {
+    job: &'a Job,
+    db: &'a StateDb,
+    args: &'a RunArgs,
+    devices: &'a [WorkerDevice],
+    /// When the job lock was taken (the seconds of the completion line).
     started: Instant,
-    devices: &[WorkerDevice],
-) -> Result<Exit> {
-    let out = &job.out_dir;
-    let samples_dir = crate::outdir::OutDir::new(out).samples();
-    std::fs::create_dir_all(&samples_dir)
+    samples_dir: PathBuf,
+}
+
+/// What a round of [`run_with_state`] came to.
+enum Next {
+    /// The run ends with this code.
+    Exit(Exit),
+    /// Shards were forgotten (damaged PNGs): another round samples them.
+    Again,
+}
+
+/// Rounds of "sample what is pending, then finish" until the job is complete, or its end is
+/// decided (stopped, shards failed, a partition done); a round after damaged files were found
+/// samples their shards again.
+fn run_with_state(r: &Run) -> Result<Exit> {
+    prepare_samples_dir(r)?;
+    for round in 0..=REPAIR_ROUNDS {
+        if let Next::Exit(exit) = one_round(r, round)? {
+            return Ok(exit);
+        }
+    }
+    Err(anyhow!(
+        "samples.npz: files kept going bad after {REPAIR_ROUNDS} repair rounds"
+    ))
+}
+
+/// Creates `samples/` and removes the temporary files an interrupted run left: of the whole
+/// out dir for the whole job, only of this partition's own samples for a partition (other
+/// partitions write into samples/ and the root at the same time).
+fn prepare_samples_dir(r: &Run) -> Result<()> {
+    let (job, samples_dir) = (r.job, &r.samples_dir);
+    std::fs::create_dir_all(samples_dir)
         .with_context(|| format!("cannot create {}", samples_dir.display()))?;
     let removed = if job.partition.is_whole() {
-        crate::outdir::state::remove_stale_temps(&samples_dir)?
-            + crate::outdir::state::remove_stale_temps(out)?
+        crate::outdir::state::remove_stale_temps(samples_dir)?
+            + crate::outdir::state::remove_stale_temps(&job.out_dir)?
     } else {
-        // Other partitions write into samples/ and the root at the same time: only the
-        // temporary files of this partition's own samples are stale for sure.
         let (a, b) = job.sample_range();
         let own = |name: &str| {
             name.trim_start_matches('.')
@@ -150,7 +194,7 @@ fn run_with_state(
                 .and_then(|i| i.parse::<u64>().ok())
                 .is_some_and(|i| (a..b).contains(&i))
         };
-        crate::outdir::state::remove_stale_temps_where(&samples_dir, own)?
+        crate::outdir::state::remove_stale_temps_where(samples_dir, own)?
             + crate::outdir::state::remove_stale_temps(&job.state_dir())?
     };
     if removed > 0 {
@@ -159,133 +203,108 @@ fn run_with_state(
             "removed temporary files of an earlier, interrupted run"
         );
     }
-    let shards = job.plan();
-
-    for round in 0..=REPAIR_ROUNDS {
-        let todo = pending_shards(db, &shards, &samples_dir, job.settings.num_samples)?;
-        let npz_path = crate::outdir::OutDir::new(&job.out_dir).npz();
-        if todo.is_empty() && !job.partition.is_whole() {
-            match end_partition(job, db)? {
-                Some(exit) => return Ok(exit),
-                None => continue,
-            }
-        }
-        if round == 0 && todo.is_empty() && npz_path.is_file() {
-            // "Complete" means verified (cmd/finish.rs): once in full, then against the
-            // record of that verification. A damaged npz is assembled again from the PNGs; a
-            // damaged PNG gets its shard sampled again, and the npz re-assembled.
-            match crate::cmd::finish::check_complete(job, db.done_records()?)? {
-                Checked::Complete => {
-                    final_snapshot(job, db, JobState::Complete);
-                    return Ok(Exit::Complete);
-                }
-                Checked::BadPngs(indices) => {
-                    let n = job.settings.num_samples;
-                    let bad: BTreeSet<u64> = indices.iter().map(|&i| job.shard_of(i)).collect();
-                    tracing::warn!(
-                        shards = ?bad,
-                        "PNGs of a complete job are missing or damaged; sampling their shards again"
-                    );
-                    // Removed, so that the worker samples them again instead of reusing them.
-                    for &i in &indices {
-                        let _ = std::fs::remove_file(
-                            samples_dir.join(fidshard_core::output::png_name(i, n)),
-                        );
-                    }
-                    for id in bad {
-                        db.remove_done(id)?;
-                    }
-                    continue;
-                }
-                Checked::BadNpz(why) => tracing::warn!("{why}; assembling it again from the PNGs"),
-            }
-        }
-        if !todo.is_empty() {
-            if round == 0 {
-                preflight(job, todo.iter().map(Shard::len).sum(), args.force)?;
-            }
-            let outcome = sample(job, db, devices, args, todo, shards.len() as u64)?;
-            match outcome {
-                Outcome::Stopped { reason } => {
-                    final_snapshot(job, db, JobState::Interrupted);
-                    return Err(fidshard_core::Fatal::input(anyhow!(reason)).into());
-                }
-                Outcome::Interrupted => {
-                    tracing::warn!("interrupted; run the same command again to resume");
-                    return Ok(Exit::Interrupted);
-                }
-                Outcome::Finished { failed } if failed > 0 => {
-                    let ranges = missing_ranges(db)?;
-                    final_snapshot(job, db, JobState::Failed);
-                    tracing::error!(
-                        failed,
-                        missing = %ranges,
-                        "some shards failed every attempt; run again to retry them"
-                    );
-                    return Ok(Exit::ShardsFailed);
-                }
-                Outcome::Finished { .. } => {}
-            }
-            if !job.partition.is_whole() {
-                match end_partition(job, db)? {
-                    Some(exit) => return Ok(exit),
-                    None => continue,
-                }
-            }
-        }
-        if let Some(sig) = crate::sys::signals::pending() {
-            tracing::warn!("{sig}: stopping before assembly; run again to finish");
-            return Ok(Exit::Interrupted);
-        }
-        match assemble_interruptible(job, db.done_records()?)? {
-            Ok(()) => {
-                tracing::info!(
-                    seconds = round1(started.elapsed().as_secs_f64()),
-                    npz = %crate::outdir::OutDir::new(out).npz().display(),
-                    "complete: {} samples in {}; to score them see docs/evaluation.md (the ADM evaluator)",
-                    job.settings.num_samples,
-                    crate::outdir::OutDir::new(out).npz().display()
-                );
-                final_snapshot(job, db, JobState::Complete);
-                return Ok(Exit::Complete);
-            }
-            Err(e) if round < REPAIR_ROUNDS && e.bad_indices().is_some() => {
-                let bad: BTreeSet<u64> = e
-                    .bad_indices()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|&i| job.shard_of(i))
-                    .collect();
-                tracing::warn!(shards = ?bad, "PNGs missing or corrupt after recording; redoing their shards");
-                // The bad files go, so that the worker samples them instead of reusing them.
-                for &i in e.bad_indices().unwrap_or_default() {
-                    let _ = std::fs::remove_file(
-                        samples_dir
-                            .join(fidshard_core::output::png_name(i, job.settings.num_samples)),
-                    );
-                }
-                for id in bad {
-                    db.remove_done(id)?;
-                }
-            }
-            Err(e) => return Err(anyhow!(e)).context("assembling samples.npz"),
-        }
-    }
-    Err(anyhow!(
-        "samples.npz: files kept going bad after {REPAIR_ROUNDS} repair rounds"
-    ))
+    Ok(())
 }
 
-/// A partition's end ([`finish_partition`](crate::cmd::finish::finish_partition)): the exit
-/// code, or `None` when shards with damaged PNGs were forgotten, to be sampled again.
-fn end_partition(job: &Job, db: &StateDb) -> Result<Option<Exit>> {
-    match crate::cmd::finish::finish_partition(job, db)? {
-        PartitionEnd::Done(exit) => Ok(Some(exit)),
+/// One round: sample the pending shards, then end a partition, or recheck a complete job, or
+/// assemble the npz.
+fn one_round(r: &Run, round: usize) -> Result<Next> {
+    let (job, db) = (r.job, r.db);
+    let todo = pending_shards(db, &job.plan(), &r.samples_dir, job.settings.num_samples)?;
+    if todo.is_empty() && !job.partition.is_whole() {
+        return end_partition(job, db);
+    }
+    if round == 0 && todo.is_empty() && OutDir::new(&job.out_dir).npz().is_file() {
+        if let Some(next) = recheck_complete(r)? {
+            return Ok(next);
+        }
+    }
+    if !todo.is_empty() {
+        if round == 0 {
+            preflight(job, todo.iter().map(Shard::len).sum(), r.args.force)?;
+        }
+        if let Some(exit) = sample(r, todo)? {
+            return Ok(Next::Exit(exit));
+        }
+        if !job.partition.is_whole() {
+            return end_partition(job, db);
+        }
+    }
+    if let Some(sig) = crate::sys::signals::pending() {
+        tracing::warn!("{sig}: stopping before assembly; run again to finish");
+        return Ok(Next::Exit(Exit::Interrupted));
+    }
+    assemble(r, round)
+}
+
+/// "Complete" means verified (outdir/finish/check.rs): once in full, then against the record
+/// of that verification. A damaged PNG gets its shard sampled again (and the npz assembled
+/// again); a damaged npz is assembled again from the PNGs (`None`: go on to the assembly).
+fn recheck_complete(r: &Run) -> Result<Option<Next>> {
+    let (job, db) = (r.job, r.db);
+    match finish::check_complete(job, db.done_records()?)? {
+        Checked::Complete => {
+            finish::final_snapshot(job, db, JobState::Complete);
+            Ok(Some(Next::Exit(Exit::Complete)))
+        }
+        Checked::BadPngs(indices) => {
+            let bad = forget_samples(r, &indices)?;
+            tracing::warn!(
+                shards = ?bad,
+                "PNGs of a complete job are missing or damaged; sampling their shards again"
+            );
+            Ok(Some(Next::Again))
+        }
+        Checked::BadNpz(why) => {
+            tracing::warn!("{why}; assembling it again from the PNGs");
+            Ok(None)
+        }
+    }
+}
+
+/// Assembles the npz: the end of a complete run, or another round when PNGs turned out bad
+/// after they were recorded (until [`REPAIR_ROUNDS`]).
+fn assemble(r: &Run, round: usize) -> Result<Next> {
+    let (job, db) = (r.job, r.db);
+    match finish::assemble_interruptible(job, db.done_records()?)? {
+        Ok(()) => {
+            finish::log_complete(job, Some(r.started.elapsed().as_secs_f64()));
+            finish::final_snapshot(job, db, JobState::Complete);
+            Ok(Next::Exit(Exit::Complete))
+        }
+        Err(e) if round < REPAIR_ROUNDS && e.bad_indices().is_some() => {
+            let bad = forget_samples(r, e.bad_indices().unwrap_or_default())?;
+            tracing::warn!(shards = ?bad, "PNGs missing or corrupt after recording; redoing their shards");
+            Ok(Next::Again)
+        }
+        Err(e) => Err(anyhow!(e)).context("assembling samples.npz"),
+    }
+}
+
+/// Removes the PNGs of `indices` (so that the worker samples them again instead of reusing
+/// them) and forgets their shards' records; returns those shards.
+fn forget_samples(r: &Run, indices: &[u64]) -> Result<BTreeSet<u64>> {
+    let (job, n) = (r.job, r.job.settings.num_samples);
+    let bad: BTreeSet<u64> = indices.iter().map(|&i| job.shard_of(i)).collect();
+    for &i in indices {
+        let _ = std::fs::remove_file(r.samples_dir.join(fidshard_core::output::png_name(i, n)));
+    }
+    for &id in &bad {
+        r.db.remove_done(id)?;
+    }
+    Ok(bad)
+}
+
+/// A partition's end ([`finish::finish_partition`]): the exit code, or another round when
+/// shards with damaged PNGs were forgotten, to be sampled again.
+fn end_partition(job: &Job, db: &StateDb) -> Result<Next> {
+    match finish::finish_partition(job, db)? {
+        PartitionEnd::Done(exit) => Ok(Next::Exit(exit)),
         PartitionEnd::Redo(bad) => {
             for id in bad {
                 db.remove_done(id)?;
             }
-            Ok(None)
+            Ok(Next::Again)
         }
     }
 }
@@ -294,7 +313,7 @@ fn end_partition(job: &Job, db: &StateDb) -> Result<Option<Exit>> {
 fn pending_shards(
     db: &StateDb,
     shards: &[Shard],
-    samples_dir: &std::path::Path,
+    samples_dir: &Path,
     n: u64,
 ) -> Result<Vec<Shard>> {
     for id in db.verify_done(samples_dir, n)? {
@@ -312,46 +331,39 @@ fn pending_shards(
         .collect())
 }
 
-fn sample(
-    job: &Job,
-    db: &StateDb,
-    devices: &[WorkerDevice],
-    args: &RunArgs,
-    todo: Vec<Shard>,
-    total: u64,
-) -> Result<Outcome> {
+/// Lets the coordinator sample `todo` on the workers; the run's end when sampling decided it
+/// (a signal, a stop, shards out of retries), `None` when every shard is recorded.
+fn sample(r: &Run, todo: Vec<Shard>) -> Result<Option<Exit>> {
+    let (job, db) = (r.job, r.db);
     // The models were checked once in `run`, before anything was written.
     let done = db.done_records()?;
     let done_samples: u64 = done.iter().map(|r| r.shard.len()).sum();
     tracing::info!(
         shards = todo.len(),
-        workers = devices.len(),
-        devices = %devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
+        workers = r.devices.len(),
+        devices = %r.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
         "sampling"
     );
     let c = Coordinator {
         job,
         db,
-        devices: devices.to_vec(),
-        grace: args.grace,
-        samples_dir: crate::outdir::OutDir::new(&job.out_dir).samples(),
-        log_dir: crate::outdir::OutDir::new(job.state_dir()).logs(),
+        devices: r.devices.to_vec(),
+        grace: r.args.grace,
+        samples_dir: r.samples_dir.clone(),
+        log_dir: OutDir::new(job.state_dir()).logs(),
     };
-    c.run(todo, (done.len() as u64, done_samples), total)
-}
-
-fn missing_ranges(db: &StateDb) -> Result<String> {
-    let ranges = crate::job::plan::merge_ranges(
-        db.failed_records()?
-            .iter()
-            .map(|f| (f.shard.start, f.shard.end))
-            .collect(),
-    );
-    Ok(ranges
-        .iter()
-        .map(|(a, b)| format!("{a}..{b}"))
-        .collect::<Vec<_>>()
-        .join(", "))
+    let total = job.plan().len() as u64;
+    match c.run(todo, (done.len() as u64, done_samples), total)? {
+        Outcome::Stopped { reason } => Err(finish::stopped(job, db, reason)),
+        Outcome::Interrupted => {
+            tracing::warn!("interrupted; run the same command again to resume");
+            Ok(Some(Exit::Interrupted))
+        }
+        Outcome::Finished { failed } if failed > 0 => {
+            finish::shards_failed(job, db, failed).map(Some)
+        }
+        Outcome::Finished { .. } => Ok(None),
+    }
 }
 
 /// Refuses to start when the disk cannot hold what the remaining shards will write (`--force`
@@ -371,45 +383,4 @@ fn preflight(job: &Job, samples: u64, force: bool) -> Result<()> {
         .into());
     }
     Ok(())
-}
-
-/// The snapshot `status` shows after the run: the coordinator's last one (or a fresh one when
-/// nothing needed sampling), with the final state and counts from the state DB.
-pub(crate) fn final_snapshot(job: &Job, db: &StateDb, state: JobState) {
-    let out = &job.state_dir();
-    let mut snap = snapshot::read(out).unwrap_or_else(|| Snapshot::empty(&job.out_dir, state));
-    let done = db.done_records().unwrap_or_default();
-    let failed = db.failed_records().unwrap_or_default();
-    snap.state = state;
-    snap.samples_total = job.samples_owned();
-    let shards_total = job.shard_count();
-    snap.set_records(shards_total, &done, &failed);
-    snap.retries = snap.retries.max(db.retries().unwrap_or(0));
-    snap.eta_seconds = None;
-    snap.coordinator_pid = None;
-    if state == JobState::Complete {
-        // The run that wrote the npz (its verification record says): a rerun that changed
-        // nothing keeps its wall time.
-        let produced = job
-            .partition
-            .is_whole()
-            .then(|| crate::outdir::verified::read(&job.out_dir))
-            .flatten()
-            .and_then(|v| v.wall_seconds);
-        if let Some(wall) = produced.or_else(|| STARTED.get().map(|t| t.elapsed().as_secs_f64())) {
-            snap.wall_seconds = Some(wall);
-        }
-    }
-    for w in &mut snap.workers {
-        w.pid = None;
-        w.shard = None;
-        w.progress = None;
-        if w.state != crate::outdir::snapshot::WorkerState::Quarantined {
-            w.state = crate::outdir::snapshot::WorkerState::Dead;
-        }
-    }
-    snap.updated_unix = snapshot::unix_now();
-    if let Err(e) = snapshot::write(out, &snap) {
-        tracing::warn!("cannot write status.json: {e}");
-    }
 }

@@ -1,18 +1,13 @@
 //! `fidshard status TARGET [--json]`: where a job stands, whether its coordinator is running,
-//! crashed, or long gone.
-//!
-//! A live coordinator (it holds `OUT/coordinator.lock`) is the authority: its `status.json`,
-//! rewritten every second, is reported. Without one, the durable records in `state.sled` are
-//! (a `status.json` left behind may be stale or written by a coordinator that crashed), and the
-//! state is derived from them: complete, failed, interrupted or not started. The sled DB is read
-//! while holding the job lock, so no coordinator can start in the middle of the read.
+//! crashed, or long gone. The status is derived in outdir/status/; this verb resolves the
+//! targets, prints the result (text, a table, or JSON) and repeats it under `--watch`.
 use crate::job::config::Job;
-use crate::job::plan::plan;
-use crate::outdir::lock::{JobLock, Probe};
-use crate::outdir::snapshot::{self, format_utc, unix_now, JobState, Snapshot, MAX_ERRORS};
+use crate::outdir::snapshot::{format_utc, unix_now, JobState, PartitionRow, Snapshot};
 use crate::outdir::state::StateDb;
+use crate::outdir::status::{add_details, compute_job, verify_complete, Totals};
 use crate::outdir::LOCK_FILE;
 use crate::sys::exit::Fatal;
+use crate::sys::text::escape_control as esc;
 use anyhow::{anyhow, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -113,7 +108,7 @@ fn report(args: &StatusArgs) -> Result<(String, Option<anyhow::Error>, bool)> {
             let list: Vec<&Snapshot> = rows.iter().map(|(_, s)| s).collect();
             format!("{}\n", serde_json::to_string(&list)?)
         } else {
-            crate::cmd::status_details::table(&rows)
+            table(&rows)
         };
         let err = (!damaged.is_empty()).then(|| anyhow!("status --verify: {}", damaged.join("; ")));
         return Ok((text, err, all_ended));
@@ -140,11 +135,8 @@ fn one(target: &Path, verify: bool) -> Result<(Snapshot, Option<anyhow::Error>)>
     } else {
         None
     };
-    let mut snap = match crate::cmd::status_partitions::compute_partitioned(&out_dir, totals)? {
-        Some(s) => s,
-        None => compute(&out_dir, totals)?,
-    };
-    crate::cmd::status_details::add(&mut snap, &out_dir, job.as_ref(), target);
+    let mut snap = compute_job(&out_dir, totals)?;
+    add_details(&mut snap, &out_dir, job.as_ref());
     let npz = crate::outdir::OutDir::new(&out_dir).npz();
     let damaged = if verify && snap.state == JobState::Complete {
         let res = verify_complete(&out_dir, snap.samples_total);
@@ -170,103 +162,6 @@ fn one(target: &Path, verify: bool) -> Result<(Snapshot, Option<anyhow::Error>)>
     };
     Ok((snap, damaged))
 }
-
-/// Reads a complete job in full: every PNG against the CRC-32 recorded for it, and every image
-/// and label of the npz against the PNGs and the records (`npz::check_against_pngs`); returns
-/// the seconds taken. Damage is an error (exit 1) naming the file and what is wrong. Opens no
-/// file for writing.
-fn verify_complete(out_dir: &Path, n: u64) -> Result<f64> {
-    let started = std::time::Instant::now();
-    let out = crate::outdir::OutDir::new(out_dir);
-    let mut records = if crate::outdir::partitions::list(out_dir).is_empty() {
-        whole_job_records(out_dir)?
-    } else {
-        partition_records(out_dir)?
-    };
-    records.sort_by_key(|r| r.shard.start);
-    let crc: Vec<u32> = records
-        .iter()
-        .flat_map(|r| r.crc32.iter().copied())
-        .collect();
-    let labels: Vec<i64> = records
-        .iter()
-        .flat_map(|r| r.labels.iter().copied())
-        .collect();
-    if labels.len() as u64 != n || crc.len() as u64 != n {
-        return Err(anyhow!(
-            "{}: the records hold {} samples, the job {n}; `fidshard run` records the rest",
-            out_dir.display(),
-            labels.len()
-        ));
-    }
-    let side = crate::npz::npz_image_side(&out.npz())?;
-    let found = crate::npz::check_against_pngs(&out.npz(), &out.samples(), side, &labels, &crc);
-    let mut damage = Vec::new();
-    if let Some((_, first)) = found.bad_pngs.first() {
-        damage.push(format!(
-            "{} PNGs missing or not the recorded ones (first: {first})",
-            found.bad_pngs.len()
-        ));
-    }
-    if let Some(why) = &found.npz {
-        damage.push(format!("{}: {why}", out.npz().display()));
-    }
-    if !damage.is_empty() {
-        return Err(anyhow!(damage.join("; ")));
-    }
-    Ok(started.elapsed().as_secs_f64())
-}
-
-/// The records of a job run on one node (its `state.sled`, read under the job lock).
-fn whole_job_records(out_dir: &Path) -> Result<Vec<crate::outdir::state::ShardRecord>> {
-    match JobLock::probe(out_dir).map_err(|e| e.fatal())? {
-        Probe::Free(_guard) => {
-            let db = StateDb::open(out_dir).map_err(|e| e.fatal())?;
-            Ok(db.done_records()?)
-        }
-        Probe::Held(h) => Err(fidshard_core::input_error!(
-            "{}: a coordinator (pid {}) is running; verify after it finishes",
-            out_dir.display(),
-            h.pid
-        )),
-    }
-}
-
-/// The records that the partitions of one layout exported, when all N of them did.
-fn partition_records(out_dir: &Path) -> Result<Vec<crate::outdir::state::ShardRecord>> {
-    let parts = crate::outdir::partitions::list(out_dir);
-    let mut layouts: Vec<u32> = parts.iter().map(|(p, _)| p.n).collect();
-    layouts.dedup();
-    for n in layouts {
-        let dirs: Vec<&PathBuf> = parts
-            .iter()
-            .filter(|(p, _)| p.n == n)
-            .map(|(_, d)| d)
-            .collect();
-        if dirs.len() != n as usize {
-            continue;
-        }
-        let mut all = Vec::new();
-        let mut every = true;
-        for dir in dirs {
-            match crate::outdir::partitions::exported(dir)? {
-                Some(records) => all.extend(records),
-                None => every = false,
-            }
-        }
-        if every {
-            return Ok(all);
-        }
-    }
-    Err(anyhow!(
-        "{}: no layout of partitions has exported the records of all its partitions",
-        out_dir.display()
-    ))
-}
-
-/// `(num_samples, shard_size)` from the job file, when the target is one: the totals to show
-/// before any record exists.
-pub(crate) type Totals = Option<(u64, u64)>;
 
 /// The out dir a target names. A bad target is an input error (exit code 2).
 fn resolve_target(target: &Path) -> Result<(PathBuf, Totals)> {
@@ -301,158 +196,32 @@ fn resolve_target(target: &Path) -> Result<(PathBuf, Totals)> {
     Err(Fatal::input(anyhow!("{}: no such job file or out dir", target.display())).into())
 }
 
-/// The job's status: the live coordinator's snapshot, or one derived from the records.
-pub(crate) fn compute(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
-    match JobLock::probe(out_dir).map_err(|e| e.fatal())? {
-        Probe::Held(holder) => Ok(from_live(out_dir, &holder, totals)),
-        Probe::Free(guard) => {
-            let snap = from_records(out_dir, totals);
-            drop(guard);
-            snap
-        }
-    }
-}
-
-fn from_live(out_dir: &Path, holder: &crate::outdir::lock::Holder, totals: Totals) -> Snapshot {
-    match snapshot::read(out_dir) {
-        Some(mut s) if s.coordinator_pid == Some(holder.pid) => {
-            if s.state == JobState::NotStarted {
-                s.state = JobState::Running;
-            }
-            s
-        }
-        // The coordinator is starting (hashing the checkpoint, loading models) and has not
-        // written a snapshot yet; any status.json is a previous run's.
-        previous => {
-            let mut s = previous.unwrap_or_else(|| {
-                let mut s = Snapshot::empty(out_dir, JobState::Running);
-                set_totals(&mut s, totals);
-                s
-            });
-            s.state = JobState::Running;
-            s.workers.clear();
-            s.shards_running = 0;
-            s.images_per_sec = 0.0;
-            s.eta_seconds = None;
-            s.coordinator_pid = Some(holder.pid);
-            s.out_dir = out_dir.to_path_buf();
-            s.note = Some(format!(
-                "coordinator pid {} (started {}) has not reported yet; counts are from before it \
-                 started",
-                holder.pid,
-                format_utc(holder.started_unix)
-            ));
-            s
-        }
-    }
-}
-
-fn set_totals(s: &mut Snapshot, totals: Totals) {
-    if let Some((n, shard_size)) = totals {
-        s.samples_total = n;
-        s.shards_total = plan(n, shard_size).len() as u64;
-        s.shards_pending = s.shards_total;
-    }
-}
-
-/// The status when no coordinator runs: from `state.sled` (falling back on the last
-/// `status.json` if the DB cannot be opened, e.g. another user's read-only out dir).
-fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
-    let previous = snapshot::read(out_dir);
-    let mut s = Snapshot::empty(out_dir, JobState::NotStarted);
-    set_totals(&mut s, totals);
-    if !StateDb::exists(out_dir) {
-        return Ok(s);
-    }
-    let db = match StateDb::open(out_dir) {
-        Ok(db) => db,
-        Err(e) => {
-            let Some(mut prev) = previous else {
-                return Err(e.fatal().into());
-            };
-            if prev.state == JobState::Running {
-                prev.state = JobState::Interrupted;
-            }
-            prev.workers.clear();
-            prev.coordinator_pid = None;
-            prev.note = Some(format!("from the last status.json: {e}"));
-            return Ok(prev);
-        }
-    };
-    let Some(meta) = db.meta().map_err(|e| e.fatal())? else {
-        return Ok(s);
-    };
-    let done = db.done_records().map_err(|e| e.fatal())?;
-    let failed = db.failed_records().map_err(|e| e.fatal())?;
-    // The coordinator may have reported retries it had not yet counted durably.
-    let retries = db.retries().map_err(|e| e.fatal())?;
-    s.retries = retries.max(previous.as_ref().map_or(0, |p| p.retries));
-    s.wall_seconds = previous.as_ref().and_then(|p| p.wall_seconds);
-    drop(db);
-
-    s.samples_total = meta.num_samples;
-    s.set_records(meta.plan().len() as u64, &done, &failed);
-
-    let mut errors: Vec<_> = failed.iter().collect();
-    errors.sort_by_key(|r| r.failed_unix);
-    s.last_errors = match &previous {
-        Some(p) if !p.last_errors.is_empty() => p.last_errors.clone(),
-        _ => errors
-            .iter()
-            .map(|r| format!("shard {}: {}", r.shard, r.error))
-            .collect(),
-    };
-    let extra = s.last_errors.len().saturating_sub(MAX_ERRORS);
-    s.last_errors.drain(..extra);
-
-    // The last snapshot says running, but no coordinator holds the lock: it died.
-    let crashed = previous.as_ref().map(|p| p.state) == Some(JobState::Running);
-    // A run that was interrupted before finishing a shard is still a run that started.
-    let was_running = matches!(
-        previous.as_ref().map(|p| p.state),
-        Some(JobState::Running | JobState::Interrupted)
-    );
-    let all_done = s.shards_done == s.shards_total;
-    let npz = crate::outdir::OutDir::new(out_dir).npz();
-    // The cheap check (zip directory, npy headers, sizes; milliseconds): an npz cut short or of
-    // another job is not "complete". `--verify` reads every byte.
-    let npz_ok = npz.is_file()
-        && crate::outdir::provenance::check(out_dir, &done).is_ok()
-        && crate::npz::npz_image_side(&npz)
-            .and_then(|side| crate::npz::verify_npz(&npz, meta.num_samples, side))
-            .is_ok();
-    s.state = if all_done && npz_ok {
-        JobState::Complete
-    } else if s.shards_failed > 0 && s.shards_done + s.shards_failed == s.shards_total {
-        JobState::Failed
-    } else if s.shards_done > 0 || s.shards_failed > 0 || was_running {
-        JobState::Interrupted
-    } else {
-        JobState::NotStarted
-    };
-    s.note = match s.state {
-        JobState::Interrupted if crashed => Some(format!(
-            "the coordinator{} stopped without finishing (crashed or killed); run the job again \
-             to resume",
-            previous
-                .and_then(|p| p.coordinator_pid)
-                .map(|pid| format!(" (pid {pid})"))
-                .unwrap_or_default()
-        )),
-        JobState::Interrupted if all_done => Some(
-            "every shard is done but samples.npz is missing or damaged; run the job again".into(),
-        ),
-        JobState::Interrupted => Some("run the job again to resume".into()),
-        _ => None,
-    };
-    Ok(s)
-}
-
 /// The human-readable summary. Every text that comes from status.json or the out dir (host
 /// names, devices, paths, messages) is printed with its control characters escaped.
 pub(crate) fn render(s: &Snapshot) -> String {
-    use crate::sys::text::escape_control as esc;
     let mut o = String::new();
+    counts(&mut o, s);
+    for p in &s.partitions {
+        partition_line(&mut o, p);
+    }
+    for w in &s.workers {
+        worker_line(&mut o, w);
+    }
+    progress(&mut o, s);
+    result(&mut o, s);
+    advice(&mut o, s);
+    let age = (unix_now() - s.updated_unix).max(0.0);
+    let _ = writeln!(
+        o,
+        "updated  {} ({} ago)",
+        format_utc(s.updated_unix as u64),
+        format_duration(age)
+    );
+    o
+}
+
+/// `job`, `state`, `samples` and `shards`.
+fn counts(o: &mut String, s: &Snapshot) {
     let pct = if s.samples_total > 0 {
         100.0 * s.samples_done as f64 / s.samples_total as f64
     } else {
@@ -474,46 +243,54 @@ pub(crate) fn render(s: &Snapshot) -> String {
         "shards   {} done, {} running, {} pending, {} failed (of {})",
         s.shards_done, s.shards_running, s.shards_pending, s.shards_failed, s.shards_total
     );
-    for p in &s.partitions {
-        let rate = if p.state == "running" {
-            format!(", {:.2} images/s", p.images_per_sec)
+}
+
+/// One partition of a job run on many nodes.
+fn partition_line(o: &mut String, p: &PartitionRow) {
+    let rate = if p.state == JobState::Running.as_str() {
+        format!(", {:.2} images/s", p.images_per_sec)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        o,
+        "part {:<7} {:<12} {}/{} samples{rate}, host {}, devices {}, updated {}",
+        esc(&p.partition),
+        esc(&p.state),
+        p.samples_done,
+        p.samples_total,
+        esc(p.host.as_deref().unwrap_or("?")),
+        if p.devices.is_empty() {
+            "-".to_string()
         } else {
-            String::new()
-        };
-        let _ = writeln!(
-            o,
-            "part {:<7} {:<12} {}/{} samples{rate}, host {}, devices {}, updated {}",
-            esc(&p.partition),
-            esc(&p.state),
-            p.samples_done,
-            p.samples_total,
-            esc(p.host.as_deref().unwrap_or("?")),
-            if p.devices.is_empty() {
-                "-".to_string()
-            } else {
-                esc(&p.devices.join(",")).into_owned()
-            },
-            crate::outdir::snapshot::format_utc(p.updated_unix as u64)
-        );
+            esc(&p.devices.join(",")).into_owned()
+        },
+        format_utc(p.updated_unix as u64)
+    );
+}
+
+/// One worker of a running coordinator (or of its last snapshot).
+fn worker_line(o: &mut String, w: &crate::outdir::snapshot::WorkerSnapshot) {
+    let mut line = format!(
+        "worker {:<2} {:<8} {:<11}",
+        w.id,
+        esc(&w.device),
+        w.state.as_str()
+    );
+    if let Some(pid) = w.pid {
+        let _ = write!(line, " pid {pid:<8}");
     }
-    for w in &s.workers {
-        let mut line = format!(
-            "worker {:<2} {:<8} {:<11}",
-            w.id,
-            esc(&w.device),
-            w.state.as_str()
-        );
-        if let Some(pid) = w.pid {
-            let _ = write!(line, " pid {pid:<8}");
-        }
-        if let Some(shard) = &w.shard {
-            let _ = write!(line, " shard {}", esc(&shard.to_string()));
-        }
-        if let Some((done, total)) = w.progress {
-            let _ = write!(line, " {done}/{total}");
-        }
-        let _ = writeln!(o, "{}", line.trim_end());
+    if let Some(shard) = &w.shard {
+        let _ = write!(line, " shard {}", esc(&shard.to_string()));
     }
+    if let Some((done, total)) = w.progress {
+        let _ = write!(line, " {done}/{total}");
+    }
+    let _ = writeln!(o, "{}", line.trim_end());
+}
+
+/// A download in progress, and the rate and ETA of a running job.
+fn progress(o: &mut String, s: &Snapshot) {
     if let Some(f) = &s.fetching {
         let _ = writeln!(o, "fetching {}", esc(&f.describe()));
     }
@@ -524,6 +301,11 @@ pub(crate) fn render(s: &Snapshot) -> String {
             .unwrap_or_default();
         let _ = writeln!(o, "rate     {:.2} images/s{eta}", s.images_per_sec);
     }
+}
+
+/// What a complete job produced: the npz, the time it took, when it changed, each device's
+/// rate.
+fn result(o: &mut String, s: &Snapshot) {
     if let Some(npz) = &s.npz {
         let _ = writeln!(
             o,
@@ -556,6 +338,10 @@ pub(crate) fn render(s: &Snapshot) -> String {
             d.images_per_sec
         );
     }
+}
+
+/// Retries, what to run next, YAML changes, missing ranges, errors and the note.
+fn advice(o: &mut String, s: &Snapshot) {
     let _ = writeln!(o, "retries  {}", s.retries);
     if let Some(next) = &s.next {
         let _ = writeln!(o, "next     {}", esc(next));
@@ -582,13 +368,27 @@ pub(crate) fn render(s: &Snapshot) -> String {
     if let Some(note) = &s.note {
         let _ = writeln!(o, "note     {}", esc(note));
     }
-    let age = (unix_now() - s.updated_unix).max(0.0);
+}
+
+/// One row per target: `fidshard status runs/*`.
+fn table(rows: &[(String, Snapshot)]) -> String {
+    let mut o = String::new();
     let _ = writeln!(
         o,
-        "updated  {} ({} ago)",
-        format_utc(s.updated_unix as u64),
-        format_duration(age)
+        "{:<40} {:<12} {:>17} {:>12} {:>10}",
+        "target", "state", "samples", "images/s", "retries"
     );
+    for (target, s) in rows {
+        let _ = writeln!(
+            o,
+            "{:<40} {:<12} {:>17} {:>12.2} {:>10}",
+            target,
+            s.state.as_str(),
+            format!("{}/{}", s.samples_done, s.samples_total),
+            s.images_per_sec,
+            s.retries
+        );
+    }
     o
 }
 

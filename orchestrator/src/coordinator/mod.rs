@@ -17,6 +17,7 @@
 mod fake;
 mod held;
 mod messages;
+pub(crate) mod model_check;
 mod pool;
 mod progress;
 mod queue;

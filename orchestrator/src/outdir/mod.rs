@@ -17,12 +17,15 @@
 //! OUT/verified.json      the last full verification of the npz and PNGs (verified.rs)
 //! ```
 pub(crate) mod claim;
+pub(crate) mod finish;
 pub(crate) mod lock;
 pub(crate) mod partitions;
 pub(crate) mod provenance;
 pub(crate) mod rebuild;
+pub(crate) mod resolved;
 pub(crate) mod snapshot;
 pub(crate) mod state;
+pub(crate) mod status;
 pub(crate) mod verified;
 
 use std::path::{Path, PathBuf};

@@ -67,6 +67,32 @@ pub(crate) struct ShardRecord {
     pub seconds: f64,
 }
 
+/// What the records say each sample is, in index order: its label and its PNG's CRC-32. The
+/// npz is assembled from these and checked against them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Recorded {
+    pub labels: Vec<i64>,
+    pub crc32: Vec<u32>,
+}
+
+impl Recorded {
+    /// From shard records of any source (a state DB, the partitions' exports); sorts `records`
+    /// by their first index, the order of the npz.
+    pub fn of(records: &mut [ShardRecord]) -> Recorded {
+        records.sort_by_key(|r| r.shard.start);
+        Recorded {
+            labels: records
+                .iter()
+                .flat_map(|r| r.labels.iter().copied())
+                .collect(),
+            crc32: records
+                .iter()
+                .flat_map(|r| r.crc32.iter().copied())
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct FailedRecord {
     pub shard: Shard,
@@ -315,6 +341,10 @@ impl StateDb {
     }
 
     /// Failed shards in shard order.
+    /// The labels and CRCs of the shards recorded done, in index order.
+    pub fn recorded_labels(&self) -> Result<Recorded> {
+        Ok(Recorded::of(&mut self.done_records()?))
+    }
     pub fn failed_records(&self) -> Result<Vec<FailedRecord>> {
         self.scan(FAILED)
     }

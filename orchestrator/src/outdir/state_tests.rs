@@ -199,3 +199,20 @@ fn restart_deletes_samples_npz_and_snapshot_only() {
     assert!(StateDb::exists(out));
     assert!(crate::outdir::OutDir::new(out).lock_file().is_file());
 }
+
+#[test]
+fn recorded_labels_are_in_index_order_whatever_the_record_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path()).unwrap();
+    db.check_or_init(&fp("0"), PLAN, false).unwrap();
+    assert_eq!(db.recorded_labels().unwrap(), Recorded::default());
+    for id in [2, 0, 1] {
+        db.record_done(&done(shards()[id])).unwrap();
+    }
+    let r = db.recorded_labels().unwrap();
+    assert_eq!(r.labels, (0..25).map(|i| i % 10).collect::<Vec<i64>>());
+    assert_eq!(r.crc32, (0..25).collect::<Vec<u32>>());
+    let mut records = vec![done(shards()[1]), done(shards()[0])];
+    assert_eq!(Recorded::of(&mut records).labels[..3], [0, 1, 2]);
+    assert_eq!(records[0].shard.id, 0, "sorted by first index");
+}

@@ -1,7 +1,7 @@
 //! What `status` adds to the bare counts, so that it answers the questions a user has: for a
 //! complete job, the npz (path, size), the wall time, images/s overall and per device; for an
 //! interrupted or failed one, what to run next; and whether the YAML still matches what the
-//! out dir recorded. Also `--watch` and several targets in one table.
+//! out dir recorded.
 use crate::job::config::Job;
 use crate::outdir::snapshot::{DeviceRate, JobState, NpzInfo, Snapshot};
 use crate::outdir::state::StateDb;
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Fills in the details of `snap` for the job in `out` (`job` when the target was its YAML).
-pub(crate) fn add(snap: &mut Snapshot, out: &Path, job: Option<&Job>, target: &Path) {
+pub(crate) fn add_details(snap: &mut Snapshot, out: &Path, job: Option<&Job>) {
     let mut yaml = job
         .map(|j| crate::sys::text::shell_quote(&j.source.display().to_string()).into_owned())
         .unwrap_or_else(|| "JOB.yaml".into());
@@ -48,7 +48,6 @@ pub(crate) fn add(snap: &mut Snapshot, out: &Path, job: Option<&Job>, target: &P
     if let Some(job) = job {
         snap.config_changed = changed_keys(job, out);
     }
-    let _ = target;
 }
 
 /// The wall time of the run that wrote the npz and when that was, from `OUT/verified.json`
@@ -124,27 +123,4 @@ fn changed_keys(job: &Job, out: &Path) -> Vec<String> {
             }
         })
         .collect()
-}
-
-/// One row per target: `fidshard status runs/*`.
-pub(crate) fn table(rows: &[(String, Snapshot)]) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "{:<40} {:<12} {:>17} {:>12} {:>10}",
-        "target", "state", "samples", "images/s", "retries"
-    );
-    for (target, s) in rows {
-        let _ = writeln!(
-            o,
-            "{:<40} {:<12} {:>17} {:>12.2} {:>10}",
-            target,
-            s.state.as_str(),
-            format!("{}/{}", s.samples_done, s.samples_total),
-            s.images_per_sec,
-            s.retries
-        );
-    }
-    o
 }

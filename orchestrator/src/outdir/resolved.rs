@@ -1,0 +1,132 @@
+//! `OUT/job.resolved.yaml`: the job as fidshard runs it, every default filled in, paths made
+//! absolute, the `--set` overrides applied; itself a job file (`fidshard config job.yaml >
+//! x.yaml; fidshard run x.yaml` runs the same job, same fingerprint, same out dir, from any
+//! folder). `run` writes it beside the results, so what produced an npz is always on disk;
+//! `fidshard config` prints it. Needs no weights.
+use crate::job::config::{Devices, Job};
+use anyhow::Result;
+use fidshard_core::dit_config::CfgChannels;
+use fidshard_core::BatchSize;
+use serde_yaml::{Mapping, Value};
+use std::path::Path;
+
+fn path(p: &Path) -> Value {
+    Value::String(p.to_string_lossy().into_owned())
+}
+
+fn batch(b: BatchSize) -> Value {
+    match b {
+        BatchSize::Fixed(n) => Value::from(n as u64),
+        BatchSize::Auto => Value::from("auto"),
+    }
+}
+
+fn map(pairs: Vec<(&str, Value)>) -> Value {
+    let mut m = Mapping::new();
+    for (k, v) in pairs {
+        if !v.is_null() {
+            m.insert(Value::from(k), v);
+        }
+    }
+    Value::Mapping(m)
+}
+
+/// The job as a job file: every key of docs/configuration.md, defaults filled in.
+fn job_document(job: &Job) -> Value {
+    let s = &job.settings;
+    let m = &job.model_spec;
+    let devices = match &job.run.devices {
+        Devices::Auto => Value::from("auto"),
+        Devices::Gpus(ids) => Value::Sequence(ids.iter().map(|&i| Value::from(i)).collect()),
+        Devices::Cpu(n) => map(vec![("cpu", Value::from(*n))]),
+    };
+    let model = map(vec![
+        ("preset", m.preset.clone().map_or(Value::Null, Value::from)),
+        ("config", m.config.as_deref().map_or(Value::Null, path)),
+        ("checkpoint", path(&m.checkpoint)),
+        ("sha256", m.sha256.clone().map_or(Value::Null, Value::from)),
+    ]);
+    let out_dir = std::path::absolute(&job.out_dir).unwrap_or_else(|_| job.out_dir.clone());
+    map(vec![
+        ("model", model),
+        ("vae", path(&m.vae)),
+        ("num_classes", Value::from(s.dit.num_classes)),
+        ("image_size", Value::from(job.image_size)),
+        ("num_samples", Value::from(s.num_samples)),
+        ("seed", Value::from(s.seed)),
+        ("labels", Value::from(s.labels.as_str())),
+        ("cfg_scale", Value::from(s.cfg_scale)),
+        (
+            "cfg_channels",
+            match s.cfg_channels {
+                CfgChannels::First(n) => Value::from(n),
+                CfgChannels::All => Value::from("all"),
+            },
+        ),
+        ("sampler", Value::from(s.sampler.as_str())),
+        ("steps", Value::from(s.steps.clone())),
+        ("eta", Value::from(s.eta)),
+        ("beta_schedule", Value::from(s.beta_schedule.name())),
+        ("variance", Value::from(s.variance.name())),
+        ("precision", Value::from(s.precision.as_str())),
+        ("batch_size", batch(s.batch_size)),
+        ("vae_batch_size", batch(s.vae_batch_size)),
+        ("out_dir", path(&out_dir)),
+        ("devices", devices),
+        ("shard_size", Value::from(job.run.shard_size)),
+        (
+            "retry",
+            map(vec![
+                ("attempts", Value::from(job.run.retry.attempts)),
+                ("backoff", Value::from(job.run.retry.backoff.as_secs_f64())),
+                (
+                    "backoff_max",
+                    Value::from(job.run.retry.backoff_max.as_secs_f64()),
+                ),
+            ]),
+        ),
+        (
+            "stall_timeout",
+            Value::from(job.run.stall_timeout.as_secs_f64()),
+        ),
+        (
+            "progress_interval",
+            Value::from(job.run.progress_interval.as_secs_f64()),
+        ),
+        (
+            "partitions",
+            if job.partitions_from_slurm {
+                Value::from("slurm")
+            } else {
+                Value::Null
+            },
+        ),
+    ])
+}
+
+/// The resolved job as YAML text (`fidshard config`'s output, `OUT/job.resolved.yaml`): a job file, with where it came from in comments.
+pub(crate) fn resolved_yaml(job: &Job) -> Result<String> {
+    let overrides: Vec<String> = crate::job::config::overrides::global()
+        .iter()
+        .map(|o| format!("#   --set {}\n", one_line(&o.text)))
+        .collect();
+    let overrides = if overrides.is_empty() {
+        String::new()
+    } else {
+        format!("# with the overrides\n{}", overrides.concat())
+    };
+    Ok(format!(
+        "# The resolved job (fidshard {}): every default filled in, paths absolute; a job file \
+         that runs the same job.\n# from {}\n{overrides}# {} shards of {} samples\n{}",
+        env!("CARGO_PKG_VERSION"),
+        one_line(&job.source.display().to_string()),
+        job.total_shard_count(),
+        job.run.shard_size,
+        serde_yaml::to_string(&job_document(job))?
+    ))
+}
+
+/// Text for a comment line: no line break can end the comment early.
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
