@@ -1,5 +1,5 @@
 //! `fidshard-worker serve`: the long-lived process the coordinator spawns per device. It loads
-//! the model and VAE once ([`Server::start`], start.rs), then samples the shards it is assigned
+//! the model and VAE once (the handshake, start.rs), then samples the shards it is assigned
 //! ([`Server::shard`]); the PNG writer thread (writer.rs) encodes and writes while the next
 //! batch samples. See fidshard-core's protocol.rs for the messages, link.rs for their transport.
 //!
@@ -20,7 +20,7 @@ use fidshard_core::Exit;
 use fidshard_worker::noise::{Draws, NoiseProducer};
 use fidshard_worker::{BatchError, Engine, Timings};
 use link::{Inbound, Inbox, Outbox, Stop};
-use start::Started;
+use start::{Handshake, Loaded};
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::Device;
@@ -31,15 +31,15 @@ pub(crate) fn run(id: u32, device: Device) -> Result<Exit> {
         return Ok(Exit::Complete);
     }
     let outbox = Outbox::new();
-    let inbox = Inbox::spawn(outbox.clone());
-    match Server::start(id, device, outbox, inbox)? {
-        Started::Ready(server) => server.serve(),
-        Started::Ended(code) => Ok(code),
+    let mut inbox = Inbox::spawn(outbox.clone());
+    match start::handshake(id, device, &outbox, &mut inbox)? {
+        Handshake::Ready(loaded) => Server::new(id, *loaded, outbox, inbox).serve(),
+        Handshake::Ended(code) => Ok(code),
     }
 }
 
 /// A loaded worker between shards.
-pub(crate) struct Server {
+struct Server {
     id: u32,
     engine: Engine,
     outbox: Outbox,
@@ -84,8 +84,36 @@ enum BatchEnd {
 }
 
 impl Server {
+    fn new(id: u32, loaded: Loaded, outbox: Outbox, inbox: Inbox) -> Server {
+        let Loaded {
+            engine,
+            writer,
+            samples_dir,
+            num_samples,
+        } = loaded;
+        let d = engine.draw_spec();
+        Server {
+            id,
+            batch: engine.batch_size().max(1),
+            producer: NoiseProducer::new(engine.draw_spec()),
+            side: engine.image_size() as u32,
+            labels: LabelSpec {
+                seed: d.seed,
+                labels: d.labels,
+                num_classes: d.num_classes,
+            },
+            engine,
+            outbox,
+            inbox,
+            writer,
+            samples_dir,
+            num_samples,
+            run_seq: 0,
+        }
+    }
+
     /// Acts on the coordinator's messages until one ends the worker.
-    fn serve(mut self: Box<Self>) -> Result<Exit> {
+    fn serve(mut self) -> Result<Exit> {
         loop {
             if self.outbox.gone() {
                 return Ok(self.abandon(Exit::Complete));
@@ -273,13 +301,13 @@ impl Server {
 
     /// `drain`: writes what is queued, then exits 0. `interrupted` is the shard it stopped and
     /// how many of its PNGs exist.
-    fn drain(self: Box<Self>, interrupted: Option<(Shard, usize)>) -> Exit {
+    fn drain(self, interrupted: Option<(Shard, usize)>) -> Exit {
         let Server {
             id,
             writer,
             producer,
             ..
-        } = *self;
+        } = self;
         writer.finish();
         match interrupted {
             Some((shard, written)) => tracing::info!(
@@ -298,7 +326,7 @@ impl Server {
 
     /// The coordinator is gone or sent what cannot be parsed: exit at once, waiting neither for
     /// the writer nor for the noise drawn ahead.
-    fn abandon(self: Box<Self>, code: Exit) -> Exit {
+    fn abandon(self, code: Exit) -> Exit {
         std::mem::forget(self);
         code
     }

@@ -1,79 +1,67 @@
 //! The handshake of `serve`: `init` in, the weights checked and loaded, `ready` out, and the
 //! PNG writer started.
 use super::link::{Inbound, Inbox, Outbox};
-use super::Server;
-use crate::reuse::LabelSpec;
 use crate::writer::{Writer, WriterEvent};
 use anyhow::{anyhow, Context, Result};
 use fidshard_core::identity::WeightsIdentity;
 use fidshard_core::protocol::{FailureKind, FromWorker, ToWorker};
 use fidshard_core::{Exit, SamplerSettings};
-use fidshard_worker::noise::NoiseProducer;
 use fidshard_worker::Engine;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::Device;
 
 /// How the handshake ended.
-pub(super) enum Started {
-    Ready(Box<Server>),
+pub(super) enum Handshake {
+    Ready(Box<Loaded>),
     /// The input ended before `init`: exit with this code.
     Ended(Exit),
 }
 
-impl Server {
-    /// Waits for `init`, loads the models (checking the weights before and after), sends
-    /// `ready` and starts the writer thread.
-    pub(super) fn start(
-        id: u32,
-        device: Device,
-        outbox: Outbox,
-        mut inbox: Inbox,
-    ) -> Result<Started> {
-        let (settings, samples_dir, weights) = match inbox.next() {
-            Inbound::Msg(ToWorker::Init {
-                settings,
-                samples_dir,
-                weights,
-            }) => (settings, samples_dir, weights),
-            Inbound::End(code) => return Ok(Started::Ended(code)),
-            Inbound::Msg(_) => {
-                return Err(anyhow!("worker {id}: the first message was not `init`"))
-            }
-        };
-        fidshard_worker::precision::configure(settings.precision);
-        let start = Instant::now();
-        let num_samples = settings.num_samples;
-        let engine = load(id, &outbox, *settings, device, weights.as_ref())?;
-        outbox.send(&FromWorker::Ready {
-            pid: std::process::id(),
-            device: format!("{device:?}"),
-            load_seconds: start.elapsed().as_secs_f64(),
-        });
-        tracing::info!(worker = id, ?device, "ready");
-        let side = engine.image_size() as u32;
-        let d = engine.draw_spec();
-        let labels = LabelSpec {
-            seed: d.seed,
-            labels: d.labels,
-            num_classes: d.num_classes,
-        };
-        let writer = spawn_writer(&outbox, samples_dir.clone(), side, num_samples);
-        Ok(Started::Ready(Box::new(Server {
-            id,
-            batch: engine.batch_size().max(1),
-            producer: NoiseProducer::new(engine.draw_spec()),
-            engine,
-            outbox,
-            inbox,
-            writer,
+/// What the handshake set up for the shard loop.
+pub(super) struct Loaded {
+    pub engine: Engine,
+    /// The PNG writer thread, reporting to the coordinator.
+    pub writer: Writer,
+    pub samples_dir: PathBuf,
+    pub num_samples: u64,
+}
+
+/// Waits for `init`, loads the models (checking the weights before and after), sends `ready`
+/// and starts the writer thread.
+pub(super) fn handshake(
+    id: u32,
+    device: Device,
+    outbox: &Outbox,
+    inbox: &mut Inbox,
+) -> Result<Handshake> {
+    let (settings, samples_dir, weights) = match inbox.next() {
+        Inbound::Msg(ToWorker::Init {
+            settings,
             samples_dir,
-            num_samples,
-            side,
-            labels,
-            run_seq: 0,
-        })))
-    }
+            weights,
+        }) => (settings, samples_dir, weights),
+        Inbound::End(code) => return Ok(Handshake::Ended(code)),
+        Inbound::Msg(_) => return Err(anyhow!("worker {id}: the first message was not `init`")),
+    };
+    fidshard_worker::precision::configure(settings.precision);
+    let start = Instant::now();
+    let num_samples = settings.num_samples;
+    let engine = load(id, outbox, *settings, device, weights.as_ref())?;
+    outbox.send(&FromWorker::Ready {
+        pid: std::process::id(),
+        device: format!("{device:?}"),
+        load_seconds: start.elapsed().as_secs_f64(),
+    });
+    tracing::info!(worker = id, ?device, "ready");
+    let side = engine.image_size() as u32;
+    let writer = spawn_writer(outbox, samples_dir.clone(), side, num_samples);
+    Ok(Handshake::Ready(Box::new(Loaded {
+        engine,
+        writer,
+        samples_dir,
+        num_samples,
+    })))
 }
 
 /// Loads the engine; a failure is reported as a `fatal` message of kind `load`.
