@@ -14,7 +14,6 @@
 //!
 //! A `module.` prefix (DistributedDataParallel) is stripped from every key.
 mod globals;
-mod opcodes;
 mod pickle;
 mod safetensors_file;
 mod torch_zip;
