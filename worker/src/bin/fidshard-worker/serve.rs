@@ -6,8 +6,9 @@
 //! A shard assigned again after an interruption reuses the PNGs its earlier attempt wrote
 //! (reuse.rs) and samples only the other indices. `drain` is looked for between batches: the
 //! batch in flight is finished and written, then the worker exits 0 (preemption loses no
-//! finished batch). The end of input is looked for there too: the worker then exits at once,
-//! without waiting for the writer (the coordinator is gone or wants it gone).
+//! finished batch). The end of input, a line that does not parse and a closed stdout are looked
+//! for there too and while idle: the worker then exits (0, 2, 0) without waiting for the writer
+//! (the coordinator is gone or wants it gone); nothing but `main` ends the process.
 mod link;
 mod start;
 
@@ -67,7 +68,8 @@ enum ShardEnd {
     Failed { kind: FailureKind, message: String },
     /// `drain` came between batches; `written` PNGs of the shard exist or are queued.
     Drained { written: usize },
-    /// The input ended: exit with this code at once.
+    /// The input ended or did not parse, or stdout is closed: exit with this code, not
+    /// waiting for the writer.
     Ended(Exit),
 }
 
