@@ -12,13 +12,9 @@ pub struct Batch {
 }
 
 impl Engine {
-    /// Samples and decodes `indices` as one batch.
-    pub fn sample_batch(&self, indices: &[u64], t: &mut Timings) -> Result<Batch> {
-        self.sample_batch_from(self.draw_spec().draw(indices), t)
-    }
-
-    /// [`Engine::sample_batch`] from draws made beforehand (by a noise producer).
-    pub fn sample_batch_from(&self, draws: Draws, t: &mut Timings) -> Result<Batch> {
+    /// Samples and decodes the batch of `draws` (made beforehand, by a noise producer or
+    /// [`crate::noise::DrawSpec::draw`]).
+    fn sample_batch_from(&self, draws: Draws, t: &mut Timings) -> Result<Batch> {
         let indices = draws.indices.clone();
         let indices = &indices[..];
         let trajectory = self.sample_latents_from(draws, t);
@@ -31,13 +27,13 @@ impl Engine {
         Ok(Batch { samples, latents })
     }
 
-    /// [`Engine::sample_batch`] with libtorch's errors caught (tch's infallible API reports them
-    /// as panics) and classified. Messages are one line.
+    /// Samples and decodes `indices` as one batch, with libtorch's errors caught (tch's
+    /// infallible API reports them as panics) and classified. Messages are one line.
     pub fn try_sample_batch(&self, indices: &[u64], t: &mut Timings) -> Result<Batch, BatchError> {
         self.try_sample_batch_from(self.draw_spec().draw(indices), t)
     }
 
-    /// [`Engine::try_sample_batch`] from draws made beforehand.
+    /// [`Engine::try_sample_batch`] from draws made beforehand (by a noise producer).
     pub fn try_sample_batch_from(
         &self,
         draws: Draws,
@@ -77,6 +73,6 @@ pub enum BatchError {
 }
 
 /// True when libtorch's message is an out-of-memory error (CUDA's or the CPU allocator's).
-pub fn is_oom(msg: &str) -> bool {
+fn is_oom(msg: &str) -> bool {
     msg.contains("out of memory") || msg.contains("OutOfMemoryError")
 }

@@ -29,7 +29,7 @@ fn elem_bytes(p: Precision) -> u64 {
 /// qkv, the MLP's hidden layer), plus the attention scores (heads x tokens x tokens), doubled
 /// for the unconditional half of classifier-free guidance, with a factor 2 of headroom for
 /// temporaries.
-pub fn dit_bytes_per_image(c: &DiTConfig, precision: Precision, cfg: bool) -> u64 {
+pub(crate) fn dit_bytes_per_image(c: &DiTConfig, precision: Precision, cfg: bool) -> u64 {
     let t = c.num_patches() as u64;
     let h = c.hidden_size as u64;
     let mlp = c.mlp_hidden() as u64;
@@ -43,7 +43,11 @@ pub fn dit_bytes_per_image(c: &DiTConfig, precision: Precision, cfg: bool) -> u6
 /// An upper bound for one image in the VAE decoder: its widest feature map (the largest
 /// channel count at the full image size) a few times over (input, GroupNorm output, conv
 /// output, upsampled copy), in float32 except under autocast.
-pub fn vae_bytes_per_image(widest_channels: i64, image_size: i64, precision: Precision) -> u64 {
+pub(crate) fn vae_bytes_per_image(
+    widest_channels: i64,
+    image_size: i64,
+    precision: Precision,
+) -> u64 {
     let plane = (image_size * image_size) as u64;
     4 * widest_channels as u64 * plane * elem_bytes(precision)
 }

@@ -148,14 +148,8 @@ impl Engine {
         }
     }
 
-    /// Labels and final latents `(B, C, H, W)` (before the VAE) for `indices`, in one batch.
-    pub fn sample_latents(&self, indices: &[u64], t: &mut Timings) -> Trajectory {
-        let draws = self.draw_spec().draw(indices);
-        self.sample_latents_from(draws, t)
-    }
-
-    /// [`Engine::sample_latents`] from draws made beforehand (e.g. by a noise producer).
-    pub fn sample_latents_from(&self, draws: Draws, t: &mut Timings) -> Trajectory {
+    /// Labels and final latents `(B, C, H, W)` (before the VAE) for the batch of `draws`.
+    pub(crate) fn sample_latents_from(&self, draws: Draws, t: &mut Timings) -> Trajectory {
         let _guard = tch::no_grad_guard();
         let s = &self.settings;
         let steps = self.diffusion.num_steps();
@@ -259,8 +253,8 @@ impl Engine {
     }
 }
 
-/// What [`Engine::sample_latents`] produced for one batch.
-pub struct Trajectory {
+/// What [`Engine::sample_latents_from`] produced for one batch.
+pub(crate) struct Trajectory {
     pub labels: Vec<i64>,
     /// The final latents `(B, C, H, W)`, before the VAE.
     pub latents: Tensor,
@@ -276,7 +270,7 @@ pub struct Trajectory {
 /// step. The flags are read back (one synchronisation) only when the final latents turn out not
 /// finite, to name the step.
 #[derive(Default)]
-pub struct StepChecks {
+pub(crate) struct StepChecks {
     /// Per step in sampling order: respaced index, model timestep, and the flags
     /// `[model output finite, latents finite]` stacked into one bool tensor of 2.
     steps: Vec<(usize, i64, Tensor)>,

@@ -7,7 +7,7 @@ use fidshard_core::DiTConfig;
 
 /// FLOPs of one forward pass for one image (the unconditional half of guidance is a second
 /// image).
-pub fn dit_forward_flops(c: &DiTConfig) -> f64 {
+pub(crate) fn dit_forward_flops(c: &DiTConfig) -> f64 {
     let t = c.num_patches() as f64;
     let h = c.hidden_size as f64;
     let p2 = (c.patch_size * c.patch_size) as f64;

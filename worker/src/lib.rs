@@ -18,7 +18,7 @@ pub mod precision;
 pub mod rng;
 pub mod vae;
 
-pub use batch::{is_oom, Batch, BatchError};
+pub use batch::{Batch, BatchError};
 pub use engine::{Engine, Sample, Timings};
 pub use error::{EngineError, Result};
 /// The tch-free layer the coordinator shares: settings, configs, respacing, PNG files.

@@ -47,7 +47,7 @@ impl Linear {
 
 /// Row count from which a CPU GEMM row's result is independent of the batch (see
 /// [`Linear::forward`]; measured on MKL sgemm with AVX2/AVX-512, tests/engine_dit.rs checks it).
-pub const MIN_GEMM_ROWS: i64 = 16;
+pub(crate) const MIN_GEMM_ROWS: i64 = 16;
 
 /// `torch.nn.Conv2d(in, out, k, stride, padding, bias=True)`.
 pub struct Conv2d {

@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 pub use fidshard_core::labels::{label_of, sample_seed, LabelMode};
 
 /// The draws of one sample.
-pub struct SampleDraws {
+pub(crate) struct SampleDraws {
     pub label: i64,
     /// `(steps + 1, C, H, W)` float32 on the CPU.
     pub noise: Tensor,
@@ -21,7 +21,7 @@ pub struct SampleDraws {
 
 /// Draws sample `index`'s label and noise. Uses libtorch's global CPU generator, so callers
 /// must not draw from it concurrently (the engine draws on one thread).
-pub fn draw_sample(
+pub(crate) fn draw_sample(
     job_seed: u64,
     index: u64,
     labels: LabelMode,

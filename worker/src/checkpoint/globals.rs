@@ -31,13 +31,7 @@ fn call_at(callable: &Value, args: Vec<Value>, budget: &mut Budget, depth: usize
             rebuild_tensor(&args, None, budget)?
         }
         ("torch._utils", "_rebuild_tensor_v3") => {
-            let dtype = match args.get(6) {
-                Some(Value::Global(d)) => {
-                    budget.charge(d.0.len() + d.1.len())?;
-                    format!("{}.{}", d.0, d.1)
-                }
-                _ => return Err("_rebuild_tensor_v3 without a dtype".into()),
-            };
+            let dtype = v3_dtype(&args, budget)?;
             rebuild_tensor(&args, Some(dtype), budget)?
         }
         ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state")
@@ -58,32 +52,9 @@ fn call_at(callable: &Value, args: Vec<Value>, budget: &mut Budget, depth: usize
             _ => object(format!("{module}.{name}"), args),
         },
         ("collections", "OrderedDict") | ("builtins" | "__builtin__", "dict") => {
-            let d = Value::Dict(Rc::default());
-            match args.first() {
-                Some(Value::List(l)) => {
-                    budget.charge(l.borrow().len())?;
-                    let pairs: Vec<Value> = l.borrow().clone();
-                    set_items(&d, pairs_flat(pairs)?, budget)?;
-                }
-                Some(Value::Tuple(t)) => {
-                    budget.charge(t.len())?;
-                    set_items(&d, pairs_flat(t.to_vec())?, budget)?
-                }
-                _ => {}
-            }
-            d
+            dict_of(args.first(), budget)?
         }
-        (_, "set" | "frozenset" | "list") if builtin => match args.first() {
-            Some(Value::List(l)) => {
-                budget.charge(l.borrow().len())?;
-                Value::List(Rc::new(RefCell::new(l.borrow().clone())))
-            }
-            Some(Value::Tuple(t)) => {
-                budget.charge(t.len())?;
-                Value::List(Rc::new(RefCell::new(t.to_vec())))
-            }
-            _ => Value::List(Rc::default()),
-        },
+        (_, "set" | "frozenset" | "list") if builtin => list_of(args.first(), budget)?,
         ("torch", "Size") => tuple_of(args.first(), budget)?,
         (_, "tuple") if builtin => tuple_of(args.first(), budget)?,
         // How protocol 2 pickles Python 3 bytes.
@@ -102,6 +73,50 @@ fn call_at(callable: &Value, args: Vec<Value>, budget: &mut Budget, depth: usize
             _ => object(format!("{module}.{name}"), args),
         },
         _ => object(format!("{module}.{name}"), args),
+    })
+}
+
+/// The dtype argument of `_rebuild_tensor_v3` (a `torch.<dtype>` global), as `module.name`.
+fn v3_dtype(args: &[Value], budget: &mut Budget) -> R<String> {
+    match args.get(6) {
+        Some(Value::Global(d)) => {
+            budget.charge(d.0.len() + d.1.len())?;
+            Ok(format!("{}.{}", d.0, d.1))
+        }
+        _ => Err("_rebuild_tensor_v3 without a dtype".into()),
+    }
+}
+
+/// `dict(pairs)` / `OrderedDict(pairs)` from a list or tuple of pairs (or nothing: empty).
+fn dict_of(pairs: Option<&Value>, budget: &mut Budget) -> R<Value> {
+    let d = Value::Dict(Rc::default());
+    match pairs {
+        Some(Value::List(l)) => {
+            budget.charge(l.borrow().len())?;
+            let pairs: Vec<Value> = l.borrow().clone();
+            set_items(&d, pairs_flat(pairs)?, budget)?;
+        }
+        Some(Value::Tuple(t)) => {
+            budget.charge(t.len())?;
+            set_items(&d, pairs_flat(t.to_vec())?, budget)?
+        }
+        _ => {}
+    }
+    Ok(d)
+}
+
+/// `list(seq)`, `set(seq)`, `frozenset(seq)`: a new list of the items of a list or tuple.
+fn list_of(seq: Option<&Value>, budget: &mut Budget) -> R<Value> {
+    Ok(match seq {
+        Some(Value::List(l)) => {
+            budget.charge(l.borrow().len())?;
+            Value::List(Rc::new(RefCell::new(l.borrow().clone())))
+        }
+        Some(Value::Tuple(t)) => {
+            budget.charge(t.len())?;
+            Value::List(Rc::new(RefCell::new(t.to_vec())))
+        }
+        _ => Value::List(Rc::default()),
     })
 }
 

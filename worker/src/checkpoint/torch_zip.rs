@@ -114,44 +114,39 @@ impl TorchZip {
     /// Reads the tensor `t`, the value of state dict key `name` (for error messages).
     pub(crate) fn tensor(&mut self, name: &str, t: &TensorRef) -> Result<Tensor> {
         let path = self.path.clone();
-        let err = |msg: String| super::error(&path, msg);
-        // libtorch's messages run on with a C++ backtrace: keep their first line.
-        let torch = |e: tch::TchError| {
-            let e = e.to_string();
-            err(format!(
-                "tensor `{name}`: libtorch cannot build it: {}",
-                e.lines().next().unwrap_or_default()
-            ))
-        };
-        let s = &t.storage;
-        let unsupported = |what: &str| {
-            err(format!(
-                "tensor `{name}` has unsupported dtype {what}; convert it (e.g. with .float()) \
-                 and re-save"
-            ))
-        };
-        let untyped = s.storage_type.ends_with(".UntypedStorage");
-        let storage_elt = if untyped {
-            1
-        } else {
-            storage_kind(&s.storage_type)
-                .ok_or_else(|| unsupported(&s.storage_type))?
-                .elt_size_in_bytes()
-        };
-        let kind = match &t.dtype {
-            Some(d) => dtype_kind(d).ok_or_else(|| unsupported(d))?,
-            None if untyped => Kind::Uint8,
-            None => storage_kind(&s.storage_type).ok_or_else(|| unsupported(&s.storage_type))?,
-        };
+        let (kind, storage_elt) = kinds(&path, name, t)?;
         let elt = kind.elt_size_in_bytes();
-        let nbytes = u64::try_from(s.numel)
+        let nbytes = u64::try_from(t.storage.numel)
             .ok()
             .and_then(|n| n.checked_mul(storage_elt as u64))
-            .ok_or_else(|| err(format!("tensor `{name}`: bad storage size {}", s.numel)))?;
+            .ok_or_else(|| {
+                let numel = t.storage.numel;
+                super::error(&path, format!("tensor `{name}`: bad storage size {numel}"))
+            })?;
         let numel = (nbytes / elt as u64) as i64;
+        let storage = self.storage(name, t, kind, nbytes, numel)?;
+        check_view(&path, name, t, elt, nbytes, numel)?;
+        storage
+            .f_as_strided(&t.size, &t.stride, Some(t.offset))
+            .and_then(|v| v.f_contiguous())
+            .map_err(|e| torch_error(&path, name, e))
+    }
 
+    /// The storage `t` views, as a 1-D tensor of `numel` elements of `kind` (`nbytes` bytes),
+    /// read the first time a tensor needs it.
+    fn storage(
+        &mut self,
+        name: &str,
+        t: &TensorRef,
+        kind: Kind,
+        nbytes: u64,
+        numel: i64,
+    ) -> Result<&Tensor> {
+        let s = &t.storage;
         let cache_key = (s.key.clone(), kind);
         if !self.storages.contains_key(&cache_key) {
+            let path = self.path.clone();
+            let err = |msg: String| super::error(&path, msg);
             let entry = format!("{}data/{}", self.prefix, s.key);
             let bytes = self.read_entry(&entry)?.ok_or_else(|| {
                 err(format!(
@@ -166,37 +161,93 @@ impl TorchZip {
                     bytes.len()
                 )));
             }
+            let elt = kind.elt_size_in_bytes();
             let storage = Tensor::f_from_data_size(&bytes[..numel as usize * elt], &[numel], kind)
-                .map_err(torch)?;
+                .map_err(|e| torch_error(&path, name, e))?;
             self.storages.insert(cache_key.clone(), storage);
         }
-        let storage = &self.storages[&cache_key];
+        Ok(&self.storages[&cache_key])
+    }
+}
 
-        if !view_fits(t, numel) {
-            return Err(err(format!(
+/// The element type of tensor `name` and the size in bytes of one element of its storage
+/// (1 for an untyped storage).
+fn kinds(path: &Path, name: &str, t: &TensorRef) -> Result<(Kind, usize)> {
+    let s = &t.storage;
+    let unsupported = |what: &str| {
+        super::error(
+            path,
+            format!(
+                "tensor `{name}` has unsupported dtype {what}; convert it (e.g. with .float()) \
+                 and re-save"
+            ),
+        )
+    };
+    let untyped = s.storage_type.ends_with(".UntypedStorage");
+    let storage_elt = if untyped {
+        1
+    } else {
+        storage_kind(&s.storage_type)
+            .ok_or_else(|| unsupported(&s.storage_type))?
+            .elt_size_in_bytes()
+    };
+    let kind = match &t.dtype {
+        Some(d) => dtype_kind(d).ok_or_else(|| unsupported(d))?,
+        None if untyped => Kind::Uint8,
+        None => storage_kind(&s.storage_type).ok_or_else(|| unsupported(&s.storage_type))?,
+    };
+    Ok((kind, storage_elt))
+}
+
+/// Checks that the view of `t` (elements of `elt` bytes) lies inside its storage of `numel`
+/// elements (`nbytes` bytes) and does not ask for far more memory than the storage holds.
+fn check_view(
+    path: &Path,
+    name: &str,
+    t: &TensorRef,
+    elt: usize,
+    nbytes: u64,
+    numel: i64,
+) -> Result<()> {
+    if !view_fits(t, numel) {
+        return Err(super::error(
+            path,
+            format!(
                 "tensor `{name}`: its view (offset {}, size {:?}, stride {:?}) does not fit its \
                  storage of {numel} elements",
                 t.offset, t.size, t.stride
-            )));
-        }
-        // A view with a zero stride addresses elements many times (torch.save keeps expanded
-        // tensors as they are), so a corrupt size could ask for any amount of memory here.
-        let view_bytes = t
-            .size
-            .iter()
-            .try_fold(elt as u64, |acc, &n| acc.checked_mul(n as u64));
-        if !matches!(view_bytes, Some(b) if b <= nbytes.max(MAX_EXPANDED_BYTES)) {
-            return Err(err(format!(
+            ),
+        ));
+    }
+    // A view with a zero stride addresses elements many times (torch.save keeps expanded
+    // tensors as they are), so a corrupt size could ask for any amount of memory here.
+    let view_bytes = t
+        .size
+        .iter()
+        .try_fold(elt as u64, |acc, &n| acc.checked_mul(n as u64));
+    if !matches!(view_bytes, Some(b) if b <= nbytes.max(MAX_EXPANDED_BYTES)) {
+        return Err(super::error(
+            path,
+            format!(
                 "tensor `{name}`: its size {:?} (stride {:?}) needs far more memory than its \
                  storage of {nbytes} bytes: corrupt checkpoint",
                 t.size, t.stride
-            )));
-        }
-        storage
-            .f_as_strided(&t.size, &t.stride, Some(t.offset))
-            .and_then(|v| v.f_contiguous())
-            .map_err(torch)
+            ),
+        ));
     }
+    Ok(())
+}
+
+/// libtorch's messages run on with a C++ backtrace: keep their first line.
+fn torch_error(path: &Path, name: &str, e: tch::TchError) -> EngineError {
+    let e = e.to_string();
+    super::error(
+        path,
+        format!(
+            "tensor `{name}`: libtorch cannot build it: {}",
+            e.lines().next().unwrap_or_default()
+        ),
+    )
 }
 
 /// How many bytes a tensor may take when that is more than its storage holds (an expanded

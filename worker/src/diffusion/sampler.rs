@@ -60,7 +60,7 @@ impl SpacedDiffusion {
     }
 
     /// As [`new`](Self::new) with another number of base steps.
-    pub fn with_base_steps(
+    pub(crate) fn with_base_steps(
         schedule: BetaSchedule,
         base_steps: usize,
         spec: &str,

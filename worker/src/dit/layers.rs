@@ -72,7 +72,7 @@ pub(crate) struct TimestepEmbedder {
 }
 
 impl TimestepEmbedder {
-    pub const FREQUENCY_EMBEDDING_SIZE: i64 = 256;
+    pub(crate) const FREQUENCY_EMBEDDING_SIZE: i64 = 256;
 
     pub fn new(p: &mut dyn ParamSource, prefix: &str, dim: i64) -> Result<Self> {
         let f = Self::FREQUENCY_EMBEDDING_SIZE;

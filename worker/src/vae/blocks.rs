@@ -53,7 +53,7 @@ impl MidBlock {
 
 /// `Upsample2D(channels, use_conv=True)`: `F.interpolate(scale_factor=2.0, mode="nearest")`
 /// then a 3x3 conv (`conv`, padding 1).
-pub struct Upsample2D {
+pub(crate) struct Upsample2D {
     conv: Conv2d,
 }
 

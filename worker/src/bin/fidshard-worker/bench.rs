@@ -87,10 +87,25 @@ pub(crate) fn run(task: BenchTask) -> Result<()> {
     if let Some(n) = task.threads {
         tch::set_num_threads(n.max(1));
     }
+    let m = measure(&engine, task.images)?;
+    report(&task, &engine, &what, &m);
+    Ok(())
+}
+
+/// What the timed batches took.
+struct Measured {
+    t: Timings,
+    /// Seconds spent encoding PNGs.
+    png: f64,
+    wall: f64,
+    done: usize,
+}
+
+/// Samples `images` images after one warm-up batch (allocator, kernels), which is not counted.
+fn measure(engine: &Engine, images: usize) -> Result<Measured> {
     let side = engine.image_size() as u32;
     let batch = engine.batch_size().max(1);
     let mut warm = Timings::default();
-    // Warm-up batch (allocator, kernels), not counted.
     let first: Vec<u64> = (0..batch as u64).collect();
     engine
         .try_sample_batch(&first, &mut warm)
@@ -101,8 +116,8 @@ pub(crate) fn run(task: BenchTask) -> Result<()> {
     let start = Instant::now();
     let mut done = 0usize;
     let mut next = batch as u64;
-    while done < task.images {
-        let n = batch.min(task.images - done);
+    while done < images {
+        let n = batch.min(images - done);
         let idx: Vec<u64> = (next..next + n as u64).collect();
         let out = engine
             .try_sample_batch(&idx, &mut t)
@@ -115,7 +130,18 @@ pub(crate) fn run(task: BenchTask) -> Result<()> {
         done += n;
         next += n as u64;
     }
-    let wall = start.elapsed().as_secs_f64();
+    Ok(Measured {
+        t,
+        png,
+        wall: start.elapsed().as_secs_f64(),
+        done,
+    })
+}
+
+/// Prints seconds per image by stage, model FLOPs, MFU and GPU memory.
+fn report(task: &BenchTask, engine: &Engine, what: &str, m: &Measured) {
+    let Measured { t, png, wall, done } = *m;
+    let batch = engine.batch_size().max(1);
     let per = |x: f64| x / done.max(1) as f64;
     println!("bench: {what}");
     println!(
@@ -167,7 +193,6 @@ pub(crate) fn run(task: BenchTask) -> Result<()> {
             None => println!("  GPU memory   (NVML not available)"),
         }
     }
-    Ok(())
 }
 
 /// Memory in use on this worker's GPU (NVML; includes the caching allocator's reserve).

@@ -127,10 +127,10 @@ fn main() -> ExitCode {
     let _failpoints = fidshard_core::faults::setup();
     let result = match cli.command {
         Command::Serve { id, device } => device::to_tch(device).and_then(|d| serve::run(id, d)),
-        Command::Task => run_task(),
+        Command::Task => run_task().map(|()| Exit::Complete),
     };
     match result {
-        Ok(()) => Exit::Complete.into(),
+        Ok(code) => code.into(),
         Err(e) => {
             let code = exit_of(&e);
             let msg = format!("{e:#}").replace('\n', " ");

@@ -56,7 +56,7 @@ pub(crate) enum WriterEvent {
 
 pub(crate) struct Writer {
     pub tx: mpsc::SyncSender<WriteJob>,
-    pub aborted: Arc<AtomicU64>,
+    aborted: Arc<AtomicU64>,
     handle: std::thread::JoinHandle<()>,
 }
 
@@ -65,76 +65,22 @@ impl Writer {
         dir: PathBuf,
         side: u32,
         num_samples: u64,
-        mut on_event: impl FnMut(WriterEvent) + Send + 'static,
+        on_event: impl FnMut(WriterEvent) + Send + 'static,
     ) -> Writer {
         let (tx, rx) = mpsc::sync_channel::<WriteJob>(2);
         let aborted = Arc::new(AtomicU64::new(NO_RUN));
-        let ab = aborted.clone();
+        let mut thread = WriterThread {
+            dir,
+            side,
+            num_samples,
+            aborted: aborted.clone(),
+            on_event,
+            files: BTreeMap::new(),
+            current: NO_RUN,
+        };
         let handle = std::thread::spawn(move || {
-            // index -> (crc32, label) of the current run.
-            let mut files: BTreeMap<u64, (u32, i64)> = BTreeMap::new();
-            let mut current = NO_RUN;
             for job in rx {
-                match job {
-                    WriteJob::Begin { run, reused } => {
-                        current = run;
-                        files = reused
-                            .into_iter()
-                            .map(|r| (r.index, (r.crc32, r.label)))
-                            .collect();
-                    }
-                    WriteJob::Images {
-                        run,
-                        shard,
-                        samples,
-                    } => {
-                        if run != current {
-                            current = run;
-                            files.clear();
-                        }
-                        if ab.load(Ordering::SeqCst) == run {
-                            continue;
-                        }
-                        for s in samples {
-                            let path = dir.join(png_name(s.index, num_samples));
-                            let res = encode_png(&s.pixels, side).and_then(|bytes| {
-                                fidshard_core::faults::maybe_io_error(&path)?;
-                                write_atomic(&path, &bytes)?;
-                                Ok(crc32fast::hash(&bytes))
-                            });
-                            match res {
-                                Ok(c) => {
-                                    files.insert(s.index, (c, s.label));
-                                }
-                                Err(e) => {
-                                    ab.store(run, Ordering::SeqCst);
-                                    on_event(WriterEvent::Failed {
-                                        shard,
-                                        message: e.to_string(),
-                                    });
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    WriteJob::EndShard {
-                        run,
-                        shard,
-                        started,
-                    } => {
-                        if ab.load(Ordering::SeqCst) == run || current != run {
-                            continue;
-                        }
-                        let (crc32, labels) = std::mem::take(&mut files).into_values().unzip();
-                        on_event(WriterEvent::Done {
-                            shard,
-                            crc32,
-                            labels,
-                            seconds: started.elapsed().as_secs_f64(),
-                        });
-                        current = NO_RUN;
-                    }
-                }
+                thread.job(job);
             }
         });
         Writer {
@@ -153,5 +99,88 @@ impl Writer {
     pub fn finish(self) {
         drop(self.tx);
         let _ = self.handle.join();
+    }
+}
+
+/// The writer thread's state: the run it is writing and what it wrote of it.
+struct WriterThread<F> {
+    dir: PathBuf,
+    side: u32,
+    num_samples: u64,
+    aborted: Arc<AtomicU64>,
+    on_event: F,
+    /// index -> (crc32, label) of the current run.
+    files: BTreeMap<u64, (u32, i64)>,
+    current: u64,
+}
+
+impl<F: FnMut(WriterEvent)> WriterThread<F> {
+    fn job(&mut self, job: WriteJob) {
+        match job {
+            WriteJob::Begin { run, reused } => {
+                self.current = run;
+                self.files = reused
+                    .into_iter()
+                    .map(|r| (r.index, (r.crc32, r.label)))
+                    .collect();
+            }
+            WriteJob::Images {
+                run,
+                shard,
+                samples,
+            } => self.images(run, shard, samples),
+            WriteJob::EndShard {
+                run,
+                shard,
+                started,
+            } => self.end_shard(run, shard, started),
+        }
+    }
+
+    /// Writes the PNGs of a batch; the first that fails aborts the run.
+    fn images(&mut self, run: u64, shard: u64, samples: Vec<Sample>) {
+        if run != self.current {
+            self.current = run;
+            self.files.clear();
+        }
+        if self.aborted.load(Ordering::SeqCst) == run {
+            return;
+        }
+        for s in samples {
+            let path = self.dir.join(png_name(s.index, self.num_samples));
+            let res = encode_png(&s.pixels, self.side).and_then(|bytes| {
+                fidshard_core::faults::maybe_io_error(&path)?;
+                write_atomic(&path, &bytes)?;
+                Ok(crc32fast::hash(&bytes))
+            });
+            match res {
+                Ok(c) => {
+                    self.files.insert(s.index, (c, s.label));
+                }
+                Err(e) => {
+                    self.aborted.store(run, Ordering::SeqCst);
+                    (self.on_event)(WriterEvent::Failed {
+                        shard,
+                        message: e.to_string(),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reports the run's CRCs and labels in index order, unless it was aborted or replaced.
+    fn end_shard(&mut self, run: u64, shard: u64, started: Instant) {
+        if self.aborted.load(Ordering::SeqCst) == run || self.current != run {
+            return;
+        }
+        let (crc32, labels) = std::mem::take(&mut self.files).into_values().unzip();
+        (self.on_event)(WriterEvent::Done {
+            shard,
+            crc32,
+            labels,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        self.current = NO_RUN;
     }
 }
