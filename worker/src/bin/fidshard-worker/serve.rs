@@ -6,9 +6,10 @@
 //! A shard assigned again after an interruption reuses the PNGs its earlier attempt wrote
 //! (reuse.rs) and samples only the other indices. `drain` is looked for between batches: the
 //! batch in flight is finished and written, then the worker exits 0 (preemption loses no
-//! finished batch). The end of input, a line that does not parse and a closed stdout are looked
-//! for there too and while idle: the worker then exits (0, 2, 0) without waiting for the writer
-//! (the coordinator is gone or wants it gone); nothing but `main` ends the process.
+//! finished batch). A closed stdout is looked for there too and while idle: the worker then
+//! exits 0 without waiting for the writer. The end of input and a line that does not parse end
+//! the process at once from the reader thread (link.rs, `main::end_now`): a worker whose
+//! coordinator is gone never finishes a batch into a resumed run.
 mod link;
 mod start;
 

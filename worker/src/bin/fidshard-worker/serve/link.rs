@@ -1,8 +1,10 @@
 //! The worker's link to the coordinator: protocol lines out on stdout ([`Outbox`]), in from
 //! stdin through a reader thread ([`Inbox`]), and the ties to the parent process.
 //!
-//! Nothing here ends the process: the end of input, a line that does not parse and a closed
-//! stdout become values the server acts on (it returns its exit code to `main`).
+//! The end of input and a line that does not parse end the process at once, from the reader
+//! thread, through [`crate::end_now`] (exit 0, or exit 2 after a `fatal` message): a worker
+//! whose coordinator is gone never finishes a batch into a resumed run. A closed stdout
+//! becomes a value the server acts on (it returns its exit code to `main`).
 use fidshard_core::protocol::{line, FailureKind, FromWorker, ToWorker};
 use fidshard_core::Exit;
 use std::collections::VecDeque;
@@ -70,7 +72,7 @@ impl Inbox {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let end = read_stdin(&tx, &outbox);
-            let _ = tx.send(Inbound::End(end));
+            crate::end_now(end);
         });
         Inbox {
             rx,
