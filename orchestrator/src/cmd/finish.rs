@@ -9,10 +9,10 @@ use crate::outdir::snapshot::unix_now;
 use crate::outdir::snapshot::JobState;
 use crate::outdir::state::{ShardRecord, StateDb};
 use crate::outdir::verified::{self, Verified};
-use crate::sys::exit::Exit;
 use crate::sys::time::round1;
 use anyhow::{anyhow, Context, Result};
 use fidshard_core::output::png_name;
+use fidshard_core::Exit;
 use std::time::Duration;
 
 /// Assembles `samples.npz` from the recorded shards' PNGs, checking each file's CRC.

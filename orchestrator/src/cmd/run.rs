@@ -9,9 +9,9 @@ use crate::job::plan::Shard;
 use crate::outdir::lock::JobLock;
 use crate::outdir::snapshot::{self, JobState, Snapshot};
 use crate::outdir::state::StateDb;
-use crate::sys::exit::{Exit, Fatal};
 use crate::sys::time::round1;
 use anyhow::{anyhow, Context, Result};
+use fidshard_core::{Exit, Fatal};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -61,12 +61,9 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
         "fidshard run"
     );
     // The out dir is the job's (shared by its partitions); the state is this coordinator's.
-    crate::outdir::claim::claim(&out).map_err(|e| {
-        let code = e.exit();
-        fidshard_core::Fatal::new(code, e)
-    })?;
+    crate::outdir::claim::claim(&out)?;
     let state = job.state_dir();
-    let lock = JobLock::acquire(&state).map_err(|e| e.fatal())?;
+    let lock = JobLock::acquire(&state)?;
     let started = Instant::now();
     // Build the DiT and the VAE once on the CPU before anything in the out dir is deleted or
     // written: a bad checkpoint or VAE then fails in seconds with one message (exit 2), instead

@@ -12,8 +12,9 @@ use crate::outdir::lock::{JobLock, Probe};
 use crate::outdir::snapshot::{self, format_utc, unix_now, JobState, Snapshot, MAX_ERRORS};
 use crate::outdir::state::StateDb;
 use crate::outdir::LOCK_FILE;
-use crate::sys::exit::Fatal;
+use crate::sys::time::format_duration;
 use anyhow::{anyhow, Result};
+use fidshard_core::Fatal;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -69,8 +70,10 @@ fn watch(args: &StatusArgs, secs: f64) -> Result<()> {
             Ok((text, _, false)) => text,
             Err(e) if first => return Err(e),
             Err(e) => format!(
-                "fidshard: error: {}\n",
-                crate::sys::text::escape_control(&format!("{e:#}"))
+                "{}\n",
+                fidshard_core::error_line::error_line(&crate::sys::text::escape_control(&format!(
+                    "{e:#}"
+                )))
             ),
         };
         first = false;
@@ -219,9 +222,9 @@ fn verify_complete(out_dir: &Path, n: u64) -> Result<f64> {
 
 /// The records of a job run on one node (its `state.sled`, read under the job lock).
 fn whole_job_records(out_dir: &Path) -> Result<Vec<crate::outdir::state::ShardRecord>> {
-    match JobLock::probe(out_dir).map_err(|e| e.fatal())? {
+    match JobLock::probe(out_dir)? {
         Probe::Free(_guard) => {
-            let db = StateDb::open(out_dir).map_err(|e| e.fatal())?;
+            let db = StateDb::open(out_dir)?;
             Ok(db.done_records()?)
         }
         Probe::Held(h) => Err(fidshard_core::input_error!(
@@ -303,7 +306,7 @@ fn resolve_target(target: &Path) -> Result<(PathBuf, Totals)> {
 
 /// The job's status: the live coordinator's snapshot, or one derived from the records.
 pub(crate) fn compute(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
-    match JobLock::probe(out_dir).map_err(|e| e.fatal())? {
+    match JobLock::probe(out_dir)? {
         Probe::Held(holder) => Ok(from_live(out_dir, &holder, totals)),
         Probe::Free(guard) => {
             let snap = from_records(out_dir, totals);
@@ -368,7 +371,7 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
         Ok(db) => db,
         Err(e) => {
             let Some(mut prev) = previous else {
-                return Err(e.fatal().into());
+                return Err(e.into());
             };
             if prev.state == JobState::Running {
                 prev.state = JobState::Interrupted;
@@ -379,13 +382,13 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
             return Ok(prev);
         }
     };
-    let Some(meta) = db.meta().map_err(|e| e.fatal())? else {
+    let Some(meta) = db.meta()? else {
         return Ok(s);
     };
-    let done = db.done_records().map_err(|e| e.fatal())?;
-    let failed = db.failed_records().map_err(|e| e.fatal())?;
+    let done = db.done_records()?;
+    let failed = db.failed_records()?;
     // The coordinator may have reported retries it had not yet counted durably.
-    let retries = db.retries().map_err(|e| e.fatal())?;
+    let retries = db.retries()?;
     s.retries = retries.max(previous.as_ref().map_or(0, |p| p.retries));
     s.wall_seconds = previous.as_ref().and_then(|p| p.wall_seconds);
     drop(db);
@@ -590,16 +593,6 @@ pub(crate) fn render(s: &Snapshot) -> String {
         format_duration(age)
     );
     o
-}
-
-/// `1h 02m`, `5m 03s`, `42s`.
-pub(crate) fn format_duration(secs: f64) -> String {
-    let t = secs.max(0.0).round() as u64;
-    match (t / 3600, t / 60 % 60, t % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, s) => format!("{m}m {s:02}s"),
-        (h, m, _) => format!("{h}h {m:02}m"),
-    }
 }
 
 #[cfg(test)]

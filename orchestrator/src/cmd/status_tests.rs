@@ -1,8 +1,9 @@
 //! Tests of `status`.
 use super::*;
+use crate::exit_code::code_of;
 use crate::outdir::snapshot::{WorkerSnapshot, WorkerState};
 use crate::outdir::state::tests::{done, failed, fp, PLAN};
-use crate::sys::exit::{code_of, Exit};
+use fidshard_core::Exit;
 
 /// An out dir whose DB holds `done` / `failed` shards of the 25-sample, 3-shard plan.
 fn out_dir_with(done_ids: &[u64], failed_ids: &[u64]) -> tempfile::TempDir {

@@ -40,18 +40,6 @@ pub(crate) enum ClaimError {
     },
 }
 
-impl ClaimError {
-    pub fn exit(&self) -> fidshard_core::Exit {
-        match self {
-            ClaimError::NotADir(_)
-            | ClaimError::Foreign { .. }
-            | ClaimError::ReadOnly { .. }
-            | ClaimError::SamplesNotOwn { .. } => fidshard_core::Exit::InvalidInput,
-            ClaimError::Io { .. } => fidshard_core::Exit::Failure,
-        }
-    }
-}
-
 /// Top-level names an earlier fidshard could have left in an out dir.
 fn is_own_top_level(name: &str) -> bool {
     matches!(
