@@ -1,6 +1,6 @@
 //! Errors of the tch-free layer (configs, image files). Each message names the file, the key and,
 //! where there is one, the fix: it is what a user sees on one line before a non-zero exit.
-use crate::exit::Exit;
+use crate::exit::{Exit, Fatal};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,14 @@ impl CoreError {
             source,
         }
     }
+    /// The I/O error inside, for a caller with an error type of its own that names the path
+    /// itself (any other variant, which an I/O helper never returns, becomes `Other`).
+    pub fn into_io(self) -> std::io::Error {
+        match self {
+            CoreError::Io { source, .. } => source,
+            other => std::io::Error::other(other),
+        }
+    }
     /// The documented exit code this error produces.
     pub fn exit(&self) -> Exit {
         match self {
@@ -71,4 +79,60 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".into())
+}
+
+/// The exit code of an error: the first error in its chain whose type knows its code decides
+/// (`Fatal`, [`CoreError`], [`RespaceError`](crate::diffusion::RespaceError),
+/// and whatever `more` recognises, e.g. the engine's error in the worker binary); anything
+/// else is `Failure`. Walking the whole chain means a `.context(...)` or a new `?` can never
+/// turn a documented code into 1.
+pub fn code_of_with(
+    err: &anyhow::Error,
+    more: &dyn Fn(&(dyn std::error::Error + 'static)) -> Option<Exit>,
+) -> Exit {
+    for cause in err.chain() {
+        if let Some(f) = cause.downcast_ref::<Fatal>() {
+            return f.code;
+        }
+        if let Some(e) = cause.downcast_ref::<CoreError>() {
+            return e.exit();
+        }
+        if cause
+            .downcast_ref::<crate::diffusion::RespaceError>()
+            .is_some()
+        {
+            return Exit::InvalidInput;
+        }
+        if let Some(code) = more(cause) {
+            return code;
+        }
+    }
+    Exit::Failure
+}
+
+/// [`code_of_with`] for the types this crate knows.
+pub fn code_of(err: &anyhow::Error) -> Exit {
+    code_of_with(err, &|_| None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn context_keeps_the_code() {
+        let e: anyhow::Error = Fatal::input(anyhow::anyhow!("bad key")).into();
+        let e = Err::<(), _>(e)
+            .context("loading x")
+            .context("run")
+            .unwrap_err();
+        assert_eq!(code_of(&e), Exit::InvalidInput);
+        let io = CoreError::io("/x", std::io::Error::other("disk"));
+        let e = Err::<(), _>(io).context("writing").unwrap_err();
+        assert_eq!(code_of(&e), Exit::Failure);
+        let png = CoreError::Png("bad".into());
+        assert_eq!(code_of(&anyhow::Error::new(png)), Exit::Failure);
+        assert_eq!(code_of(&anyhow::anyhow!("other")), Exit::Failure);
+    }
 }

@@ -1,5 +1,9 @@
 //! The process exit codes, documented in docs/operations.md. Scripts (cron, Slurm requeue)
 //! depend on them, so they never change meaning.
+//!
+//! A leaf: the codes and [`Fatal`] (an error that carries its code) name no other error type.
+//! Which error produces which code is decided by the walk in [`crate::error::code_of_with`] and
+//! by each binary's own map at its top (orchestrator/src/exit_code.rs, the worker's main.rs).
 use std::process::ExitCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,60 +88,9 @@ macro_rules! input_error {
     };
 }
 
-/// The exit code of an error: the first error in its chain whose type knows its code decides
-/// (`Fatal`, [`CoreError`](crate::error::CoreError), [`RespaceError`](crate::diffusion::RespaceError),
-/// and whatever `more` recognises, e.g. the engine's error in the worker binary); anything
-/// else is `Failure`. Walking the whole chain means a `.context(...)` or a new `?` can never
-/// turn a documented code into 1.
-pub fn code_of_with(
-    err: &anyhow::Error,
-    more: &dyn Fn(&(dyn std::error::Error + 'static)) -> Option<Exit>,
-) -> Exit {
-    for cause in err.chain() {
-        if let Some(f) = cause.downcast_ref::<Fatal>() {
-            return f.code;
-        }
-        if let Some(e) = cause.downcast_ref::<crate::error::CoreError>() {
-            return e.exit();
-        }
-        if cause
-            .downcast_ref::<crate::diffusion::RespaceError>()
-            .is_some()
-        {
-            return Exit::InvalidInput;
-        }
-        if let Some(code) = more(cause) {
-            return code;
-        }
-    }
-    Exit::Failure
-}
-
-/// [`code_of_with`] for the types this crate knows.
-pub fn code_of(err: &anyhow::Error) -> Exit {
-    code_of_with(err, &|_| None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context;
-
-    #[test]
-    fn context_keeps_the_code() {
-        let e: anyhow::Error = Fatal::input(anyhow::anyhow!("bad key")).into();
-        let e = Err::<(), _>(e)
-            .context("loading x")
-            .context("run")
-            .unwrap_err();
-        assert_eq!(code_of(&e), Exit::InvalidInput);
-        let io = crate::error::CoreError::io("/x", std::io::Error::other("disk"));
-        let e = Err::<(), _>(io).context("writing").unwrap_err();
-        assert_eq!(code_of(&e), Exit::Failure);
-        let png = crate::error::CoreError::Png("bad".into());
-        assert_eq!(code_of(&anyhow::Error::new(png)), Exit::Failure);
-        assert_eq!(code_of(&anyhow::anyhow!("other")), Exit::Failure);
-    }
 
     #[test]
     fn codes_round_trip() {

@@ -11,6 +11,7 @@ pub mod device;
 pub mod diffusion;
 pub mod dit_config;
 pub mod error;
+pub mod error_line;
 pub mod exit;
 pub mod faults;
 pub mod identity;

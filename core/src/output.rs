@@ -3,6 +3,7 @@
 use crate::error::{CoreError, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// File name of sample `index` in a job of `num_samples`: zero-padded to at least 6 digits,
 /// wider when the job needs it, so that names sort in index order.
@@ -24,9 +25,16 @@ pub fn encode_png(pixels: &[u8], side: u32) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Writes `bytes` to `path` through `path.tmp.<pid>` + fsync + rename.
+/// Writes `bytes` to `path` so that no reader and no crash ever sees a partial file: a
+/// temporary file beside it (`.{name}.tmp.{pid}.{n}`, unique per process and per call, so two
+/// threads never share one), fsync, rename over `path`, then fsync of the folder so that the
+/// rename itself survives a power loss. The one atomic writer of both binaries; the temporary
+/// name matches what `remove_stale_temps` cleans up after a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_name(path);
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut tmp = temp_name(path).into_os_string();
+    tmp.push(format!(".{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+    let tmp = PathBuf::from(tmp);
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -37,10 +45,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(CoreError::io(path, e));
     }
-    Ok(())
+    sync_parent(path).map_err(|e| CoreError::io(path, e))
 }
 
-/// The temporary name used while writing `path` (`.{name}.tmp.{pid}` beside it).
+/// fsyncs the folder that holds `path`, which makes a rename into it durable. A file system
+/// that cannot sync a folder (EINVAL) offers nothing better, so that is no error.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        res => res,
+    }
+}
+
+/// The temporary name of `path` for this process (`.{name}.tmp.{pid}` beside it): the npz
+/// writer's, which one process writes once, so that the name can be found again to clean up.
 pub fn temp_name(path: &Path) -> PathBuf {
     let name = path
         .file_name()
@@ -109,4 +131,57 @@ pub fn check_png(bytes: &[u8], side: u32) -> std::result::Result<(), String> {
             .map_err(|e| format!("not a readable PNG: {e}"))
     });
     decoded.unwrap_or_else(|_| Err("the PNG decoder panicked".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("status.json")]);
+    }
+
+    #[test]
+    fn threads_writing_one_file_never_share_a_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        std::thread::scope(|s| {
+            for i in 0..8u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        write_atomic(path, &[i; 64]).unwrap();
+                    }
+                });
+            }
+        });
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 64);
+        assert!(
+            bytes.iter().all(|&b| b == bytes[0]),
+            "a torn file: {bytes:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_names_the_file_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("x.json");
+        let err = write_atomic(&path, b"x").unwrap_err();
+        assert!(
+            err.to_string().starts_with(&path.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }

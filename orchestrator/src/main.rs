@@ -2,6 +2,7 @@
 //! FID) from DiT checkpoints. See README.md and docs/.
 mod cmd;
 mod coordinator;
+mod exit_code;
 mod fetch;
 mod job;
 mod npz;
@@ -10,9 +11,10 @@ mod sys;
 mod worker;
 
 use clap::{Parser, Subcommand};
+use exit_code::code_of;
+use fidshard_core::Exit;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use sys::exit::{code_of, Exit};
 use sys::log::LogFormat;
 
 #[derive(Parser)]

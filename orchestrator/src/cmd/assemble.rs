@@ -4,8 +4,8 @@ use crate::outdir::finish::{assemble_interruptible, final_snapshot};
 use crate::outdir::lock::JobLock;
 use crate::outdir::snapshot::JobState;
 use crate::outdir::state::StateDb;
-use crate::sys::exit::Fatal;
 use anyhow::{anyhow, Result};
+use fidshard_core::Fatal;
 
 /// `fidshard assemble CONFIG`: only the last step, from what the state DB records.
 pub(crate) fn run(config: &std::path::Path) -> Result<()> {
@@ -16,7 +16,7 @@ pub(crate) fn run(config: &std::path::Path) -> Result<()> {
     if let Some(n) = partition_count(&job) {
         return assemble_partitions(&mut job, n);
     }
-    let _lock = JobLock::acquire(&job.out_dir).map_err(|e| e.fatal())?;
+    let _lock = JobLock::acquire(&job.out_dir)?;
     if !StateDb::exists(&job.out_dir) {
         let c = config.display();
         let hint = if crate::outdir::OutDir::new(&job.out_dir).samples().is_dir() {
@@ -33,7 +33,7 @@ pub(crate) fn run(config: &std::path::Path) -> Result<()> {
         ))
         .into());
     }
-    let db = StateDb::open(&job.out_dir).map_err(|e| e.fatal())?;
+    let db = StateDb::open(&job.out_dir)?;
     let shards = job.plan();
     let done = db.done_records()?.len();
     if done < shards.len() {

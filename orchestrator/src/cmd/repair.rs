@@ -13,7 +13,7 @@ use std::path::Path;
 /// readable DB is moved to `state.sled.old-<unix>`, an unreadable one to `.broken-<unix>`).
 pub(crate) fn run(config: &Path) -> Result<()> {
     let job = Job::load(config)?;
-    let lock = JobLock::acquire(&job.out_dir).map_err(|e| e.fatal())?;
+    let lock = JobLock::acquire(&job.out_dir)?;
     let fp = Fingerprint::compute(&job)?;
     let found = inspect(&lock)?;
     check_saved_fingerprint(&lock, &fp)?;
@@ -24,8 +24,7 @@ pub(crate) fn run(config: &Path) -> Result<()> {
         Found::Readable(db) => {
             // Refuse another job's DB: rebuilding would bind its PNGs to this job.
             if db.meta()?.is_some() {
-                db.check_or_init(&fp, plan_meta(&job), false)
-                    .map_err(|e| e.fatal())?;
+                db.check_or_init(&fp, plan_meta(&job), false)?;
             }
             for r in db.done_records()? {
                 known.extend(r.shard.indices().zip(r.crc32.iter().copied()));

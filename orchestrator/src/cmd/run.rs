@@ -12,8 +12,9 @@ use crate::outdir::lock::JobLock;
 use crate::outdir::snapshot::JobState;
 use crate::outdir::state::StateDb;
 use crate::outdir::OutDir;
-use crate::sys::exit::{Exit, Fatal};
+
 use anyhow::{anyhow, Context, Result};
+use fidshard_core::{Exit, Fatal};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,11 +39,8 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     let (job, devices) = load_job(&args)?;
     let out = job.out_dir.clone();
     // The out dir is the job's (shared by its partitions); the state is this coordinator's.
-    crate::outdir::claim::claim(&out).map_err(|e| {
-        let code = e.exit();
-        fidshard_core::Fatal::new(code, e)
-    })?;
-    let lock = JobLock::acquire(&job.state_dir()).map_err(|e| e.fatal())?;
+    crate::outdir::claim::claim(&out)?;
+    let lock = JobLock::acquire(&job.state_dir())?;
     let started = Instant::now();
     // Build the DiT and the VAE once on the CPU before anything in the out dir is deleted or
     // written: a bad checkpoint or VAE then fails in seconds with one message (exit 2), instead

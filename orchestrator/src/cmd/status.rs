@@ -6,9 +6,10 @@ use crate::outdir::snapshot::{format_utc, unix_now, JobState, PartitionRow, Snap
 use crate::outdir::state::StateDb;
 use crate::outdir::status::{add_details, compute_job, verify_complete, Totals};
 use crate::outdir::LOCK_FILE;
-use crate::sys::exit::Fatal;
+use crate::sys::time::format_duration;
 use crate::sys::text::escape_control as esc;
 use anyhow::{anyhow, Result};
+use fidshard_core::Fatal;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -64,8 +65,10 @@ fn watch(args: &StatusArgs, secs: f64) -> Result<()> {
             Ok((text, _, false)) => text,
             Err(e) if first => return Err(e),
             Err(e) => format!(
-                "fidshard: error: {}\n",
-                crate::sys::text::escape_control(&format!("{e:#}"))
+                "{}\n",
+                fidshard_core::error_line::error_line(&crate::sys::text::escape_control(&format!(
+                    "{e:#}"
+                )))
             ),
         };
         first = false;
@@ -390,16 +393,6 @@ fn table(rows: &[(String, Snapshot)]) -> String {
         );
     }
     o
-}
-
-/// `1h 02m`, `5m 03s`, `42s`.
-pub(crate) fn format_duration(secs: f64) -> String {
-    let t = secs.max(0.0).round() as u64;
-    match (t / 3600, t / 60 % 60, t % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, s) => format!("{m}m {s:02}s"),
-        (h, m, _) => format!("{h}h {m:02}m"),
-    }
 }
 
 #[cfg(test)]

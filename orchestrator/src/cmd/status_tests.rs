@@ -4,7 +4,8 @@ use crate::job::plan::plan;
 use crate::outdir::lock::JobLock;
 use crate::outdir::snapshot::{WorkerSnapshot, WorkerState};
 use crate::outdir::status::{compute, tests::out_dir_with};
-use crate::sys::exit::{code_of, Exit};
+use crate::exit_code::code_of;
+use fidshard_core::Exit;
 
 #[test]
 fn renders_a_failed_job() {

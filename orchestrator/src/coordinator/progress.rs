@@ -89,7 +89,7 @@ impl Progress {
             Some(eta) => format!(
                 "{:.2} images/s, ETA {}",
                 self.rate(),
-                crate::cmd::status::format_duration(eta)
+                crate::sys::time::format_duration(eta)
             ),
             None => "(measuring the rate)".into(),
         }

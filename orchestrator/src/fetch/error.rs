@@ -1,7 +1,7 @@
-//! The ways fetching weights ends badly, each with its exit code: temporary failures (the
-//! network, the server) are 75, "try again later", like an interrupted run; what the user must
-//! fix (a repo that does not exist, a missing token, offline mode, a wrong `sha256:`) is 2.
-use fidshard_core::Exit;
+//! The ways fetching weights ends badly: temporary failures (the network, the server), which
+//! exit 75, "try again later", like an interrupted run; what the user must fix (a repo that
+//! does not exist, a missing token, offline mode, a wrong `sha256:`), which exits 2. The codes
+//! are given in exit_code.rs at the top of the binary.
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,14 +33,6 @@ pub(crate) enum FetchError {
 }
 
 impl FetchError {
-    pub fn exit(&self) -> Exit {
-        match self {
-            FetchError::Exhausted { .. } | FetchError::Interrupted { .. } => Exit::Interrupted,
-            FetchError::Input(_) => Exit::InvalidInput,
-            FetchError::Io { .. } => Exit::Failure,
-        }
-    }
-
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> FetchError {
         let path = path.into();
         move |source| FetchError::Io { path, source }
@@ -50,8 +42,9 @@ impl FetchError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::exit::code_of;
+    use crate::exit_code::code_of;
     use anyhow::Context;
+    use fidshard_core::Exit;
 
     #[test]
     fn codes_survive_context() {

@@ -100,9 +100,9 @@ fn status_lock(
     let Ok((partition, _)) = Partition::resolve(partition, yaml_slurm) else {
         return Ok(None);
     };
-    crate::outdir::claim::claim(out).map_err(|e| fidshard_core::Fatal::new(e.exit(), e))?;
+    crate::outdir::claim::claim(out)?;
     let dir = crate::outdir::OutDir::new(out).state_dir(partition);
-    let lock = crate::outdir::lock::JobLock::acquire(&dir).map_err(|e| e.fatal())?;
+    let lock = crate::outdir::lock::JobLock::acquire(&dir)?;
     Ok(Some((lock, dir)))
 }
 

@@ -57,7 +57,7 @@ impl Plan {
     pub fn of(config: &Path) -> Result<Plan> {
         let spec = Job::weights_spec(config)?;
         let err = |key: &str, msg: String| {
-            crate::sys::exit::Fatal::input(anyhow::anyhow!("{}: `{key}`: {msg}", config.display()))
+            fidshard_core::Fatal::input(anyhow::anyhow!("{}: `{key}`: {msg}", config.display()))
         };
         let sha256 = match &spec.checkpoint_sha256 {
             Some(s) => Some(hub::parse_sha256(s).map_err(|m| err("model.sha256", m))?),

@@ -2,8 +2,8 @@
 //! bytes and rate (every [`LOG_EVERY`]), and, for `run`, the file and its bytes in
 //! `OUT/status.json` so that `fidshard status` shows "fetching" while it lasts. The snapshot
 //! that was there before is put back afterwards: fetching leaves the out dir as it found it.
-use crate::job::disk::human;
 use crate::outdir::snapshot::{self, Fetching, JobState, Snapshot};
+use crate::sys::size::human;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -432,17 +432,10 @@ fn finish(t: &Transfer, st: &mut State) -> Result<Result<(), Failure>, FetchErro
     Ok(Ok(()))
 }
 
-/// `path` replaced by `bytes` through a temporary file and a rename: readers never see a
-/// torn file.
+/// `path` replaced by `bytes` through fidshard-core's `write_atomic` (readers never see a torn
+/// file), its error as a `FetchError`.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let res = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map_err(FetchError::io(path))
+    fidshard_core::output::write_atomic(path, bytes).map_err(|e| FetchError::io(path)(e.into_io()))
 }
 
 #[cfg(test)]

@@ -4,6 +4,19 @@
 use anyhow::Result;
 use serde::Serialize;
 
+/// Which devices get a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum Devices {
+    /// `auto`: every GPU visible through CUDA_VISIBLE_DEVICES / the driver; without a GPU the
+    /// job refuses to start (exit 2): never a silent CPU fallback.
+    #[default]
+    Auto,
+    /// `[0, 2, 3]`: these GPU ids (as CUDA numbers the visible devices).
+    Gpus(Vec<u32>),
+    /// `{cpu: N}`: N CPU workers.
+    Cpu(u32),
+}
+
 /// One GPU as NVML reports it.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct GpuInfo {
@@ -149,9 +162,9 @@ pub(crate) fn describe(devices: &[WorkerDevice]) -> String {
                 .and_then(|i| i.gpus.iter().find(|g| &g.visible_id == id));
             parts.push(match info {
                 Some(g) => format!(
-                    "gpu{id} ({}, {:.1} GB)",
+                    "gpu{id} ({}, {})",
                     g.name,
-                    g.memory_total as f64 / 1e9
+                    crate::sys::size::human(g.memory_total)
                 ),
                 None => format!("gpu{id}"),
             });
@@ -161,14 +174,13 @@ pub(crate) fn describe(devices: &[WorkerDevice]) -> String {
 }
 
 /// The devices `devices` names, resolved against what this machine has.
-pub(crate) fn resolve_devices(devices: &crate::job::config::Devices) -> Result<Vec<WorkerDevice>> {
-    use crate::job::config::Devices;
+pub(crate) fn resolve_devices(devices: &Devices) -> Result<Vec<WorkerDevice>> {
     let inv = inventory();
     let n = inv.gpus.len() as u32;
     let name_of = |i: u32| -> String { inv.gpus[i as usize].visible_id.clone() };
     Ok(match devices {
         Devices::Cpu(n) => {
-            crate::job::config::check_cpu_workers(*n)?;
+            crate::job::config::checks::check_cpu_workers(*n)?;
             vec![WorkerDevice::Cpu; *n as usize]
         }
         Devices::Auto => {

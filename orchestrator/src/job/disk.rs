@@ -40,13 +40,5 @@ pub(crate) fn free_bytes(dir: &Path) -> Result<u64> {
     Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
-pub(crate) fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 {
-        format!("{:.1} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} MB", b / 1e6)
-    } else {
-        format!("{:.0} kB", b / 1e3)
-    }
-}
+/// The disk numbers' unit, shared with every other byte count shown.
+pub(crate) use crate::sys::size::human;

@@ -6,6 +6,10 @@
 //! `[floor(K*S/N), floor((K+1)*S/N))`, so the partitions differ by at most one shard and
 //! together cover the plan exactly once.
 use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// `OUT/partitions`: one folder per partition of a job run on many nodes (`K-of-N`).
+pub(crate) const PARTITIONS_DIR: &str = "partitions";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Partition {
@@ -86,6 +90,17 @@ impl Partition {
     /// `K-of-N`, the name of its folder under `OUT/partitions/`.
     pub fn tag(self) -> String {
         format!("{}-of-{}", self.k, self.n)
+    }
+
+    /// Where the coordinator of this partition keeps its state (DB, lock, status.json) in the
+    /// out dir `out`: `out` itself for the whole job (the layout of a one-node run), else
+    /// `out/partitions/K-of-N/` with the same names inside.
+    pub fn state_dir(self, out: &Path) -> PathBuf {
+        if self.is_whole() {
+            out.to_path_buf()
+        } else {
+            out.join(PARTITIONS_DIR).join(self.tag())
+        }
     }
 
     /// Parses a [`Partition::tag`].

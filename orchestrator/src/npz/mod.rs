@@ -26,6 +26,11 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The zip entries of `samples.npz`, named as `np.savez` names its positional arrays: the
+/// images, then the labels. The writer writes them and the verifier looks for them.
+pub(crate) const IMAGES: &str = "arr_0.npy";
+pub(crate) const LABELS: &str = "arr_1.npy";
+
 /// What to assemble.
 pub(crate) struct AssembleInput<'a> {
     /// Folder of `{index:06}.png` (see `fidshard_core::output::png_name`).

@@ -5,8 +5,7 @@
 //! compared with its image in the npz, the labels against the records, and the images entry
 //! read to its end (the zip reader checks its CRC-32 there). [`entry_crcs`] reads the CRC-32s
 //! the zip directory records, for the record of a verification (outdir/verified.rs).
-use super::writer::{IMAGES, LABELS};
-use super::AssembleError;
+use super::{AssembleError, IMAGES, LABELS};
 use std::io::{self, Read};
 use std::path::Path;
 use zip::CompressionMethod;

@@ -1,7 +1,7 @@
 //! `NpzWriter`: streams images into `arr_0.npy` of a zip64 `.npz`, without compression, as
 //! `np.savez` lays it out, under a temporary name that is renamed only once the file is complete,
 //! fsynced and checked.
-use super::{verify, AssembleError};
+use super::{verify, AssembleError, IMAGES, LABELS};
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -10,8 +10,6 @@ use std::sync::Arc;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
-pub(crate) const IMAGES: &str = "arr_0.npy";
-pub(crate) const LABELS: &str = "arr_1.npy";
 /// Bytes of zip bookkeeping (local + central headers with zip64 extras, zip64 end records) plus
 /// the two npy headers stay far below this; used for the free-space check only.
 const ZIP_OVERHEAD: u64 = 64 * 1024;

@@ -40,18 +40,6 @@ pub(crate) enum ClaimError {
     },
 }
 
-impl ClaimError {
-    pub fn exit(&self) -> fidshard_core::Exit {
-        match self {
-            ClaimError::NotADir(_)
-            | ClaimError::Foreign { .. }
-            | ClaimError::ReadOnly { .. }
-            | ClaimError::SamplesNotOwn { .. } => fidshard_core::Exit::InvalidInput,
-            ClaimError::Io { .. } => fidshard_core::Exit::Failure,
-        }
-    }
-}
-
 /// Top-level names an earlier fidshard could have left in an out dir.
 fn is_own_top_level(name: &str) -> bool {
     matches!(
@@ -75,12 +63,13 @@ fn is_own_top_level(name: &str) -> bool {
         || is_own_temp(name)
 }
 
-/// `..fidshard-out-dir.tmp.PID`: the marker being written.
+/// `..fidshard-out-dir.tmp.PID.N` (or `.PID`, an earlier version's name): the marker being
+/// written.
 fn is_marker_temp(name: &str) -> bool {
     name.strip_prefix('.')
         .and_then(|r| r.strip_prefix(super::MARKER_FILE))
         .and_then(|r| r.strip_prefix(".tmp."))
-        .is_some_and(|pid| pid.parse::<u64>().is_ok())
+        .is_some_and(|tail| tail.split('.').all(|p| p.parse::<u64>().is_ok()))
 }
 
 /// `000123.png` (six or more digits): a sample.
@@ -228,6 +217,8 @@ mod tests {
         assert!(!is_own_temp(".000001.png.tmp.abc"));
         assert!(!is_own_temp("000001.png.tmp.1"));
         assert!(is_marker_temp("..fidshard-out-dir.tmp.8223"));
+        assert!(is_marker_temp("..fidshard-out-dir.tmp.8223.0"));
+        assert!(!is_marker_temp("..fidshard-out-dir.tmp.8223.x"));
         assert!(!is_marker_temp(".fidshard-out-dir"));
     }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::sys::exit::{Exit, Fatal};
+use crate::sys::host::hostname;
 
 /// How long `acquire` and `holder` wait out a lock held by someone other than the process the
 /// lock file names (a `status` probe, or a coordinator between taking the lock and writing its
@@ -42,7 +42,7 @@ impl Holder {
         Holder {
             pid: std::process::id(),
             hostname: hostname(),
-            started_unix: crate::outdir::snapshot::unix_now() as u64,
+            started_unix: crate::sys::time::unix_now() as u64,
             command: std::env::args().collect::<Vec<_>>().join(" "),
         }
     }
@@ -69,7 +69,7 @@ pub(crate) enum LockError {
     #[error(
         "another coordinator (pid {pid}{host}, since {since}) holds {path}; wait for it or stop it",
         host = host.as_deref().map(|h| format!(" on {h}")).unwrap_or_default(),
-        since = crate::outdir::snapshot::format_utc(*since),
+        since = crate::sys::time::format_utc(*since),
         path = path.display()
     )]
     Held {
@@ -91,22 +91,6 @@ pub(crate) enum LockError {
 }
 
 impl LockError {
-    pub fn exit(&self) -> Exit {
-        match self {
-            LockError::Held { .. } => Exit::Locked,
-            LockError::Io { .. } => Exit::Failure,
-            LockError::Claim(e) => e.exit(),
-        }
-    }
-
-    /// The error with its exit code attached, for `exit::code_of`.
-    pub fn fatal(self) -> Fatal {
-        Fatal {
-            code: self.exit(),
-            err: self.into(),
-        }
-    }
-
     fn held(holder: Option<Holder>, out_dir: &Path) -> LockError {
         let h = holder.unwrap_or(Holder {
             pid: 0,
@@ -251,21 +235,10 @@ fn read_holder(path: &Path) -> Option<Holder> {
     serde_json::from_str(text.trim()).ok()
 }
 
-pub(crate) fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates (we cut at the first NUL either way).
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fidshard_core::Exit;
 
     #[test]
     fn second_acquire_fails_until_the_first_is_dropped() {
@@ -292,7 +265,7 @@ mod tests {
             hostname()
         )));
         assert!(msg.contains("wait for it or stop it"), "{msg}");
-        assert_eq!(err.exit(), Exit::Locked);
+        assert_eq!(crate::exit_code::code_of(&err.into()), Exit::Locked);
 
         drop(first);
         let again = JobLock::acquire(&out).unwrap();

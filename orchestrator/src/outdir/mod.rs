@@ -41,8 +41,9 @@ pub(crate) const PROVENANCE_FILE: &str = "samples.npz.json";
 pub(crate) const FINGERPRINT_FILE: &str = "fingerprint.json";
 /// The job as it ran (`fidshard config`'s text), beside its results.
 pub(crate) const RESOLVED_JOB_FILE: &str = "job.resolved.yaml";
-/// One folder per partition of a job run on many nodes (`K-of-N`, see job/partition.rs).
-pub(crate) const PARTITIONS_DIR: &str = "partitions";
+/// One folder per partition of a job run on many nodes (`K-of-N`); job/partition.rs decides
+/// where a partition's state lives, so that the job, below the out dir, can say it too.
+pub(crate) use crate::job::partition::PARTITIONS_DIR;
 /// A partition's records, exported when all its shards are done (for the final assembly).
 pub(crate) const RECORDS_FILE: &str = "records.json";
 /// flock'ed by the coordinator that assembles the npz of a partitioned job.
@@ -67,11 +68,7 @@ impl OutDir {
     /// Where the coordinator of `p` keeps its state: the out dir itself for the whole job (the
     /// layout of a one-node run), else `partitions/K-of-N/` with the same names inside.
     pub fn state_dir(&self, p: crate::job::partition::Partition) -> PathBuf {
-        if p.is_whole() {
-            self.root.clone()
-        } else {
-            self.partitions().join(p.tag())
-        }
+        p.state_dir(&self.root)
     }
     pub fn partitions(&self) -> PathBuf {
         self.root.join(PARTITIONS_DIR)

@@ -165,7 +165,6 @@ fn compare(out: &Path, fp: &Fingerprint) -> Result<Option<bool>> {
         out_dir: out.to_path_buf(),
         changed,
     }
-    .fatal()
     .into())
 }
 
@@ -228,7 +227,7 @@ pub(crate) fn restart(job: &Job, own: &JobLock) -> Result<()> {
     let root: &JobLock = if job.partition.is_whole() {
         own
     } else {
-        root_held = JobLock::acquire(out).map_err(|e| e.fatal())?;
+        root_held = JobLock::acquire(out)?;
         &root_held
     };
     let mut others = Vec::new();
@@ -236,7 +235,7 @@ pub(crate) fn restart(job: &Job, own: &JobLock) -> Result<()> {
         if p == job.partition {
             continue;
         }
-        match JobLock::probe(&dir).map_err(|e| e.fatal())? {
+        match JobLock::probe(&dir)? {
             Probe::Held(h) => return Err(refuse(format!("partition {p}"), &h)),
             Probe::Free(guard) => others.push((dir, guard)),
         }
@@ -291,7 +290,7 @@ pub(crate) fn import_other_layouts(job: &Job, db: &StateDb) -> Result<u64> {
         db.done_records()?.iter().map(|r| r.shard.id).collect();
     let mut imported = 0u64;
     for (what, dir) in other_layouts(job) {
-        match JobLock::probe(&dir).map_err(|e| e.fatal())? {
+        match JobLock::probe(&dir)? {
             Probe::Held(h) => {
                 return Err(fidshard_core::input_error!(
                     "{}: {what} of this job is running (pid {}{}) with another number of partitions than {}; all partitions of a job must use the same N: wait for it or stop it (its recorded shards are kept either way)",
@@ -305,7 +304,7 @@ pub(crate) fn import_other_layouts(job: &Job, db: &StateDb) -> Result<u64> {
                 if !StateDb::exists(&dir) {
                     continue;
                 }
-                let other = StateDb::open(&dir).map_err(|e| e.fatal())?;
+                let other = StateDb::open(&dir)?;
                 let records: Vec<ShardRecord> = other
                     .done_records()?
                     .into_iter()
@@ -324,7 +323,7 @@ pub(crate) fn import_other_layouts(job: &Job, db: &StateDb) -> Result<u64> {
                         "imported the shards that {what} recorded (changing the number of partitions redoes no recorded work)"
                     );
                     imported += records.len() as u64;
-                    db.record_done_many(&records).map_err(|e| e.fatal())?;
+                    db.record_done_many(&records)?;
                 }
             }
         }
@@ -384,7 +383,7 @@ mod tests {
         assert_eq!(saved_fingerprint(out), Some(fp("0", "16")));
         let err = bind_fingerprint(out, &fp("1", "16")).unwrap_err();
         assert_eq!(
-            crate::sys::exit::code_of(&err),
+            crate::exit_code::code_of(&err),
             fidshard_core::Exit::InvalidInput
         );
         assert!(err.to_string().contains("seed 0 -> 1"), "{err}");

@@ -82,8 +82,7 @@ pub(crate) fn open_for_run(lock: &JobLock, job: &Job, fp: &Fingerprint) -> Resul
             if rebuild {
                 check_saved_fingerprint(lock, fp)?;
             }
-            db.check_or_init(fp, plan_meta(job), false)
-                .map_err(|e| e.fatal())?;
+            db.check_or_init(fp, plan_meta(job), false)?;
             if rebuild {
                 // A DB created but never written (a crash at the first start) next to samples.
                 tracing::warn!(
@@ -129,8 +128,7 @@ pub(crate) fn open_for_run(lock: &JobLock, job: &Job, fp: &Fingerprint) -> Resul
 pub(crate) fn open_for_restart(lock: &JobLock, job: &Job, fp: &Fingerprint) -> Result<StateDb> {
     match inspect(lock)? {
         Found::Readable(db) => {
-            db.check_or_init(fp, plan_meta(job), true)
-                .map_err(|e| e.fatal())?;
+            db.check_or_init(fp, plan_meta(job), true)?;
             Ok(db)
         }
         Found::Missing => fresh(lock, job, fp),
@@ -162,7 +160,7 @@ pub(crate) fn inspect(lock: &JobLock) -> Result<Found> {
     match opened {
         Ok(Ok(db)) => Ok(Found::Readable(db)),
         Ok(Err(e)) if is_damage(&e) => Ok(Found::Broken(e.to_string())),
-        Ok(Err(e)) => Err(e.fatal().into()),
+        Ok(Err(e)) => Err(e.into()),
         Err(panic) => Ok(Found::Broken(format!(
             "{}: the state database panicked on open: {}",
             StateDb::path(out).display(),
@@ -190,7 +188,7 @@ fn is_damage(e: &StateError) -> bool {
 
 /// The PNGs cannot say which job made them; `OUT/fingerprint.json` can (exit 2 if another).
 pub(crate) fn check_saved_fingerprint(lock: &JobLock, fp: &Fingerprint) -> Result<()> {
-    crate::outdir::state::check_saved_fingerprint(lock.out_dir(), fp).map_err(|e| e.fatal().into())
+    crate::outdir::state::check_saved_fingerprint(lock.out_dir(), fp).map_err(Into::into)
 }
 
 pub(crate) fn set_aside_broken(lock: &JobLock, why: &str) -> Result<PathBuf> {
@@ -205,9 +203,8 @@ pub(crate) fn set_aside_broken(lock: &JobLock, why: &str) -> Result<PathBuf> {
 }
 
 pub(crate) fn fresh(lock: &JobLock, job: &Job, fp: &Fingerprint) -> Result<StateDb> {
-    let db = StateDb::open(lock.out_dir()).map_err(|e| e.fatal())?;
-    db.check_or_init(fp, plan_meta(job), true)
-        .map_err(|e| e.fatal())?;
+    let db = StateDb::open(lock.out_dir())?;
+    db.check_or_init(fp, plan_meta(job), true)?;
     Ok(db)
 }
 
@@ -319,7 +316,6 @@ pub(crate) fn recover_trusting(
     }
     records.sort_by_key(|r| r.shard.id);
     db.record_done_many(&records)
-        .map_err(|e| e.fatal())
         .context("recording the recovered shards")?;
     report.recovered = records.len() as u64;
     report.samples_recovered = records.iter().map(|r| r.shard.len()).sum();

@@ -7,11 +7,7 @@
 //! `state::remove_stale_temps` cleans up.
 use crate::job::plan::Shard;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-pub(crate) use crate::outdir::SNAPSHOT_FILE;
 
 /// At most this many entries in `last_errors`.
 pub(crate) const MAX_ERRORS: usize = 10;
@@ -180,12 +176,12 @@ pub(crate) struct Fetching {
 impl Fetching {
     /// `acme/vae/config.json 1.2 MB of 3.4 MB (35.3%)`.
     pub fn describe(&self) -> String {
-        let done = crate::job::disk::human(self.bytes_done);
+        let done = crate::sys::size::human(self.bytes_done);
         match self.bytes_total {
             Some(t) if t > 0 => format!(
                 "{} {done} of {} ({:.1}%)",
                 self.file,
-                crate::job::disk::human(t),
+                crate::sys::size::human(t),
                 100.0 * self.bytes_done as f64 / t as f64
             ),
             _ => format!("{} {done}", self.file),
@@ -217,7 +213,7 @@ impl Snapshot {
             out_dir: out_dir.to_path_buf(),
             note: None,
             fetching: None,
-            host: Some(crate::outdir::lock::hostname()),
+            host: Some(crate::sys::host::hostname()),
             npz: None,
             wall_seconds: None,
             changed_unix: None,
@@ -261,28 +257,12 @@ impl Snapshot {
     }
 }
 
-/// Replaces `OUT/status.json` atomically (temporary file + fsync + rename).
+/// Replaces `OUT/status.json` atomically (fidshard-core's `write_atomic`).
 pub(crate) fn write(out_dir: &Path, snap: &Snapshot) -> std::io::Result<()> {
-    // A counter besides the pid so that two threads of one process never share a temp file.
-    static SEQ: AtomicU64 = AtomicU64::new(0);
     let path = crate::outdir::OutDir::new(out_dir).snapshot();
-    let tmp = out_dir.join(format!(
-        ".{SNAPSHOT_FILE}.tmp.{}.{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        let mut text = serde_json::to_vec_pretty(snap).map_err(std::io::Error::other)?;
-        text.push(b'\n');
-        f.write_all(&text)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, &path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    let mut text = serde_json::to_vec_pretty(snap).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    fidshard_core::output::write_atomic(&path, &text).map_err(fidshard_core::CoreError::into_io)
 }
 
 /// The last snapshot written, if any and readable (a file from an incompatible version reads as
@@ -344,7 +324,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from(SNAPSHOT_FILE)]);
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from(crate::outdir::SNAPSHOT_FILE)]
+        );
 
         let v: serde_json::Value = serde_json::from_slice(
             &std::fs::read(crate::outdir::OutDir::new(dir.path()).snapshot()).unwrap(),

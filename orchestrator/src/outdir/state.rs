@@ -20,8 +20,6 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::sys::exit::{Exit, Fatal};
-
 const META: &str = "meta";
 const DONE: &str = "done/";
 const FAILED: &str = "failed/";
@@ -126,24 +124,6 @@ pub(crate) enum StateError {
     },
 }
 
-impl StateError {
-    pub fn exit(&self) -> Exit {
-        match self {
-            StateError::FingerprintChanged { .. } => Exit::InvalidInput,
-            StateError::Busy { .. } => Exit::Locked,
-            StateError::Db { .. } | StateError::Corrupt { .. } => Exit::Failure,
-        }
-    }
-
-    /// The error with its exit code attached, for `exit::code_of`.
-    pub fn fatal(self) -> Fatal {
-        Fatal {
-            code: self.exit(),
-            err: self.into(),
-        }
-    }
-}
-
 type Result<T, E = StateError> = std::result::Result<T, E>;
 
 pub(crate) struct StateDb {
@@ -213,7 +193,7 @@ impl StateDb {
             num_samples: plan.num_samples,
             shard_size: plan.shard_size,
             image_size: plan.image_size,
-            created_unix: crate::outdir::snapshot::unix_now() as u64,
+            created_unix: crate::sys::time::unix_now() as u64,
         };
         self.put(META, &meta)?;
         self.flush()?;
@@ -468,7 +448,7 @@ pub(crate) fn move_aside(lock: &JobLock, tag: &str) -> std::io::Result<PathBuf> 
     let base = format!(
         "{}.{tag}-{}",
         crate::outdir::STATE_DIR,
-        crate::outdir::snapshot::unix_now() as u64
+        crate::sys::time::unix_now() as u64
     );
     let mut to = lock.out_dir().join(&base);
     let mut n = 1;

@@ -1,5 +1,7 @@
 //! Tests of `state`.
 use super::*;
+use crate::exit_code::code_of;
+use fidshard_core::Exit;
 
 pub(crate) const PLAN: PlanMeta = PlanMeta {
     num_samples: 25,
@@ -56,11 +58,12 @@ fn check_or_init_stores_accepts_and_refuses() {
 
     db.record_done(&done(shards()[0])).unwrap();
     let err = db.check_or_init(&fp("1"), PLAN, false).unwrap_err();
-    assert_eq!(err.exit(), Exit::InvalidInput);
     let msg = err.to_string();
     assert!(msg.contains("different job: seed 0 -> 1;"), "{msg}");
     assert!(msg.contains("--restart"), "{msg}");
-    match err {
+    let err = anyhow::Error::new(err);
+    assert_eq!(code_of(&err), Exit::InvalidInput);
+    match err.downcast::<StateError>().unwrap() {
         StateError::FingerprintChanged { changed, out_dir } => {
             assert_eq!(changed, vec![("seed".into(), "0".into(), "1".into())]);
             assert_eq!(out_dir, dir.path());
@@ -113,7 +116,7 @@ fn a_second_open_is_busy() {
     let _db = StateDb::open(dir.path()).unwrap();
     let err = StateDb::open(dir.path()).err().expect("busy");
     assert!(matches!(err, StateError::Busy { .. }), "{err:?}");
-    assert_eq!(err.exit(), Exit::Locked);
+    assert_eq!(code_of(&err.into()), Exit::Locked);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! What `fidshard` writes on stderr: tracing logs, the final error line, usage errors and
 //! panics, all in one format: human text (colour only on a terminal, never with NO_COLOR), or
 //! with `--log-format json` one JSON object per line with numbers as numbers.
-use crate::sys::exit::Exit;
+use fidshard_core::error_line::error_line;
+use fidshard_core::Exit;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum LogFormat {
@@ -112,7 +113,7 @@ fn json_line(level: &str, message: &str, exit_code: Option<i32>) -> String {
 pub(crate) fn error(format: LogFormat, message: &str, code: Exit) {
     let message = message.replace('\n', " ");
     match format {
-        LogFormat::Text => eprintln!("fidshard: error: {message}"),
+        LogFormat::Text => eprintln!("{}", error_line(&message)),
         LogFormat::Json => eprintln!("{}", json_line("ERROR", &message, Some(code as i32))),
     }
 }
@@ -142,7 +143,7 @@ pub(crate) fn usage_error(e: &clap::Error) -> Exit {
                 .to_string();
             let message = format!("{first} (see `fidshard --help`)");
             match LogFormat::from_raw_args() {
-                LogFormat::Text => eprintln!("fidshard: error: {message}"),
+                LogFormat::Text => eprintln!("{}", error_line(&message)),
                 LogFormat::Json => {
                     eprintln!(
                         "{}",

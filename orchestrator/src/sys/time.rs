@@ -1,4 +1,4 @@
-//! Wall-clock time for records and messages (UTC, no time-zone database).
+//! Wall-clock time and durations for records and messages (UTC, no time-zone database).
 
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> f64 {
@@ -42,4 +42,27 @@ pub(crate) fn rfc3339_now() -> String {
     let millis = ((now - secs as f64) * 1000.0) as u64;
     let t = format_utc(secs); // "YYYY-MM-DD HH:MM:SS UTC"
     format!("{}T{}.{millis:03}Z", &t[..10], &t[11..19])
+}
+
+/// A duration for people: `42s`, `5m 03s`, `1h 02m` (an ETA, a run's wall time, an age).
+pub(crate) fn format_duration(secs: f64) -> String {
+    let t = secs.max(0.0).round() as u64;
+    match (t / 3600, t / 60 % 60, t % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s:02}s"),
+        (h, m, _) => format!("{h}h {m:02}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(format_duration(-3.0), "0s");
+        assert_eq!(format_duration(42.4), "42s");
+        assert_eq!(format_duration(303.0), "5m 03s");
+        assert_eq!(format_duration(3725.0), "1h 02m");
+    }
 }

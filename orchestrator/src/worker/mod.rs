@@ -1,9 +1,9 @@
 //! The worker binary as the coordinator sees it: where it is, and how the commands that need
 //! tensors (`sample`, `bench`, the model check, `doctor`'s probe) run one task through it.
 //! `fidshard` itself never links libtorch (docs/architecture.md).
-use crate::sys::exit::{Exit, Fatal};
 use anyhow::{anyhow, Context, Result};
 use fidshard_core::task::Task;
+use fidshard_core::{Exit, Fatal};
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -132,7 +132,7 @@ pub(crate) fn run_task_limited(
     // The worker's own failure ends with its error line (text, or JSON with the exit code);
     // anything else is a binary that is not (or not only) fidshard-worker.
     let error_line = stderr.lines().rev().find_map(|l| {
-        l.strip_prefix("fidshard: error: ")
+        fidshard_core::error_line::parse_error_line(l)
             .or_else(|| l.contains("\"exit_code\"").then_some(l))
     });
     let code = status.code().and_then(Exit::from_code);

@@ -4,7 +4,7 @@
 //! into the engine's `SamplerSettings` plus the coordinator's [`RunSettings`], checking
 //! everything that can be checked without loading weights (the bounds are in checks.rs). Every
 //! failure is an input error (exit code 2) on one line that names the file and the key.
-mod checks;
+pub(crate) mod checks;
 pub(crate) mod overrides;
 mod raw;
 mod read;
@@ -18,20 +18,9 @@ use fidshard_core::SamplerSettings;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub(crate) use checks::{check_cpu_workers, limits};
-
-/// Which devices get a worker.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) enum Devices {
-    /// `auto`: every GPU visible through CUDA_VISIBLE_DEVICES / the driver; without a GPU the
-    /// job refuses to start (exit 2): never a silent CPU fallback.
-    #[default]
-    Auto,
-    /// `[0, 2, 3]`: these GPU ids (as CUDA numbers the visible devices).
-    Gpus(Vec<u32>),
-    /// `{cpu: N}`: N CPU workers.
-    Cpu(u32),
-}
+/// `devices:` is read here; what it names lives with the device inventory.
+pub(crate) use crate::job::devices::Devices;
+pub(crate) use checks::limits;
 
 /// What happens when a shard's worker crashes, hangs or reports a failure.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,13 +106,13 @@ pub(crate) struct ModelSpec {
 impl Job {
     /// Reads and checks a job file; every failure is an input error (exit code 2).
     pub fn load(path: &Path) -> Result<Job> {
-        Self::load_inner(path, false).map_err(|e| crate::sys::exit::Fatal::input(e).into())
+        Self::load_inner(path, false).map_err(|e| fidshard_core::Fatal::input(e).into())
     }
 
     /// [`Job::load`] for the commands that need no weights (`plan`, `status`, `config`, `grid`):
     /// a checkpoint or VAE not downloaded or copied yet is no error.
     pub fn load_without_weights(path: &Path) -> Result<Job> {
-        Self::load_inner(path, true).map_err(|e| crate::sys::exit::Fatal::input(e).into())
+        Self::load_inner(path, true).map_err(|e| fidshard_core::Fatal::input(e).into())
     }
 
     fn load_inner(path: &Path, lenient: bool) -> Result<Job> {
@@ -166,7 +155,7 @@ impl Job {
                 partitions_from_slurm: raw.partitions.as_deref().map(str::trim) == Some("slurm"),
             })
         };
-        inner().map_err(|e| crate::sys::exit::Fatal::input(e).into())
+        inner().map_err(|e| fidshard_core::Fatal::input(e).into())
     }
 
     /// The shards of the job: `ceil(num_samples / shard_size)` of them (at most
@@ -206,7 +195,7 @@ impl Job {
     /// Where this coordinator keeps its state (DB, lock, status.json): the out dir for the
     /// whole job, `OUT/partitions/K-of-N` for a partition.
     pub fn state_dir(&self) -> PathBuf {
-        crate::outdir::OutDir::new(&self.out_dir).state_dir(self.partition)
+        self.partition.state_dir(&self.out_dir)
     }
 
     /// The workers `devices` names, on this machine (checked against its GPUs and CPU cores

@@ -2,7 +2,8 @@
 //! golden fixtures), the key the one-line message must name, and a fragment of its fix text.
 use super::read::too_deep;
 use super::*;
-use crate::sys::exit::{code_of, Exit};
+use crate::exit_code::code_of;
+use fidshard_core::Exit;
 use std::path::Path;
 
 fn golden() -> PathBuf {

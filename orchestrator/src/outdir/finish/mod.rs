@@ -14,7 +14,7 @@ use crate::outdir::snapshot::{self, unix_now, JobState, Snapshot, WorkerState};
 use crate::outdir::state::{Recorded, ShardRecord, StateDb};
 use crate::outdir::verified;
 use crate::outdir::OutDir;
-use crate::sys::exit::{Exit, Fatal};
+use fidshard_core::{Exit, Fatal};
 use crate::sys::time::round1;
 use anyhow::{anyhow, Result};
 use std::time::{Duration, Instant};

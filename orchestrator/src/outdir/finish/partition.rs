@@ -7,7 +7,7 @@ use crate::outdir::partitions::{self, AssembleLock};
 use crate::outdir::snapshot::JobState;
 use crate::outdir::state::{ShardRecord, StateDb};
 use crate::outdir::OutDir;
-use crate::sys::exit::Exit;
+use fidshard_core::Exit;
 use anyhow::{anyhow, Context, Result};
 use fidshard_core::output::png_name;
 

@@ -117,7 +117,7 @@ pub(crate) fn compute_job(out_dir: &Path, totals: Totals) -> Result<Snapshot> {
 
 /// [`compute`], with the state it decided.
 pub(crate) fn derive(out_dir: &Path, totals: Totals) -> Result<JobStatus> {
-    match JobLock::probe(out_dir).map_err(|e| e.fatal())? {
+    match JobLock::probe(out_dir)? {
         Probe::Held(holder) => Ok(from_live(out_dir, &holder, totals)),
         Probe::Free(guard) => {
             let status = from_records(out_dir, totals);
@@ -200,19 +200,19 @@ fn from_records(out_dir: &Path, totals: Totals) -> Result<JobStatus> {
         Ok(db) => db,
         Err(e) => {
             let Some(prev) = previous else {
-                return Err(e.fatal().into());
+                return Err(e.into());
             };
             return Ok(from_last_snapshot(prev, &e));
         }
     };
-    let Some(meta) = db.meta().map_err(|e| e.fatal())? else {
+    let Some(meta) = db.meta()? else {
         return Ok(JobStatus::new(PartitionState::NotStarted, s));
     };
     let records = Records {
         meta,
-        done: db.done_records().map_err(|e| e.fatal())?,
-        failed: db.failed_records().map_err(|e| e.fatal())?,
-        retries: db.retries().map_err(|e| e.fatal())?,
+        done: db.done_records()?,
+        failed: db.failed_records()?,
+        retries: db.retries()?,
     };
     drop(db);
     fill_counts(&mut s, &records, previous.as_ref());

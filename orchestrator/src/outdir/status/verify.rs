@@ -51,9 +51,9 @@ pub(crate) fn verify_complete(out_dir: &Path, n: u64) -> Result<f64> {
 /// The labels and CRCs a job run on one node recorded (its `state.sled`, read under the job
 /// lock).
 fn whole_job_labels(out_dir: &Path) -> Result<Recorded> {
-    match JobLock::probe(out_dir).map_err(|e| e.fatal())? {
+    match JobLock::probe(out_dir)? {
         Probe::Free(_guard) => {
-            let db = StateDb::open(out_dir).map_err(|e| e.fatal())?;
+            let db = StateDb::open(out_dir)?;
             Ok(db.recorded_labels()?)
         }
         Probe::Held(h) => Err(fidshard_core::input_error!(

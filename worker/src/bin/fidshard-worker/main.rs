@@ -17,8 +17,9 @@ mod serve;
 mod writer;
 
 use clap::{Parser, Subcommand};
-use fidshard_core::exit::{code_of_with, Exit};
+use fidshard_core::error::code_of_with;
 use fidshard_core::task::Task;
+use fidshard_core::Exit;
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -149,7 +150,7 @@ fn main() -> ExitCode {
                 });
                 eprintln!("{line}");
             } else {
-                eprintln!("fidshard: error: {msg}");
+                eprintln!("{}", fidshard_core::error_line::error_line(&msg));
             }
             code.into()
         }
