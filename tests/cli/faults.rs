@@ -5,7 +5,6 @@ use crate::support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
-
 use std::time::{Duration, Instant};
 
 /// 64 samples x 100 steps in shards of 4: a few seconds on two CPU workers.

@@ -8,7 +8,6 @@ use crate::support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
-
 use std::time::{Duration, Instant};
 
 /// 32 samples in two shards of 16, micro-batches of 2, one CPU worker; random labels, so that

@@ -140,7 +140,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Polls `f` every 200 ms until it gives a value, or panics after `secs` naming `what`.
 fn partition_dir(out: &Path, k: u32) -> PathBuf {
     out.join("partitions").join(format!("{k}-of-{TASKS}"))
 }
