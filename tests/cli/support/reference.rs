@@ -3,15 +3,18 @@
 //! seconds to a minute, so each distinct job is run once per test binary and shared by every
 //! test that asks for the same job (tests run in parallel threads: the others wait for it).
 use super::{fidshard, stderr};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
+
+/// One job's npz, filled by the first test that asks for it.
+type Run = &'static OnceLock<Vec<u8>>;
 
 /// The npz of a clean `fidshard run` of the job file `cfg`, run once per distinct job text.
 /// The job is identified by the whole text of `cfg` (the same settings, to the byte), so the
 /// text must not depend on the test's folder: its `out_dir` must be the relative `out`.
 pub fn reference_npz(cfg: &Path) -> &'static [u8] {
-    static RUNS: OnceLock<Mutex<HashMap<String, &'static OnceLock<Vec<u8>>>>> = OnceLock::new();
+    static RUNS: Mutex<BTreeMap<String, Run>> = Mutex::new(BTreeMap::new());
     let text = std::fs::read_to_string(cfg).unwrap();
     assert!(
         text.lines().any(|l| l == "out_dir: out"),
@@ -20,8 +23,7 @@ pub fn reference_npz(cfg: &Path) -> &'static [u8] {
     );
     // The map's lock is held only to find the job's cell; the run itself happens under the
     // cell's own once-lock, so different jobs' references run in parallel.
-    let cell: &'static OnceLock<Vec<u8>> = *RUNS
-        .get_or_init(Default::default)
+    let cell: Run = RUNS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .entry(text.clone())
