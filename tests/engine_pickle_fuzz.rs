@@ -10,10 +10,11 @@
 //! Deterministic: each case has its own xorshift seed derived from its id. Knobs:
 //! `PICKLE_FUZZ_ONLY=<substring>` runs only the cases whose id contains it (to reproduce one),
 //! `PICKLE_FUZZ_SCALE=<n>` multiplies the number of random cases (longer local runs).
-mod common;
+#[path = "engine/support/fixtures.rs"]
+mod fixtures;
 
-use common::fixture;
 use fidshard_worker::checkpoint::load_state_dict;
+use fixtures::fixture;
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node Slurm cluster on this machine, for tests/cli_slurm.rs and for trying the scripts of
+# A one-node Slurm cluster on this machine, for tests/cli/slurm.rs and for trying the scripts of
 # this folder without a real cluster. Needs root (Debian/Ubuntu: installs slurm-wlm and munge with
 # apt-get when they are missing, about a minute).
 #

@@ -285,4 +285,5 @@ fn weight_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[cfg(test)]
+#[path = "hub_tests.rs"]
 mod tests;

@@ -1,5 +1,6 @@
 //! Tests of the npz assembly. numpy is the judge of the format: the checks that run it use
-//! `<repo>/.venv/bin/python` (`make test` installs it) and fail, not skip, when it is absent.
+//! `<repo>/.venv/bin/python` (`make env` installs it with numpy); without it they skip that
+//! part with a message, except in CI (`CI=true`), where they fail rather than pass unchecked.
 //! `FIDSHARD_BIG_TESTS=1` adds a >4 GiB (zip64) round trip; the `#[ignore]`d `npz_bench` and
 //! `bench_generate_pngs` are run by scripts/bench-assemble.sh.
 use super::source::{ordered_load, SampleError};
@@ -39,19 +40,27 @@ fn labels(n: u64) -> Vec<i64> {
     (0..n as i64).map(|i| (i * 7919) % 1000).collect()
 }
 
-fn python() -> PathBuf {
+/// The venv's python if it can import numpy. Without it: `None` after a "skipped" message
+/// naming `test`, or a failure in CI (`CI=true`), which must never skip the numpy checks.
+fn numpy_python(test: &str) -> Option<PathBuf> {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run `make env` (CI installs it with numpy)",
-        py.display()
-    );
-    py
+    let works = Command::new(&py)
+        .args(["-c", "import numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        return Some(py);
+    }
+    let why = format!("{} cannot import numpy", py.display());
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!in_ci, "{test}: {why} (CI must install it: `make env`)");
+    eprintln!("{test}: numpy part skipped: {why}; run `make env`");
+    None
 }
 
-/// Runs a Python snippet with `args` as sys.argv[1:]; it must print "ok".
-fn run_numpy(script: &str, args: &[&str]) {
-    let out = Command::new(python())
+/// Runs a Python snippet with `args` as sys.argv[1:] in `python`; it must print "ok".
+fn run_numpy(python: &Path, script: &str, args: &[&str]) {
+    let out = Command::new(python)
         .arg("-c")
         .arg(script)
         .args(args)
@@ -151,6 +160,9 @@ fn small_job_round_trips_through_rust_and_numpy() {
     assert_eq!(npy.into_vec::<i64>().unwrap(), labels);
 
     // numpy: what the ADM evaluator does (np.load(path)['arr_0']), and the format version.
+    let Some(python) = numpy_python("small_job_round_trips_through_rust_and_numpy") else {
+        return;
+    };
     let expected_path = tmp.path().join("expected.u8");
     std::fs::write(&expected_path, &expected).unwrap();
     let labels_arg = labels
@@ -159,6 +171,7 @@ fn small_job_round_trips_through_rust_and_numpy() {
         .collect::<Vec<_>>()
         .join(",");
     run_numpy(
+        &python,
         r#"
 import sys, zipfile, numpy as np
 path, expected, labels, n, side = sys.argv[1:6]
@@ -504,7 +517,11 @@ fn zip64_npz_over_4_gib_loads_in_numpy() {
     assert!(size > 1 << 32, "{size}");
     let written = started.elapsed().as_secs_f64();
     verify_npz(&out, n, side).unwrap();
+    let Some(python) = numpy_python("zip64_npz_over_4_gib_loads_in_numpy") else {
+        return;
+    };
     run_numpy(
+        &python,
         r#"
 import sys, numpy as np
 path, n, side = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

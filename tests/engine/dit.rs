@@ -1,8 +1,6 @@
 //! DiT parity with the PyTorch reference (`golden/dit/forward.safetensors`) and with the real
 //! architectures' parameter manifests.
-mod common;
-
-use common::{fixture, read_safetensors, rel_l2};
+use crate::support::{fixture, read_safetensors, rel_l2};
 use fidshard_worker::checkpoint::load_state_dict;
 use fidshard_worker::dit::{CfgChannels, DiT, DiTConfig, PRESETS};
 use fidshard_worker::params::ShapeRecorder;

@@ -1,10 +1,8 @@
 //! The two binaries: `fidshard` (coordinator, CLI) never links libtorch; `fidshard-worker` does,
 //! and the coordinator finds it next to itself or at $FIDSHARD_WORKER. Commands that need no
 //! tensors (plan, status) work without the worker binary at all.
-mod cli_common;
-
-use cli_common::*;
-use std::path::{Path, PathBuf};
+use crate::support::*;
+use std::path::Path;
 use std::process::Command;
 
 fn needed_libraries(bin: &Path) -> Vec<String> {
@@ -19,10 +17,6 @@ fn needed_libraries(bin: &Path) -> Vec<String> {
         .filter(|l| l.contains("(NEEDED)"))
         .filter_map(|l| l.split('[').nth(1)?.split(']').next().map(str::to_string))
         .collect()
-}
-
-fn worker_bin() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_fidshard")).with_file_name("fidshard-worker")
 }
 
 #[test]
@@ -55,15 +49,10 @@ fn with_worker(args: &[&str], worker: &str) -> std::process::Output {
 }
 
 fn assert_one_line_error(o: &std::process::Output, code: i32, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(code), "{err}");
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("fidshard: error:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "one error line expected: {err}");
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(o));
+    let line = one_error_line(o);
     for n in needles {
-        assert!(lines[0].contains(n), "`{n}` not in: {}", lines[0]);
+        assert!(line.contains(n), "`{n}` not in: {line}");
     }
 }
 

@@ -1,8 +1,6 @@
 //! The defects a hostile probe found (issue "reliability"), each through the real binary:
 //! foreign out dirs, a corrupted npz, NaN results, every documented exit code.
-mod cli_common;
-
-use cli_common::*;
+use crate::support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -30,16 +28,6 @@ fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-fn one_error_line(o: &std::process::Output) -> String {
-    let err = stderr(o);
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("fidshard: error:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "exactly one error line expected: {err}");
-    lines[0].to_string()
-}
-
 /// A small complete job: 8 samples of the golden model, 2 steps.
 fn complete_job(dir: &Path) -> PathBuf {
     let cfg = job_with(
@@ -53,16 +41,6 @@ fn complete_job(dir: &Path) -> PathBuf {
 }
 
 // ---- Trust no worker; signals and time limits (issue 15, items 3 and 5) ----
-
-/// `fidshard ARGS` with extra environment.
-fn fidshard_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
-    cmd.args(args).env("FIDSHARD_LOG", "info");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
 
 /// Waits for `child` at most `secs` (killing it and failing the test after that): its exit
 /// code and stderr.
@@ -79,11 +57,6 @@ fn finish_within(mut child: std::process::Child, secs: u64) -> (Option<i32>, Str
     finish(child)
 }
 
-/// The real worker binary, next to fidshard.
-fn real_worker() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_fidshard")).with_file_name("fidshard-worker")
-}
-
 /// A worker "binary" in `dir`: the real worker for one-shot tasks (so that the model check
 /// passes), `serve_body` (shell) as the long-lived worker of `run`.
 fn fake_serve_worker(dir: &Path, serve_body: &str) -> PathBuf {
@@ -91,7 +64,7 @@ fn fake_serve_worker(dir: &Path, serve_body: &str) -> PathBuf {
     let path = dir.join("fake-worker.sh");
     let script = format!(
         "#!/bin/sh\nif [ \"$1\" = task ]; then exec '{}' \"$@\"; fi\n{serve_body}\n",
-        real_worker().display()
+        worker_bin().display()
     );
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -342,16 +315,6 @@ fn sighup_stops_a_run_like_sigterm_unless_it_is_ignored_by_nohup() {
         !err.contains("SIGHUP") && err.contains("SIGTERM: stopping"),
         "{err}"
     );
-}
-
-/// The temporary files (`.NAME.tmp.PID`) in `dir`.
-fn temp_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp."))
-        .collect()
 }
 
 #[test]
@@ -645,11 +608,7 @@ fn json_logs_are_one_object_per_line_with_numbers() {
 fn text_logs_have_no_colour_codes_off_a_terminal() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = complete_job(tmp.path());
-    let o = Command::new(env!("CARGO_BIN_EXE_fidshard"))
-        .args(["run", cfg.to_str().unwrap()])
-        .env("FIDSHARD_LOG", "info")
-        .output()
-        .unwrap();
+    let o = fidshard_env(&["run", cfg.to_str().unwrap()], &[]);
     assert!(!stderr(&o).contains('\u{1b}'), "{}", stderr(&o));
 }
 

@@ -2,10 +2,8 @@
 //! (worker SIGKILLs and SIGSTOPs, coordinator SIGKILLs and restarts) on top of failpoints that
 //! inject CUDA-style out-of-memory errors and disk-write errors at random. The final npz must be
 //! byte-identical to a fault-free run's. Prints the numbers for the issue notes
-//! (`cargo test ... --test cli_chaos -- --nocapture`).
-mod cli_common;
-
-use cli_common::*;
+//! (`cargo test ... --test cli chaos -- --nocapture`).
+use crate::support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};

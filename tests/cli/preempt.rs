@@ -4,16 +4,11 @@
 //! worker killed mid-shard loses only what it had not written. Either way the PNGs already
 //! written are reused (not rewritten) when the shard runs again, and the npz is byte-identical
 //! to an uninterrupted run's. Built with the `failpoints` feature (`worker-slow`).
-mod cli_common;
-
-use cli_common::*;
+use crate::support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// 32 samples in two shards of 16, micro-batches of 2, one CPU worker; random labels, so that
 /// the labels of reused PNGs (computed without libtorch) are checked too.
@@ -28,14 +23,9 @@ fn job(dir: &Path) -> PathBuf {
 }
 
 /// The npz of an uninterrupted run of the same job, computed once per test binary.
-fn clean_npz() -> &'static Vec<u8> {
-    static CLEAN: OnceLock<Vec<u8>> = OnceLock::new();
-    CLEAN.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let o = fidshard(&["run", job(tmp.path()).to_str().unwrap()]);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        std::fs::read(tmp.path().join("out/samples.npz")).unwrap()
-    })
+fn clean_npz() -> &'static [u8] {
+    let tmp = tempfile::tempdir().unwrap();
+    reference_npz(&job(tmp.path()))
 }
 
 /// Waits until the worker is sampling a shard and has at least `min` of it sampled: the shard
@@ -68,16 +58,6 @@ fn mid_shard(out: &Path, min: u64) -> ((u64, u64, u64), u64, i32) {
     )
 }
 
-/// The final-named PNGs of indices `a..b` that exist, with their modification times.
-fn pngs(out: &Path, (a, b): (u64, u64)) -> BTreeMap<u64, SystemTime> {
-    (a..b)
-        .filter_map(|i| {
-            let meta = std::fs::metadata(out.join(format!("samples/{i:06}.png"))).ok()?;
-            Some((i, meta.modified().unwrap()))
-        })
-        .collect()
-}
-
 /// The `reused=N` counts the workers logged for shard `id`, in log order.
 fn reused_counts(out: &Path, id: u64) -> Vec<u64> {
     worker_logs(out)
@@ -97,7 +77,7 @@ fn reused_counts(out: &Path, id: u64) -> Vec<u64> {
 fn assert_same_as_clean(out: &Path) {
     let got = std::fs::read(out.join("samples.npz")).expect("samples.npz");
     assert!(
-        &got == clean_npz(),
+        got == clean_npz(),
         "the npz differs from the uninterrupted run's"
     );
 }
@@ -126,7 +106,7 @@ fn sigusr1_writes_the_batch_in_flight_and_the_resume_reuses_the_pngs() {
 
     // The batch being sampled when the signal came was finished and written: more PNGs than
     // the worker had reported sampled, whole batches, and the shard not done.
-    let kept = pngs(&out, (a, b));
+    let kept = png_mtimes(&out.join("samples"), a..b);
     let n = kept.len() as u64;
     assert!(
         n > sampled && n < b - a,
@@ -142,7 +122,7 @@ fn sigusr1_writes_the_batch_in_flight_and_the_resume_reuses_the_pngs() {
     assert_eq!(code, Some(0), "{err}");
     assert_same_as_clean(&out);
     // Reused as they were, not sampled or written again.
-    let after = pngs(&out, (a, b));
+    let after = png_mtimes(&out.join("samples"), a..b);
     for (i, mtime) in &kept {
         assert_eq!(after[i], *mtime, "sample {i} was written again");
     }
@@ -166,14 +146,14 @@ fn a_worker_killed_mid_shard_loses_only_what_it_had_not_written() {
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     // The worker is gone at once; its shard is retried after the 1 s backoff.
     std::thread::sleep(Duration::from_millis(300));
-    let kept = pngs(&out, (a, b));
+    let kept = png_mtimes(&out.join("samples"), a..b);
     let n = kept.len() as u64;
     assert!(n >= 2 && n < b - a, "{n} PNGs of shard {id}");
     let (code, err) = finish(child);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("killed by signal 9"), "{err}");
     assert_same_as_clean(&out);
-    let after = pngs(&out, (a, b));
+    let after = png_mtimes(&out.join("samples"), a..b);
     for (i, mtime) in &kept {
         assert_eq!(after[i], *mtime, "sample {i} was written again");
     }

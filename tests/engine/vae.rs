@@ -1,8 +1,6 @@
 //! Parity and loading tests of the AutoencoderKL decoder against diffusers (golden data in
 //! tests/fixtures/golden: `vae/`, `vae-legacy-names/`, `manifests/sd-vae-ft-ema*.json`).
-mod common;
-
-use common::{fixture, read_safetensors, rel_l2};
+use crate::support::{fixture, read_safetensors, rel_l2};
 use fidshard_worker::params::{ParamSource, ShapeRecorder, StateDict};
 use fidshard_worker::vae::{
     current_attention_key, is_encoder_key, prepare_decoder_state_dict, AutoencoderKlDecoder,

@@ -1,13 +1,6 @@
 //! End-to-end tests of `fidshard run`, `status`, resume and the job lock, with the real binary,
 //! CPU workers and the small golden model.
-mod cli_common;
-
-use cli_common::*;
-use std::path::Path;
-
-fn npz(out: &Path) -> Vec<u8> {
-    std::fs::read(out.join("samples.npz")).expect("samples.npz exists")
-}
+use crate::support::*;
 
 #[test]
 fn two_workers_reproduce_a_golden_job() {
@@ -72,14 +65,6 @@ fn worker_count_and_batch_size_do_not_change_a_byte() {
     );
 }
 
-/// 96 samples, 250 steps: long enough (several seconds) to interrupt.
-const LONG: &str =
-    "num_samples: 96\nsteps: \"250\"\ndevices: {cpu: 2}\nshard_size: 4\nbatch_size: 4\n";
-
-fn long_job(dir: &Path) -> std::path::PathBuf {
-    job_with(dir, JOBS[1], LONG)
-}
-
 #[test]
 fn sigkill_of_the_coordinator_then_resume_redoes_nothing_recorded() {
     let tmp = tempfile::tempdir().unwrap();
@@ -127,13 +112,8 @@ fn sigkill_of_the_coordinator_then_resume_redoes_nothing_recorded() {
     assert_eq!(status_json(&cfg)["state"], "complete");
 
     // The same npz as an uninterrupted run.
-    let clean = tmp.path().join("clean");
-    std::fs::create_dir_all(&clean).unwrap();
-    let cfg2 = long_job(&clean);
-    let o = fidshard(&["run", cfg2.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        npz(&out) == npz(&clean.join("out")),
+        npz(&out) == reference_npz(&cfg),
         "resumed and clean npz differ"
     );
 }

@@ -6,9 +6,7 @@
 //! cfg scale or steps is refused before sampling), `--restart` of one partition clears all of
 //! them (refused while another holds its lock), an npz copied from another job is not this
 //! job's result, a partition heals its damaged PNG, and a job that shrinks or grows counts right.
-mod cli_common;
-
-use cli_common::*;
+use crate::support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -34,31 +32,12 @@ fn start(cfg: &Path, k: u32) -> Child {
         .unwrap()
 }
 
-fn read_json(path: &Path) -> Option<serde_json::Value> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-fn mtimes(dir: &Path, range: std::ops::Range<u64>) -> BTreeMap<u64, SystemTime> {
-    range
-        .filter_map(|i| {
-            let m = std::fs::metadata(dir.join(format!("{i:06}.png"))).ok()?;
-            Some((i, m.modified().ok()?))
-        })
-        .collect()
-}
-
 #[test]
 fn three_partitions_one_killed_and_resumed_give_the_one_coordinator_npz() {
     let tmp = tempfile::tempdir().unwrap();
     // The reference: one coordinator, the whole job.
-    let clean_dir = tmp.path().join("clean");
-    std::fs::create_dir_all(&clean_dir).unwrap();
-    let clean = job_with(&clean_dir, JOBS[0], JOB);
-    let o = fidshard(&["run", clean.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let want = std::fs::read(clean_dir.join("out/samples.npz")).unwrap();
-
     let cfg = job_with(tmp.path(), JOBS[0], JOB);
+    let want = reference_npz(&cfg);
     let out = tmp.path().join("out");
     let plan = fidshard(&["plan", cfg.to_str().unwrap(), "--partitions", "3"]);
     let plan_text = String::from_utf8_lossy(&plan.stdout);
@@ -81,7 +60,7 @@ fn three_partitions_one_killed_and_resumed_give_the_one_coordinator_npz() {
                     .collect()
             })
             .unwrap_or_default();
-        mtimes(&out.join("samples"), 32..64)
+        png_mtimes(&out.join("samples"), 32..64)
             .into_iter()
             .filter(|(i, _)| !recorded.iter().any(|(a, b)| (a..b).contains(&i)))
             .collect()
@@ -144,7 +123,7 @@ fn three_partitions_one_killed_and_resumed_give_the_one_coordinator_npz() {
         want,
         "npz differs"
     );
-    let after = mtimes(&out.join("samples"), 32..64);
+    let after = png_mtimes(&out.join("samples"), 32..64);
     for (i, t) in &before {
         assert_eq!(after.get(i), Some(t), "sample {i} was sampled again");
     }

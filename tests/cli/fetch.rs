@@ -1,15 +1,13 @@
 //! Weights from a hub and from URLs (`fidshard fetch`, and `run` before any worker starts),
-//! against the mock hub of fetch_mock/ on 127.0.0.1: faults on the way (500, 429 with
+//! against the mock hub of support/hub_mock.rs on 127.0.0.1: faults on the way (500, 429 with
 //! Retry-After, a reset and a short body mid-transfer, a corrupted body, a stall), two fetches
 //! at once, offline mode, a gated repo, retries running out, and a whole run from the mock that
 //! matches the same job on local files byte for byte. Downloads that end, and where the token
-//! goes: fetch_limits/.
-mod cli_common;
-mod fetch_limits;
-mod fetch_mock;
+//! goes: fetch/limits.rs.
+mod limits;
 
-use cli_common::{fixture, stderr};
-use fetch_mock::{sha256_hex, Fault, MockHub, COMMIT};
+use crate::support::hub_mock::{self, sha256_hex, Fault, MockHub, COMMIT};
+use crate::support::{fixture, stderr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -235,7 +233,7 @@ fn fetch_survives_faults_into_the_shared_cache_then_needs_no_network() {
     let link = std::fs::read_link(snap.join("config.json")).unwrap();
     assert_eq!(
         link,
-        Path::new("../../blobs").join(fetch_mock::git_blob_id(&read("golden/vae/config.json")))
+        Path::new("../../blobs").join(hub_mock::git_blob_id(&read("golden/vae/config.json")))
     );
     assert_eq!(
         std::fs::read(snap.join("config.json")).unwrap(),

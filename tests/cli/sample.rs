@@ -1,8 +1,6 @@
 //! End-to-end tests of `fidshard sample`: every golden job reproduced from its `job.json`
 //! through the real binary, batch-independence of the bytes, and the bad-input errors.
-mod cli_common;
-
-use cli_common::*;
+use crate::support::*;
 use std::path::Path;
 
 fn check_job(name: &str, checkpoint: &str) {

@@ -8,8 +8,6 @@
 //!   It was written on one CPU and must hold on every x86 CPU: values within 1e-6 of the largest
 //!   reference magnitude, plus, only at DDIM steps whose clamped `1 - abar_prev - sigma^2` is
 //!   rounding noise, the bound of [`ddim_clamp_allowance`] times |eps|.
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use fidshard_worker::diffusion::{
@@ -20,7 +18,7 @@ use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
 fn read_json(rel: &str) -> Value {
-    let path = common::fixture(rel);
+    let path = crate::support::fixture(rel);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -593,15 +591,15 @@ fn one_step_chain_samples_the_denoised_estimate() {
         let a = d.p_sample(&x, 0, &mo, &noise, var);
         assert!(bool::try_from(a.isfinite().all()).unwrap(), "{var}");
         assert!(
-            common::rel_l2(&a, &x0) < 1e-6,
+            crate::support::rel_l2(&a, &x0) < 1e-6,
             "{var}: {}",
-            common::rel_l2(&a, &x0)
+            crate::support::rel_l2(&a, &x0)
         );
         let b = d.ddim_sample(&x, 0, &mo, &noise, var, 1.0);
         assert!(
-            common::rel_l2(&b, &x0) < 1e-6,
+            crate::support::rel_l2(&b, &x0) < 1e-6,
             "{var}: {}",
-            common::rel_l2(&b, &x0)
+            crate::support::rel_l2(&b, &x0)
         );
     }
 }

@@ -4,9 +4,7 @@
 //!
 //! Fixtures: `tests/fixtures/golden/dit/` (the golden DiT weights) and `tests/fixtures/bad/`
 //! (small files made once by `tests/fixtures/bad/make_fixtures.py`).
-mod common;
-
-use common::{fixture, read_safetensors};
+use crate::support::{fixture, read_safetensors};
 use fidshard_worker::checkpoint::{load_safetensors, load_state_dict};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1,14 +1,10 @@
 //! Fault injection through the real binaries: each failure that hangs or kills a torchrun
 //! `sample_ddp.py` job must cost at most the shard in flight here. The binary under test is
 //! built with the `failpoints` feature (`make test` enables it), see orchestrator/src/faults.rs.
-mod cli_common;
-
-use cli_common::*;
+use crate::support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
-
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// 64 samples x 100 steps in shards of 4: a few seconds on two CPU workers.
@@ -18,16 +14,10 @@ fn job(dir: &Path, extra: &str) -> PathBuf {
     job_with(dir, JOBS[1], &format!("{JOB}{extra}"))
 }
 
-/// The npz of the fault-free run, computed once per test binary.
-fn clean_npz() -> &'static Vec<u8> {
-    static CLEAN: OnceLock<Vec<u8>> = OnceLock::new();
-    CLEAN.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let cfg = job(tmp.path(), "devices: {cpu: 2}\n");
-        let o = fidshard(&["run", cfg.to_str().unwrap()]);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        std::fs::read(tmp.path().join("out/samples.npz")).unwrap()
-    })
+/// The npz of the fault-free run (two CPU workers), computed once per test binary.
+fn clean_npz() -> &'static [u8] {
+    let tmp = tempfile::tempdir().unwrap();
+    reference_npz(&job(tmp.path(), "devices: {cpu: 2}\n"))
 }
 
 /// Failpoint that stretches each micro-batch by 250 ms: long enough to interrupt mid-run.
@@ -36,7 +26,7 @@ const SLOW: &str = "worker-slow=return(250)";
 fn assert_same_as_clean(out: &Path) {
     let got = std::fs::read(out.join("samples.npz")).expect("samples.npz");
     assert!(
-        &got == clean_npz(),
+        got == clean_npz(),
         "the npz differs from the fault-free run's"
     );
 }
@@ -59,13 +49,11 @@ fn busy_worker(out: &Path) -> (u64, i32) {
 }
 
 fn no_temp_files(out: &Path) {
-    for e in std::fs::read_dir(out.join("samples")).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        assert!(
-            !name.contains(".tmp."),
-            "temporary file left under samples/: {name}"
-        );
-    }
+    let left = temp_files(&out.join("samples"));
+    assert!(
+        left.is_empty(),
+        "temporary files left under samples/: {left:?}"
+    );
 }
 
 #[test]

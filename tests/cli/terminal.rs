@@ -1,17 +1,7 @@
 //! What a researcher expects at the terminal (issue "terminal experience"): `--set` overrides
 //! on every command, `config`, the resolved job beside the npz.
-mod cli_common;
-
-use cli_common::*;
+use crate::support::*;
 use std::process::Command;
-
-fn run_cmd(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fidshard"))
-        .args(args)
-        .env("FIDSHARD_LOG", "warn")
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn set_overrides_work_on_every_command() {
@@ -24,7 +14,7 @@ fn set_overrides_work_on_every_command() {
     let c = cfg.to_str().unwrap();
 
     // config: the resolved job shows the override.
-    let o = run_cmd(&[
+    let o = fidshard(&[
         "config",
         c,
         "--set",
@@ -38,20 +28,20 @@ fn set_overrides_work_on_every_command() {
     assert!(text.contains("attempts: 7"), "{text}");
 
     // validate and plan see it (and its checks apply to it).
-    let o = run_cmd(&["validate", c, "--set", "cfg_scale=abc"]);
+    let o = fidshard(&["validate", c, "--set", "cfg_scale=abc"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("cfg_scale"), "{}", stderr(&o));
-    let o = run_cmd(&["plan", c, "--set", "num_samples=12"]);
+    let o = fidshard(&["plan", c, "--set", "num_samples=12"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("12 samples in 3 shards"));
-    let o = run_cmd(&["validate", "--set", "model.checkpoint=/nonexistent.pt", c]);
+    let o = fidshard(&["validate", "--set", "model.checkpoint=/nonexistent.pt", c]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("/nonexistent.pt"), "{}", stderr(&o));
-    let o = run_cmd(&["validate", c, "--set", "nokey"]);
+    let o = fidshard(&["validate", c, "--set", "nokey"]);
     assert_eq!(o.status.code(), Some(2));
 
     // run with an override: the resolved job is saved beside the npz.
-    let o = run_cmd(&["run", c, "--set", "seed=3"]);
+    let o = fidshard(&["run", c, "--set", "seed=3"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let saved = std::fs::read_to_string(tmp.path().join("out/job.resolved.yaml")).unwrap();
     assert!(
@@ -59,14 +49,14 @@ fn set_overrides_work_on_every_command() {
         "{saved}"
     );
     // status of the YAML with the same override: complete; without it: the seed differs.
-    let o = run_cmd(&["status", c, "--set", "seed=3", "--json"]);
+    let o = fidshard(&["status", c, "--set", "seed=3", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["state"], "complete");
 
     // sample and bench.
     let png = tmp.path().join("png");
-    let o = run_cmd(&[
+    let o = fidshard(&[
         "sample",
         c,
         "--out",
@@ -82,7 +72,7 @@ fn set_overrides_work_on_every_command() {
         std::fs::read(tmp.path().join("out/samples/000001.png")).unwrap(),
         "sample with the same --set draws the same image as run"
     );
-    let o = run_cmd(&["bench", c, "--images", "2", "--set", "batch_size=2"]);
+    let o = fidshard(&["bench", c, "--images", "2", "--set", "batch_size=2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("batch 2"));
 }
@@ -110,14 +100,14 @@ fn growing_and_shrinking_a_job_keeps_its_work() {
     );
     let c = cfg.to_str().unwrap();
     let out = tmp.path().join("out");
-    let o = run_cmd(&["run", c]);
+    let o = fidshard(&["run", c]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let (shape, first) = read_npz_u8(&out.join("samples.npz"));
     assert_eq!(shape[0], 64);
     let before = mtimes(&out.join("samples"), 64);
     std::thread::sleep(std::time::Duration::from_millis(20));
 
-    let o = run_cmd(&["run", c, "--set", "num_samples=96"]);
+    let o = fidshard(&["run", c, "--set", "num_samples=96"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         mtimes(&out.join("samples"), 64),
@@ -144,11 +134,11 @@ fn growing_and_shrinking_a_job_keeps_its_work() {
         JOBS[0],
         "num_samples: 96\nsteps: 2\nshard_size: 10\ndevices: {cpu: 1}\n",
     );
-    let o = run_cmd(&["run", fresh_cfg.to_str().unwrap()]);
+    let o = fidshard(&["run", fresh_cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(read_npz_u8(&fresh.path().join("out/samples.npz")).1, grown);
 
-    let o = run_cmd(&["run", c, "--set", "num_samples=40"]);
+    let o = fidshard(&["run", c, "--set", "num_samples=40"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let (shape, shrunk) = read_npz_u8(&out.join("samples.npz"));
     assert_eq!(shape[0], 40);
@@ -158,7 +148,7 @@ fn growing_and_shrinking_a_job_keeps_its_work() {
         "PNGs past the new end are kept"
     );
     // Anything that changes pixels is still refused.
-    let o = run_cmd(&["run", c, "--set", "num_samples=40", "--set", "seed=9"]);
+    let o = fidshard(&["run", c, "--set", "num_samples=40", "--set", "seed=9"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
@@ -245,9 +235,9 @@ fn status_answers_questions() {
         "num_samples: 8\nsteps: 2\nshard_size: 4\ndevices: {cpu: 1}\n",
     );
     let c = cfg.to_str().unwrap();
-    let o = run_cmd(&["run", c]);
+    let o = fidshard(&["run", c]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = run_cmd(&["status", c, "--json"]);
+    let o = fidshard(&["status", c, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["state"], "complete");
     assert!(
@@ -262,7 +252,7 @@ fn status_answers_questions() {
         v["devices"][0]["images_per_sec"].as_f64().unwrap() > 0.0,
         "{v}"
     );
-    let o = run_cmd(&["status", c, "--set", "seed=5"]);
+    let o = fidshard(&["status", c, "--set", "seed=5"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains("warning  the YAML no longer matches") && text.contains("seed 0 -> 5"),
@@ -291,7 +281,7 @@ fn status_answers_questions() {
     )
     .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(75));
-    let o = run_cmd(&["status", cfg2.to_str().unwrap(), "--json"]);
+    let o = fidshard(&["status", cfg2.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["state"], "interrupted");
     assert!(
@@ -300,7 +290,7 @@ fn status_answers_questions() {
     );
 
     // Several targets: one row each.
-    let o = run_cmd(&["status", c, cfg2.to_str().unwrap()]);
+    let o = fidshard(&["status", c, cfg2.to_str().unwrap()]);
     let table = String::from_utf8_lossy(&o.stdout);
     assert_eq!(table.lines().count(), 3, "{table}");
     assert!(
@@ -310,7 +300,7 @@ fn status_answers_questions() {
 
     // --watch: a complete job ends the watch at once; an interrupted one is watched until
     // stopped. Off a terminal (a pipe) no screen-clearing escapes are written.
-    let o = run_cmd(&["status", c, "--watch", "0.2"]);
+    let o = fidshard(&["status", c, "--watch", "0.2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let screen = String::from_utf8_lossy(&o.stdout);
     assert!(screen.contains("state    complete"), "{screen}");
@@ -334,7 +324,7 @@ fn status_answers_questions() {
     );
     assert!(!screen.contains('\x1b'), "escapes in a pipe: {screen:?}");
     // --json: one object per line, no escapes; a bad target: exit 2 at once.
-    let o = run_cmd(&["status", c, "--watch", "0.2", "--json"]);
+    let o = fidshard(&["status", c, "--watch", "0.2", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let lines: Vec<&[u8]> = o
         .stdout
@@ -346,7 +336,7 @@ fn status_answers_questions() {
     assert_eq!(v["state"], "complete");
     let started = std::time::Instant::now();
     let missing = other.path().join("no-such.yaml");
-    let o = run_cmd(&["status", missing.to_str().unwrap(), "--watch", "0.2"]);
+    let o = fidshard(&["status", missing.to_str().unwrap(), "--watch", "0.2"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("no-such.yaml"), "{}", stderr(&o));
     assert!(o.stdout.is_empty() && started.elapsed().as_secs() < 10);
@@ -374,7 +364,7 @@ fn config_output_is_a_job_file_and_next_keeps_the_overrides() {
         "num_samples: 8\nsteps: 2\nshard_size: 4\n",
     );
     let c = cfg.to_str().unwrap();
-    let o = run_cmd(&["config", c, "--set", "seed=3", "--set", "retry.attempts=7"]);
+    let o = fidshard(&["config", c, "--set", "seed=3", "--set", "retry.attempts=7"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let elsewhere = tmp.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
@@ -385,7 +375,7 @@ fn config_output_is_a_job_file_and_next_keeps_the_overrides() {
         text.contains("\nseed: 3\n") && text.contains("attempts: 7"),
         "{text}"
     );
-    let o = run_cmd(&["plan", x.to_str().unwrap()]);
+    let o = fidshard(&["plan", x.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("8 samples in 2 shards"));
     // Run from another working directory: the out dir is the one of the original YAML.
@@ -407,17 +397,17 @@ fn config_output_is_a_job_file_and_next_keeps_the_overrides() {
         vec!["run", c, "--set", "seed=3"],
         vec!["run", resolved.to_str().unwrap()],
     ] {
-        let o = run_cmd(&args);
+        let o = fidshard(&args);
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
     }
     assert_eq!(std::fs::read(out.join("samples.npz")).unwrap(), npz);
-    let o = run_cmd(&["run", c]);
+    let o = fidshard(&["run", c]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("seed"), "{}", stderr(&o));
 
     // "next" repeats this command's overrides, quoted for the shell.
     std::fs::remove_file(out.join("samples.npz")).unwrap();
-    let o = run_cmd(&[
+    let o = fidshard(&[
         "status",
         c,
         "--set",
@@ -448,7 +438,7 @@ fn status_escapes_control_characters() {
         JOBS[0],
         "num_samples: 4\nsteps: 2\nshard_size: 4\n",
     );
-    let o = run_cmd(&["run", cfg.to_str().unwrap()]);
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = tmp.path().join("out");
     let snap = out.join("status.json");
@@ -495,10 +485,10 @@ fn plan_status_and_config_need_no_weights() {
     let c = cfg.to_str().unwrap();
     let missing = ["--set", "model.checkpoint=/not/yet/DiT-XL-2-256x256.pt"];
     for cmd in ["plan", "status", "config"] {
-        let o = run_cmd(&[cmd, c, missing[0], missing[1]]);
+        let o = fidshard(&[cmd, c, missing[0], missing[1]]);
         assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stderr(&o));
     }
-    let o = run_cmd(&[
+    let o = fidshard(&[
         "plan",
         c,
         "--set",
@@ -508,6 +498,6 @@ fn plan_status_and_config_need_no_weights() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("not local yet"));
-    let o = run_cmd(&["validate", c, missing[0], missing[1]]);
+    let o = fidshard(&["validate", c, missing[0], missing[1]]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

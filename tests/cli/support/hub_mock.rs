@@ -6,7 +6,6 @@
 //! of the body, a corrupted byte, a stall, a trickle, a body without a size that never ends.
 //! Large files can be sent to a CDN on another port (a second mock, which logs the headers it
 //! gets). Every request is logged, with its `Authorization` header.
-#![allow(dead_code)]
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};

@@ -1,15 +1,10 @@
-//! Helpers shared by the test binaries: fixture paths and the golden README's error measures.
-#![allow(dead_code)]
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use tch::Tensor;
+//! The helpers of the engine tests: fixture paths (fixtures.rs, also used by the pickle fuzz
+//! binary) and the golden README's error measures.
+mod fixtures;
 
-/// `tests/fixtures/<rel>` (the golden data is copied there so a fresh clone has it).
-pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(rel)
-}
+pub use fixtures::fixture;
+use std::collections::BTreeMap;
+use tch::Tensor;
 
 /// All tensors of a safetensors file, read by libtorch.
 pub fn read_safetensors(rel: &str) -> BTreeMap<String, Tensor> {

@@ -11,9 +11,7 @@
 //! Slurm fails the test; elsewhere the test is skipped, with a message, when Slurm cannot be
 //! installed. Built with the `failpoints` feature (`worker-slow` makes the tasks last long
 //! enough to be preempted).
-mod cli_common;
-
-use cli_common::*;
+use crate::support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::HashMap;
@@ -33,10 +31,6 @@ const TASKS: u32 = 3;
 
 fn scripts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/slurm")
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 fn text(o: &Output) -> String {
@@ -146,28 +140,12 @@ impl Drop for Cluster {
     }
 }
 
-/// Polls `f` every 200 ms until it gives a value, or panics after `secs` naming `what`.
-fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn partition_dir(out: &Path, k: u32) -> PathBuf {
     out.join("partitions").join(format!("{k}-of-{TASKS}"))
 }
 
 fn snapshot(out: &Path, k: u32) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(partition_dir(out, k).join("status.json")).ok()?;
-    serde_json::from_str(&text).ok()
+    read_json(&partition_dir(out, k).join("status.json"))
 }
 
 /// Waits until partition `k`'s coordinator runs and has recorded a shard; its pid.
@@ -351,7 +329,7 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
             panic!("CI: cannot install or run Slurm (scripts/slurm/cluster.sh install): {why}");
         }
         eprintln!(
-            "SKIPPED cli_slurm: cannot install or run a Slurm cluster here ({}); run the test as \
+            "SKIPPED cli::slurm: cannot install or run a Slurm cluster here ({}); run the test as \
              root on Debian/Ubuntu (scripts/slurm/cluster.sh installs slurm-wlm and munge)",
             why.trim()
         );
@@ -542,7 +520,7 @@ fn array_job_survives_preemption_and_a_killed_coordinator() {
         );
     }
     eprintln!(
-        "cli_slurm: done in {:.0} s",
+        "cli::slurm: done in {:.0} s",
         started.elapsed().as_secs_f64()
     );
 }

@@ -3,9 +3,7 @@
 //! with the linear digit classifier of its README. A sampler that is wrong in any way that
 //! matters (guidance, noise schedule, VAE scaling, labels) drops below the threshold; chance is
 //! 0.10.
-mod cli_common;
-
-use cli_common::*;
+use crate::support::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

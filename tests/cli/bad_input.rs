@@ -4,9 +4,7 @@
 //!
 //! One completed job (8 samples, 2 steps, the golden model) is made first; every case that
 //! names its out dir is followed by a comparison of every file there with what it was before.
-mod cli_common;
-
-use cli_common::*;
+use crate::support::*;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -673,13 +671,7 @@ impl Drop for ReadOnlyDir {
 }
 
 fn code_and_line(o: &std::process::Output) -> (Option<i32>, String) {
-    let err = stderr(o);
-    let line = err
-        .lines()
-        .filter(|l| l.starts_with("fidshard: error:"))
-        .collect::<Vec<_>>();
-    assert_eq!(line.len(), 1, "not one error line: {err}");
-    (o.status.code(), line[0].to_string())
+    (o.status.code(), one_error_line(o))
 }
 
 #[test]

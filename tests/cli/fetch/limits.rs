@@ -1,4 +1,4 @@
-//! Downloads that end, through `fidshard fetch`/`run` against the mock hub (part of cli_fetch):
+//! Downloads that end, through `fidshard fetch`/`run` against the mock hub (part of fetch.rs):
 //! a body that always breaks after a few bytes, a trickle, an endless body, a body longer or
 //! shorter than announced, a login page served with 200; and the token, which goes to the
 //! endpoint's exact origin only (not to a CDN on another port, not to a plain URL).
@@ -214,7 +214,7 @@ fn a_login_page_served_with_200_never_enters_the_cache() {
     let repo = env.hub_cache().join("models--acme--page-vae");
     assert!(!repo
         .join("blobs")
-        .join(fetch_mock::git_blob_id(&page))
+        .join(hub_mock::git_blob_id(&page))
         .exists());
     assert!(!repo
         .join("snapshots")
