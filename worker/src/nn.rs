@@ -46,7 +46,7 @@ impl Linear {
 }
 
 /// Row count from which a CPU GEMM row's result is independent of the batch (see
-/// [`Linear::forward`]; measured on MKL sgemm with AVX2/AVX-512, tests/engine_dit.rs checks it).
+/// [`Linear::forward`]; measured on MKL sgemm with AVX2/AVX-512, tests/engine/dit.rs checks it).
 pub(crate) const MIN_GEMM_ROWS: i64 = 16;
 
 /// `torch.nn.Conv2d(in, out, k, stride, padding, bias=True)`.

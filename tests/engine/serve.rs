@@ -1,6 +1,6 @@
 //! `fidshard-worker serve` before any model is loaded: how the end of its input, a line that
-//! does not parse and a first message other than `init` end the process. Each is returned to
-//! `main` as an exit code (serve.rs), so each ends the same way every time.
+//! does not parse and a first message other than `init` end the process, each with its exit code
+//! every time.
 use std::io::Write;
 use std::process::{Command, Stdio};
 
