@@ -31,6 +31,13 @@ pub fn encode_png(pixels: &[u8], side: u32) -> Result<Vec<u8>> {
 /// rename itself survives a power loss. The one atomic writer of both binaries; the temporary
 /// name matches what `remove_stale_temps` cleans up after a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_renamed(path, bytes)?;
+    sync_parent(path).map_err(|e| CoreError::io(path, e))
+}
+
+/// [`write_atomic`] without the folder's fsync, for many files into one folder (a shard's
+/// PNGs): the caller syncs the folder once ([`sync_parent`]) before it reports them written.
+pub fn write_renamed(path: &Path, bytes: &[u8]) -> Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let mut tmp = temp_name(path).into_os_string();
     tmp.push(format!(".{}", SEQ.fetch_add(1, Ordering::Relaxed)));
@@ -41,11 +48,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.sync_data()?;
         std::fs::rename(&tmp, path)
     })();
-    if let Err(e) = res {
+    res.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        return Err(CoreError::io(path, e));
-    }
-    sync_parent(path).map_err(|e| CoreError::io(path, e))
+        CoreError::io(path, e)
+    })
 }
 
 /// fsyncs the folder that holds `path`, which makes a rename into it durable. A file system

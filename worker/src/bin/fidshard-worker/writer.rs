@@ -7,7 +7,7 @@
 //! thread stops that run at its next batch. A run's CRCs and labels are kept by index (the PNGs
 //! reused from an earlier attempt arrive first, the sampled ones in any order) and reported in
 //! index order when the shard ends.
-use fidshard_core::output::{encode_png, png_name, write_atomic};
+use fidshard_core::output::{encode_png, png_name, sync_parent, write_renamed};
 use fidshard_worker::Sample;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -150,7 +150,7 @@ impl<F: FnMut(WriterEvent)> WriterThread<F> {
             let path = self.dir.join(png_name(s.index, self.num_samples));
             let res = encode_png(&s.pixels, self.side).and_then(|bytes| {
                 fidshard_core::faults::maybe_io_error(&path)?;
-                write_atomic(&path, &bytes)?;
+                write_renamed(&path, &bytes)?;
                 Ok(crc32fast::hash(&bytes))
             });
             match res {
@@ -172,6 +172,16 @@ impl<F: FnMut(WriterEvent)> WriterThread<F> {
     /// Reports the run's CRCs and labels in index order, unless it was aborted or replaced.
     fn end_shard(&mut self, run: u64, shard: u64, started: Instant) {
         if self.aborted.load(Ordering::SeqCst) == run || self.current != run {
+            return;
+        }
+        // One folder fsync per shard makes its renames durable before it is reported done.
+        let probe = self.dir.join(png_name(0, self.num_samples));
+        if let Err(e) = sync_parent(&probe) {
+            self.aborted.store(run, Ordering::SeqCst);
+            (self.on_event)(WriterEvent::Failed {
+                shard,
+                message: format!("{}: {e}", self.dir.display()),
+            });
             return;
         }
         let (crc32, labels) = std::mem::take(&mut self.files).into_values().unzip();
