@@ -7,10 +7,12 @@
        main.rs -> cmd/ -> coordinator/, fetch/ -> worker/ -> outdir/ -> npz/ -> job/ -> sys/
    (and the fidshard-core crate under all of them).
 3. A file in cmd/ (one verb) never uses another file of cmd/.
+4. fidshard-core depends on neither binary's crate, and neither binary's crate on the other.
 
 Imports are read from `crate::` and `super::` paths, `use` groups included; code after
 `#[cfg(test)]` and test-only files (`tests.rs`, `*_tests.rs`) are left out: a test may reach
-across layers. Exit status 1 and one line per finding when a rule is broken; `make test` runs
+across layers. Exit status 1 and one line per finding when a rule is broken (2 when its own
+self-test on a made-up tree fails); `make test` runs
 this before cargo. Usage: scripts/check-layers.py [REPO_ROOT]
 """
 import re
@@ -193,8 +195,8 @@ def check_crate(repo, src, problems):
                 problems.append(f"layer {a}/ is not above {b}/: {where}")
 
 
-def main():
-    repo = Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
+def findings(repo):
+    """Every broken rule in the checkout at `repo`, one line each."""
     problems = []
     for entry in sorted(repo.glob("*/src")):
         if (entry / "lib.rs").exists() or (entry / "main.rs").exists():
@@ -204,6 +206,59 @@ def main():
     core_toml = (repo / "core" / "Cargo.toml").read_text()
     if re.search(r"^\s*fidshard(-worker)?\s*=", core_toml, re.M):
         problems.append("core/Cargo.toml depends on a binary's crate: core uses nothing of the rest")
+    for crate, other in (("orchestrator", "fidshard-worker"), ("worker", "fidshard")):
+        toml = (repo / crate / "Cargo.toml").read_text()
+        if re.search(rf"^\s*{other}\s*=", toml, re.M):
+            problems.append(f"{crate}/Cargo.toml depends on {other}: the binaries share only fidshard-core")
+    return problems
+
+
+def self_test():
+    """The checker finds what it must on a small made-up checkout, so a clean result means
+    something: one finding of each kind, and none in a tree that keeps the rules."""
+    import tempfile
+
+    files = {
+        "core/Cargo.toml": "[dependencies]\n",
+        "core/src/lib.rs": "pub mod a;\npub mod b;\n",
+        "core/src/a.rs": "use crate::b::B;\n",
+        "core/src/b.rs": "use crate::a::A; // a circle\n",
+        "worker/Cargo.toml": "[dependencies]\nfidshard-core = {}\n",
+        "worker/src/lib.rs": "",
+        "orchestrator/Cargo.toml": "[dependencies]\nfidshard-core = {}\n",
+        "orchestrator/src/main.rs": "mod cmd;\nmod sys;\nmod outdir;\n",
+        "orchestrator/src/cmd/mod.rs": "pub mod run;\npub mod status;\n",
+        "orchestrator/src/cmd/run.rs": "use crate::outdir::Out;\n",
+        "orchestrator/src/cmd/status.rs": "use super::run::helper;\n",
+        "orchestrator/src/outdir/mod.rs": "use crate::sys::Time;\n",
+        "orchestrator/src/sys/mod.rs": "use crate::outdir::{Out, Lock};\n",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for name, text in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        got = findings(root)
+        expect = [
+            "import circle: core/src/a.rs, core/src/b.rs",
+            "import circle: orchestrator/src/outdir/mod.rs, orchestrator/src/sys/mod.rs",
+            "verb imports verb: orchestrator/src/cmd/status.rs uses orchestrator/src/cmd/run.rs",
+            "layer sys/ is not above outdir/: orchestrator/src/sys/mod.rs uses orchestrator/src/outdir/mod.rs",
+        ]
+        missing = [e for e in expect if e not in got]
+        (root / "core/src/b.rs").write_text("pub struct B;\n")
+        (root / "orchestrator/src/sys/mod.rs").write_text("pub struct Time;\n")
+        (root / "orchestrator/src/cmd/status.rs").write_text("use crate::outdir::Out;\n")
+        left = findings(root)
+    if missing or left:
+        print(f"check-layers: self-test failed: missing {missing}, unexpected {left}")
+        sys.exit(2)
+
+
+def main():
+    self_test()
+    repo = Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
+    problems = findings(repo)
     for p in problems:
         print(f"check-layers: {p}")
     if problems:
