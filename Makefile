@@ -21,8 +21,10 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(ROOT)/.venv/bin:$(PATH)
 CARGO ?= cargo
 PROFILE ?= release
+# cargo's target dir (CARGO_TARGET_DIR is honoured, as cargo does).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 FEATURES := --features fidshard/failpoints,fidshard-worker/failpoints
-BIN := target/$(PROFILE)/fidshard
+BIN := $(TARGET_DIR)/$(PROFILE)/fidshard
 DEMO_OUT ?= runs/demo
 DIST ?= dist
 
@@ -44,7 +46,7 @@ dist: env
 	$(CARGO) build --profile $(PROFILE) -p fidshard -p fidshard-worker
 	rm -rf $(DIST) && mkdir -p $(DIST)
 	for b in fidshard fidshard-worker; do \
-	  objcopy --strip-debug target/$(PROFILE)/$$b $(DIST)/$$b || exit 1; \
+	  objcopy --strip-debug $(TARGET_DIR)/$(PROFILE)/$$b $(DIST)/$$b || exit 1; \
 	done
 	@du -ch $(DIST)/* | tail -1 | sed 's|total|$(DIST)/, stripped, no failpoints|'
 
