@@ -6,15 +6,15 @@
 # Build once. `make demo`, `make test`, `make bench` and `make clippy` all use ONE feature set,
 # the one the tests need (the failpoints of core/src/faults.rs compiled in; they do nothing
 # unless FAILPOINTS is set): `make demo && make test && make demo` compiles the binaries once,
-# the test build compiles only test code and the second demo compiles nothing. (When demo built
-# without failpoints and test with them, each rebuilt fidshard-core, fidshard and
-# fidshard-worker and relinked both binaries, about 3 minutes on 2 cores every time.)
-# A separate target dir or profile for the failpoint build was the other choice; it compiles
-# every dependency twice (about 8 of the first build's minutes again).
+# the test build compiles only test code and the second demo compiles nothing (measured in
+# docs/performance.md, "Build"). When demo built without failpoints and test with them, each
+# rebuilt fidshard-core, fidshard and fidshard-worker (3.5 minutes on 2 cores every switch).
+# The other choice, a separate target dir or profile for the failpoint build, compiles every
+# dependency twice (the 8 CPU-minutes of the first build again).
 # What ships has no failpoints: `make dist` (and `make install`, which installs from dist/)
-# builds without the feature in the same target/ and profile. Only fidshard-core, fidshard and
-# fidshard-worker compile again (cargo keeps both feature sets' artifacts side by side in
-# target/release/deps and only relinks target/release/fidshard*, so switching back costs nothing).
+# builds without the feature in the same target dir and profile. Only fidshard-core, fidshard
+# and fidshard-worker compile again, once (about 2 minutes): cargo keeps both feature sets'
+# artifacts side by side in target/release/deps, and switching back only links them again.
 SHELL := /bin/bash
 ROOT := $(CURDIR)
 export LIBTORCH_USE_PYTORCH := 1
