@@ -39,7 +39,7 @@ build: env
 	$(CARGO) build --profile $(PROFILE) -p fidshard -p fidshard-worker $(FEATURES)
 
 # The shippable binaries: built without failpoints, debug info stripped, into dist/ (about
-# 13 MiB together). fidshard needs nothing but libc; fidshard-worker needs libtorch 2.11.0: the
+# 15 MiB together). fidshard needs nothing but libc; fidshard-worker needs libtorch 2.11.0: the
 # venv's torch/lib through the RUNPATH set at build time, or any torch 2.11.0's lib/ on
 # LD_LIBRARY_PATH (a GPU node with its own torch, scripts/gpu-check.sh).
 dist: env

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of the GPU issue, as one prepared script for a lent GPU machine (about
 # 6 minutes on an H100). Build the shippable binaries here with `make dist` (dist/fidshard and
-# dist/fidshard-worker, stripped, about 13 MiB: a GPU machine takes at most 64 MiB of carried
+# dist/fidshard-worker, stripped, about 15 MiB: a GPU machine takes at most 64 MiB of carried
 # files) and carry dist/ with the checkout (the device tool: carry ["dist"]); the GPU machine
 # uses its own torch 2.11.0 from its python3, found through LD_LIBRARY_PATH below, not the venv:
 #   scripts/gpu-check.sh            # writes $OUT (default /tmp/fidshard-gpu) and prints a summary
