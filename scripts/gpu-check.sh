@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU measurements of the GPU issue, as one prepared script for a lent GPU machine (about
-# 6 minutes on an H100). Build here, carry the binaries (target/release/fidshard and
-# fidshard-worker) and the venv, run there:
+# 6 minutes on an H100). Build the shippable binaries here with `make dist` (dist/fidshard and
+# dist/fidshard-worker, stripped, about 15 MiB: a GPU machine takes at most 64 MiB of carried
+# files) and carry dist/ with the checkout (the device tool: carry ["dist"]); the GPU machine
+# uses its own torch 2.11.0 from its python3, found through LD_LIBRARY_PATH below, not the venv:
 #   scripts/gpu-check.sh            # writes $OUT (default /tmp/fidshard-gpu) and prints a summary
 # 1. `fidshard doctor`;
 # 2. the demo job through `run` on GPU 0 (`devices: [0]`), scored by the digit classifier;
@@ -12,12 +14,14 @@
 #    image over 64 images.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=${FIDSHARD_BIN:-$root/target/release/fidshard}
+bin=${FIDSHARD_BIN:-$root/dist/fidshard}
 out=${OUT:-/tmp/fidshard-gpu}
 py=${PYTHON:-python3}
 ref=${REF:-$root/../shared/bench/ref_dit_torch.py}
 mkdir -p "$out"
 cd "$root"
+[[ -x "$bin" && -x "$(dirname "$bin")/fidshard-worker" ]] ||
+  { echo "gpu-check: $bin or its fidshard-worker is missing; run \`make dist\` and carry dist/" >&2; exit 2; }
 # The torch of this machine's python (the wheel the binaries were built against, 2.11.0).
 export LD_LIBRARY_PATH=$($py -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib:${LD_LIBRARY_PATH:-}
 

@@ -23,6 +23,8 @@ fn main() {
         .cpp(true)
         .pic(true)
         .warnings(false)
+        // No -g: the debug info of the libtorch headers it includes was most of its compile time.
+        .debug(false)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
