@@ -71,9 +71,9 @@ demo: build
 	$(BIN) grid configs/demo.yaml --n 100 --cols 10
 	@echo "demo: $(DEMO_OUT)/samples.npz, $(DEMO_OUT)/samples/*.png and the picture $(DEMO_OUT)/grid.png"
 
-# The lead hooks the layer check in once it reports nothing (issue 16):
-#	python3 scripts/check-layers.py .
+# First the structure rules of docs/architecture.md (import circles, layers, verbs), in a second.
 test: env
+	python3 scripts/check-layers.py .
 	$(CARGO) test --profile $(PROFILE) --workspace $(FEATURES) --no-fail-fast
 
 bench: build
