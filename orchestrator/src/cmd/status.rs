@@ -6,8 +6,8 @@ use crate::outdir::snapshot::{format_utc, unix_now, JobState, PartitionRow, Snap
 use crate::outdir::state::StateDb;
 use crate::outdir::status::{add_details, compute_job, verify_complete, Totals};
 use crate::outdir::LOCK_FILE;
-use crate::sys::time::format_duration;
 use crate::sys::text::escape_control as esc;
+use crate::sys::time::format_duration;
 use anyhow::{anyhow, Result};
 use fidshard_core::Fatal;
 use std::fmt::Write as _;

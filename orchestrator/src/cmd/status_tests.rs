@@ -1,10 +1,10 @@
 //! Tests of `status`'s rendering and targets (the derivation is tested in outdir/status/).
 use super::*;
+use crate::exit_code::code_of;
 use crate::job::plan::plan;
 use crate::outdir::lock::JobLock;
 use crate::outdir::snapshot::{WorkerSnapshot, WorkerState};
 use crate::outdir::status::{compute, tests::out_dir_with};
-use crate::exit_code::code_of;
 use fidshard_core::Exit;
 
 #[test]

@@ -14,9 +14,9 @@ use crate::outdir::snapshot::{self, unix_now, JobState, Snapshot, WorkerState};
 use crate::outdir::state::{Recorded, ShardRecord, StateDb};
 use crate::outdir::verified;
 use crate::outdir::OutDir;
-use fidshard_core::{Exit, Fatal};
 use crate::sys::time::round1;
 use anyhow::{anyhow, Result};
+use fidshard_core::{Exit, Fatal};
 use std::time::{Duration, Instant};
 
 /// When this `run` started (the wall time of a complete job in `status`); unset in other verbs.

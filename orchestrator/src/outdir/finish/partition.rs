@@ -7,9 +7,9 @@ use crate::outdir::partitions::{self, AssembleLock};
 use crate::outdir::snapshot::JobState;
 use crate::outdir::state::{ShardRecord, StateDb};
 use crate::outdir::OutDir;
-use fidshard_core::Exit;
 use anyhow::{anyhow, Context, Result};
 use fidshard_core::output::png_name;
+use fidshard_core::Exit;
 
 /// What the end of a partition's run came to.
 pub(crate) enum PartitionEnd {
