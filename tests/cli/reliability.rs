@@ -324,7 +324,7 @@ fn a_signal_during_assembly_exits_75_and_leaves_no_temporary_npz() {
     let out = tmp.path().join("out");
     for (cmd, sig) in [("assemble", Signal::SIGTERM), ("run", Signal::SIGHUP)] {
         std::fs::remove_file(out.join("samples.npz")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fidshard"))
+        let child = hup_default(&mut Command::new(env!("CARGO_BIN_EXE_fidshard")))
             .args([cmd, cfg.to_str().unwrap()])
             .env("FIDSHARD_LOG", "info")
             .env("FAILPOINTS", "assemble-slow=return(1000)")

@@ -12,10 +12,31 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Lets `cmd`'s process take SIGHUP's default action even when the tests run under `nohup`
+/// (which ignores it, and an ignored signal stays ignored across exec): the tests that send a
+/// hangup expect it to stop the run; the one that tests `nohup` ignores it in its own shell.
+pub fn hup_default(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc_sighup_default();
+            Ok(())
+        })
+    }
+}
+
+fn libc_sighup_default() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: resetting a disposition to its default in the child before exec.
+    let _ = unsafe { signal(Signal::SIGHUP, SigHandler::SigDfl) };
+}
+
 /// Starts `fidshard run CFG ARGS` in the background with extra environment (e.g. FAILPOINTS),
-/// stderr captured for [`finish`].
+/// stderr captured for [`finish`]; SIGHUP at its default action ([`hup_default`]).
 pub fn run_with(cfg: &Path, env: &[(&str, &str)], args: &[&str]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
+    hup_default(&mut cmd);
     cmd.arg("run")
         .arg(cfg)
         .args(args)
