@@ -114,7 +114,8 @@ fn exit_of(err: &anyhow::Error) -> Exit {
 /// The one exit that cannot wait for `main` to return: stdin ended (the coordinator is gone or
 /// wants this worker gone) or carried a line of another protocol version. A batch in flight must
 /// not go on writing PNGs into an out dir that another coordinator may be resuming
-/// (core/src/protocol.rs), so the reader thread ends the process at once through here.
+/// (core/src/protocol.rs), so the reader thread ends the process through here when the server
+/// has not ended within a second of it.
 pub(crate) fn end_now(code: Exit) -> ! {
     std::process::exit(code as i32)
 }

@@ -7,9 +7,10 @@
 //! (reuse.rs) and samples only the other indices. `drain` is looked for between batches: the
 //! batch in flight is finished and written, then the worker exits 0 (preemption loses no
 //! finished batch). A closed stdout is looked for there too and while idle: the worker then
-//! exits 0 without waiting for the writer. The end of input and a line that does not parse end
-//! the process at once from the reader thread (link.rs, `main::end_now`): a worker whose
-//! coordinator is gone never finishes a batch into a resumed run.
+//! exits 0 without waiting for the writer. The end of input and a line that does not parse are
+//! acted on like messages, and end the process from the reader thread within a second if the
+//! server is busy (link.rs, `main::end_now`): a worker whose coordinator is gone never goes on
+//! sampling into a resumed run.
 mod link;
 mod start;
 

@@ -1,10 +1,12 @@
 //! The worker's link to the coordinator: protocol lines out on stdout ([`Outbox`]), in from
 //! stdin through a reader thread ([`Inbox`]), and the ties to the parent process.
 //!
-//! The end of input and a line that does not parse end the process at once, from the reader
-//! thread, through [`crate::end_now`] (exit 0, or exit 2 after a `fatal` message): a worker
-//! whose coordinator is gone never finishes a batch into a resumed run. A closed stdout
-//! becomes a value the server acts on (it returns its exit code to `main`).
+//! The end of input and a line that does not parse are passed on in order like any message, and
+//! end the process from the reader thread ([`crate::end_now`]: exit 0, or exit 2 after a `fatal`
+//! message) if the server has not ended it within [`END_GRACE`]: a worker idle or answering an
+//! earlier message ends with its own code, one loading or sampling stops within a second and
+//! never goes on writing into a run that another coordinator may resume. A closed stdout becomes
+//! a value the server acts on (it returns its exit code to `main`).
 use fidshard_core::protocol::{line, FailureKind, FromWorker, ToWorker};
 use fidshard_core::Exit;
 use std::collections::VecDeque;
@@ -46,6 +48,9 @@ impl Outbox {
     }
 }
 
+/// How long the server has to end on its own after the input ended (see the module doc).
+const END_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the reader thread passes on.
 pub(super) enum Inbound {
     Msg(ToWorker),
@@ -72,6 +77,8 @@ impl Inbox {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let end = read_stdin(&tx, &outbox);
+            let _ = tx.send(Inbound::End(end));
+            std::thread::sleep(END_GRACE);
             crate::end_now(end);
         });
         Inbox {
