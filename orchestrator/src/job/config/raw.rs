@@ -2,7 +2,7 @@
 //! (`sampler`, `beta_schedule`, `precision`, `labels`) so that a misspelt value is refused by
 //! serde with the accepted values listed. Nothing here checks ranges; resolve.rs does.
 use fidshard_core::diffusion::{BetaSchedule, VarianceType};
-use fidshard_core::{LabelMode, Precision, SamplerKind};
+use fidshard_core::{LabelMode, ModelFamily, PathType, Pixels, Precision, SamplerKind, Solver};
 use serde::{Deserialize, Deserializer};
 use serde_yaml::Value;
 use std::path::PathBuf;
@@ -12,6 +12,9 @@ use super::Devices;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ModelSection {
+    /// `dit` (default) or `sit` (SiT / REPA: a velocity model sampled with `ode` / `sde`).
+    #[serde(default)]
+    pub family: ModelFamily,
     /// One of the 12 presets (`DiT-XL/2`, ...).
     pub preset: Option<String>,
     /// A JSON of the DiT constructor arguments, for a custom architecture.
@@ -38,18 +41,26 @@ pub(super) struct RawJob {
     pub cfg_scale: f64,
     #[serde(default)]
     pub cfg_channels: Option<CfgChannelsSpec>,
-    #[serde(default = "default_sampler")]
-    pub sampler: SamplerKind,
+    /// `ddpm` for the DiT family, `ode` for SiT when absent.
+    pub sampler: Option<SamplerKind>,
     #[serde(default)]
     pub steps: Option<StepsSpec>,
     #[serde(default)]
     pub eta: f64,
-    #[serde(default)]
-    pub beta_schedule: BetaSchedule,
+    /// `linear` when absent (DiT family only).
+    pub beta_schedule: Option<BetaSchedule>,
     #[serde(default)]
     pub variance: VarianceChoice,
     #[serde(default = "default_precision")]
     pub precision: Precision,
+    /// `sampler: ode` only: `euler` (default) or `heun`.
+    pub solver: Option<Solver>,
+    /// `sampler: sde` only: `linear` (default) or `cosine`.
+    pub path_type: Option<PathType>,
+    /// Flow samplers only: `[low, high]`, guidance where `low <= t <= high` (default [0, 1]).
+    pub guidance_interval: Option<[f64; 2]>,
+    /// `dit` or `repa`; the default follows the sampler (`repa` for ode / sde).
+    pub pixels: Option<Pixels>,
     #[serde(default = "default_batch")]
     pub batch_size: BatchSpec,
     pub vae_batch_size: Option<BatchSpec>,
@@ -282,9 +293,6 @@ fn describe(v: &Value) -> String {
 
 fn default_cfg_scale() -> f64 {
     1.5
-}
-fn default_sampler() -> SamplerKind {
-    SamplerKind::Ddpm
 }
 fn default_precision() -> Precision {
     Precision::Fp32

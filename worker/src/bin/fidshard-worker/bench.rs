@@ -73,6 +73,9 @@ fn build_engine(task: &BenchTask) -> Result<(Engine, String)> {
                 precision: task.precision,
                 batch_size: task.batch_size,
                 vae_batch_size: task.batch_size,
+                family: fidshard_core::ModelFamily::Dit,
+                flow: Default::default(),
+                pixels: fidshard_core::Pixels::Dit,
             };
             let what = format!(
                 "{preset} (random weights) at {image_size} px, steps {steps}, cfg {cfg_scale}"
@@ -160,12 +163,12 @@ fn report(task: &BenchTask, engine: &Engine, what: &str, m: &Measured) {
     println!("  VAE decode   {:8.4} s/image", per(t.vae));
     println!("  PNG encode   {:8.4} s/image", per(png));
     let s = engine.settings();
-    let steps = fidshard_core::diffusion::space_timesteps(
-        fidshard_core::diffusion::DIFFUSION_STEPS,
-        &s.steps,
-    )
-    .map(|t| t.len())
-    .unwrap_or(0);
+    // Model evaluations per image: one per step, Heun's corrector adds one on all steps but the
+    // last.
+    let steps = match (s.sampler, s.flow.solver) {
+        (SamplerKind::Ode, fidshard_core::Solver::Heun) => 2 * engine.num_steps() - 1,
+        _ => engine.num_steps(),
+    };
     let flops = fidshard_worker::flops::flops_per_image(&s.dit, steps, s.uses_cfg());
     // The DiT's achieved rate (the VAE and the host are not in the numerator).
     let dit_tflops = flops * done as f64 / t.dit.max(1e-9) / 1e12;
