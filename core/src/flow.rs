@@ -210,7 +210,10 @@ mod tests {
     #[test]
     fn sit_presets_mirror_the_dit_sizes_without_sigma() {
         let c = sit_preset("SiT-XL/2", 32, 1000).unwrap();
-        assert_eq!((c.depth, c.hidden_size, c.num_heads, c.patch_size), (28, 1152, 16, 2));
+        assert_eq!(
+            (c.depth, c.hidden_size, c.num_heads, c.patch_size),
+            (28, 1152, 16, 2)
+        );
         assert!(!c.learn_sigma);
         assert!(sit_preset("DiT-XL/2", 32, 1000).is_none());
         for p in SIT_PRESETS {
@@ -233,7 +236,9 @@ mod tests {
         let (c, qk) = sit_config_from_json_file(&path).unwrap();
         assert!(qk && !c.learn_sigma);
         assert_eq!((c.input_size, c.hidden_size, c.num_classes), (8, 128, 10));
-        write(r#"{"input_size":8,"hidden_size":128,"decoder_hidden_size":64,"depth":1,"num_heads":4}"#);
+        write(
+            r#"{"input_size":8,"hidden_size":128,"decoder_hidden_size":64,"depth":1,"num_heads":4}"#,
+        );
         let e = sit_config_from_json_file(&path).unwrap_err().to_string();
         assert!(e.contains("decoder_hidden_size"), "{e}");
         write(r#"{"input_size":8,"hidden_size":128,"depth":1,"num_heads":4,"z_dims":"x"}"#);

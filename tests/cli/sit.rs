@@ -45,8 +45,9 @@ fn run_golden(name: &str) {
     let o = fidshard(&["run", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let (shape, got) = read_npz_u8(&tmp.path().join("out/samples.npz"));
-    let (want_shape, want) =
-        read_npz_u8(&fixture(&format!("demo-digits-sit/jobs/{name}/expected.npz")));
+    let (want_shape, want) = read_npz_u8(&fixture(&format!(
+        "demo-digits-sit/jobs/{name}/expected.npz"
+    )));
     assert_eq!(shape, want_shape);
     assert_images_close(name, &got, &want);
 }
@@ -82,7 +83,10 @@ fn keys_of_the_other_family_are_refused_naming_the_key() {
     let resolved = tmp.path().join("resolved.yaml");
     std::fs::write(&resolved, &o.stdout).unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("family: sit") && text.contains("pixels: repa"), "{text}");
+    assert!(
+        text.contains("family: sit") && text.contains("pixels: repa"),
+        "{text}"
+    );
     let o = fidshard(&["config", resolved.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }

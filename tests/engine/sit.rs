@@ -41,7 +41,11 @@ fn settings(name: &str) -> SamplerSettings {
         labels: LabelMode::Balanced,
         cfg_scale: f("cfg_scale", 1.0),
         cfg_channels: CfgChannels::All,
-        sampler: if sde { SamplerKind::Sde } else { SamplerKind::Ode },
+        sampler: if sde {
+            SamplerKind::Sde
+        } else {
+            SamplerKind::Ode
+        },
         steps: j["steps"].to_string(),
         eta: 0.0,
         beta_schedule: BetaSchedule::Linear,
@@ -128,14 +132,20 @@ fn check_job(name: &str) {
         .unwrap();
     let want_latents = Tensor::from_slice(&want_latents).view(latents.size().as_slice());
     let err = rel_l2(&latents, &want_latents);
-    assert!(err < 1e-4, "{name}: final latents off by {err:e} relative L2");
+    assert!(
+        err < 1e-4,
+        "{name}: final latents off by {err:e} relative L2"
+    );
     let want = npyz::NpyFile::new(&npy_bytes(&dir.join("expected.npz"), Some("arr_0.npy"))[..])
         .unwrap()
         .into_vec::<u8>()
         .unwrap();
     assert_images_close(name, &pixels, &want);
     let (again, _) = sample(&engine, n, &[5, 3]);
-    assert!(again == pixels, "{name}: batches of 5 and 3 changed the bytes");
+    assert!(
+        again == pixels,
+        "{name}: batches of 5 and 3 changed the bytes"
+    );
 }
 
 #[test]

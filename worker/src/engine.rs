@@ -7,8 +7,8 @@ use crate::dit::DiT;
 use crate::error::{EngineError, Result, StepFault};
 use crate::noise::{DrawSpec, Draws};
 use crate::settings::{Precision, SamplerKind, SamplerSettings};
-use fidshard_core::flow::{ModelFamily, Pixels};
 use crate::vae::AutoencoderKlDecoder;
+use fidshard_core::flow::{ModelFamily, Pixels};
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
@@ -65,7 +65,9 @@ impl Engine {
         let sd = load_state_dict(&settings.checkpoint)?.with_device(device);
         let dit = match settings.family {
             ModelFamily::Dit => DiT::from_state_dict(&settings.dit, sd)?,
-            ModelFamily::Sit => crate::sit::from_state_dict(&settings.dit, settings.flow.qk_norm, sd)?,
+            ModelFamily::Sit => {
+                crate::sit::from_state_dict(&settings.dit, settings.flow.qk_norm, sd)?
+            }
         };
         let vae = AutoencoderKlDecoder::load(&settings.vae, device)?;
         Self::from_parts(settings, device, dit, vae)

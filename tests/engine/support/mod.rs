@@ -11,7 +11,8 @@ use tch::Tensor;
 /// between would change that sample's noise.
 pub fn global_rng() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// All tensors of a safetensors file, read by libtorch.

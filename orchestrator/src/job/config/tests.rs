@@ -462,7 +462,14 @@ fn a_sit_job_takes_repa_defaults_and_dit_fingerprints_stay_as_they_were() {
     // A DiT job's fingerprint has exactly the keys it had before the SiT family existed.
     let job = load_in(tmp.path(), "d.yaml", &yaml_with("")).unwrap();
     let fp = Fingerprint::settings_only(&job);
-    for key in ["family", "pixels", "solver", "path_type", "guidance_interval", "qk_norm"] {
+    for key in [
+        "family",
+        "pixels",
+        "solver",
+        "path_type",
+        "guidance_interval",
+        "qk_norm",
+    ] {
         assert_eq!(fp.get(key), None, "{key}");
     }
 }
