@@ -90,3 +90,45 @@ fn keys_of_the_other_family_are_refused_naming_the_key() {
     let o = fidshard(&["config", resolved.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// The `model FLOPs ... GFLOP/image (N steps...)` part of bench's report.
+fn flops_line(stdout: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("model FLOPs"))
+        .unwrap_or_else(|| panic!("no FLOPs line in {text}"));
+    line.split(", DiT at").next().unwrap().to_string()
+}
+
+#[test]
+fn bench_runs_sit_presets_and_jobs_and_counts_their_flops() {
+    let random = |preset: &str| {
+        let o = fidshard(&[
+            "bench",
+            "--random-model",
+            preset,
+            "--image-size",
+            "64",
+            "--steps",
+            "3",
+            "--images",
+            "1",
+            "--batch-size",
+            "1",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{preset}: {}", stderr(&o));
+        flops_line(&o.stdout)
+    };
+    // The same transformer: 3 SDE steps with guidance cost what 3 DDPM steps with guidance do.
+    let sit = random("SiT-S/8");
+    assert!(sit.contains("(3 steps, x2 for guidance)"), "{sit}");
+    assert_eq!(sit, random("DiT-S/8"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = sit_job(tmp.path(), "ode-heun-cfg4-interval", "devices: {cpu: 1}\n");
+    let o = fidshard(&["bench", cfg.to_str().unwrap(), "--images", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Heun's 10 steps evaluate the model 19 times.
+    assert!(flops_line(&o.stdout).contains("(19 steps"), "{}", flops_line(&o.stdout));
+}
