@@ -160,6 +160,12 @@ pub struct SamplerSettings {
     /// How decoded images become uint8.
     #[serde(default)]
     pub pixels: Pixels,
+    /// The decoder gets `(z - latent_bias) / latent_scale`: one number, or one per latent
+    /// channel. `None`: the VAE's `scaling_factor` and no bias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_scale: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_bias: Option<Vec<f64>>,
 }
 
 impl SamplerSettings {

@@ -130,5 +130,9 @@ fn bench_runs_sit_presets_and_jobs_and_counts_their_flops() {
     let o = fidshard(&["bench", cfg.to_str().unwrap(), "--images", "2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // Heun's 10 steps evaluate the model 19 times.
-    assert!(flops_line(&o.stdout).contains("(19 steps"), "{}", flops_line(&o.stdout));
+    assert!(
+        flops_line(&o.stdout).contains("(19 steps"),
+        "{}",
+        flops_line(&o.stdout)
+    );
 }

@@ -69,6 +69,8 @@ fn settings(name: &str) -> SamplerSettings {
             qk_norm,
         },
         pixels: Pixels::Repa,
+        latent_scale: None,
+        latent_bias: None,
     }
 }
 
@@ -166,6 +168,47 @@ fn sde_linear_path_matches_repa() {
 #[test]
 fn sde_cosine_path_with_a_big_seed_matches_repa() {
     check_job(JOBS[3]);
+}
+
+/// `latent_scale` / `latent_bias`: the decoder gets `(z - bias) / scale`, per channel or not.
+#[test]
+fn latent_scale_and_bias_reach_the_decoder() {
+    let name = JOBS[0];
+    let dir = fixture(&format!("demo-digits-sit/jobs/{name}"));
+    let z = npyz::NpyFile::new(&npy_bytes(&dir.join("expected-latents.npy"), None)[..])
+        .unwrap()
+        .into_vec::<f64>()
+        .unwrap();
+    let z = Tensor::from_slice(&z).view([16, 4, 8, 8]);
+    let decode = |scale: Option<Vec<f64>>, bias: Option<Vec<f64>>, z: &Tensor| {
+        let mut s = settings(name);
+        (s.latent_scale, s.latent_bias) = (scale, bias);
+        let engine = Engine::load(s, Device::Cpu).unwrap();
+        let img = engine.decode(z, &mut Timings::default()).unwrap();
+        Vec::<u8>::try_from(img.view([-1])).unwrap()
+    };
+    let reference = decode(None, None, &z);
+    let want = npyz::NpyFile::new(&npy_bytes(&dir.join("expected.npz"), Some("arr_0.npy"))[..])
+        .unwrap()
+        .into_vec::<u8>()
+        .unwrap();
+    assert_images_close("default scaling", &reference, &want);
+    let s = 1.2424200773239136; // the demo VAE's scaling_factor
+    assert!(
+        decode(Some(vec![s]), None, &z) == reference,
+        "one number is the default"
+    );
+    let per_channel = decode(Some(vec![s; 4]), Some(vec![0.0; 4]), &z);
+    assert_images_close("per channel", &per_channel, &reference);
+    // (2 z + 1 - 1) / (2 s): the bias is taken off before the scale divides.
+    let shifted = &z * 2.0 + 1.0;
+    let scaled = decode(
+        Some(vec![2.0 * s]),
+        Some(vec![1.0, 1.0, 1.0, 1.0]),
+        &shifted,
+    );
+    assert_images_close("scaled and shifted", &scaled, &reference);
+    assert!(decode(Some(vec![2.0 * s]), None, &z) != reference);
 }
 
 #[test]

@@ -316,7 +316,8 @@ impl Engine {
         }
     }
 
-    /// Decodes latents to uint8 images `(B, H, W, 3)` on the CPU: `x = vae.decode(z / scale)`,
+    /// Decodes latents to uint8 images `(B, H, W, 3)` on the CPU: `x = vae.decode(z / scale)`
+    /// (or `(z - latent_bias) / latent_scale`, see `unscale`),
     /// then `clamp(127.5 x + 128, 0, 255)` (`pixels: dit`, DiT's sample.py) or
     /// `clamp(255 (x + 1) / 2, 0, 255)` (`pixels: repa`, REPA's generate.py), truncated to
     /// uint8. Float64 latents (the flow samplers') are decoded in float32, as REPA does.
@@ -324,7 +325,7 @@ impl Engine {
     pub fn decode(&self, latents: &Tensor, t: &mut Timings) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
         let start = Instant::now();
-        let z = latents.to_kind(Kind::Float) / self.vae.scaling_factor();
+        let z = self.unscale(&latents.to_kind(Kind::Float));
         let img = self.with_precision(|| self.vae.decode_micro_batched(&z, self.vae_micro_batch()));
         let img = img.to_kind(Kind::Float);
         check_finite(&img, "the VAE decoder's output", || None)?;
@@ -340,6 +341,31 @@ impl Engine {
             .contiguous();
         t.vae += secs(start.elapsed());
         Ok(img)
+    }
+}
+
+impl Engine {
+    /// `(z - latent_bias) / latent_scale`, what the decoder takes. Without `latent_scale` /
+    /// `latent_bias` it is `z / scaling_factor` as the references compute it (a single number is
+    /// divided as a scalar, so `latent_scale: <scaling_factor>` gives the same bits).
+    fn unscale(&self, z: &Tensor) -> Tensor {
+        let s = &self.settings;
+        let per_channel = |v: &[f64]| {
+            Tensor::from_slice(v)
+                .to_kind(Kind::Float)
+                .to_device(z.device())
+                .view([1, -1, 1, 1])
+        };
+        let z = match s.latent_bias.as_deref() {
+            None => z.shallow_clone(),
+            Some([b]) => z - *b,
+            Some(b) => z - per_channel(b),
+        };
+        match s.latent_scale.as_deref() {
+            None => z / self.vae.scaling_factor(),
+            Some([k]) => z / *k,
+            Some(k) => z / per_channel(k),
+        }
     }
 }
 

@@ -76,6 +76,15 @@ impl Fingerprint {
         if s.pixels != fidshard_core::Pixels::Dit {
             fp.insert("pixels", s.pixels.as_str());
         }
+        for (key, v) in [
+            ("latent_scale", &s.latent_scale),
+            ("latent_bias", &s.latent_bias),
+        ] {
+            if let Some(v) = v {
+                let v: Vec<String> = v.iter().map(f64::to_string).collect();
+                fp.insert(key, format!("[{}]", v.join(", ")));
+            }
+        }
         // Not a pixel setting, but the shard records (ids, CRC lists) are laid out by it.
         fp.insert("shard_size", job.run.shard_size.to_string());
         fp

@@ -136,6 +136,17 @@ fn sampler_keys(s: &fidshard_core::SamplerSettings) -> Vec<(&'static str, Value)
     if s.pixels != fidshard_core::Pixels::Dit || s.sampler.is_flow() {
         keys.push(("pixels", Value::from(s.pixels.as_str())));
     }
+    for (key, v) in [
+        ("latent_scale", &s.latent_scale),
+        ("latent_bias", &s.latent_bias),
+    ] {
+        if let Some(v) = v {
+            keys.push((
+                key,
+                Value::Sequence(v.iter().map(|&x| Value::from(x)).collect()),
+            ));
+        }
+    }
     keys
 }
 

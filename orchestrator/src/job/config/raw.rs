@@ -61,6 +61,9 @@ pub(super) struct RawJob {
     pub guidance_interval: Option<[f64; 2]>,
     /// `dit` or `repa`; the default follows the sampler (`repa` for ode / sde).
     pub pixels: Option<Pixels>,
+    /// The decoder gets `(z - latent_bias) / latent_scale`: a number or one per channel.
+    pub latent_scale: Option<PerChannel>,
+    pub latent_bias: Option<PerChannel>,
     #[serde(default = "default_batch")]
     pub batch_size: BatchSpec,
     pub vae_batch_size: Option<BatchSpec>,
@@ -162,6 +165,31 @@ impl<'de> Deserialize<'de> for BatchSpec {
                 "{} is not a batch size; expected a positive number of images or `auto`",
                 describe(other)
             )),
+        })
+    }
+}
+
+/// `latent_scale` / `latent_bias`: one number, or a list of one per latent channel.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct PerChannel(pub Vec<f64>);
+
+impl<'de> Deserialize<'de> for PerChannel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        via_value(d, |v| {
+            let expected = "expected a number or a list of one number per latent channel";
+            let num = |x: &Value| {
+                x.as_f64()
+                    .ok_or_else(|| format!("{} is not a number; {expected}", describe(x)))
+            };
+            match &v {
+                Value::Sequence(xs) if !xs.is_empty() => xs
+                    .iter()
+                    .map(num)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(PerChannel),
+                Value::Number(_) => num(&v).map(|x| PerChannel(vec![x])),
+                other => Err(format!("{} is not a number; {expected}", describe(other))),
+            }
         })
     }
 }

@@ -269,6 +269,8 @@ impl Resolver<'_> {
                 "the model predicts its variance (learn_sigma: true); use auto or learned_range"
             )),
         };
+        let latent_scale = self.per_channel("latent_scale", &raw.latent_scale, dit.in_channels)?;
+        let latent_bias = self.per_channel("latent_bias", &raw.latent_bias, dit.in_channels)?;
         let run = self.run_settings(&raw)?;
         let model_spec = self.model_spec(&raw);
         let out_dir = self.out_dir(&raw);
@@ -298,6 +300,8 @@ impl Resolver<'_> {
             } else {
                 Pixels::Dit
             }),
+            latent_scale,
+            latent_bias,
         };
         Ok(Job {
             settings,

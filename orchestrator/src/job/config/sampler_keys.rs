@@ -1,7 +1,7 @@
 //! Which sampler a job runs and the keys that belong to it: the DiT family samples with the
 //! Gaussian diffusion (`ddpm`, `ddim`), the SiT family with REPA's flow samplers (`ode`, `sde`);
 //! a key of one kind in a job of the other is refused (exit 2) naming the key, never ignored.
-use super::raw::{CfgChannelsSpec, RawJob, VarianceChoice};
+use super::raw::{CfgChannelsSpec, PerChannel, RawJob, VarianceChoice};
 use super::resolve::Resolver;
 use anyhow::{bail, Result};
 use fidshard_core::flow::{FlowSettings, ModelFamily};
@@ -89,6 +89,39 @@ impl Resolver<'_> {
             guidance_interval: interval,
             qk_norm,
         })
+    }
+
+    /// `latent_scale` / `latent_bias`: finite numbers, one or `in_channels` of them; a scale is
+    /// never 0.
+    pub(super) fn per_channel(
+        &self,
+        key: &str,
+        value: &Option<PerChannel>,
+        channels: i64,
+    ) -> Result<Option<Vec<f64>>> {
+        let Some(PerChannel(v)) = value else {
+            return Ok(None);
+        };
+        if v.len() != 1 && v.len() as i64 != channels {
+            bail!(self.err(
+                key,
+                format!(
+                    "lists {} numbers; expected one, or one per latent channel ({channels})",
+                    v.len()
+                )
+            ));
+        }
+        let scale = key == "latent_scale";
+        if let Some(x) = v.iter().find(|x| !x.is_finite() || (scale && **x == 0.0)) {
+            bail!(self.err(
+                key,
+                format!(
+                    "{x} is not a finite{} number (the decoder gets (z - latent_bias) / latent_scale)",
+                    if scale { ", non-zero" } else { "" }
+                )
+            ));
+        }
+        Ok(Some(v.clone()))
     }
 
     /// The Gaussian diffusion's keys, which a flow sampler has no use for.

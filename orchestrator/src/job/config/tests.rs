@@ -258,6 +258,11 @@ const CASES: &[Case] = &[
     c(sit!("sampler: sde\nguidance_interval: [0.8, 0.2]"), "guidance_interval", "low <= high"),
     c(sit!("steps: ddim10"), "steps", "no respacing"),
     c(sit!("eta: 0.5"), "eta", "sampler: ddim"),
+    c("latent_scale: [1, 2]", "latent_scale", "one per latent channel (4)"),
+    c("latent_scale: [1, 2, 0, 4]", "latent_scale", "non-zero"),
+    c("latent_bias: .nan", "latent_bias", "finite"),
+    c("latent_bias: abc", "latent_bias", "not a number"),
+    c("latent_scale: []", "latent_scale", "one number per latent channel"),
     c("model:\n  family: sit\n  preset: DiT-S/2\n  checkpoint: {G}/dit/model.pt\nimage_size: 64\n", "model.preset", "SiT-XL/2"),
 ];
 

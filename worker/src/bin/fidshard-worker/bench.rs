@@ -96,6 +96,8 @@ fn build_engine(task: &BenchTask) -> Result<(Engine, String)> {
                     fidshard_core::ModelFamily::Dit
                 },
                 flow: Default::default(),
+                latent_scale: None,
+                latent_bias: None,
                 pixels: if sit {
                     fidshard_core::Pixels::Repa
                 } else {
