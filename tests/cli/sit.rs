@@ -136,3 +136,23 @@ fn bench_runs_sit_presets_and_jobs_and_counts_their_flops() {
         flops_line(&o.stdout)
     );
 }
+
+/// configs/repa-sit-xl-2-256.yaml loads (its weights need not be local for `config`) with the
+/// paper's recipe.
+#[test]
+fn the_repa_config_loads_with_the_papers_recipe() {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/repa-sit-xl-2-256.yaml");
+    let o = fidshard(&["config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "family: sit",
+        "preset: SiT-XL/2",
+        "sampler: sde",
+        "cfg_scale: 1.8",
+        "- 0.7",
+        "pixels: repa",
+    ] {
+        assert!(text.contains(want), "{want} missing in\n{text}");
+    }
+}
