@@ -211,6 +211,44 @@ fn latent_scale_and_bias_reach_the_decoder() {
     assert!(decode(Some(vec![2.0 * s]), None, &z) != reference);
 }
 
+/// SiT's own checkpoints (willisma/SiT, `learn_sigma=True`) have 8 output channels: the
+/// checkpoint decides, and the velocity is the first half, whatever the sigma half holds.
+#[test]
+fn a_learned_sigma_half_is_read_off_the_checkpoint_and_dropped() {
+    let _rng = crate::support::global_rng();
+    let s = settings(JOBS[0]);
+    let load = || fidshard_worker::checkpoint::load_state_dict(&s.checkpoint).unwrap();
+    let four = fidshard_worker::sit::from_state_dict(&s.dit, false, load()).unwrap();
+    let mut tensors = load().into_inner();
+    let p2 = s.dit.patch_size * s.dit.patch_size;
+    for (key, extra) in [("weight", vec![s.dit.hidden_size]), ("bias", vec![])] {
+        let name = format!("final_layer.linear.{key}");
+        let t = &tensors[&name];
+        let mut shape = vec![p2, 4];
+        shape.extend(&extra);
+        let halves = [
+            t.view(shape.as_slice()),
+            t.view(shape.as_slice()).randn_like() * 3.0,
+        ];
+        let mut doubled = vec![p2 * 8];
+        doubled.extend(&extra);
+        let eight = Tensor::cat(&halves, 1).reshape(doubled.as_slice());
+        tensors.insert(name, eight);
+    }
+    let sd = fidshard_worker::params::StateDict::new(&s.checkpoint, tensors);
+    let eight = fidshard_worker::sit::from_state_dict(&s.dit, false, sd).unwrap();
+    assert!(eight.config().learn_sigma && !four.config().learn_sigma);
+    let x = Tensor::randn([2, 4, 8, 8], (Kind::Float, Device::Cpu));
+    let t = Tensor::from_slice(&[0.3f32, 0.9]);
+    let y = Tensor::from_slice(&[1i64, 10]);
+    let _g = tch::no_grad_guard();
+    let v4 = fidshard_worker::sit::velocity(&four, &x, &t, &y);
+    let v8 = fidshard_worker::sit::velocity(&eight, &x, &t, &y);
+    assert_eq!(v8.size(), vec![2, 4, 8, 8]);
+    let err = rel_l2(&v8, &v4);
+    assert!(err < 1e-6, "the velocity half changed by {err:e}");
+}
+
 #[test]
 fn projectors_are_ignored_and_qk_norm_weights_are_required() {
     let s = settings(JOBS[0]);
