@@ -126,6 +126,11 @@ impl DiTConfig {
     /// Reads a JSON of the constructor arguments (as `golden/dit/config.json`). Each key is
     /// type-checked on its own so that an error names it; then [`DiTConfig::validate`].
     pub fn from_json_file(path: &Path) -> Result<Self> {
+        Self::from_json_value(path, Self::read_json(path)?)
+    }
+
+    /// The JSON value of a model config file (size-bounded; a UTF-8 BOM is skipped).
+    pub fn read_json(path: &Path) -> Result<serde_json::Value> {
         let bad = |key: &str, msg: String| EngineError::config(path, key, msg);
         let meta = std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?;
         if meta.len() > MAX_JSON_BYTES {
@@ -138,13 +143,17 @@ impl DiTConfig {
             ));
         }
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
-        let value: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-            .map_err(|e| {
-                bad(
-                    "model.config",
-                    format!("not valid JSON ({e}); expected the DiT constructor arguments"),
-                )
-            })?;
+        serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| {
+            bad(
+                "model.config",
+                format!("not valid JSON ({e}); expected the DiT constructor arguments"),
+            )
+        })
+    }
+
+    /// A config from the JSON `value` of the file `path` (named in errors).
+    pub fn from_json_value(path: &Path, value: serde_json::Value) -> Result<Self> {
+        let bad = |key: &str, msg: String| EngineError::config(path, key, msg);
         let obj = value.as_object().ok_or_else(|| {
             bad(
                 "model.config",

@@ -3,6 +3,7 @@
 //! hands it to each worker; the engine never reads YAML itself.
 use crate::diffusion::{BetaSchedule, VarianceType};
 use crate::dit_config::{CfgChannels, DiTConfig};
+use crate::flow::{FlowSettings, ModelFamily, Pixels};
 use crate::labels::LabelMode;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -14,6 +15,10 @@ pub enum SamplerKind {
     Ddpm,
     /// DDIM (`ddim_sample_loop`) with the job's `eta`.
     Ddim,
+    /// REPA's `euler_sampler`: the probability-flow ODE from t = 1 to 0 (Euler or Heun).
+    Ode,
+    /// REPA's `euler_maruyama_sampler`: the SDE with diffusion `2t`, then a final mean step.
+    Sde,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +39,14 @@ impl SamplerKind {
         match self {
             SamplerKind::Ddpm => "ddpm",
             SamplerKind::Ddim => "ddim",
+            SamplerKind::Ode => "ode",
+            SamplerKind::Sde => "sde",
         }
+    }
+
+    /// Whether this is a flow sampler (of the SiT family) rather than a Gaussian diffusion one.
+    pub fn is_flow(self) -> bool {
+        matches!(self, SamplerKind::Ode | SamplerKind::Sde)
     }
 }
 
@@ -139,6 +151,21 @@ pub struct SamplerSettings {
     pub batch_size: BatchSize,
     /// Images per VAE decode call.
     pub vae_batch_size: BatchSize,
+    /// `dit` (the default; absent in the settings of older coordinators) or `sit`.
+    #[serde(default)]
+    pub family: ModelFamily,
+    /// The flow samplers' settings (`sampler: ode | sde`).
+    #[serde(default)]
+    pub flow: FlowSettings,
+    /// How decoded images become uint8.
+    #[serde(default)]
+    pub pixels: Pixels,
+    /// The decoder gets `(z - latent_bias) / latent_scale`: one number, or one per latent
+    /// channel. `None`: the VAE's `scaling_factor` and no bias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_scale: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_bias: Option<Vec<f64>>,
 }
 
 impl SamplerSettings {

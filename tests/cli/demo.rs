@@ -9,12 +9,18 @@ use std::path::{Path, PathBuf};
 
 /// configs/demo.yaml with absolute fixture paths and the out dir in `dir`.
 fn demo_job(dir: &Path, extra: &str) -> PathBuf {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.yaml"))
-            .unwrap()
-            .replace("../tests/fixtures", &fixture("").display().to_string())
-            .replace("out_dir: ../runs/demo", "out_dir: out");
-    let path = dir.join("demo.yaml");
+    config_job(dir, "demo", extra)
+}
+
+/// configs/`name`.yaml with absolute fixture paths and the out dir in `dir`.
+fn config_job(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../configs/{name}.yaml")),
+    )
+    .unwrap()
+    .replace("../tests/fixtures", &fixture("").display().to_string())
+    .replace(&format!("out_dir: ../runs/{name}"), "out_dir: out");
+    let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, format!("{text}{extra}")).unwrap();
     path
 }
@@ -62,8 +68,18 @@ fn classify(pixels: &[u8], side: usize, weights: &[Vec<f64>], bias: &[f64]) -> u
 
 #[test]
 fn the_demo_draws_digits_a_classifier_recognises() {
+    demo_scores_at_least_its_threshold("demo", "demo-digits/threshold");
+}
+
+/// The SiT demo (configs/demo-sit.yaml, REPA's SDE sampler) against its README's threshold.
+#[test]
+fn the_sit_demo_draws_digits_a_classifier_recognises() {
+    demo_scores_at_least_its_threshold("demo-sit", "demo-digits-sit/threshold");
+}
+
+fn demo_scores_at_least_its_threshold(config: &str, threshold_file: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = demo_job(tmp.path(), "");
+    let cfg = config_job(tmp.path(), config, "");
     let o = fidshard(&["run", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let npz = tmp.path().join("out/samples.npz");
@@ -78,7 +94,7 @@ fn the_demo_draws_digits_a_classifier_recognises() {
     .unwrap();
     let weights: Vec<Vec<f64>> = serde_json::from_value(c["weights"].clone()).unwrap();
     let bias: Vec<f64> = serde_json::from_value(c["bias"].clone()).unwrap();
-    let threshold: f64 = std::fs::read_to_string(fixture("demo-digits/threshold"))
+    let threshold: f64 = std::fs::read_to_string(fixture(threshold_file))
         .unwrap()
         .trim()
         .parse()
@@ -90,7 +106,7 @@ fn the_demo_draws_digits_a_classifier_recognises() {
         })
         .count();
     let accuracy = correct as f64 / 100.0;
-    eprintln!("demo accuracy {accuracy:.2} (threshold {threshold})");
+    eprintln!("{config} accuracy {accuracy:.2} (threshold {threshold})");
     assert!(
         accuracy >= threshold,
         "accuracy {accuracy} below the README's threshold {threshold}"

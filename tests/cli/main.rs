@@ -12,6 +12,7 @@ mod fetch;
 mod repair;
 mod run;
 mod sample;
+mod sit;
 
 #[cfg(feature = "failpoints")]
 mod chaos;

@@ -533,6 +533,7 @@ fn steps_and_chains_match_reference_cuda() {
 #[test]
 fn last_step_ignores_noise_but_takes_it() {
     let d = SpacedDiffusion::new(BetaSchedule::Linear, "50").unwrap();
+    let _rng = crate::support::global_rng();
     tch::manual_seed(7);
     let x = Tensor::randn([2, 4, 3, 3], (Kind::Float, Device::Cpu));
     let mo = Tensor::randn([2, 8, 3, 3], (Kind::Float, Device::Cpu)) * 0.5;
@@ -574,6 +575,7 @@ fn one_step_chain_samples_the_denoised_estimate() {
     // the single step (t = 0, no noise) returns the posterior mean, i.e. ~pred_xstart.
     let d = SpacedDiffusion::new(BetaSchedule::Linear, "1").unwrap();
     assert_eq!(d.num_steps(), 1);
+    let _rng = crate::support::global_rng();
     tch::manual_seed(3);
     let x = Tensor::randn([1, 4, 2, 2], (Kind::Float, Device::Cpu));
     let mo = Tensor::randn([1, 8, 2, 2], (Kind::Float, Device::Cpu));

@@ -10,4 +10,5 @@ mod checkpoint;
 mod diffusion;
 mod dit;
 mod serve;
+mod sit;
 mod vae;

@@ -178,6 +178,7 @@ impl ParamSource for RandomParams {
 
 #[test]
 fn upsample_factor_follows_the_number_of_blocks() {
+    let _rng = crate::support::global_rng();
     tch::manual_seed(0);
     for (channels, factor) in [(vec![8, 16, 16], 4), (vec![8, 16], 2), (vec![8], 1)] {
         let cfg = VaeConfig {

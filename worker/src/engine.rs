@@ -8,6 +8,7 @@ use crate::error::{EngineError, Result, StepFault};
 use crate::noise::{DrawSpec, Draws};
 use crate::settings::{Precision, SamplerKind, SamplerSettings};
 use crate::vae::AutoencoderKlDecoder;
+use fidshard_core::flow::{ModelFamily, Pixels};
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
@@ -37,9 +38,13 @@ impl std::ops::AddAssign for Timings {
 pub struct Engine {
     settings: SamplerSettings,
     device: Device,
+    /// The DiT, or the SiT (a DiT fed continuous time; see crate::sit).
     dit: DiT,
     vae: AutoencoderKlDecoder,
-    diffusion: SpacedDiffusion,
+    /// The respaced diffusion of the DiT family; `None` for the flow samplers.
+    diffusion: Option<SpacedDiffusion>,
+    /// Sampling steps (what each sample's noise draw is sized by).
+    steps: usize,
     /// The DiT and VAE batch sizes in use (`auto` resolved; see batching.rs).
     batch: usize,
     vae_batch: usize,
@@ -58,7 +63,12 @@ impl Engine {
     /// CPU parallelism comes from running several CPU workers (`devices: {cpu: N}`).
     pub fn load(settings: SamplerSettings, device: Device) -> Result<Self> {
         let sd = load_state_dict(&settings.checkpoint)?.with_device(device);
-        let dit = DiT::from_state_dict(&settings.dit, sd)?;
+        let dit = match settings.family {
+            ModelFamily::Dit => DiT::from_state_dict(&settings.dit, sd)?,
+            ModelFamily::Sit => {
+                crate::sit::from_state_dict(&settings.dit, settings.flow.qk_norm, sd)?
+            }
+        };
         let vae = AutoencoderKlDecoder::load(&settings.vae, device)?;
         Self::from_parts(settings, device, dit, vae)
     }
@@ -74,8 +84,16 @@ impl Engine {
         if !device.is_cuda() {
             tch::set_num_threads(1);
         }
-        let diffusion = SpacedDiffusion::new(settings.beta_schedule, &settings.steps)
-            .map_err(|e| EngineError::config("<job>", "steps", e.to_string()))?;
+        let (diffusion, steps) = if settings.sampler.is_flow() {
+            let n = fidshard_core::flow::flow_steps(&settings.steps)
+                .map_err(|e| EngineError::config("<job>", "steps", e))?;
+            (None, n)
+        } else {
+            let d = SpacedDiffusion::new(settings.beta_schedule, &settings.steps)
+                .map_err(|e| EngineError::config("<job>", "steps", e.to_string()))?;
+            let n = d.num_steps();
+            (Some(d), n)
+        };
         if vae.latent_channels() != settings.dit.in_channels {
             return Err(EngineError::config(
                 &settings.vae,
@@ -93,6 +111,7 @@ impl Engine {
             dit,
             vae,
             diffusion,
+            steps,
             batch: 1,
             vae_batch: 1,
         };
@@ -142,17 +161,35 @@ impl Engine {
             seed: s.seed,
             labels: s.labels,
             num_classes: s.dit.num_classes,
-            steps: self.diffusion.num_steps(),
+            steps: self.steps,
             latent_shape: self.latent_shape(),
             device: self.device,
         }
     }
 
+    /// Sampling steps per image.
+    pub fn num_steps(&self) -> usize {
+        self.steps
+    }
+
     /// Labels and final latents `(B, C, H, W)` (before the VAE) for the batch of `draws`.
     pub(crate) fn sample_latents_from(&self, draws: Draws, t: &mut Timings) -> Trajectory {
+        match &self.diffusion {
+            Some(diffusion) => self.sample_diffusion(diffusion, draws, t),
+            None => self.sample_flow(draws, t),
+        }
+    }
+
+    /// The DiT family: the respaced Gaussian diffusion (DDPM or DDIM).
+    fn sample_diffusion(
+        &self,
+        diffusion: &SpacedDiffusion,
+        draws: Draws,
+        t: &mut Timings,
+    ) -> Trajectory {
         let _guard = tch::no_grad_guard();
         let s = &self.settings;
-        let steps = self.diffusion.num_steps();
+        let steps = diffusion.num_steps();
         let Draws {
             indices,
             labels,
@@ -173,7 +210,7 @@ impl Engine {
             y
         };
         let mut x = noise.select(1, 0);
-        let map = self.diffusion.timestep_map().to_vec();
+        let map = diffusion.timestep_map().to_vec();
         let mut checks = StepChecks::default();
         for k in 0..steps {
             let i = steps - 1 - k;
@@ -192,13 +229,11 @@ impl Engine {
             let out = out.to_kind(Kind::Float);
             let step_noise = noise.select(1, 1 + k as i64);
             x = match s.sampler {
-                SamplerKind::Ddpm => self
-                    .diffusion
-                    .p_sample(&x, i, &out, &step_noise, s.variance),
                 SamplerKind::Ddim => {
-                    self.diffusion
-                        .ddim_sample(&x, i, &out, &step_noise, s.variance, s.eta)
+                    diffusion.ddim_sample(&x, i, &out, &step_noise, s.variance, s.eta)
                 }
+                // Flow samplers never reach here (`diffusion` is None for them).
+                _ => diffusion.p_sample(&x, i, &out, &step_noise, s.variance),
             };
             checks.record(i, map[i], &out, &x);
         }
@@ -213,7 +248,56 @@ impl Engine {
         }
     }
 
-    fn device_index(&self) -> i64 {
+    /// The SiT family: REPA's ODE or SDE sampler (crate::flow) in float64 from the float32
+    /// initial noise, the model called in float32 (or the job's autocast precision).
+    fn sample_flow(&self, draws: Draws, t: &mut Timings) -> Trajectory {
+        use crate::flow::{euler_maruyama_sampler, euler_sampler, Guide};
+        let _guard = tch::no_grad_guard();
+        let s = &self.settings;
+        let Draws {
+            indices,
+            labels,
+            noise,
+            seconds,
+        } = draws;
+        t.noise += seconds;
+        let noise = noise.to_device_(self.device, Kind::Float, self.device.is_cuda(), false);
+        let start = Instant::now();
+        let b = indices.len() as i64;
+        let y = Tensor::from_slice(&labels).to_device(self.device);
+        let y_null = Tensor::full([b], s.dit.null_label(), (Kind::Int64, self.device));
+        let guide = Guide {
+            y: &y,
+            y_null: &y_null,
+            scale: s.uses_cfg().then_some(s.cfg_scale),
+            interval: s.flow.guidance_interval,
+        };
+        let model = |x: &Tensor, time: f64, y: &Tensor| {
+            let n = x.size()[0];
+            let t_in = Tensor::full([n], time, (Kind::Float, self.device));
+            let x_in = x.to_kind(Kind::Float);
+            let v = self.with_precision(|| crate::sit::velocity(&self.dit, &x_in, &t_in, y));
+            v.to_kind(Kind::Double)
+        };
+        let x = noise.select(1, 0).to_kind(Kind::Double);
+        let latents = match s.sampler {
+            SamplerKind::Sde => {
+                euler_maruyama_sampler(&model, x, &noise, self.steps, s.flow.path_type, &guide)
+            }
+            _ => euler_sampler(&model, x, self.steps, s.flow.solver, &guide),
+        };
+        if self.device.is_cuda() {
+            tch::Cuda::synchronize(self.device_index());
+        }
+        t.dit += secs(start.elapsed());
+        Trajectory {
+            labels,
+            latents,
+            checks: StepChecks::default(),
+        }
+    }
+
+    pub(crate) fn device_index(&self) -> i64 {
         match self.device {
             Device::Cuda(i) => i as i64,
             _ => 0,
@@ -232,17 +316,24 @@ impl Engine {
         }
     }
 
-    /// Decodes latents to uint8 images `(B, H, W, 3)` on the CPU:
-    /// `clamp(127.5 * vae.decode(z / scale) + 128, 0, 255)` truncated to uint8, as the reference.
+    /// Decodes latents to uint8 images `(B, H, W, 3)` on the CPU: `x = vae.decode(z / scale)`
+    /// (or `(z - latent_bias) / latent_scale`, see `unscale`),
+    /// then `clamp(127.5 x + 128, 0, 255)` (`pixels: dit`, DiT's sample.py) or
+    /// `clamp(255 (x + 1) / 2, 0, 255)` (`pixels: repa`, REPA's generate.py), truncated to
+    /// uint8. Float64 latents (the flow samplers') are decoded in float32, as REPA does.
     /// A non-finite decoder output is an error: clamping would turn NaN into black pixels.
     pub fn decode(&self, latents: &Tensor, t: &mut Timings) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
         let start = Instant::now();
-        let z = latents / self.vae.scaling_factor();
+        let z = self.unscale(&latents.to_kind(Kind::Float));
         let img = self.with_precision(|| self.vae.decode_micro_batched(&z, self.vae_micro_batch()));
         let img = img.to_kind(Kind::Float);
         check_finite(&img, "the VAE decoder's output", || None)?;
-        let img = (img * 127.5 + 128.0)
+        let img = match self.settings.pixels {
+            Pixels::Dit => img * 127.5 + 128.0,
+            Pixels::Repa => (img + 1.0) / 2.0 * 255.0,
+        };
+        let img = img
             .clamp(0.0, 255.0)
             .permute([0, 2, 3, 1])
             .to_device(Device::Cpu)
@@ -250,6 +341,31 @@ impl Engine {
             .contiguous();
         t.vae += secs(start.elapsed());
         Ok(img)
+    }
+}
+
+impl Engine {
+    /// `(z - latent_bias) / latent_scale`, what the decoder takes. Without `latent_scale` /
+    /// `latent_bias` it is `z / scaling_factor` as the references compute it (a single number is
+    /// divided as a scalar, so `latent_scale: <scaling_factor>` gives the same bits).
+    fn unscale(&self, z: &Tensor) -> Tensor {
+        let s = &self.settings;
+        let per_channel = |v: &[f64]| {
+            Tensor::from_slice(v)
+                .to_kind(Kind::Float)
+                .to_device(z.device())
+                .view([1, -1, 1, 1])
+        };
+        let z = match s.latent_bias.as_deref() {
+            None => z.shallow_clone(),
+            Some([b]) => z - *b,
+            Some(b) => z - per_channel(b),
+        };
+        match s.latent_scale.as_deref() {
+            None => z / self.vae.scaling_factor(),
+            Some([k]) => z / *k,
+            Some(k) => z / per_channel(k),
+        }
     }
 }
 

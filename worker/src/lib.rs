@@ -11,11 +11,13 @@ pub mod dit;
 pub mod engine;
 pub mod error;
 pub mod flops;
+pub mod flow;
 pub mod nn;
 pub mod noise;
 pub mod params;
 pub mod precision;
 pub mod rng;
+pub mod sit;
 pub mod vae;
 
 pub use batch::{Batch, BatchError};

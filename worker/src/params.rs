@@ -74,6 +74,14 @@ impl StateDict {
             self.tensors.insert(to.to_string(), t);
         }
     }
+    /// Removes every tensor under `prefix.` (weights a sampler never uses, such as REPA's
+    /// `projectors`); returns how many there were.
+    pub fn drop_prefix(&mut self, prefix: &str) -> usize {
+        let dotted = format!("{prefix}.");
+        let before = self.tensors.len();
+        self.tensors.retain(|k, _| !k.starts_with(&dotted));
+        before - self.tensors.len()
+    }
     /// Errors if any tensor was not taken by the model.
     pub fn finish(self) -> Result<()> {
         if self.tensors.is_empty() {

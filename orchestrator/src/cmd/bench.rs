@@ -12,7 +12,8 @@ use std::path::PathBuf;
 pub(crate) struct BenchArgs {
     /// A job config to benchmark with its real weights.
     config: Option<PathBuf>,
-    /// Instead of a config: a DiT preset with random weights (e.g. DiT-S/2).
+    /// Instead of a config: a DiT preset (e.g. DiT-S/2, sampled with DDPM) or a SiT preset
+    /// (e.g. SiT-XL/2, sampled with REPA's SDE) with random weights.
     #[arg(long, conflicts_with = "config")]
     random_model: Option<String>,
     /// diffusers VAE config.json for --random-model (default: sd-vae-ft-ema's architecture,
@@ -22,7 +23,7 @@ pub(crate) struct BenchArgs {
     /// Image side for --random-model.
     #[arg(long, default_value_t = 256)]
     image_size: i64,
-    /// Respacing spec for --random-model.
+    /// Respacing spec for --random-model (a SiT preset: the number of SDE steps).
     #[arg(long, default_value = "10")]
     steps: String,
     #[arg(long, default_value_t = 4.0)]

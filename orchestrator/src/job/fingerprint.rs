@@ -63,6 +63,28 @@ impl Fingerprint {
         fp.insert("image_size", job.image_size.to_string());
         fp.insert("labels", s.labels.as_str());
         fp.insert("precision", s.precision.as_str());
+        // The SiT family's keys, absent for DiT jobs so that their fingerprints stay as they were.
+        if s.family != fidshard_core::ModelFamily::Dit {
+            let f = &s.flow;
+            fp.insert("family", s.family.as_str());
+            fp.insert("qk_norm", f.qk_norm.to_string());
+            fp.insert("solver", f.solver.as_str());
+            fp.insert("path_type", f.path_type.as_str());
+            let [low, high] = f.guidance_interval;
+            fp.insert("guidance_interval", format!("[{low}, {high}]"));
+        }
+        if s.pixels != fidshard_core::Pixels::Dit {
+            fp.insert("pixels", s.pixels.as_str());
+        }
+        for (key, v) in [
+            ("latent_scale", &s.latent_scale),
+            ("latent_bias", &s.latent_bias),
+        ] {
+            if let Some(v) = v {
+                let v: Vec<String> = v.iter().map(f64::to_string).collect();
+                fp.insert(key, format!("[{}]", v.join(", ")));
+            }
+        }
         // Not a pixel setting, but the shard records (ids, CRC lists) are laid out by it.
         fp.insert("shard_size", job.run.shard_size.to_string());
         fp

@@ -40,14 +40,18 @@ fn job_document(job: &Job) -> Value {
         Devices::Gpus(ids) => Value::Sequence(ids.iter().map(|&i| Value::from(i)).collect()),
         Devices::Cpu(n) => map(vec![("cpu", Value::from(*n))]),
     };
-    let model = map(vec![
+    let mut model = vec![
         ("preset", m.preset.clone().map_or(Value::Null, Value::from)),
         ("config", m.config.as_deref().map_or(Value::Null, path)),
         ("checkpoint", path(&m.checkpoint)),
         ("sha256", m.sha256.clone().map_or(Value::Null, Value::from)),
-    ]);
+    ];
+    if s.family != fidshard_core::ModelFamily::Dit {
+        model.insert(0, ("family", Value::from(s.family.as_str())));
+    }
+    let model = map(model);
     let out_dir = std::path::absolute(&job.out_dir).unwrap_or_else(|_| job.out_dir.clone());
-    map(vec![
+    let mut keys = vec![
         ("model", model),
         ("vae", path(&m.vae)),
         ("num_classes", Value::from(s.dit.num_classes)),
@@ -65,9 +69,9 @@ fn job_document(job: &Job) -> Value {
         ),
         ("sampler", Value::from(s.sampler.as_str())),
         ("steps", Value::from(s.steps.clone())),
-        ("eta", Value::from(s.eta)),
-        ("beta_schedule", Value::from(s.beta_schedule.name())),
-        ("variance", Value::from(s.variance.name())),
+    ];
+    keys.extend(sampler_keys(s));
+    keys.extend(vec![
         ("precision", Value::from(s.precision.as_str())),
         ("batch_size", batch(s.batch_size)),
         ("vae_batch_size", batch(s.vae_batch_size)),
@@ -101,7 +105,49 @@ fn job_document(job: &Job) -> Value {
                 Value::Null
             },
         ),
-    ])
+    ]);
+    map(keys)
+}
+
+/// The keys of the job's sampler only: a flow job refuses the diffusion's keys and the other
+/// way round, and the resolved file must load again.
+fn sampler_keys(s: &fidshard_core::SamplerSettings) -> Vec<(&'static str, Value)> {
+    use fidshard_core::SamplerKind;
+    let mut keys = Vec::new();
+    match s.sampler {
+        SamplerKind::Ddpm | SamplerKind::Ddim => {
+            keys.push(("eta", Value::from(s.eta)));
+            keys.push(("beta_schedule", Value::from(s.beta_schedule.name())));
+            keys.push(("variance", Value::from(s.variance.name())));
+        }
+        SamplerKind::Ode | SamplerKind::Sde => {
+            if s.sampler == SamplerKind::Ode {
+                keys.push(("solver", Value::from(s.flow.solver.as_str())));
+            } else {
+                keys.push(("path_type", Value::from(s.flow.path_type.as_str())));
+            }
+            let [low, high] = s.flow.guidance_interval;
+            keys.push((
+                "guidance_interval",
+                Value::Sequence(vec![Value::from(low), Value::from(high)]),
+            ));
+        }
+    }
+    if s.pixels != fidshard_core::Pixels::Dit || s.sampler.is_flow() {
+        keys.push(("pixels", Value::from(s.pixels.as_str())));
+    }
+    for (key, v) in [
+        ("latent_scale", &s.latent_scale),
+        ("latent_bias", &s.latent_bias),
+    ] {
+        if let Some(v) = v {
+            keys.push((
+                key,
+                Value::Sequence(v.iter().map(|&x| Value::from(x)).collect()),
+            ));
+        }
+    }
+    keys
 }
 
 /// The resolved job as YAML text (`fidshard config`'s output, `OUT/job.resolved.yaml`): a job file, with where it came from in comments.

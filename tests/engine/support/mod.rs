@@ -6,6 +6,15 @@ pub use fixtures::fixture;
 use std::collections::BTreeMap;
 use tch::Tensor;
 
+/// Held by every test that draws from libtorch's global CPU generator: the engine seeds it per
+/// sample and draws right after (worker/src/rng.rs), so a draw of another test thread in
+/// between would change that sample's noise.
+pub fn global_rng() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// All tensors of a safetensors file, read by libtorch.
 pub fn read_safetensors(rel: &str) -> BTreeMap<String, Tensor> {
     let path = fixture(rel);

@@ -29,10 +29,11 @@ impl DiTBlock {
         dim: i64,
         num_heads: i64,
         mlp_hidden: i64,
+        qk_norm: bool,
     ) -> Result<Self> {
         Ok(DiTBlock {
             norm1: LayerNormNoAffine::new(dim, LN_EPS),
-            attn: Attention::new(p, &join(prefix, "attn"), dim, num_heads)?,
+            attn: Attention::new(p, &join(prefix, "attn"), dim, num_heads, qk_norm)?,
             norm2: LayerNormNoAffine::new(dim, LN_EPS),
             mlp: Mlp::new(p, &join(prefix, "mlp"), dim, mlp_hidden)?,
             ada_ln_modulation_1: Linear::new(p, &join(prefix, "adaLN_modulation.1"), dim, 6 * dim)?,

@@ -105,20 +105,58 @@ impl LabelEmbedder {
     }
 }
 
-/// timm's `Attention(dim, num_heads, qkv_bias=True)`: fused qkv projection, scaled dot-product
+/// timm's `Attention(dim, num_heads, qkv_bias=True, qk_norm)`: fused qkv projection, optional
+/// LayerNorms on queries and keys (`q_norm`, `k_norm`; SiT's `qk_norm`), scaled dot-product
 /// attention over heads, output projection.
 pub(crate) struct Attention {
     qkv: Linear,
     proj: Linear,
     num_heads: i64,
+    qk_norm: Option<(HeadNorm, HeadNorm)>,
+}
+
+/// timm's `norm_layer` of `qk_norm`: `nn.LayerNorm(head_dim)` with affine parameters, eps 1e-5.
+pub(crate) struct HeadNorm {
+    weight: Tensor,
+    bias: Tensor,
+    dim: i64,
+}
+
+impl HeadNorm {
+    fn new(p: &mut dyn ParamSource, prefix: &str, dim: i64) -> Result<Self> {
+        Ok(HeadNorm {
+            weight: p.take(&join(prefix, "weight"), &[dim])?,
+            bias: p.take(&join(prefix, "bias"), &[dim])?,
+            dim,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.layer_norm([self.dim], Some(&self.weight), Some(&self.bias), 1e-5, true)
+    }
 }
 
 impl Attention {
-    pub fn new(p: &mut dyn ParamSource, prefix: &str, dim: i64, num_heads: i64) -> Result<Self> {
+    pub fn new(
+        p: &mut dyn ParamSource,
+        prefix: &str,
+        dim: i64,
+        num_heads: i64,
+        qk_norm: bool,
+    ) -> Result<Self> {
+        let head_dim = dim / num_heads;
+        let qk_norm = if qk_norm {
+            Some((
+                HeadNorm::new(p, &join(prefix, "q_norm"), head_dim)?,
+                HeadNorm::new(p, &join(prefix, "k_norm"), head_dim)?,
+            ))
+        } else {
+            None
+        };
         Ok(Attention {
             qkv: Linear::new(p, &join(prefix, "qkv"), dim, 3 * dim)?,
             proj: Linear::new(p, &join(prefix, "proj"), dim, dim)?,
             num_heads,
+            qk_norm,
         })
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -129,7 +167,11 @@ impl Attention {
             .forward(x)
             .reshape([b, n, 3, self.num_heads, head_dim])
             .permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let (mut q, mut k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        if let Some((q_norm, k_norm)) = &self.qk_norm {
+            q = q_norm.forward(&q);
+            k = k_norm.forward(&k);
+        }
         let out = Tensor::scaled_dot_product_attention(
             &q,
             &k,

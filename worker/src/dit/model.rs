@@ -21,6 +21,11 @@ pub struct DiT {
 impl DiT {
     /// Builds the model, taking every parameter from `p` under the reference's names.
     pub fn build(config: &DiTConfig, p: &mut dyn ParamSource) -> Result<Self> {
+        Self::build_with(config, false, p)
+    }
+
+    /// [`DiT::build`] with timm's `qk_norm` in every attention (SiT's option; DiT never has it).
+    pub fn build_with(config: &DiTConfig, qk_norm: bool, p: &mut dyn ParamSource) -> Result<Self> {
         let d = config.hidden_size;
         let x_embedder =
             PatchEmbed::new(p, "x_embedder", config.in_channels, d, config.patch_size)?;
@@ -35,6 +40,7 @@ impl DiT {
                     d,
                     config.num_heads,
                     config.mlp_hidden(),
+                    qk_norm,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -59,7 +65,16 @@ impl DiT {
     /// Builds from a loaded checkpoint and checks that every tensor was used. The label table is
     /// checked first, because a wrong `num_classes` is the most common mistake and deserves a
     /// message that says which value the checkpoint implies.
-    pub fn from_state_dict(config: &DiTConfig, mut sd: StateDict) -> Result<Self> {
+    pub fn from_state_dict(config: &DiTConfig, sd: StateDict) -> Result<Self> {
+        Self::from_state_dict_with(config, false, sd)
+    }
+
+    /// [`DiT::from_state_dict`] with timm's `qk_norm` (see [`DiT::build_with`]).
+    pub fn from_state_dict_with(
+        config: &DiTConfig,
+        qk_norm: bool,
+        mut sd: StateDict,
+    ) -> Result<Self> {
         const TABLE: &str = "y_embedder.embedding_table.weight";
         if let Some(table) = sd.get(TABLE) {
             let rows = table.size().first().copied().unwrap_or(0);
@@ -83,7 +98,7 @@ impl DiT {
                 });
             }
         }
-        let model = DiT::build(config, &mut sd)?;
+        let model = DiT::build_with(config, qk_norm, &mut sd)?;
         sd.finish()?;
         Ok(model)
     }

@@ -9,6 +9,7 @@ pub(crate) mod overrides;
 mod raw;
 mod read;
 mod resolve;
+mod sampler_keys;
 #[cfg(test)]
 mod tests;
 

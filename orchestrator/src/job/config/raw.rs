@@ -2,7 +2,7 @@
 //! (`sampler`, `beta_schedule`, `precision`, `labels`) so that a misspelt value is refused by
 //! serde with the accepted values listed. Nothing here checks ranges; resolve.rs does.
 use fidshard_core::diffusion::{BetaSchedule, VarianceType};
-use fidshard_core::{LabelMode, Precision, SamplerKind};
+use fidshard_core::{LabelMode, ModelFamily, PathType, Pixels, Precision, SamplerKind, Solver};
 use serde::{Deserialize, Deserializer};
 use serde_yaml::Value;
 use std::path::PathBuf;
@@ -12,6 +12,9 @@ use super::Devices;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ModelSection {
+    /// `dit` (default) or `sit` (SiT / REPA: a velocity model sampled with `ode` / `sde`).
+    #[serde(default)]
+    pub family: ModelFamily,
     /// One of the 12 presets (`DiT-XL/2`, ...).
     pub preset: Option<String>,
     /// A JSON of the DiT constructor arguments, for a custom architecture.
@@ -38,18 +41,29 @@ pub(super) struct RawJob {
     pub cfg_scale: f64,
     #[serde(default)]
     pub cfg_channels: Option<CfgChannelsSpec>,
-    #[serde(default = "default_sampler")]
-    pub sampler: SamplerKind,
+    /// `ddpm` for the DiT family, `ode` for SiT when absent.
+    pub sampler: Option<SamplerKind>,
     #[serde(default)]
     pub steps: Option<StepsSpec>,
     #[serde(default)]
     pub eta: f64,
-    #[serde(default)]
-    pub beta_schedule: BetaSchedule,
+    /// `linear` when absent (DiT family only).
+    pub beta_schedule: Option<BetaSchedule>,
     #[serde(default)]
     pub variance: VarianceChoice,
     #[serde(default = "default_precision")]
     pub precision: Precision,
+    /// `sampler: ode` only: `euler` (default) or `heun`.
+    pub solver: Option<Solver>,
+    /// `sampler: sde` only: `linear` (default) or `cosine`.
+    pub path_type: Option<PathType>,
+    /// Flow samplers only: `[low, high]`, guidance where `low <= t <= high` (default [0, 1]).
+    pub guidance_interval: Option<[f64; 2]>,
+    /// `dit` or `repa`; the default follows the sampler (`repa` for ode / sde).
+    pub pixels: Option<Pixels>,
+    /// The decoder gets `(z - latent_bias) / latent_scale`: a number or one per channel.
+    pub latent_scale: Option<PerChannel>,
+    pub latent_bias: Option<PerChannel>,
     #[serde(default = "default_batch")]
     pub batch_size: BatchSpec,
     pub vae_batch_size: Option<BatchSpec>,
@@ -151,6 +165,31 @@ impl<'de> Deserialize<'de> for BatchSpec {
                 "{} is not a batch size; expected a positive number of images or `auto`",
                 describe(other)
             )),
+        })
+    }
+}
+
+/// `latent_scale` / `latent_bias`: one number, or a list of one per latent channel.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct PerChannel(pub Vec<f64>);
+
+impl<'de> Deserialize<'de> for PerChannel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        via_value(d, |v| {
+            let expected = "expected a number or a list of one number per latent channel";
+            let num = |x: &Value| {
+                x.as_f64()
+                    .ok_or_else(|| format!("{} is not a number; {expected}", describe(x)))
+            };
+            match &v {
+                Value::Sequence(xs) if !xs.is_empty() => xs
+                    .iter()
+                    .map(num)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(PerChannel),
+                Value::Number(_) => num(&v).map(|x| PerChannel(vec![x])),
+                other => Err(format!("{} is not a number; {expected}", describe(other))),
+            }
         })
     }
 }
@@ -282,9 +321,6 @@ fn describe(v: &Value) -> String {
 
 fn default_cfg_scale() -> f64 {
     1.5
-}
-fn default_sampler() -> SamplerKind {
-    SamplerKind::Ddpm
 }
 fn default_precision() -> Precision {
     Precision::Fp32

@@ -7,6 +7,9 @@ use super::{normalize, Devices, Job, RetryPolicy, RunSettings};
 use anyhow::{anyhow, bail, Result};
 use fidshard_core::diffusion::{space_timesteps, VarianceType, DIFFUSION_STEPS};
 use fidshard_core::dit_config::{CfgChannels, DiTConfig, PRESETS};
+use fidshard_core::flow::{
+    flow_steps, sit_config_from_json_file, sit_preset, ModelFamily, Pixels, SIT_PRESETS,
+};
 use fidshard_core::vae_config::VaeConfig;
 use fidshard_core::{SamplerKind, SamplerSettings};
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ pub(super) struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    fn err(&self, key: &str, msg: impl std::fmt::Display) -> anyhow::Error {
+    pub(super) fn err(&self, key: &str, msg: impl std::fmt::Display) -> anyhow::Error {
         anyhow!("{}: `{key}`: {msg}", self.path.display())
     }
 
@@ -177,7 +180,7 @@ impl Resolver<'_> {
         factor: i64,
         checkpoint: PathBuf,
     ) -> Result<Job> {
-        let dit = self.dit_config(&raw, factor)?;
+        let (dit, qk_norm) = self.dit_config(&raw, factor)?;
         let image_size = dit.input_size.saturating_mul(factor);
         if image_size > limits::MAX_IMAGE_SIZE {
             bail!(self.err(
@@ -206,7 +209,10 @@ impl Resolver<'_> {
             raw.vae_batch_size.unwrap_or(raw.batch_size),
         )?;
         self.cfg_scale(raw.cfg_scale)?;
+        let sampler = self.sampler(&raw)?;
+        let flow = self.flow_settings(&raw, sampler, qk_norm)?;
         let cfg_channels = match &raw.cfg_channels {
+            None if sampler.is_flow() => CfgChannels::All,
             None => CfgChannels::default(),
             Some(CfgChannelsSpec::All) => CfgChannels::All,
             Some(CfgChannelsSpec::First(n)) if *n >= 1 && *n <= dit.in_channels as u64 => {
@@ -220,14 +226,13 @@ impl Resolver<'_> {
                 )
             )),
         };
-        let sampler = raw.sampler;
         if !raw.eta.is_finite() {
             bail!(self.err(
                 "eta",
                 format!("{} is not a number in [0, 1]", short(raw.eta))
             ));
         }
-        if sampler == SamplerKind::Ddpm && raw.eta != 0.0 {
+        if sampler != SamplerKind::Ddim && raw.eta != 0.0 {
             bail!(self.err(
                 "eta",
                 "applies to `sampler: ddim` only; remove it or set sampler: ddim"
@@ -242,12 +247,15 @@ impl Resolver<'_> {
                 )
             ));
         }
-        let steps = raw
-            .steps
-            .as_ref()
-            .map(|s| s.0.clone())
-            .unwrap_or_else(|| "250".to_string());
-        space_timesteps(DIFFUSION_STEPS, &steps).map_err(|e| self.err("steps", e))?;
+        let steps = raw.steps.as_ref().map(|s| s.0.clone()).unwrap_or_else(|| {
+            // REPA's generate.py samples 50 steps by default; DiT's sample.py 250.
+            if sampler.is_flow() { "50" } else { "250" }.to_string()
+        });
+        if sampler.is_flow() {
+            flow_steps(&steps).map_err(|e| self.err("steps", e))?;
+        } else {
+            space_timesteps(DIFFUSION_STEPS, &steps).map_err(|e| self.err("steps", e))?;
+        }
         let variance = match (raw.variance.fixed(), dit.learn_sigma) {
             (None, true) | (Some(VarianceType::LearnedRange), true) => VarianceType::LearnedRange,
             (None, false) => VarianceType::FixedLarge,
@@ -261,6 +269,8 @@ impl Resolver<'_> {
                 "the model predicts its variance (learn_sigma: true); use auto or learned_range"
             )),
         };
+        let latent_scale = self.per_channel("latent_scale", &raw.latent_scale, dit.in_channels)?;
+        let latent_bias = self.per_channel("latent_bias", &raw.latent_bias, dit.in_channels)?;
         let run = self.run_settings(&raw)?;
         let model_spec = self.model_spec(&raw);
         let out_dir = self.out_dir(&raw);
@@ -278,11 +288,20 @@ impl Resolver<'_> {
             sampler,
             steps,
             eta: raw.eta,
-            beta_schedule: raw.beta_schedule,
+            beta_schedule: raw.beta_schedule.unwrap_or_default(),
             variance,
             precision: raw.precision,
             batch_size,
             vae_batch_size,
+            family: raw.model.family,
+            flow,
+            pixels: raw.pixels.unwrap_or(if sampler.is_flow() {
+                Pixels::Repa
+            } else {
+                Pixels::Dit
+            }),
+            latent_scale,
+            latent_bias,
         };
         Ok(Job {
             settings,
@@ -476,8 +495,11 @@ impl Resolver<'_> {
         })
     }
 
-    fn dit_config(&self, raw: &RawJob, factor: i64) -> Result<DiTConfig> {
+    /// The architecture and SiT's `qk_norm` (false for DiT).
+    fn dit_config(&self, raw: &RawJob, factor: i64) -> Result<(DiTConfig, bool)> {
         let m = &raw.model;
+        let sit = m.family == ModelFamily::Sit;
+        let presets = if sit { SIT_PRESETS } else { PRESETS };
         match (&m.preset, &m.config) {
             (Some(_), Some(_)) => {
                 bail!(self.err("model", "give either `preset` or `config`, not both"))
@@ -485,8 +507,9 @@ impl Resolver<'_> {
             (None, None) => bail!(self.err(
                 "model",
                 format!(
-                    "give `preset` (one of {}) or `config: path/to/dit-config.json`",
-                    PRESETS.join(", ")
+                    "give `preset` (one of {}) or `config: path/to/{}-config.json`",
+                    presets.join(", "),
+                    m.family.as_str()
                 )
             )),
             (Some(name), None) => {
@@ -514,15 +537,23 @@ impl Resolver<'_> {
                     ));
                 }
                 let num_classes = raw.num_classes.unwrap_or(1000);
-                let cfg =
-                    DiTConfig::preset(name, image_size / factor, num_classes).ok_or_else(|| {
-                        self.err(
-                            "model.preset",
-                            format!("`{name}` is not one of {}", PRESETS.join(", ")),
-                        )
-                    })?;
+                let cfg = if sit {
+                    sit_preset(name, image_size / factor, num_classes)
+                } else {
+                    DiTConfig::preset(name, image_size / factor, num_classes)
+                };
+                let cfg = cfg.ok_or_else(|| {
+                    self.err(
+                        "model.preset",
+                        format!(
+                            "`{name}` is not one of {} (model.family: {})",
+                            presets.join(", "),
+                            m.family.as_str()
+                        ),
+                    )
+                })?;
                 cfg.validate(self.path)?;
-                Ok(cfg)
+                Ok((cfg, false))
             }
             (None, Some(path)) => {
                 let json = self.rel(path);
@@ -536,7 +567,11 @@ impl Resolver<'_> {
                         )
                     ));
                 }
-                let mut cfg = DiTConfig::from_json_file(&json)?;
+                let (mut cfg, qk_norm) = if sit {
+                    sit_config_from_json_file(&json)?
+                } else {
+                    (DiTConfig::from_json_file(&json)?, false)
+                };
                 if let Some(n) = raw.num_classes {
                     if n != cfg.num_classes {
                         bail!(self.err(
@@ -562,7 +597,7 @@ impl Resolver<'_> {
                         ));
                     }
                 }
-                Ok(cfg)
+                Ok((cfg, qk_norm))
             }
         }
     }

@@ -121,6 +121,16 @@ const fn vae(fields: &'static str, key: &'static str, fix: &'static str) -> Case
 
 const PRESET: &str = "model:\n  preset: DiT-S/2\n  checkpoint: {G}/dit/model.pt\n";
 
+/// A SiT job (`model.family: sit`, the digits SiT's REPA config) with `$extra` lines.
+macro_rules! sit {
+    ($extra:literal) => {
+        concat!(
+            "model:\n  family: sit\n  config: {G}/../demo-digits-sit/sit/config.json\n  checkpoint: {G}/dit/model.pt\n",
+            $extra
+        )
+    };
+}
+
 const CASES: &[Case] = &[
     // What serde refuses (read.rs rewrites its messages).
     c("foo: 1", "foo", "unknown key; the keys here are model, vae"),
@@ -234,6 +244,26 @@ const CASES: &[Case] = &[
     vae("\"block_out_channels\": []", "block_out_channels", "non-empty list"),
     vae("\"block_out_channels\": [8, 16, 16, -32]", "block_out_channels", "non-empty list"),
     vae("\"norm_num_groups\": 3", "norm_num_groups", "does not divide"),
+    // The SiT family and its flow samplers: keys of the other kind are refused.
+    c("sampler: ode", "sampler", "set `model.family: sit`"),
+    c("solver: heun", "solver", "flow samplers"),
+    c("path_type: cosine", "path_type", "flow samplers"),
+    c("guidance_interval: [0, 0.7]", "guidance_interval", "flow samplers"),
+    c(sit!("sampler: ddpm"), "sampler", "`ode` or `sde`"),
+    c(sit!("beta_schedule: linear"), "beta_schedule", "ddpm and ddim only"),
+    c(sit!("variance: fixed_small"), "variance", "ddpm and ddim only"),
+    c(sit!("cfg_channels: 3"), "cfg_channels", "all latent channels"),
+    c(sit!("sampler: sde\nsolver: heun"), "solver", "`sampler: ode` only"),
+    c(sit!("path_type: cosine"), "path_type", "`sampler: sde` only"),
+    c(sit!("sampler: sde\nguidance_interval: [0.8, 0.2]"), "guidance_interval", "low <= high"),
+    c(sit!("steps: ddim10"), "steps", "no respacing"),
+    c(sit!("eta: 0.5"), "eta", "sampler: ddim"),
+    c("latent_scale: [1, 2]", "latent_scale", "one per latent channel (4)"),
+    c("latent_scale: [1, 2, 0, 4]", "latent_scale", "non-zero"),
+    c("latent_bias: .nan", "latent_bias", "finite"),
+    c("latent_bias: abc", "latent_bias", "not a number"),
+    c("latent_scale: []", "latent_scale", "one number per latent channel"),
+    c("model:\n  family: sit\n  preset: DiT-S/2\n  checkpoint: {G}/dit/model.pt\nimage_size: 64\n", "model.preset", "SiT-XL/2"),
 ];
 
 #[test]
@@ -403,4 +433,48 @@ fn the_depth_scan_counts_blocks_items_and_brackets_but_not_quotes() {
     );
     assert_eq!(too_deep("a: [\n  [\n    [\n", 3), Some(3));
     assert_eq!(too_deep("a:\n  b: 1\nc:\n  d: 1\n", 2), None);
+}
+
+#[test]
+fn a_sit_job_takes_repa_defaults_and_dit_fingerprints_stay_as_they_were() {
+    use crate::job::fingerprint::Fingerprint;
+    use fidshard_core::flow::{ModelFamily, PathType, Pixels, Solver};
+    let tmp = tempfile::tempdir().unwrap();
+    let job = load_in(tmp.path(), "s.yaml", &yaml_with(sit!(""))).unwrap();
+    let s = &job.settings;
+    assert_eq!(s.family, ModelFamily::Sit);
+    assert_eq!(s.sampler, fidshard_core::SamplerKind::Ode);
+    assert_eq!(s.cfg_channels, fidshard_core::CfgChannels::All);
+    assert_eq!(s.pixels, Pixels::Repa);
+    assert_eq!(s.flow.guidance_interval, [0.0, 1.0]);
+    assert!(!s.dit.learn_sigma && !s.flow.qk_norm);
+    let fp = Fingerprint::settings_only(&job);
+    assert_eq!(fp.get("family"), Some("sit"));
+    assert_eq!(fp.get("pixels"), Some("repa"));
+
+    let yaml = yaml_with(sit!(
+        "sampler: sde\npath_type: cosine\nguidance_interval: [0.1, 0.7]\npixels: dit\nsteps: 250"
+    ));
+    let job = load_in(tmp.path(), "t.yaml", &yaml).unwrap();
+    let f = &job.settings.flow;
+    assert_eq!((f.path_type, f.solver), (PathType::Cosine, Solver::Euler));
+    assert_eq!(f.guidance_interval, [0.1, 0.7]);
+    assert_eq!(job.settings.pixels, Pixels::Dit);
+    let fp2 = Fingerprint::settings_only(&job);
+    assert_eq!(fp2.get("guidance_interval"), Some("[0.1, 0.7]"));
+    assert_eq!(fp2.get("pixels"), None);
+
+    // A DiT job's fingerprint has exactly the keys it had before the SiT family existed.
+    let job = load_in(tmp.path(), "d.yaml", &yaml_with("")).unwrap();
+    let fp = Fingerprint::settings_only(&job);
+    for key in [
+        "family",
+        "pixels",
+        "solver",
+        "path_type",
+        "guidance_interval",
+        "qk_norm",
+    ] {
+        assert_eq!(fp.get(key), None, "{key}");
+    }
 }

@@ -45,10 +45,19 @@ fn build_engine(task: &BenchTask) -> Result<(Engine, String)> {
                 }
             };
             let factor = vae_cfg.upsample_factor();
-            let dit_cfg =
-                DiTConfig::preset(preset, image_size / factor, 1000).ok_or_else(|| {
-                    fidshard_core::input_error!("--random-model `{preset}` is not a DiT preset")
-                })?;
+            // `SiT-*` presets run as REPA samples for its FID tables: the SDE, all channels
+            // guided, REPA's pixels.
+            let sit = preset.starts_with("SiT");
+            let dit_cfg = if sit {
+                fidshard_core::flow::sit_preset(preset, image_size / factor, 1000)
+            } else {
+                DiTConfig::preset(preset, image_size / factor, 1000)
+            };
+            let dit_cfg = dit_cfg.ok_or_else(|| {
+                fidshard_core::input_error!(
+                    "--random-model `{preset}` is not a DiT preset (DiT-XL/2, ...) nor a SiT preset (SiT-XL/2, ...)"
+                )
+            })?;
             let mut params = RandomParams {
                 device,
                 kind: Kind::Float,
@@ -64,8 +73,16 @@ fn build_engine(task: &BenchTask) -> Result<(Engine, String)> {
                 seed: 0,
                 labels: LabelMode::Random,
                 cfg_scale: *cfg_scale,
-                cfg_channels: CfgChannels::default(),
-                sampler: SamplerKind::Ddpm,
+                cfg_channels: if sit {
+                    CfgChannels::All
+                } else {
+                    CfgChannels::default()
+                },
+                sampler: if sit {
+                    SamplerKind::Sde
+                } else {
+                    SamplerKind::Ddpm
+                },
                 steps: steps.clone(),
                 eta: 0.0,
                 beta_schedule: BetaSchedule::Linear,
@@ -73,6 +90,19 @@ fn build_engine(task: &BenchTask) -> Result<(Engine, String)> {
                 precision: task.precision,
                 batch_size: task.batch_size,
                 vae_batch_size: task.batch_size,
+                family: if sit {
+                    fidshard_core::ModelFamily::Sit
+                } else {
+                    fidshard_core::ModelFamily::Dit
+                },
+                flow: Default::default(),
+                latent_scale: None,
+                latent_bias: None,
+                pixels: if sit {
+                    fidshard_core::Pixels::Repa
+                } else {
+                    fidshard_core::Pixels::Dit
+                },
             };
             let what = format!(
                 "{preset} (random weights) at {image_size} px, steps {steps}, cfg {cfg_scale}"
@@ -160,12 +190,12 @@ fn report(task: &BenchTask, engine: &Engine, what: &str, m: &Measured) {
     println!("  VAE decode   {:8.4} s/image", per(t.vae));
     println!("  PNG encode   {:8.4} s/image", per(png));
     let s = engine.settings();
-    let steps = fidshard_core::diffusion::space_timesteps(
-        fidshard_core::diffusion::DIFFUSION_STEPS,
-        &s.steps,
-    )
-    .map(|t| t.len())
-    .unwrap_or(0);
+    // Model evaluations per image: one per step, Heun's corrector adds one on all steps but the
+    // last.
+    let steps = match (s.sampler, s.flow.solver) {
+        (SamplerKind::Ode, fidshard_core::Solver::Heun) => 2 * engine.num_steps() - 1,
+        _ => engine.num_steps(),
+    };
     let flops = fidshard_worker::flops::flops_per_image(&s.dit, steps, s.uses_cfg());
     // The DiT's achieved rate (the VAE and the host are not in the numerator).
     let dit_tflops = flops * done as f64 / t.dit.max(1e-9) / 1e12;

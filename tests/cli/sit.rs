@@ -1,0 +1,158 @@
+//! The SiT family through the real binary: `fidshard run` of the golden jobs of
+//! `fixtures/demo-digits-sit` (REPA's samplers) on two CPU workers with batch sizes other than
+//! the reference's, and the keys a flow job refuses (exit 2, naming the key).
+use crate::support::*;
+use std::path::{Path, PathBuf};
+
+/// A job YAML in `dir` equivalent to golden SiT job `name`, with `extra` lines.
+fn sit_job(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let text =
+        std::fs::read_to_string(fixture(&format!("demo-digits-sit/jobs/{name}/job.json"))).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut y = format!(
+        "model:\n  family: sit\n  config: {}\n  checkpoint: {}\nvae: {}\n",
+        fixture("demo-digits-sit/sit/config.json").display(),
+        fixture("demo-digits-sit/sit/model.safetensors").display(),
+        fixture("demo-digits/vae").display(),
+    );
+    y += &format!(
+        "num_classes: 10\nlabels: balanced\nnum_samples: {}\nseed: {}\nsampler: {}\nsteps: {}\ncfg_scale: {}\n",
+        j["num_samples"], j["seed"], j["sampler"].as_str().unwrap(), j["steps"], j["cfg_scale"]
+    );
+    if j["heun"] == true {
+        y += "solver: heun\n";
+    }
+    if let Some(p) = j.get("path_type").and_then(|p| p.as_str()) {
+        y += &format!("path_type: {p}\n");
+    }
+    if let Some(low) = j.get("guidance_low") {
+        y += &format!("guidance_interval: [{low}, {}]\n", j["guidance_high"]);
+    }
+    y += "out_dir: out\n";
+    y += extra;
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, y).unwrap();
+    path
+}
+
+fn run_golden(name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = sit_job(
+        tmp.path(),
+        name,
+        "devices: {cpu: 2}\nshard_size: 5\nbatch_size: 3\n",
+    );
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (shape, got) = read_npz_u8(&tmp.path().join("out/samples.npz"));
+    let (want_shape, want) = read_npz_u8(&fixture(&format!(
+        "demo-digits-sit/jobs/{name}/expected.npz"
+    )));
+    assert_eq!(shape, want_shape);
+    assert_images_close(name, &got, &want);
+}
+
+#[test]
+fn run_reproduces_repa_ode_heun_with_a_guidance_interval() {
+    run_golden("ode-heun-cfg4-interval");
+}
+
+#[test]
+fn run_reproduces_repa_sde_on_the_cosine_path() {
+    run_golden("sde-cosine-cfg3-bigseed");
+}
+
+#[test]
+fn keys_of_the_other_family_are_refused_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (extra, key) in [
+        ("beta_schedule: linear\n", "`beta_schedule`"),
+        ("eta: 0.5\n", "`eta`"),
+        ("variance: fixed_small\n", "`variance`"),
+        ("path_type: cosine\n", "`path_type`"),
+    ] {
+        let cfg = sit_job(tmp.path(), "ode-euler-cfg1-steps12", extra);
+        let o = fidshard(&["config", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{extra}: {}", stderr(&o));
+        assert!(stderr(&o).contains(key), "{extra}: {}", stderr(&o));
+    }
+    // The resolved job of a flow job is itself a job file that loads.
+    let cfg = sit_job(tmp.path(), "sde-linear-cfg1.8-interval", "");
+    let o = fidshard(&["config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let resolved = tmp.path().join("resolved.yaml");
+    std::fs::write(&resolved, &o.stdout).unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("family: sit") && text.contains("pixels: repa"),
+        "{text}"
+    );
+    let o = fidshard(&["config", resolved.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// The `model FLOPs ... GFLOP/image (N steps...)` part of bench's report.
+fn flops_line(stdout: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("model FLOPs"))
+        .unwrap_or_else(|| panic!("no FLOPs line in {text}"));
+    line.split(", DiT at").next().unwrap().to_string()
+}
+
+#[test]
+fn bench_runs_sit_presets_and_jobs_and_counts_their_flops() {
+    let random = |preset: &str| {
+        let o = fidshard(&[
+            "bench",
+            "--random-model",
+            preset,
+            "--image-size",
+            "64",
+            "--steps",
+            "3",
+            "--images",
+            "1",
+            "--batch-size",
+            "1",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{preset}: {}", stderr(&o));
+        flops_line(&o.stdout)
+    };
+    // The same transformer: 3 SDE steps with guidance cost what 3 DDPM steps with guidance do.
+    let sit = random("SiT-S/8");
+    assert!(sit.contains("(3 steps, x2 for guidance)"), "{sit}");
+    assert_eq!(sit, random("DiT-S/8"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = sit_job(tmp.path(), "ode-heun-cfg4-interval", "devices: {cpu: 1}\n");
+    let o = fidshard(&["bench", cfg.to_str().unwrap(), "--images", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Heun's 10 steps evaluate the model 19 times.
+    assert!(
+        flops_line(&o.stdout).contains("(19 steps"),
+        "{}",
+        flops_line(&o.stdout)
+    );
+}
+
+/// configs/repa-sit-xl-2-256.yaml loads (its weights need not be local for `config`) with the
+/// paper's recipe.
+#[test]
+fn the_repa_config_loads_with_the_papers_recipe() {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/repa-sit-xl-2-256.yaml");
+    let o = fidshard(&["config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "family: sit",
+        "preset: SiT-XL/2",
+        "sampler: sde",
+        "cfg_scale: 1.8",
+        "- 0.7",
+        "pixels: repa",
+    ] {
+        assert!(text.contains(want), "{want} missing in\n{text}");
+    }
+}
