@@ -190,18 +190,13 @@ impl Engine {
         let _guard = tch::no_grad_guard();
         let s = &self.settings;
         let steps = diffusion.num_steps();
-        let Draws {
-            indices,
+        let BatchInput {
             labels,
             noise,
-            seconds,
-        } = draws;
-        t.noise += seconds;
-        // (B, steps + 1, C, H, W); from pinned memory the copy is asynchronous.
-        let noise = noise.to_device_(self.device, Kind::Float, self.device.is_cuda(), false);
-        let start = Instant::now();
-        let b = indices.len() as i64;
-        let y = Tensor::from_slice(&labels).to_device(self.device);
+            y,
+            b,
+            start,
+        } = self.begin_batch(draws, t);
         let cfg = s.uses_cfg();
         let y_model = if cfg {
             let null = Tensor::full([b], s.dit.null_label(), (Kind::Int64, self.device));
@@ -229,11 +224,13 @@ impl Engine {
             let out = out.to_kind(Kind::Float);
             let step_noise = noise.select(1, 1 + k as i64);
             x = match s.sampler {
+                SamplerKind::Ddpm => diffusion.p_sample(&x, i, &out, &step_noise, s.variance),
                 SamplerKind::Ddim => {
                     diffusion.ddim_sample(&x, i, &out, &step_noise, s.variance, s.eta)
                 }
-                // Flow samplers never reach here (`diffusion` is None for them).
-                _ => diffusion.p_sample(&x, i, &out, &step_noise, s.variance),
+                SamplerKind::Ode | SamplerKind::Sde => {
+                    unreachable!("flow samplers have no SpacedDiffusion (Engine::from_parts)")
+                }
             };
             checks.record(i, map[i], &out, &x);
         }
@@ -254,17 +251,13 @@ impl Engine {
         use crate::flow::{euler_maruyama_sampler, euler_sampler, Guide};
         let _guard = tch::no_grad_guard();
         let s = &self.settings;
-        let Draws {
-            indices,
+        let BatchInput {
             labels,
             noise,
-            seconds,
-        } = draws;
-        t.noise += seconds;
-        let noise = noise.to_device_(self.device, Kind::Float, self.device.is_cuda(), false);
-        let start = Instant::now();
-        let b = indices.len() as i64;
-        let y = Tensor::from_slice(&labels).to_device(self.device);
+            y,
+            b,
+            start,
+        } = self.begin_batch(draws, t);
         let y_null = Tensor::full([b], s.dit.null_label(), (Kind::Int64, self.device));
         let guide = Guide {
             y: &y,
@@ -284,7 +277,10 @@ impl Engine {
             SamplerKind::Sde => {
                 euler_maruyama_sampler(&model, x, &noise, self.steps, s.flow.path_type, &guide)
             }
-            _ => euler_sampler(&model, x, self.steps, s.flow.solver, &guide),
+            SamplerKind::Ode => euler_sampler(&model, x, self.steps, s.flow.solver, &guide),
+            SamplerKind::Ddpm | SamplerKind::Ddim => {
+                unreachable!("diffusion samplers have a SpacedDiffusion (Engine::from_parts)")
+            }
         };
         if self.device.is_cuda() {
             tch::Cuda::synchronize(self.device_index());
@@ -294,6 +290,28 @@ impl Engine {
             labels,
             latents,
             checks: StepChecks::default(),
+        }
+    }
+
+    /// What both families start a batch with: the noise on the device (from pinned memory the
+    /// copy is asynchronous), the labels as a tensor, the batch size and the clock.
+    fn begin_batch(&self, draws: Draws, t: &mut Timings) -> BatchInput {
+        let Draws {
+            indices,
+            labels,
+            noise,
+            seconds,
+        } = draws;
+        t.noise += seconds;
+        // (B, steps + 1, C, H, W).
+        let noise = noise.to_device_(self.device, Kind::Float, self.device.is_cuda(), false);
+        let y = Tensor::from_slice(&labels).to_device(self.device);
+        BatchInput {
+            labels,
+            noise,
+            y,
+            b: indices.len() as i64,
+            start: Instant::now(),
         }
     }
 
@@ -367,6 +385,15 @@ impl Engine {
             Some(k) => z / per_channel(k),
         }
     }
+}
+
+/// A batch's inputs on the device (see [`Engine::begin_batch`]).
+struct BatchInput {
+    labels: Vec<i64>,
+    noise: Tensor,
+    y: Tensor,
+    b: i64,
+    start: Instant,
 }
 
 /// What [`Engine::sample_latents_from`] produced for one batch.
