@@ -3,7 +3,8 @@
 //! the worker binary's (libtorch, the CUDA build, whether libtorch's CUDA library is loaded and
 //! sees the devices). Exit 0 when it could look, 2 when the worker binary cannot start.
 use crate::job::devices::{inventory, Inventory};
-use crate::job::disk::{free_bytes, human};
+use crate::job::disk::free_bytes;
+use crate::sys::size::human;
 use crate::worker::{locate, run_task, Output};
 use anyhow::Result;
 use fidshard_core::task::{Probe, Task};

@@ -3,7 +3,8 @@
 //! and last few.
 use crate::job::config::Job;
 use crate::job::devices::{inventory, WorkerDevice};
-use crate::job::disk::{disk_needed, free_bytes, human};
+use crate::job::disk::{disk_needed, free_bytes};
+use crate::sys::size::human;
 use anyhow::Result;
 use fidshard_core::Shard;
 use std::path::Path;
@@ -28,7 +29,7 @@ pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
     // On a login node without GPUs, a GPU job's plan is still worth seeing.
     let devices = match job.workers() {
         Ok(d) => d,
-        Err(e) if job.run.devices == crate::job::config::Devices::Auto => {
+        Err(e) if job.run.devices == crate::job::devices::Devices::Auto => {
             crate::sys::out::outln!("devices: auto: {e:#}");
             Vec::new()
         }

@@ -373,10 +373,10 @@ fn preflight(job: &Job, samples: u64, force: bool) -> Result<()> {
         return Err(Fatal::input(anyhow!(
             "{}: {} free but the job needs about {} (PNGs {} + npz {}); free space, choose another out_dir, or pass --force",
             job.out_dir.display(),
-            crate::job::disk::human(free),
-            crate::job::disk::human(need.total()),
-            crate::job::disk::human(need.pngs),
-            crate::job::disk::human(need.npz),
+            crate::sys::size::human(free),
+            crate::sys::size::human(need.total()),
+            crate::sys::size::human(need.pngs),
+            crate::sys::size::human(need.npz),
         ))
         .into());
     }

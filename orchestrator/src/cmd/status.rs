@@ -314,7 +314,7 @@ fn result(o: &mut String, s: &Snapshot) {
             o,
             "npz      {} ({})",
             esc(&npz.path.display().to_string()),
-            crate::job::disk::human(npz.bytes)
+            crate::sys::size::human(npz.bytes)
         );
     }
     if let Some(wall) = s.wall_seconds {

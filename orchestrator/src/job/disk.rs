@@ -39,6 +39,3 @@ pub(crate) fn free_bytes(dir: &Path) -> Result<u64> {
     let st = nix::sys::statvfs::statvfs(p).with_context(|| format!("statvfs {}", p.display()))?;
     Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
-
-/// The disk numbers' unit, shared with every other byte count shown.
-pub(crate) use crate::sys::size::human;

@@ -3,7 +3,8 @@
 //! x.yaml; fidshard run x.yaml` runs the same job, same fingerprint, same out dir, from any
 //! folder). `run` writes it beside the results, so what produced an npz is always on disk;
 //! `fidshard config` prints it. Needs no weights.
-use crate::job::config::{Devices, Job};
+use crate::job::config::Job;
+use crate::job::devices::Devices;
 use anyhow::Result;
 use fidshard_core::dit_config::CfgChannels;
 use fidshard_core::BatchSize;
