@@ -3,6 +3,7 @@
 //! the reading of a SiT `model.config` (REPA's `SiT(...)` constructor arguments).
 use crate::dit_config::DiTConfig;
 use crate::error::{CoreError, Result};
+use crate::sit_transport::SitSde;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -26,7 +27,8 @@ impl ModelFamily {
     }
 }
 
-/// The ODE solver of REPA's `euler_sampler` (`heun=False | True`).
+/// The ODE solver of REPA's `euler_sampler` (`heun=False | True`), of SiT's `sample_ode`
+/// (torchdiffeq's fixed-grid `euler` | `heun2`) and of SiT's `sample_sde` (`Euler` | `Heun`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Solver {
@@ -85,7 +87,8 @@ impl Pixels {
     }
 }
 
-/// The settings of the flow samplers (`sampler: ode | sde`); unused by the DiT family.
+/// The settings of the flow samplers (`ode`, `sde`, `sit-ode`, `sit-sde`); unused by the DiT
+/// family.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FlowSettings {
     pub solver: Solver,
@@ -94,6 +97,9 @@ pub struct FlowSettings {
     pub guidance_interval: [f64; 2],
     /// SiT's `qk_norm` (LayerNorms on queries and keys), from `model.config`.
     pub qk_norm: bool,
+    /// SiT's SDE (`sampler: sit-sde`): diffusion form and last step.
+    #[serde(default)]
+    pub sit_sde: SitSde,
 }
 
 impl Default for FlowSettings {
@@ -103,6 +109,7 @@ impl Default for FlowSettings {
             path_type: PathType::Linear,
             guidance_interval: [0.0, 1.0],
             qk_norm: false,
+            sit_sde: SitSde::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod output;
 pub mod protocol;
 pub mod settings;
 pub mod shard;
+pub mod sit_transport;
 pub mod task;
 pub mod vae_config;
 
@@ -32,4 +33,5 @@ pub use flow::{FlowSettings, ModelFamily, PathType, Pixels, Solver};
 pub use labels::LabelMode;
 pub use settings::{BatchSize, Precision, SamplerKind, SamplerSettings};
 pub use shard::Shard;
+pub use sit_transport::{DiffusionForm, LastStep, SitSde};
 pub use vae_config::VaeConfig;

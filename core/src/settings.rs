@@ -19,6 +19,13 @@ pub enum SamplerKind {
     Ode,
     /// REPA's `euler_maruyama_sampler`: the SDE with diffusion `2t`, then a final mean step.
     Sde,
+    /// SiT's `sample_ode` with a fixed-grid torchdiffeq solver: time 0 (noise) to 1 (data).
+    #[serde(rename = "sit-ode")]
+    SitOde,
+    /// SiT's `sample_sde`: Euler-Maruyama (or Heun) from 0 to `1 - last_step_size`, then the
+    /// last step.
+    #[serde(rename = "sit-sde")]
+    SitSde,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,12 +48,32 @@ impl SamplerKind {
             SamplerKind::Ddim => "ddim",
             SamplerKind::Ode => "ode",
             SamplerKind::Sde => "sde",
+            SamplerKind::SitOde => "sit-ode",
+            SamplerKind::SitSde => "sit-sde",
         }
     }
 
     /// Whether this is a flow sampler (of the SiT family) rather than a Gaussian diffusion one.
     pub fn is_flow(self) -> bool {
-        matches!(self, SamplerKind::Ode | SamplerKind::Sde)
+        !matches!(self, SamplerKind::Ddpm | SamplerKind::Ddim)
+    }
+
+    /// The step count of a flow sampler's `steps` (`"N"`): REPA's samplers take N steps, SiT's
+    /// take N grid points (N - 1 steps), so they need N >= 2.
+    pub fn flow_steps(self, spec: &str) -> Result<usize, String> {
+        let n = crate::flow::flow_steps(spec)?;
+        if self.is_sit_transport() && n < 2 {
+            return Err(format!(
+                "{spec:?} is too few for `{}`: SiT's samplers take N grid points from start to end, so N - 1 steps; use at least \"2\" (SiT's FID setting is \"250\")",
+                self.as_str()
+            ));
+        }
+        Ok(n)
+    }
+
+    /// Whether this is one of SiT's own samplers (time 0 = noise), rather than REPA's.
+    pub fn is_sit_transport(self) -> bool {
+        matches!(self, SamplerKind::SitOde | SamplerKind::SitSde)
     }
 }
 

@@ -135,10 +135,45 @@ fn bench_runs_sit_presets_and_jobs_and_counts_their_flops() {
         "{}",
         flops_line(&o.stdout)
     );
+    // SiT's heun2 on 8 grid points: 7 steps of two evaluations; its SDE on 25 points: 24 steps
+    // and the last step.
+    for (name, want) in [
+        ("ode-heun2-cfg4", "(14 steps"),
+        ("sde-sigma-cfg4", "(25 steps"),
+    ] {
+        let cfg = sit_transport_job(tmp.path(), name, "devices: {cpu: 1}\n");
+        let o = fidshard(&["bench", cfg.to_str().unwrap(), "--images", "1"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(
+            flops_line(&o.stdout).contains(want),
+            "{name}: {}",
+            flops_line(&o.stdout)
+        );
+    }
 }
 
-/// configs/repa-sit-xl-2-256.yaml loads (its weights need not be local for `config`) with the
-/// paper's recipe.
+/// configs/repa-sit-xl-2-256.yaml and configs/sit-xl-2-256.yaml load (their weights need not be
+/// local for `config`) with the papers' recipes.
+#[test]
+fn the_sit_config_loads_with_the_papers_recipe() {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/sit-xl-2-256.yaml");
+    let o = fidshard(&["config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "preset: SiT-XL/2",
+        "sampler: sit-sde",
+        "cfg_scale: 1.5",
+        "cfg_channels: 3",
+        "diffusion_form: sigma",
+        "last_step: mean",
+        "last_step_size: 0.04",
+        "pixels: dit",
+    ] {
+        assert!(text.contains(want), "{want} missing in\n{text}");
+    }
+}
+
 #[test]
 fn the_repa_config_loads_with_the_papers_recipe() {
     let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/repa-sit-xl-2-256.yaml");
@@ -155,4 +190,106 @@ fn the_repa_config_loads_with_the_papers_recipe() {
     ] {
         assert!(text.contains(want), "{want} missing in\n{text}");
     }
+}
+
+/// A job YAML in `dir` equivalent to SiT-transport golden job `name`
+/// (`fixtures/sit-transport`, made with willisma/SiT's samplers), with `extra` lines.
+fn sit_transport_job(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let text =
+        std::fs::read_to_string(fixture(&format!("sit-transport/jobs/{name}/job.json"))).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut y = format!(
+        "model:\n  family: sit\n  config: {}\n  checkpoint: {}\nvae: {}\n",
+        fixture("demo-digits-sit/sit/config.json").display(),
+        fixture("demo-digits-sit/sit/model.safetensors").display(),
+        fixture("demo-digits/vae").display(),
+    );
+    let ode = j["mode"] == "ODE";
+    y += &format!(
+        "num_classes: 10\nlabels: balanced\nnum_samples: {}\nseed: {}\nsampler: {}\nsteps: {}\ncfg_scale: {}\n",
+        j["num_samples"],
+        j["seed"],
+        if ode { "sit-ode" } else { "sit-sde" },
+        j["steps"],
+        j["cfg"]
+    );
+    if j["method"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .starts_with("heun")
+    {
+        y += "solver: heun\n";
+    }
+    if !ode {
+        y += &format!(
+            "diffusion_form: {}\ndiffusion_norm: {}\n",
+            j["diffusion_form"].as_str().unwrap(),
+            j["diffusion_norm"]
+        );
+        match j["last_step"].as_str() {
+            Some(last) => {
+                y += &format!(
+                    "last_step: {last}\nlast_step_size: {}\n",
+                    j["last_step_size"]
+                )
+            }
+            None => y += "last_step: none\n",
+        }
+    }
+    y += "out_dir: out\n";
+    y += extra;
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, y).unwrap();
+    path
+}
+
+fn run_sit_golden(name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = sit_transport_job(
+        tmp.path(),
+        name,
+        "devices: {cpu: 2}\nshard_size: 5\nbatch_size: 2\n",
+    );
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (shape, got) = read_npz_u8(&tmp.path().join("out/samples.npz"));
+    let (want_shape, want) =
+        read_npz_u8(&fixture(&format!("sit-transport/jobs/{name}/expected.npz")));
+    assert_eq!(shape, want_shape);
+    assert_images_close(name, &got, &want);
+    // The resolved job records SiT's settings and loads again.
+    let resolved = tmp.path().join("out/job.resolved.yaml");
+    let o = fidshard(&["config", resolved.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn run_reproduces_sits_ode_heun2_with_guidance() {
+    run_sit_golden("ode-heun2-cfg4");
+}
+
+#[test]
+fn run_reproduces_sits_sde_with_a_tweedie_last_step() {
+    run_sit_golden("sde-decreasing-tweedie-cfg1.5");
+}
+
+#[test]
+fn sits_sbdm_is_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = sit_transport_job(tmp.path(), "sde-sigma-cfg4", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("diffusion_form: sigma", "diffusion_form: SBDM");
+    std::fs::write(&cfg, text).unwrap();
+    let o = fidshard(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("diffusion_form")
+            && err.contains("infinite at t = 0")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!tmp.path().join("out").exists(), "nothing is created");
 }

@@ -11,4 +11,5 @@ mod diffusion;
 mod dit;
 mod serve;
 mod sit;
+mod sit_transport;
 mod vae;

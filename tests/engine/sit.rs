@@ -26,7 +26,7 @@ fn job(name: &str) -> Value {
 
 /// The settings `fidshard` resolves for golden job `name` (REPA's defaults: all channels
 /// guided, REPA's pixels).
-fn settings(name: &str) -> SamplerSettings {
+pub(crate) fn settings(name: &str) -> SamplerSettings {
     let j = job(name);
     let f = |k: &str, d: f64| j.get(k).and_then(Value::as_f64).unwrap_or(d);
     let (dit, qk_norm) =
@@ -67,6 +67,7 @@ fn settings(name: &str) -> SamplerSettings {
             },
             guidance_interval: [f("guidance_low", 0.0), f("guidance_high", 1.0)],
             qk_norm,
+            sit_sde: Default::default(),
         },
         pixels: Pixels::Repa,
         latent_scale: None,
@@ -74,7 +75,7 @@ fn settings(name: &str) -> SamplerSettings {
     }
 }
 
-fn npy_bytes(path: &std::path::Path, entry: Option<&str>) -> Vec<u8> {
+pub(crate) fn npy_bytes(path: &std::path::Path, entry: Option<&str>) -> Vec<u8> {
     let mut bytes = Vec::new();
     match entry {
         Some(name) => {
@@ -87,7 +88,7 @@ fn npy_bytes(path: &std::path::Path, entry: Option<&str>) -> Vec<u8> {
 }
 
 /// The golden README's image tolerance: no value off by more than 2, >= 99.5% identical.
-fn assert_images_close(name: &str, got: &[u8], want: &[u8]) {
+pub(crate) fn assert_images_close(name: &str, got: &[u8], want: &[u8]) {
     assert_eq!(got.len(), want.len(), "{name}: pixel count");
     let mut same = 0usize;
     for (a, b) in got.iter().zip(want) {
@@ -100,7 +101,7 @@ fn assert_images_close(name: &str, got: &[u8], want: &[u8]) {
 }
 
 /// Samples `0..n` in batches of `sizes` (cycled); pixels and float64 final latents.
-fn sample(engine: &Engine, n: u64, sizes: &[u64]) -> (Vec<u8>, Tensor) {
+pub(crate) fn sample(engine: &Engine, n: u64, sizes: &[u64]) -> (Vec<u8>, Tensor) {
     let (mut pixels, mut latents) = (Vec::new(), Vec::new());
     let mut t = Timings::default();
     let mut start = 0;

@@ -4,13 +4,18 @@
 use crate::checkpoint::load_state_dict;
 use crate::diffusion::SpacedDiffusion;
 use crate::dit::DiT;
-use crate::error::{EngineError, Result, StepFault};
+use crate::error::{EngineError, Result, StepAt};
 use crate::noise::{DrawSpec, Draws};
 use crate::settings::{Precision, SamplerKind, SamplerSettings};
 use crate::vae::AutoencoderKlDecoder;
 use fidshard_core::flow::{ModelFamily, Pixels};
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
+
+mod checks;
+mod flow;
+pub use checks::check_finite;
+pub(crate) use checks::StepChecks;
 
 /// One finished sample: its index, class label and `H x W x 3` uint8 pixels (row-major RGB).
 pub struct Sample {
@@ -85,7 +90,9 @@ impl Engine {
             tch::set_num_threads(1);
         }
         let (diffusion, steps) = if settings.sampler.is_flow() {
-            let n = fidshard_core::flow::flow_steps(&settings.steps)
+            let n = settings
+                .sampler
+                .flow_steps(&settings.steps)
                 .map_err(|e| EngineError::config("<job>", "steps", e))?;
             (None, n)
         } else {
@@ -228,11 +235,13 @@ impl Engine {
                 SamplerKind::Ddim => {
                     diffusion.ddim_sample(&x, i, &out, &step_noise, s.variance, s.eta)
                 }
-                SamplerKind::Ode | SamplerKind::Sde => {
-                    unreachable!("flow samplers have no SpacedDiffusion (Engine::from_parts)")
-                }
+                _ => unreachable!("flow samplers have no SpacedDiffusion (Engine::from_parts)"),
             };
-            checks.record(i, map[i], &out, &x);
+            let at = StepAt::Diffusion {
+                index: i,
+                timestep: map[i],
+            };
+            checks.record(at, &out, &x);
         }
         if self.device.is_cuda() {
             tch::Cuda::synchronize(self.device_index());
@@ -242,54 +251,6 @@ impl Engine {
             labels,
             latents: x,
             checks,
-        }
-    }
-
-    /// The SiT family: REPA's ODE or SDE sampler (crate::flow) in float64 from the float32
-    /// initial noise, the model called in float32 (or the job's autocast precision).
-    fn sample_flow(&self, draws: Draws, t: &mut Timings) -> Trajectory {
-        use crate::flow::{euler_maruyama_sampler, euler_sampler, Guide};
-        let _guard = tch::no_grad_guard();
-        let s = &self.settings;
-        let BatchInput {
-            labels,
-            noise,
-            y,
-            b,
-            start,
-        } = self.begin_batch(draws, t);
-        let y_null = Tensor::full([b], s.dit.null_label(), (Kind::Int64, self.device));
-        let guide = Guide {
-            y: &y,
-            y_null: &y_null,
-            scale: s.uses_cfg().then_some(s.cfg_scale),
-            interval: s.flow.guidance_interval,
-        };
-        let model = |x: &Tensor, time: f64, y: &Tensor| {
-            let n = x.size()[0];
-            let t_in = Tensor::full([n], time, (Kind::Float, self.device));
-            let x_in = x.to_kind(Kind::Float);
-            let v = self.with_precision(|| crate::sit::velocity(&self.dit, &x_in, &t_in, y));
-            v.to_kind(Kind::Double)
-        };
-        let x = noise.select(1, 0).to_kind(Kind::Double);
-        let latents = match s.sampler {
-            SamplerKind::Sde => {
-                euler_maruyama_sampler(&model, x, &noise, self.steps, s.flow.path_type, &guide)
-            }
-            SamplerKind::Ode => euler_sampler(&model, x, self.steps, s.flow.solver, &guide),
-            SamplerKind::Ddpm | SamplerKind::Ddim => {
-                unreachable!("diffusion samplers have a SpacedDiffusion (Engine::from_parts)")
-            }
-        };
-        if self.device.is_cuda() {
-            tch::Cuda::synchronize(self.device_index());
-        }
-        t.dit += secs(start.elapsed());
-        Trajectory {
-            labels,
-            latents,
-            checks: StepChecks::default(),
         }
     }
 
@@ -405,69 +366,6 @@ pub(crate) struct Trajectory {
     pub checks: StepChecks,
 }
 
-/// Per-step finiteness of one batch's trajectory: after each sampling step, whether the DiT's
-/// output and the updated latents are all finite, as 0-dim bool tensors on the device
-/// (`isfinite().all()`). Recording never synchronises the device: it queues five small kernels
-/// per step (two `isfinite`, two `all` reductions over the latents and the DiT output, one
-/// `stack` of two bools), microseconds next to a DiT forward; memory is one 2-bool tensor per
-/// step. The flags are read back (one synchronisation) only when the final latents turn out not
-/// finite, to name the step.
-#[derive(Default)]
-pub(crate) struct StepChecks {
-    /// Per step in sampling order: respaced index, model timestep, and the flags
-    /// `[model output finite, latents finite]` stacked into one bool tensor of 2.
-    steps: Vec<(usize, i64, Tensor)>,
-}
-
-impl StepChecks {
-    fn record(&mut self, index: usize, timestep: i64, model_output: &Tensor, x: &Tensor) {
-        let flags = Tensor::stack(&[model_output.isfinite().all(), x.isfinite().all()], 0);
-        self.steps.push((index, timestep, flags));
-    }
-
-    /// The first step whose DiT output or updated latents hold a NaN or an infinity (reads all
-    /// the flags back at once).
-    pub fn first_non_finite(&self) -> Option<StepFault> {
-        if self.steps.is_empty() {
-            return None;
-        }
-        let flags: Vec<Tensor> = self.steps.iter().map(|s| s.2.shallow_clone()).collect();
-        let flags = Tensor::stack(&flags, 0).to_device(Device::Cpu);
-        let flags = Vec::<bool>::try_from(flags.view([-1])).ok()?;
-        let steps = self.steps.len();
-        (0..steps).find_map(|k| {
-            let (out_ok, x_ok) = (flags[2 * k], flags[2 * k + 1]);
-            (!out_ok || !x_ok).then(|| StepFault {
-                step: k + 1,
-                steps,
-                index: self.steps[k].0,
-                timestep: self.steps[k].1,
-                in_model_output: !out_ok,
-            })
-        })
-    }
-}
-
-/// Fails with [`EngineError::NonFinite`] when `x` holds a NaN or an infinity (one reduction on
-/// the device; it synchronises once per batch, not per step). `first` names the sampling step
-/// where they first appeared; it is called only on failure.
-pub fn check_finite(
-    x: &Tensor,
-    stage: &'static str,
-    first: impl FnOnce() -> Option<StepFault>,
-) -> Result<()> {
-    let bad = x.isfinite().logical_not().sum(Kind::Int64).int64_value(&[]);
-    if bad > 0 {
-        return Err(EngineError::NonFinite {
-            stage,
-            count: bad,
-            total: x.numel() as i64,
-            first: first(),
-        });
-    }
-    Ok(())
-}
-
 /// Splits a `(B, H, W, 3)` uint8 CPU tensor into [`Sample`]s.
 pub fn to_samples(indices: &[u64], labels: &[i64], images: &Tensor) -> Result<Vec<Sample>> {
     let mut out = Vec::with_capacity(indices.len());
@@ -482,90 +380,4 @@ pub fn to_samples(indices: &[u64], labels: &[i64], images: &Tensor) -> Result<Ve
         });
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn latents(v: f32) -> Tensor {
-        Tensor::full([2, 4, 2, 2], f64::from(v), (Kind::Float, Device::Cpu))
-    }
-
-    /// Records a 4-step chain (respaced indices 3..0, model timesteps 999, 666, 333, 0) whose
-    /// step `bad` (0-based) has the given DiT output and latents; the steps before are finite and
-    /// the steps after carry the latents on.
-    fn chain(bad: usize, out: f32, x: f32) -> StepChecks {
-        let mut checks = StepChecks::default();
-        for (k, t) in [999, 666, 333, 0].into_iter().enumerate() {
-            let (o, l) = match k.cmp(&bad) {
-                std::cmp::Ordering::Less => (1.0, 1.0),
-                std::cmp::Ordering::Equal => (out, x),
-                std::cmp::Ordering::Greater => (out, f32::NAN),
-            };
-            checks.record(3 - k, t, &latents(o), &latents(l));
-        }
-        checks
-    }
-
-    #[test]
-    fn first_non_finite_step_and_where() {
-        assert_eq!(chain(9, 1.0, 1.0).first_non_finite(), None, "all finite");
-        let f = chain(1, f32::NAN, f32::NAN).first_non_finite().unwrap();
-        assert_eq!(
-            f,
-            StepFault {
-                step: 2,
-                steps: 4,
-                index: 2,
-                timestep: 666,
-                in_model_output: true
-            }
-        );
-        let f = chain(2, 1e30, f32::INFINITY).first_non_finite().unwrap();
-        assert_eq!((f.step, f.index, f.timestep), (3, 1, 333));
-        assert!(!f.in_model_output, "the DiT output was finite");
-        assert_eq!(StepChecks::default().first_non_finite(), None);
-    }
-
-    #[test]
-    fn non_finite_message_names_the_step_and_fitting_causes() {
-        let x = Tensor::from_slice(&[1.0f32, f32::NAN, f32::INFINITY, 0.0]);
-        let err = |in_model_output| {
-            check_finite(&x, "the final latents", || {
-                Some(StepFault {
-                    step: 1,
-                    steps: 8,
-                    index: 7,
-                    timestep: 999,
-                    in_model_output,
-                })
-            })
-            .unwrap_err()
-            .to_string()
-        };
-        let dit = err(true);
-        assert!(
-            dit.starts_with(
-                "2 of 4 values of the final latents are NaN or infinite, first at sampling step 1 \
-                 of 8 (respaced index 7, model timestep 999) in the DiT output; likely causes: \
-                 NaN or infinite weights in the checkpoint, a cfg_scale so large"
-            ),
-            "{dit}"
-        );
-        assert!(dit.contains("fp16") && !dit.contains('\n'), "{dit}");
-        let update = err(false);
-        assert!(
-            update.contains("in the diffusion update, from a finite DiT output; likely causes: a noise schedule whose terms underflow or overflow float32 at that step"),
-            "{update}"
-        );
-        let vae = check_finite(&x, "the VAE decoder's output", || None).unwrap_err();
-        assert!(
-            vae.to_string().starts_with(
-                "2 of 4 values of the VAE decoder's output are NaN or infinite; likely causes: NaN"
-            ),
-            "{vae}"
-        );
-        assert!(check_finite(&latents(0.0), "x", || unreachable!()).is_ok());
-    }
 }

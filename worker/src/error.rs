@@ -45,45 +45,65 @@ pub enum EngineError {
 }
 
 /// The sampling step where non-finite values first appeared in a batch's latents.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepFault {
-    /// 1 for the first (noisiest) step, up to `steps`.
+    /// 1 for the first step, up to `steps`.
     pub step: usize,
     /// The number of sampling steps of the chain.
     pub steps: usize,
-    /// The respaced index `i` of that step (`steps - step`).
-    pub index: usize,
-    /// The base-chain timestep the DiT was given at that step.
-    pub timestep: i64,
-    /// True when the DiT's output (after guidance) was already non-finite; false when it was
-    /// finite and the diffusion update made the latents non-finite.
+    /// Where on the chain that step is.
+    pub at: StepAt,
+    /// True when the model's output (after guidance) was already non-finite; false when it was
+    /// finite and the sampler's update made the latents non-finite.
     pub in_model_output: bool,
 }
 
+/// The position of a sampling step on its chain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepAt {
+    /// The Gaussian diffusion: the respaced index `i` (`steps - step`) and the base-chain
+    /// timestep the DiT was given.
+    Diffusion { index: usize, timestep: i64 },
+    /// A flow sampler: the time `t` the model was given (REPA: 1 = noise; SiT: 0 = noise).
+    Flow { t: f64 },
+}
+
 fn fmt_first(first: &Option<StepFault>) -> String {
-    match first {
-        None => String::new(),
-        Some(f) => format!(
-            ", first at sampling step {} of {} (respaced index {}, model timestep {}) {}",
-            f.step,
-            f.steps,
-            f.index,
-            f.timestep,
-            if f.in_model_output {
-                "in the DiT output"
-            } else {
-                "in the diffusion update, from a finite DiT output"
-            }
+    let Some(f) = first else {
+        return String::new();
+    };
+    let (at, model, update) = match f.at {
+        StepAt::Diffusion { index, timestep } => (
+            format!("respaced index {index}, model timestep {timestep}"),
+            "the DiT output",
+            "the diffusion update, from a finite DiT output",
         ),
-    }
+        StepAt::Flow { t } => (
+            format!("t = {}", t as f32),
+            "the model's velocity",
+            "the sampler's update, from a finite velocity",
+        ),
+    };
+    format!(
+        ", first at sampling step {} of {} ({at}) in {}",
+        f.step,
+        f.steps,
+        if f.in_model_output { model } else { update }
+    )
 }
 
 fn likely_causes(first: &Option<StepFault>) -> &'static str {
     match first {
         Some(StepFault {
             in_model_output: false,
+            at: StepAt::Diffusion { .. },
             ..
         }) => "a noise schedule whose terms underflow or overflow float32 at that step (check beta_schedule and steps), or a DiT output so large that the update overflows float32 (lower cfg_scale)",
+        Some(StepFault {
+            in_model_output: false,
+            at: StepAt::Flow { .. },
+            ..
+        }) => "an SDE coefficient that is infinite or huge at that time (check diffusion_form, diffusion_norm, last_step_size), or a velocity so large that the update overflows (lower cfg_scale)",
         _ => "NaN or infinite weights in the checkpoint, a cfg_scale so large that guidance overflows float32, or fp16 overflow (try bf16 or fp32)",
     }
 }

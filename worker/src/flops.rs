@@ -27,6 +27,27 @@ pub fn flops_per_image(c: &DiTConfig, steps: usize, cfg: bool) -> f64 {
     dit_forward_flops(c) * steps as f64 * if cfg { 2.0 } else { 1.0 }
 }
 
+/// Model evaluations per image of `settings`' sampler with `steps` (the engine's step count:
+/// respaced steps, REPA's steps, or SiT's grid points): one per step; REPA's Heun adds one on all
+/// steps but the last; SiT's grids of N points take N - 1 steps (Heun: two evaluations each) and
+/// its SDE one more for the last step.
+pub fn model_evaluations(settings: &fidshard_core::SamplerSettings, steps: usize) -> usize {
+    use fidshard_core::{LastStep, SamplerKind, Solver};
+    let per_step = match settings.flow.solver {
+        Solver::Euler => 1,
+        Solver::Heun => 2,
+    };
+    match settings.sampler {
+        SamplerKind::Ode if per_step == 2 => 2 * steps - 1,
+        SamplerKind::SitOde => per_step * (steps - 1),
+        SamplerKind::SitSde => {
+            let last = usize::from(settings.flow.sit_sde.last_step != LastStep::None);
+            per_step * (steps - 1) + last
+        }
+        _ => steps,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,10 @@ use tch::{Kind, Tensor};
 /// every row, labels `(N,)` -> float64 velocity `(N, C, H, W)`.
 pub(crate) type Velocity<'a> = dyn Fn(&Tensor, f64, &Tensor) -> Tensor + 'a;
 
+/// Called after every step with `(t, the model output, the new state)`, so that the engine can
+/// name the step where values first stop being finite.
+pub(crate) type OnStep<'a> = dyn FnMut(f64, &Tensor, &Tensor) + 'a;
+
 /// Labels and guidance of one batch.
 pub(crate) struct Guide<'a> {
     pub y: &'a Tensor,
@@ -66,6 +70,7 @@ pub(crate) fn euler_sampler(
     steps: usize,
     solver: Solver,
     guide: &Guide,
+    on_step: &mut OnStep,
 ) -> Tensor {
     let ts = linspace(1.0, 0.0, steps + 1);
     let drift = |x: &Tensor, t: f64, scale: Option<f64>| {
@@ -87,6 +92,7 @@ pub(crate) fn euler_sampler(
             let d_prime = drift(&x_next, t_next, scale);
             x_next = &x_cur + (&d_cur * 0.5 + d_prime * 0.5) * (t_next - t_cur);
         }
+        on_step(t_cur, &d_cur, &x_next);
     }
     x_next
 }
@@ -115,6 +121,7 @@ pub(crate) fn euler_maruyama_sampler(
     steps: usize,
     path: PathType,
     guide: &Guide,
+    on_step: &mut OnStep,
 ) -> Tensor {
     let mut ts = linspace(1.0, 0.04, steps);
     ts.push(0.0);
@@ -138,16 +145,21 @@ pub(crate) fn euler_maruyama_sampler(
         let eps = noise.select(1, 1 + k as i64).to_kind(Kind::Double);
         let deps = eps * dt.abs().sqrt();
         let d_cur = drift(&x_cur, t_cur);
-        x_next = &x_cur + d_cur * dt + deps * diffusion.sqrt();
+        x_next = &x_cur + &d_cur * dt + deps * diffusion.sqrt();
+        on_step(t_cur, &d_cur, &x_next);
     }
     let (t_cur, t_next) = (ts[steps - 1], ts[steps]);
     let d_cur = drift(&x_next, t_cur);
-    &x_next + d_cur * (t_next - t_cur)
+    let x = &x_next + &d_cur * (t_next - t_cur);
+    on_step(t_cur, &d_cur, &x);
+    x
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn none(_: f64, _: &Tensor, _: &Tensor) {}
 
     /// A velocity field whose exact flow is known: v = x (so x(t) = x(1) e^(t - 1)).
     fn identity(x: &Tensor, _t: f64, _y: &Tensor) -> Tensor {
@@ -168,11 +180,11 @@ mod tests {
         let y = Tensor::from_slice(&[0i64]);
         let x = Tensor::from_slice(&[1.0f64]).view([1, 1, 1, 1]);
         let g = guide(&y, &y);
-        let euler = euler_sampler(&identity, x.copy(), 4, Solver::Euler, &g);
+        let euler = euler_sampler(&identity, x.copy(), 4, Solver::Euler, &g, &mut none);
         // Each Euler step multiplies by 1 - 1/4.
         let want = 0.75f64.powi(4);
         assert!((euler.double_value(&[0, 0, 0, 0]) - want).abs() < 1e-15);
-        let heun = euler_sampler(&identity, x, 1000, Solver::Heun, &g);
+        let heun = euler_sampler(&identity, x, 1000, Solver::Heun, &g, &mut none);
         let exact = (-1.0f64).exp();
         assert!((heun.double_value(&[0, 0, 0, 0]) - exact).abs() < 1e-5);
     }
@@ -194,7 +206,7 @@ mod tests {
             scale: Some(2.0),
             interval: [0.0, 0.5],
         };
-        let out = euler_sampler(&model, x, 2, Solver::Euler, &g);
+        let out = euler_sampler(&model, x, 2, Solver::Euler, &g, &mut none);
         // t = 1: unguided, v = 0.3, step -0.5; t = 0.5: guided, 1 + 2 (0.3 - 1) = -0.4.
         let want = -0.5 * 0.3 + -0.5 * -0.4;
         assert!((out.double_value(&[0, 0, 0, 0]) - want).abs() < 1e-12);

@@ -72,6 +72,13 @@ impl Fingerprint {
             fp.insert("path_type", f.path_type.as_str());
             let [low, high] = f.guidance_interval;
             fp.insert("guidance_interval", format!("[{low}, {high}]"));
+            if s.sampler == fidshard_core::SamplerKind::SitSde {
+                let sde = &f.sit_sde;
+                fp.insert("diffusion_form", sde.diffusion_form.as_str());
+                fp.insert("diffusion_norm", sde.diffusion_norm.to_string());
+                fp.insert("last_step", sde.last_step.as_str());
+                fp.insert("last_step_size", sde.last_step_size.to_string());
+            }
         }
         if s.pixels != fidshard_core::Pixels::Dit {
             fp.insert("pixels", s.pixels.as_str());

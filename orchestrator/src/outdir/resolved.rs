@@ -133,6 +133,17 @@ fn sampler_keys(s: &fidshard_core::SamplerSettings) -> Vec<(&'static str, Value)
                 Value::Sequence(vec![Value::from(low), Value::from(high)]),
             ));
         }
+        SamplerKind::SitOde => keys.push(("solver", Value::from(s.flow.solver.as_str()))),
+        SamplerKind::SitSde => {
+            let sde = &s.flow.sit_sde;
+            keys.push(("solver", Value::from(s.flow.solver.as_str())));
+            keys.push(("diffusion_form", Value::from(sde.diffusion_form.as_str())));
+            keys.push(("diffusion_norm", Value::from(sde.diffusion_norm)));
+            keys.push(("last_step", Value::from(sde.last_step.as_str())));
+            if sde.last_step != fidshard_core::LastStep::None {
+                keys.push(("last_step_size", Value::from(sde.last_step_size)));
+            }
+        }
     }
     if s.pixels != fidshard_core::Pixels::Dit || s.sampler.is_flow() {
         keys.push(("pixels", Value::from(s.pixels.as_str())));

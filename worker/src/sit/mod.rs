@@ -6,6 +6,8 @@
 //!   dropped, as REPA's `generate.py` ignores them;
 //! - `learn_sigma` is read off the checkpoint's output layer (SiT's 8 channels, REPA's 4), and
 //!   the sigma half of SiT's output is dropped ([`velocity`]).
+pub(crate) mod transport;
+
 use crate::dit::{DiT, DiTConfig};
 use crate::error::Result;
 use crate::params::StateDict;

@@ -53,12 +53,20 @@ pub(super) struct RawJob {
     pub variance: VarianceChoice,
     #[serde(default = "default_precision")]
     pub precision: Precision,
-    /// `sampler: ode` only: `euler` (default) or `heun`.
+    /// `ode`, `sit-ode`, `sit-sde`: `euler` (default) or `heun`.
     pub solver: Option<Solver>,
     /// `sampler: sde` only: `linear` (default) or `cosine`.
     pub path_type: Option<PathType>,
     /// Flow samplers only: `[low, high]`, guidance where `low <= t <= high` (default [0, 1]).
     pub guidance_interval: Option<[f64; 2]>,
+    /// `sampler: sit-sde` only: SiT's `--diffusion-form` (default `sigma`; `SBDM` is refused).
+    pub diffusion_form: Option<String>,
+    /// `sampler: sit-sde` only: SiT's `--diffusion-norm` (default 1).
+    pub diffusion_norm: Option<f64>,
+    /// `sampler: sit-sde` only: `mean` (default), `tweedie`, `euler` or `none`.
+    pub last_step: Option<String>,
+    /// `sampler: sit-sde` only: default 0.04.
+    pub last_step_size: Option<f64>,
     /// `dit` or `repa`; the default follows the sampler (`repa` for ode / sde).
     pub pixels: Option<Pixels>,
     /// The decoder gets `(z - latent_bias) / latent_scale`: a number or one per channel.

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use fidshard_core::diffusion::{space_timesteps, VarianceType, DIFFUSION_STEPS};
 use fidshard_core::dit_config::{CfgChannels, DiTConfig, PRESETS};
 use fidshard_core::flow::{
-    flow_steps, sit_config_from_json_file, sit_preset, ModelFamily, Pixels, SIT_PRESETS,
+    sit_config_from_json_file, sit_preset, ModelFamily, Pixels, SIT_PRESETS,
 };
 use fidshard_core::vae_config::VaeConfig;
 use fidshard_core::{SamplerKind, SamplerSettings};
@@ -212,7 +212,8 @@ impl Resolver<'_> {
         let sampler = self.sampler(&raw)?;
         let flow = self.flow_settings(&raw, sampler, qk_norm)?;
         let cfg_channels = match &raw.cfg_channels {
-            None if sampler.is_flow() => CfgChannels::All,
+            // SiT's forward_with_cfg guides 3 channels, REPA's samplers all of them.
+            None if sampler.is_flow() && !sampler.is_sit_transport() => CfgChannels::All,
             None => CfgChannels::default(),
             Some(CfgChannelsSpec::All) => CfgChannels::All,
             Some(CfgChannelsSpec::First(n)) if *n >= 1 && *n <= dit.in_channels as u64 => {
@@ -248,11 +249,17 @@ impl Resolver<'_> {
             ));
         }
         let steps = raw.steps.as_ref().map(|s| s.0.clone()).unwrap_or_else(|| {
-            // REPA's generate.py samples 50 steps by default; DiT's sample.py 250.
-            if sampler.is_flow() { "50" } else { "250" }.to_string()
+            // REPA's generate.py samples 50 steps by default; DiT's and SiT's sample.py 250.
+            match sampler {
+                SamplerKind::Ode | SamplerKind::Sde => "50",
+                _ => "250",
+            }
+            .to_string()
         });
         if sampler.is_flow() {
-            flow_steps(&steps).map_err(|e| self.err("steps", e))?;
+            sampler
+                .flow_steps(&steps)
+                .map_err(|e| self.err("steps", e))?;
         } else {
             space_timesteps(DIFFUSION_STEPS, &steps).map_err(|e| self.err("steps", e))?;
         }
@@ -295,11 +302,13 @@ impl Resolver<'_> {
             vae_batch_size,
             family: raw.model.family,
             flow,
-            pixels: raw.pixels.unwrap_or(if sampler.is_flow() {
-                Pixels::Repa
-            } else {
-                Pixels::Dit
-            }),
+            pixels: raw
+                .pixels
+                .unwrap_or(if sampler.is_flow() && !sampler.is_sit_transport() {
+                    Pixels::Repa
+                } else {
+                    Pixels::Dit
+                }),
             latent_scale,
             latent_bias,
         };

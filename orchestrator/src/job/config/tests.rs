@@ -247,16 +247,30 @@ const CASES: &[Case] = &[
     // The SiT family and its flow samplers: keys of the other kind are refused.
     c("sampler: ode", "sampler", "set `model.family: sit`"),
     c("solver: heun", "solver", "flow samplers"),
-    c("path_type: cosine", "path_type", "flow samplers"),
+    c("path_type: cosine", "path_type", "`sampler: sde` only"),
     c("guidance_interval: [0, 0.7]", "guidance_interval", "flow samplers"),
     c(sit!("sampler: ddpm"), "sampler", "`ode` or `sde`"),
     c(sit!("beta_schedule: linear"), "beta_schedule", "ddpm and ddim only"),
     c(sit!("variance: fixed_small"), "variance", "ddpm and ddim only"),
     c(sit!("cfg_channels: 3"), "cfg_channels", "all latent channels"),
-    c(sit!("sampler: sde\nsolver: heun"), "solver", "`sampler: ode` only"),
+    c(sit!("sampler: sde\nsolver: heun"), "solver", "`ode`, `sit-ode` and `sit-sde` only"),
     c(sit!("path_type: cosine"), "path_type", "`sampler: sde` only"),
     c(sit!("sampler: sde\nguidance_interval: [0.8, 0.2]"), "guidance_interval", "low <= high"),
     c(sit!("steps: ddim10"), "steps", "no respacing"),
+    // SiT's own samplers and their keys.
+    c("sampler: sit-ode", "sampler", "set `model.family: sit`"),
+    c(sit!("sampler: sit-sde\ndiffusion_form: SBDM"), "diffusion_form", "infinite at t = 0"),
+    c(sit!("sampler: sit-sde\ndiffusion_form: cosine"), "diffusion_form", "not a diffusion form"),
+    c(sit!("sampler: sit-sde\nlast_step: none\nlast_step_size: 0.04"), "last_step_size", "no effect"),
+    c(sit!("sampler: sit-sde\nlast_step_size: 1.5"), "last_step_size", "(0, 1)"),
+    c(sit!("sampler: sit-sde\nlast_step: last"), "last_step", "tweedie"),
+    c(sit!("sampler: sit-sde\ndiffusion_norm: -1"), "diffusion_norm", ">= 0"),
+    c(sit!("sampler: sit-ode\nsteps: 1"), "steps", "at least"),
+    c(sit!("sampler: sit-ode\nguidance_interval: [0, 0.7]"), "guidance_interval", "guide every step"),
+    c(sit!("sampler: sit-sde\npath_type: cosine"), "path_type", "Linear path"),
+    c(sit!("sampler: sit-ode\ndiffusion_form: sigma"), "diffusion_form", "`sampler: sit-sde` only"),
+    c(sit!("sampler: sde\nlast_step: mean"), "last_step", "`sampler: sit-sde` only"),
+    c(sit!("sampler: sit-ode\ncfg_channels: 9"), "cfg_channels", "1..=4"),
     c(sit!("eta: 0.5"), "eta", "sampler: ddim"),
     c("latent_scale: [1, 2]", "latent_scale", "one per latent channel (4)"),
     c("latent_scale: [1, 2, 0, 4]", "latent_scale", "non-zero"),
@@ -463,6 +477,39 @@ fn a_sit_job_takes_repa_defaults_and_dit_fingerprints_stay_as_they_were() {
     let fp2 = Fingerprint::settings_only(&job);
     assert_eq!(fp2.get("guidance_interval"), Some("[0.1, 0.7]"));
     assert_eq!(fp2.get("pixels"), None);
+
+    // SiT's own samplers: SiT's defaults (3 channels guided, DiT's pixels).
+    let job = load_in(tmp.path(), "o.yaml", &yaml_with(sit!("sampler: sit-ode"))).unwrap();
+    let s = &job.settings;
+    assert_eq!(s.cfg_channels, fidshard_core::CfgChannels::First(3));
+    assert_eq!(s.pixels, Pixels::Dit);
+    assert_eq!(Fingerprint::settings_only(&job).get("last_step"), None);
+    let yaml = yaml_with(sit!(
+        "sampler: sit-sde\nsolver: heun\ndiffusion_form: decreasing\nlast_step: Tweedie\nsteps: 20"
+    ));
+    let job = load_in(tmp.path(), "e.yaml", &yaml).unwrap();
+    let sde = &job.settings.flow.sit_sde;
+    use fidshard_core::sit_transport::{DiffusionForm, LastStep};
+    assert_eq!(job.settings.flow.solver, Solver::Heun);
+    assert_eq!(
+        (
+            sde.diffusion_form,
+            sde.diffusion_norm,
+            sde.last_step,
+            sde.last_step_size
+        ),
+        (DiffusionForm::Decreasing, 1.0, LastStep::Tweedie, 0.04)
+    );
+    let fp = Fingerprint::settings_only(&job);
+    assert_eq!(fp.get("diffusion_form"), Some("decreasing"));
+    assert_eq!(fp.get("last_step"), Some("tweedie"));
+    let job = load_in(
+        tmp.path(),
+        "n.yaml",
+        &yaml_with(sit!("sampler: sit-sde\nlast_step: none")),
+    )
+    .unwrap();
+    assert_eq!(job.settings.flow.sit_sde.last_step_size, 0.0);
 
     // A DiT job's fingerprint has exactly the keys it had before the SiT family existed.
     let job = load_in(tmp.path(), "d.yaml", &yaml_with("")).unwrap();

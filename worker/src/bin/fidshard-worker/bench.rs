@@ -190,12 +190,7 @@ fn report(task: &BenchTask, engine: &Engine, what: &str, m: &Measured) {
     println!("  VAE decode   {:8.4} s/image", per(t.vae));
     println!("  PNG encode   {:8.4} s/image", per(png));
     let s = engine.settings();
-    // Model evaluations per image: one per step, Heun's corrector adds one on all steps but the
-    // last.
-    let steps = match (s.sampler, s.flow.solver) {
-        (SamplerKind::Ode, fidshard_core::Solver::Heun) => 2 * engine.num_steps() - 1,
-        _ => engine.num_steps(),
-    };
+    let steps = fidshard_worker::flops::model_evaluations(s, engine.num_steps());
     let flops = fidshard_worker::flops::flops_per_image(&s.dit, steps, s.uses_cfg());
     // The DiT's achieved rate (the VAE and the host are not in the numerator).
     let dit_tflops = flops * done as f64 / t.dit.max(1e-9) / 1e12;
