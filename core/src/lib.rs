@@ -14,6 +14,7 @@ pub mod error;
 pub mod error_line;
 pub mod exit;
 pub mod faults;
+pub mod features;
 pub mod flow;
 pub mod identity;
 pub mod labels;

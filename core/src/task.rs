@@ -26,6 +26,25 @@ pub enum Task {
     Check { settings: Box<SamplerSettings> },
     /// Report libtorch, CUDA and the devices as one JSON [`Probe`] line on stdout.
     Probe,
+    /// Inception features of ranges of an npz's images (crate::features), one file per range.
+    Features(FeaturesTask),
+}
+
+/// `Task::Features`: the images `ranges` (half-open, in `arr_0`'s order) of `npz`, through the
+/// Inception weights `inception`, into `out/{features::file_name(first, count)}`. A range whose
+/// file already holds these images' features (same CRCs, same weights) is skipped, so a task
+/// started again after a crash does only what is missing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeaturesTask {
+    pub npz: PathBuf,
+    pub ranges: Vec<(u64, u64)>,
+    pub inception: PathBuf,
+    /// The weights' SHA-256 (hex), recorded in every file.
+    pub inception_sha256: String,
+    pub out: PathBuf,
+    pub device: DeviceSpec,
+    /// Images per Inception forward pass.
+    pub batch_size: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +112,14 @@ pub struct TaskAnswer {
 }
 
 impl TaskAnswer {
+    /// The answer of a finished features task.
+    pub fn features() -> TaskAnswer {
+        TaskAnswer {
+            answer: "features".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
     /// The answer to a successful model check.
     pub fn check() -> TaskAnswer {
         TaskAnswer {

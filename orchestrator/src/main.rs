@@ -2,6 +2,7 @@
 //! FID) from DiT checkpoints. See README.md and docs/.
 mod cmd;
 mod coordinator;
+mod evaluate;
 mod exit_code;
 mod fetch;
 mod job;
@@ -106,6 +107,9 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Show where a job stands (running, interrupted, failed, complete) from its YAML or out dir.
     Status(cmd::status::StatusArgs),
+    /// FID, sFID, Inception Score, precision and recall of an npz against a reference batch,
+    /// as the ADM evaluator computes them (features on the devices' workers, resumable).
+    Eval(cmd::eval::EvalArgs),
 }
 
 /// `--grace`: a finite number of seconds in 0..=3600.
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
         Command::Grid(args) => cmd::grid::run(args),
         Command::Config(args) => cmd::config::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
     };
     match result {
         Ok(()) => Exit::Complete.into(),

@@ -4,6 +4,7 @@ pub(crate) mod assemble;
 pub(crate) mod bench;
 pub(crate) mod config;
 pub(crate) mod doctor;
+pub(crate) mod eval;
 pub(crate) mod fetch;
 pub(crate) mod grid;
 pub(crate) mod plan;

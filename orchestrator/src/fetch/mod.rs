@@ -172,16 +172,5 @@ fn check_sha256(config: &Path, e: &Entry) -> Result<()> {
 }
 
 fn sha256_of(path: &Path) -> Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(FetchError::io(path))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 8 << 20];
-    loop {
-        match f.read(&mut buf).map_err(FetchError::io(path))? {
-            0 => break,
-            n => h.update(&buf[..n]),
-        }
-    }
-    Ok(crate::job::hub::hex(&h.finalize()))
+    Ok(crate::sys::sha256::sha256_file(path).map_err(FetchError::io(path))?)
 }

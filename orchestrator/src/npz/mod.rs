@@ -302,6 +302,11 @@ pub(crate) fn verify_npz(path: &Path, n: u64, image_size: u32) -> Result<(), Ass
 }
 
 /// The image side of an npz written by [`assemble`] (from its npy header).
+/// How many images an npz's `arr_0` holds (read from its header).
+pub(crate) fn npz_image_count(path: &Path) -> Result<u64, AssembleError> {
+    verify::image_shape(path).map(|(n, _, _)| n)
+}
+
 pub(crate) fn npz_image_side(path: &Path) -> Result<u32, AssembleError> {
     verify::image_dims(path).map(|(h, _)| h)
 }

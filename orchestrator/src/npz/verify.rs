@@ -173,6 +173,11 @@ pub(crate) fn check_full(
 
 /// The `(height, width)` that the images entry's npy header declares.
 pub(crate) fn image_dims(path: &Path) -> Result<(u32, u32), AssembleError> {
+    image_shape(path).map(|(_, h, w)| (h, w))
+}
+
+/// `arr_0`'s number of images, height and width (`N x H x W x 3`).
+pub(crate) fn image_shape(path: &Path) -> Result<(u64, u32, u32), AssembleError> {
     let invalid = |message: String| AssembleError::Invalid {
         path: path.to_path_buf(),
         message,
@@ -183,8 +188,11 @@ pub(crate) fn image_dims(path: &Path) -> Result<(u32, u32), AssembleError> {
         .map_err(|e| invalid(format!("{IMAGES}: {e}")))?;
     let info = read_npy_header(&mut entry).map_err(|e| invalid(format!("{IMAGES}: {e}")))?;
     match info.shape[..] {
-        [_, h, w, 3] => Ok((h as u32, w as u32)),
-        _ => Err(invalid(format!("{IMAGES}: shape {:?}", info.shape))),
+        [n, h, w, 3] => Ok((n, h as u32, w as u32)),
+        _ => Err(invalid(format!(
+            "{IMAGES}: shape {:?}, not N x H x W x 3",
+            info.shape
+        ))),
     }
 }
 

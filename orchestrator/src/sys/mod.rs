@@ -4,6 +4,7 @@ pub(crate) mod access;
 pub(crate) mod host;
 pub(crate) mod log;
 pub(crate) mod out;
+pub(crate) mod sha256;
 pub(crate) mod signals;
 pub(crate) mod size;
 pub(crate) mod text;

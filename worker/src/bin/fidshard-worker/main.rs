@@ -10,6 +10,7 @@
 //! `fidshard`.
 mod bench;
 mod device;
+mod features;
 mod probe;
 mod reuse;
 mod sample;
@@ -99,6 +100,7 @@ fn run_task() -> anyhow::Result<()> {
             Ok(())
         }
         Task::Probe => probe::run(),
+        Task::Features(f) => features::run(f),
     }
 }
 

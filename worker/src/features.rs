@@ -1,0 +1,49 @@
+//! Inception features of uint8 images for the metrics (fidshard-core's features.rs and
+//! metrics/): `pool_3`, the spatial features and the logits of the ADM evaluator's Inception
+//! graph (crate::inception), computed batch by batch.
+use crate::error::Result;
+use tch::{Device, Kind, Tensor};
+
+/// The features of some images, row-major, float32.
+#[derive(Debug, Default)]
+pub struct FeatureRows {
+    pub pool: Vec<f32>,
+    pub spatial: Vec<f32>,
+    pub logits: Vec<f32>,
+}
+
+/// The Inception network on a device.
+pub struct FeatureExtractor {
+    net: crate::inception::InceptionV3,
+    device: Device,
+}
+
+impl FeatureExtractor {
+    /// Loads torch-fidelity's converted weights (`weights-inception-2015-12-05-6726825d.pth`).
+    pub fn load(weights: &std::path::Path, device: Device) -> Result<FeatureExtractor> {
+        let net = crate::inception::InceptionV3::load(weights, device)?;
+        Ok(FeatureExtractor { net, device })
+    }
+
+    /// The features of `pixels` (`n x h x w x 3` uint8), `batch` images per forward pass.
+    pub fn features_batched(&self, pixels: &[u8], h: i64, w: i64, batch: usize) -> Result<FeatureRows> {
+        let _g = tch::no_grad_guard();
+        let per = (h * w * 3) as usize;
+        let mut rows = FeatureRows::default();
+        for chunk in pixels.chunks(per * batch) {
+            let n = (chunk.len() / per) as i64;
+            let x = Tensor::from_slice(chunk)
+                .view([n, h, w, 3])
+                .to_device(self.device);
+            let out = self.net.features(&x)?;
+            let take = |t: &Tensor| -> Result<Vec<f32>> {
+                let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
+                Ok(Vec::<f32>::try_from(&t)?)
+            };
+            rows.pool.extend(take(&out.pool)?);
+            rows.spatial.extend(take(&out.spatial)?);
+            rows.logits.extend(take(&out.logits)?);
+        }
+        Ok(rows)
+    }
+}
