@@ -17,6 +17,7 @@ pub mod faults;
 pub mod flow;
 pub mod identity;
 pub mod labels;
+pub mod metrics;
 pub mod output;
 pub mod protocol;
 pub mod settings;
