@@ -18,6 +18,7 @@ pub mod features;
 pub mod flow;
 pub mod identity;
 pub mod labels;
+pub mod npz_images;
 pub mod metrics;
 pub mod output;
 pub mod protocol;

@@ -15,7 +15,6 @@ pub mod flops;
 pub mod flow;
 pub mod nn;
 pub mod noise;
-pub mod npz_images;
 pub mod params;
 pub mod precision;
 pub mod rng;

@@ -3,15 +3,12 @@
 //! or another tool's), its Inception features spread over the devices' workers and kept in
 //! `OUT/features/` so that an interrupted evaluation resumes; writes `OUT/metrics.json` and
 //! prints the numbers.
-use crate::evaluate::{self, Metric};
+use crate::evaluate;
+use crate::job::evaluation::{default_inception, Metric, INCEPTION_URL};
 use crate::job::devices::{resolve_devices, Devices};
 use anyhow::Result;
 use fidshard_core::input_error;
 use std::path::{Path, PathBuf};
-
-/// torch-fidelity's conversion of the ADM evaluator's Inception graph (2015-12-05).
-const INCEPTION_FILE: &str = "weights-inception-2015-12-05-6726825d.pth";
-const INCEPTION_URL: &str = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth";
 
 #[derive(clap::Args)]
 pub(crate) struct EvalArgs {
@@ -73,7 +70,7 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
     }
     let inception = match args.inception {
         Some(p) => p,
-        None => crate::job::hub::CacheRoot::fidshard().path.join(INCEPTION_FILE),
+        None => default_inception(),
     };
     if !inception.is_file() {
         return Err(input_error!(

@@ -243,7 +243,7 @@ fn recheck_complete(r: &Run) -> Result<Option<Next>> {
     match finish::check_complete(job, db.done_records()?)? {
         Checked::Complete => {
             finish::final_snapshot(job, db, JobState::Complete);
-            Ok(Some(Next::Exit(Exit::Complete)))
+            Ok(Some(Next::Exit(score(r)?)))
         }
         Checked::BadPngs(indices) => {
             let bad = forget_samples(r, &indices)?;
@@ -268,7 +268,7 @@ fn assemble(r: &Run, round: usize) -> Result<Next> {
         Ok(()) => {
             finish::log_complete(job, Some(r.started.elapsed().as_secs_f64()));
             finish::final_snapshot(job, db, JobState::Complete);
-            Ok(Next::Exit(Exit::Complete))
+            Ok(Next::Exit(score(r)?))
         }
         Err(e) if round < REPAIR_ROUNDS && e.bad_indices().is_some() => {
             let bad = forget_samples(r, e.bad_indices().unwrap_or_default())?;
@@ -277,6 +277,37 @@ fn assemble(r: &Run, round: usize) -> Result<Next> {
         }
         Err(e) => Err(anyhow!(e)).context("assembling samples.npz"),
     }
+}
+
+/// `evaluate:` of a complete job: the metrics of `samples.npz` into `OUT/metrics.json`
+/// (evaluate/), unless that file already scores this very npz with these settings; the last
+/// line says them.
+fn score(r: &Run) -> Result<Exit> {
+    let Some(e) = &r.job.evaluate else {
+        return Ok(Exit::Complete);
+    };
+    let out = &r.job.out_dir;
+    let req = crate::evaluate::Request {
+        samples: OutDir::new(out).npz(),
+        reference: e.reference.clone(),
+        inception: e.inception_file(),
+        out: out.clone(),
+        devices: r.devices.to_vec(),
+        metrics: e.metrics.clone(),
+        batch_size: 50,
+    };
+    if !req.inception.is_file() {
+        return Err(fidshard_core::input_error!(
+            "{}: `evaluate.inception`: {} is missing; download torch-fidelity's weights ({}) there, or name the file",
+            r.job.source.display(),
+            req.inception.display(),
+            crate::job::evaluation::INCEPTION_URL
+        ));
+    }
+    let report = crate::evaluate::evaluate(&req)?;
+    tracing::info!(metrics = %out.join("metrics.json").display(), "evaluated");
+    eprintln!("fidshard: {}", report.one_line());
+    Ok(Exit::Complete)
 }
 
 /// Removes the PNGs of `indices` (so that the worker samples them again instead of reusing

@@ -141,6 +141,11 @@ fn one(target: &Path, verify: bool) -> Result<(Snapshot, Option<anyhow::Error>)>
     let mut snap = compute_job(&out_dir, totals)?;
     add_details(&mut snap, &out_dir, job.as_ref());
     let npz = crate::outdir::OutDir::new(&out_dir).npz();
+    if snap.state == JobState::Complete {
+        snap.metrics = crate::evaluate::Report::read(&out_dir.join("metrics.json"))
+            .filter(|r| r.is_of(&npz))
+            .and_then(|r| serde_json::to_value(r).ok());
+    }
     let damaged = if verify && snap.state == JobState::Complete {
         let res = verify_complete(&out_dir, snap.samples_total);
         snap.note = Some(match &res {
@@ -331,6 +336,13 @@ fn result(o: &mut String, s: &Snapshot) {
             "changed  {} (samples.npz written; later runs changed nothing)",
             format_utc(t as u64)
         );
+    }
+    let metrics = s
+        .metrics
+        .clone()
+        .and_then(|v| serde_json::from_value::<crate::evaluate::Report>(v).ok());
+    if let Some(m) = metrics {
+        let _ = writeln!(o, "metrics  {} (metrics.json)", m.one_line());
     }
     for d in &s.devices {
         let _ = writeln!(

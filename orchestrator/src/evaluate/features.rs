@@ -5,6 +5,7 @@ use super::Request;
 use crate::job::devices::WorkerDevice;
 use anyhow::{bail, Context, Result};
 use fidshard_core::features::{file_name, Features};
+use fidshard_core::npz_images::NpzImages;
 use fidshard_core::task::{FeaturesTask, Task, TaskAnswer};
 use fidshard_core::DeviceSpec;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ pub(super) struct Source {
 
 /// The features files of all of `src`'s images, in index order, computing what is missing.
 pub(super) fn ensure(src: &Source, req: &Request, inception_sha: &str) -> Result<Vec<PathBuf>> {
-    let count = crate::npz::npz_image_count(&src.npz)?;
+    let images = NpzImages::open(&src.npz)?;
+    let count = images.count;
     let ranges: Vec<(u64, u64)> = (0..count.div_ceil(RANGE))
         .map(|k| (k * RANGE, ((k + 1) * RANGE).min(count)))
         .collect();
@@ -30,7 +32,7 @@ pub(super) fn ensure(src: &Source, req: &Request, inception_sha: &str) -> Result
         let missing: Vec<(u64, u64)> = ranges
             .iter()
             .copied()
-            .filter(|&(a, b)| !usable(&src.dir.join(file_name(a, b - a)), a, b, inception_sha))
+            .filter(|&(a, b)| !usable(&images, &src.dir.join(file_name(a, b - a)), a, b, inception_sha))
             .collect();
         if missing.is_empty() {
             break;
@@ -51,7 +53,7 @@ pub(super) fn ensure(src: &Source, req: &Request, inception_sha: &str) -> Result
     if let Some(((a, b), _)) = ranges
         .iter()
         .zip(&files)
-        .find(|((a, b), f)| !usable(f, *a, *b, inception_sha))
+        .find(|((a, b), f)| !usable(&images, f, *a, *b, inception_sha))
     {
         bail!(
             "the Inception features of images {a}..{b} of {} could not be computed (twice); see the log above",
@@ -61,12 +63,18 @@ pub(super) fn ensure(src: &Source, req: &Request, inception_sha: &str) -> Result
     Ok(files)
 }
 
-/// Whether `path` holds the features of images `a..b` from these weights (the task checks the
-/// images' CRCs itself when it runs; here the file's integrity and header are enough).
-fn usable(path: &Path, a: u64, b: u64, inception_sha: &str) -> bool {
-    Features::read(path).is_ok_and(|f| {
-        f.header.first == a && f.count() as u64 == b - a && f.header.inception == inception_sha
-    })
+/// Whether `path` holds the features of images `a..b` of the npz as it is now (their CRC32s)
+/// from these weights: features of an earlier npz at the same path are never used.
+fn usable(images: &NpzImages, path: &Path, a: u64, b: u64, inception_sha: &str) -> bool {
+    let Ok(f) = Features::read(path) else {
+        return false;
+    };
+    if f.header.first != a || f.count() as u64 != b - a || f.header.inception != inception_sha {
+        return false;
+    }
+    images
+        .read_range(a, b)
+        .is_ok_and(|px| images.crc_per_image(&px) == f.header.crc32)
 }
 
 /// One task per device over `missing`, dealt round-robin, all at once; waits for all.

@@ -1,6 +1,7 @@
 //! The numbers from the features files: statistics in float64 and the ADM evaluator's formulas
 //! (fidshard-core's `metrics`), and `metrics.json`, what `status` and `run` report.
 use super::Request;
+use crate::job::evaluation::Metric;
 use anyhow::{Context, Result};
 use fidshard_core::features::{Features, POOL, SPATIAL};
 use fidshard_core::metrics::{
@@ -9,29 +10,6 @@ use fidshard_core::metrics::{
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// A metric of the ADM evaluator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Metric {
-    Fid,
-    Sfid,
-    #[serde(rename = "is")]
-    #[value(name = "is")]
-    InceptionScore,
-    Precision,
-    Recall,
-}
-
-impl Metric {
-    pub const ALL: [Metric; 5] = [
-        Metric::Fid,
-        Metric::Sfid,
-        Metric::InceptionScore,
-        Metric::Precision,
-        Metric::Recall,
-    ];
-}
 
 /// What `metrics.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +22,9 @@ pub(crate) struct Report {
     /// Images of the samples npz.
     pub num_samples: u64,
     pub samples: PathBuf,
+    /// The CRC32 of the samples' `arr_0` (from the zip directory): which npz these numbers are of.
+    pub samples_crc32: u32,
+    pub metrics: Vec<Metric>,
     pub reference: PathBuf,
     pub reference_sha256: String,
     pub inception: PathBuf,
@@ -61,6 +42,11 @@ impl Report {
 
     pub fn read(path: &Path) -> Option<Report> {
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// Whether this report scores the npz `samples` as it is now (its `arr_0` CRC32).
+    pub fn is_of(&self, samples: &Path) -> bool {
+        crate::npz::images_crc(samples).is_ok_and(|crc| crc == self.samples_crc32)
     }
 
     /// `FID 2.27  sFID 4.60  IS 278.2  precision 0.828  recall 0.576` (the metrics computed).
@@ -97,6 +83,7 @@ pub(super) struct Inputs<'a> {
     pub reference_files: Option<&'a [PathBuf]>,
     pub inception_sha256: &'a str,
     pub reference_sha256: &'a str,
+    pub samples_crc32: u32,
 }
 
 /// What a set of features files adds up to.
@@ -188,6 +175,8 @@ pub(super) fn compute(inp: Inputs) -> Result<Report> {
         recall: recall.filter(|_| has(Metric::Recall)),
         num_samples: samples.count,
         samples: inp.req.samples.clone(),
+        samples_crc32: inp.samples_crc32,
+        metrics: m.clone(),
         reference: inp.req.reference.clone(),
         reference_sha256: inp.reference_sha256.to_string(),
         inception: inp.req.inception.clone(),

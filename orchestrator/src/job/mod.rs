@@ -4,6 +4,7 @@
 pub(crate) mod config;
 pub(crate) mod devices;
 pub(crate) mod disk;
+pub(crate) mod evaluation;
 pub(crate) mod fingerprint;
 pub(crate) mod hub;
 pub(crate) mod partition;

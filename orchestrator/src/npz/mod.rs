@@ -17,7 +17,7 @@ mod writer;
 pub(crate) use writer::check_target;
 
 pub(crate) use source::SampleError;
-pub(crate) use verify::{check_against_pngs, entry_crcs};
+pub(crate) use verify::{check_against_pngs, entry_crcs, images_crc};
 pub(crate) use writer::NpzWriter;
 
 use fidshard_core::output::png_name;

@@ -312,6 +312,11 @@ pub(crate) fn check_against_pngs(
 /// The CRC-32 of the images and the labels entries as the zip's central directory records them
 /// (reads the directory only, milliseconds at any size).
 pub(crate) fn entry_crcs(path: &Path) -> Result<(u32, u32), AssembleError> {
+    Ok((entry_crc(path, IMAGES)?, entry_crc(path, LABELS)?))
+}
+
+/// The CRC-32 of entry `name` (`arr_0.npy`: [`images_crc`]) from the zip's central directory.
+fn entry_crc(path: &Path, name: &str) -> Result<u32, AssembleError> {
     let mut zip = open_zip(path)?;
     let mut crc_of = |name: &str| {
         zip.by_name(name)
@@ -321,5 +326,10 @@ pub(crate) fn entry_crcs(path: &Path) -> Result<(u32, u32), AssembleError> {
                 message: format!("{name}: {e}"),
             })
     };
-    Ok((crc_of(IMAGES)?, crc_of(LABELS)?))
+    crc_of(name)
+}
+
+/// The CRC-32 of an npz's images (`arr_0`), labels or not (any tool's npz).
+pub(crate) fn images_crc(path: &Path) -> Result<u32, AssembleError> {
+    entry_crc(path, IMAGES)
 }

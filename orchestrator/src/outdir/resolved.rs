@@ -107,6 +107,17 @@ fn job_document(job: &Job) -> Value {
             },
         ),
     ]);
+    if let Some(e) = &job.evaluate {
+        let mut section = vec![("reference", path(&e.reference))];
+        if let Some(p) = &e.inception {
+            section.push(("inception", path(p)));
+        }
+        section.push((
+            "metrics",
+            Value::Sequence(e.metrics.iter().map(|m| Value::from(m.as_str())).collect()),
+        ));
+        keys.push(("evaluate", map(section)));
+    }
     map(keys)
 }
 

@@ -123,6 +123,10 @@ pub(crate) struct Snapshot {
     /// Images per second of each device, from the recorded shards.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceRate>,
+    /// A complete job's `metrics.json` when it scores the npz as it is now (`status` fills
+    /// this in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<serde_json::Value>,
     /// What to run next (an interrupted or failed job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
@@ -218,6 +222,7 @@ impl Snapshot {
             wall_seconds: None,
             changed_unix: None,
             devices: Vec::new(),
+            metrics: None,
             next: None,
             config_changed: Vec::new(),
             partitions: Vec::new(),

@@ -90,6 +90,8 @@ pub(crate) struct Job {
     pub model_spec: ModelSpec,
     /// `partitions: slurm`: take the partition from the Slurm environment (job/partition.rs).
     pub partitions_from_slurm: bool,
+    /// `evaluate:`: the metrics to compute once the samples are complete.
+    pub evaluate: Option<crate::job::evaluation::Evaluation>,
 }
 
 /// The `model` section and `vae` of a job file with local paths made absolute and hub or URL

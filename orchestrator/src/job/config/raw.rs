@@ -90,6 +90,17 @@ pub(super) struct RawJob {
     pub progress_interval: f64,
     /// `slurm`: `run` takes its partition from the Slurm environment (opt-in).
     pub partitions: Option<String>,
+    /// Score the finished samples (the ADM evaluator's metrics).
+    pub evaluate: Option<RawEvaluate>,
+}
+
+/// `evaluate:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEvaluate {
+    pub reference: PathBuf,
+    pub inception: Option<PathBuf>,
+    pub metrics: Option<Vec<crate::job::evaluation::Metric>>,
 }
 
 /// `variance`: `auto` picks from the model's `learn_sigma`; the others are the engine's.

@@ -322,7 +322,51 @@ impl Resolver<'_> {
             weights_missing: None,
             model_spec,
             partitions_from_slurm: self.partitions(&raw)?,
+            evaluate: self.evaluation(&raw)?,
         })
+    }
+
+    /// `evaluate:`: the reference batch (must exist, an npz), the Inception weights (if given,
+    /// must exist), the metrics (default all five, no repeats).
+    fn evaluation(&self, raw: &RawJob) -> Result<Option<crate::job::evaluation::Evaluation>> {
+        use crate::job::evaluation::{Evaluation, Metric};
+        let Some(e) = &raw.evaluate else {
+            return Ok(None);
+        };
+        let reference = self.rel(&e.reference);
+        if !reference.is_file() {
+            bail!(self.err(
+                "evaluate.reference",
+                format!(
+                    "{}: no such file; give the reference batch npz (e.g. guided-diffusion's VIRTUAL_imagenet256_labeled.npz, docs/evaluation.md)",
+                    reference.display()
+                )
+            ));
+        }
+        let inception = e.inception.as_ref().map(|p| self.rel(p));
+        if let Some(p) = inception.as_ref().filter(|p| !p.is_file()) {
+            bail!(self.err(
+                "evaluate.inception",
+                format!(
+                    "{}: no such file; download torch-fidelity's weights ({}) or remove the key to use the cached copy",
+                    p.display(),
+                    crate::job::evaluation::INCEPTION_URL
+                )
+            ));
+        }
+        let metrics = e.metrics.clone().unwrap_or_else(|| Metric::ALL.to_vec());
+        let mut seen = std::collections::BTreeSet::new();
+        if metrics.is_empty() || metrics.iter().any(|m| !seen.insert(m.as_str())) {
+            bail!(self.err(
+                "evaluate.metrics",
+                "expected a list of distinct metrics among fid, sfid, is, precision, recall (or no key: all five)"
+            ));
+        }
+        Ok(Some(Evaluation {
+            reference,
+            inception,
+            metrics,
+        }))
     }
 
     /// `partitions`: absent (the whole job unless `run --partition`) or `slurm`.

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use fidshard_core::features::{file_name, FeatureHeader, Features};
 use fidshard_core::task::{FeaturesTask, TaskAnswer};
 use fidshard_worker::features::FeatureExtractor;
-use fidshard_worker::npz_images::NpzImages;
+use fidshard_core::npz_images::NpzImages;
 use std::path::Path;
 
 pub(crate) fn run(task: FeaturesTask) -> Result<()> {
@@ -19,7 +19,7 @@ pub(crate) fn run(task: FeaturesTask) -> Result<()> {
     for &(a, b) in &task.ranges {
         let path = task.out.join(file_name(a, b - a));
         let pixels = images.read_range(a, b)?;
-        let crc32 = crc_per_image(&pixels, images.image_bytes());
+        let crc32 = images.crc_per_image(&pixels);
         if done(&path, a, &crc32, &task.inception_sha256) {
             tracing::info!(range = %format!("{a}..{b}"), "features already there");
             continue;
@@ -52,10 +52,6 @@ pub(crate) fn run(task: FeaturesTask) -> Result<()> {
     Ok(())
 }
 
-/// CRC32 of each image's pixels.
-pub(crate) fn crc_per_image(pixels: &[u8], image_bytes: usize) -> Vec<u32> {
-    pixels.chunks_exact(image_bytes).map(crc32fast::hash).collect()
-}
 
 /// Whether `path` already holds the features of these images from these weights.
 fn done(path: &Path, first: u64, crc32: &[u32], inception: &str) -> bool {

@@ -47,6 +47,14 @@ impl NpzImages {
         self.height as usize * self.width as usize * 3
     }
 
+    /// The CRC32 of each image of `pixels` (what a features file records of its images).
+    pub fn crc_per_image(&self, pixels: &[u8]) -> Vec<u32> {
+        pixels
+            .chunks_exact(self.image_bytes())
+            .map(crc32fast::hash)
+            .collect()
+    }
+
     /// The pixels of images `a..b`, `(b - a) x H x W x 3` bytes.
     pub fn read_range(&self, a: u64, b: u64) -> Result<Vec<u8>> {
         if a > b || b > self.count {
