@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod flops;
 pub mod flow;
+pub mod inception;
 pub mod nn;
 pub mod noise;
 pub mod params;
