@@ -13,6 +13,7 @@ pub mod error;
 pub mod features;
 pub mod flops;
 pub mod flow;
+pub mod inception;
 pub mod nn;
 pub mod noise;
 pub mod params;

@@ -28,6 +28,43 @@ pub fn inception_score(preds: &[Vec<f64>], split_size: usize) -> Option<f64> {
     Some(scores.iter().sum::<f64>() / scores.len() as f64)
 }
 
+/// [`inception_score`] fed one row at a time, in sample index order: holds one split's softmax
+/// rows at most (5000 x 1008 float64, 40 MB), not all of them.
+#[derive(Debug)]
+pub struct InceptionScore {
+    split_size: usize,
+    part: Vec<Vec<f64>>,
+    scores: Vec<f64>,
+}
+
+impl InceptionScore {
+    pub fn new(split_size: usize) -> InceptionScore {
+        InceptionScore {
+            split_size: split_size.max(1),
+            part: Vec::new(),
+            scores: Vec::new(),
+        }
+    }
+    /// Adds the logits of the next sample.
+    pub fn add(&mut self, logits: &[f32]) {
+        self.part.push(softmax(logits));
+        if self.part.len() == self.split_size {
+            self.scores.push(split_score(&self.part));
+            self.part.clear();
+        }
+    }
+    /// The mean of the split scores, the last split short if the rows did not fill it.
+    pub fn finish(mut self) -> Option<f64> {
+        if !self.part.is_empty() {
+            self.scores.push(split_score(&self.part));
+        }
+        if self.scores.is_empty() {
+            return None;
+        }
+        Some(self.scores.iter().sum::<f64>() / self.scores.len() as f64)
+    }
+}
+
 /// `kl = part * (log(part) - log(mean(part, 0))); exp(mean(sum(kl, 1)))`.
 fn split_score(part: &[Vec<f64>]) -> f64 {
     let classes = part[0].len();

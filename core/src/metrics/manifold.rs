@@ -94,7 +94,7 @@ impl ManifoldEstimator {
 }
 
 fn rows(features: &[f32], dim: usize) -> Result<usize, MetricsError> {
-    if dim == 0 || features.len() % dim != 0 {
+    if dim == 0 || !features.chunks_exact(dim).remainder().is_empty() {
         return Err(MetricsError::Dimension {
             expected: dim,
             found: features.len(),

@@ -1,6 +1,6 @@
 //! The numbers of the ADM evaluator (guided-diffusion's `evaluations/evaluator.py`), computed
 //! from Inception features without TensorFlow: FID and sFID ([`frechet_distance`] of two
-//! [`Statistics`], accumulated by [`Moments`]), the Inception Score ([`inception_score`]) and
+//! [`Statistics`], accumulated by [`Moments`]), the Inception Score ([`inception_score`], [`InceptionScore`] row by row) and
 //! improved precision and recall ([`ManifoldEstimator`]). The features themselves come from the
 //! worker (`fidshard_worker::inception`); a reference batch's statistics or images are read by
 //! [`reference`]. docs/evaluation.md ("How fidshard computes the metrics") says how far each
@@ -14,7 +14,7 @@ pub mod reference;
 
 pub use distance::{pairwise_distances, DistancePrecision};
 pub use frechet::{frechet_distance, trace_sqrt_product, Statistics, FRECHET_EPS};
-pub use inception_score::{inception_score, softmax, IS_SPLIT_SIZE};
+pub use inception_score::{inception_score, softmax, InceptionScore, IS_SPLIT_SIZE};
 pub use manifold::{ManifoldEstimator, PrecisionRecall};
 pub use moments::Moments;
 

@@ -64,7 +64,7 @@ impl Moments {
 
     /// Adds `rows.len() / dim` rows stored one after the other.
     pub fn add_rows(&mut self, rows: &[f32]) -> Result<(), MetricsError> {
-        if self.dim == 0 || rows.len() % self.dim != 0 {
+        if self.dim == 0 || !rows.chunks_exact(self.dim).remainder().is_empty() {
             return Err(MetricsError::Dimension {
                 expected: self.dim,
                 found: rows.len(),
