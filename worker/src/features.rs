@@ -35,14 +35,17 @@ impl FeatureExtractor {
             let x = Tensor::from_slice(chunk)
                 .view([n, h, w, 3])
                 .to_device(self.device);
-            let out = self.net.features(&x)?;
+            // On the CPU one image per pass: features never depend on the batch (see
+            // InceptionV3::features).
+            let micro = if self.device.is_cuda() { 0 } else { 1 };
+            let out = self.net.features(&x, micro)?;
             let take = |t: &Tensor| -> Result<Vec<f32>> {
                 let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
                 Ok(Vec::<f32>::try_from(&t)?)
             };
-            rows.pool.extend(take(&out.pool)?);
+            rows.pool.extend(take(&out.pool_3)?);
             rows.spatial.extend(take(&out.spatial)?);
-            rows.logits.extend(take(&out.logits)?);
+            rows.logits.extend(take(&out.logits_unbiased)?);
         }
         Ok(rows)
     }

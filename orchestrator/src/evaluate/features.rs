@@ -10,8 +10,12 @@ use fidshard_core::task::{FeaturesTask, Task, TaskAnswer};
 use fidshard_core::DeviceSpec;
 use std::path::{Path, PathBuf};
 
-/// Images per features file.
-pub(super) const RANGE: u64 = 1000;
+/// Images per features file: about eight files per device, between 16 and 1000 images each
+/// (enough files to spread over the devices and to lose little to a crash, few enough that
+/// 50,000 images make 50 files). Features never depend on it.
+fn range_size(count: u64, devices: usize) -> u64 {
+    count.div_ceil(8 * devices.max(1) as u64).clamp(16, 1000)
+}
 
 /// An npz and the folder of its features files.
 pub(super) struct Source {
@@ -23,8 +27,9 @@ pub(super) struct Source {
 pub(super) fn ensure(src: &Source, req: &Request, inception_sha: &str) -> Result<Vec<PathBuf>> {
     let images = NpzImages::open(&src.npz)?;
     let count = images.count;
-    let ranges: Vec<(u64, u64)> = (0..count.div_ceil(RANGE))
-        .map(|k| (k * RANGE, ((k + 1) * RANGE).min(count)))
+    let size = range_size(count, req.devices.len());
+    let ranges: Vec<(u64, u64)> = (0..count.div_ceil(size))
+        .map(|k| (k * size, ((k + 1) * size).min(count)))
         .collect();
     std::fs::create_dir_all(&src.dir)
         .with_context(|| format!("cannot create {}", src.dir.display()))?;

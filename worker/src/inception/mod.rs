@@ -17,6 +17,7 @@ mod basic_conv;
 mod mixed_5;
 mod mixed_6;
 mod mixed_7;
+pub mod random;
 mod resize;
 
 use crate::checkpoint::load_state_dict;

@@ -46,6 +46,31 @@ enum Command {
     },
     /// One task, read as JSON from stdin.
     Task,
+    /// Random Inception weights (torch-fidelity's layout) as safetensors, for tests and
+    /// timings: `--spec` is a JSON `{"seed": S, "tensors": [[key, shape], ...]}` (the draw
+    /// order), as tests/fixtures/inception/weights.json.
+    #[command(hide = true)]
+    RandomInception {
+        #[arg(long)]
+        spec: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+/// `random-inception`: see [`Command::RandomInception`].
+fn random_inception(spec: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        seed: i64,
+        tensors: Vec<(String, Vec<i64>)>,
+    }
+    let spec: Spec = serde_json::from_slice(&std::fs::read(spec)?)?;
+    let sd = fidshard_worker::inception::random::random_state_dict(spec.seed, &spec.tensors)
+        .map_err(anyhow::Error::msg)?;
+    let named: Vec<(&str, &tch::Tensor)> = sd.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    tch::Tensor::write_safetensors(&named, out)?;
+    Ok(())
 }
 
 fn init_logging() {
@@ -140,6 +165,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { id, device } => device::to_tch(device).and_then(|d| serve::run(id, d)),
         Command::Task => run_task().map(|()| Exit::Complete),
+        Command::RandomInception { spec, out } => random_inception(&spec, &out).map(|()| Exit::Complete),
     };
     match result {
         Ok(code) => code.into(),

@@ -1,0 +1,197 @@
+//! `fidshard eval` and `evaluate:` through the real binaries, against the ADM evaluator's numbers
+//! computed in Python (tests/fixtures/eval/make_fixtures.py: torch-fidelity's Inception on the
+//! random weights of tests/fixtures/inception, the evaluator's numpy code) for the digits
+//! samples and a reference batch of real digits. Resuming, a damaged features file and a killed
+//! coordinator change nothing; a run with `evaluate:` scores its own npz the same way.
+use crate::support::faults::wait_until;
+use crate::support::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Random Inception weights (torch-fidelity's layout) drawn as the fixtures drew them.
+fn random_weights(dir: &Path) -> PathBuf {
+    let out = dir.join("inception.safetensors");
+    let o = Command::new(worker_bin())
+        .args(["random-inception", "--spec"])
+        .arg(fixture("inception/weights.json"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+fn eval(out: &Path, weights: &Path, cache: &Path, npz: &Path) -> std::process::Output {
+    fidshard_env(
+        &[
+            "eval",
+            npz.to_str().unwrap(),
+            "--reference",
+            fixture("eval/reference.npz").to_str().unwrap(),
+            "--inception",
+            weights.to_str().unwrap(),
+            "--devices",
+            "cpu:2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("FIDSHARD_CACHE", cache.to_str().unwrap())],
+    )
+}
+
+fn metrics(out: &Path) -> serde_json::Value {
+    read_json(&out.join("metrics.json")).expect("metrics.json")
+}
+
+/// FID and sFID to 1e-6 relative, IS to 1e-6, precision and recall within one point of the
+/// float16 reference (the features are the same bits; a distance on a float16 rounding boundary
+/// may still fall the other way on another CPU).
+fn assert_matches_adm(m: &serde_json::Value) {
+    let want = read_json(&fixture("eval/expected.json")).unwrap();
+    let rel = |k: &str, key: &str, tol: f64| {
+        let (g, w) = (m[k].as_f64().unwrap(), want[key].as_f64().unwrap());
+        assert!(((g - w) / w).abs() <= tol, "{k}: {g} vs ADM's {w}");
+    };
+    rel("fid", "fid", 1e-6);
+    rel("sfid", "sfid", 1e-6);
+    rel("inception_score", "is", 1e-6);
+    for (k, n) in [("precision", 64.0), ("recall", 200.0)] {
+        let (g, w) = (m[k].as_f64().unwrap(), want[k].as_f64().unwrap());
+        assert!((g - w).abs() <= 1.0 / n + 1e-12, "{k}: {g} vs ADM's {w}");
+    }
+    assert_eq!(m["num_samples"], 64);
+}
+
+#[test]
+fn eval_gives_the_adm_evaluators_numbers_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (weights, cache) = (random_weights(tmp.path()), tmp.path().join("cache"));
+    let samples = fixture("eval/samples.npz");
+    let out = tmp.path().join("eval");
+    let o = eval(&out, &weights, &cache, &samples);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first = metrics(&out);
+    assert_matches_adm(&first);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("FID "));
+
+    // Again: nothing is computed, the same file.
+    let o = eval(&out, &weights, &cache, &samples);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("computing Inception features"), "{}", stderr(&o));
+    assert_eq!(metrics(&out), first);
+
+    // A damaged features file is computed again, alone; the numbers stay.
+    let files: Vec<PathBuf> = std::fs::read_dir(out.join("features"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() >= 2, "{files:?}");
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&files[0], bytes).unwrap();
+    std::fs::remove_file(out.join("metrics.json")).unwrap();
+    let o = eval(&out, &weights, &cache, &samples);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ranges=1"), "{}", stderr(&o));
+    assert_eq!(metrics(&out), first);
+
+    // A coordinator killed while features are computed: the next run finishes the same.
+    let out2 = tmp.path().join("eval2");
+    let cache2 = tmp.path().join("cache2");
+    let mut child = fidshard_cmd(&[
+        "eval",
+        samples.to_str().unwrap(),
+        "--reference",
+        fixture("eval/reference.npz").to_str().unwrap(),
+        "--inception",
+        weights.to_str().unwrap(),
+        "--devices",
+        "cpu:2",
+        "--out",
+        out2.to_str().unwrap(),
+    ])
+    .env("FIDSHARD_CACHE", &cache2)
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    wait_until(300, "a features file", || {
+        let n = std::fs::read_dir(out2.join("features")).ok()?.count();
+        (n >= 1).then_some(())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out2.join("metrics.json").exists());
+    let o = eval(&out2, &weights, &cache2, &samples);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let again = metrics(&out2);
+    for k in ["fid", "sfid", "inception_score", "precision", "recall"] {
+        assert_eq!(again[k], first[k], "{k}");
+    }
+
+    // A run with `evaluate:` scores its own npz as `eval` does; `status` shows the numbers.
+    let cfg = tmp.path().join("job.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "model:\n  family: sit\n  config: {}\n  checkpoint: {}\nvae: {}\nnum_classes: 10\n\
+             num_samples: 16\nlabels: balanced\ncfg_scale: 4\nsampler: ode\nsteps: \"6\"\n\
+             devices: {{cpu: 2}}\nshard_size: 8\nout_dir: out\n\
+             evaluate:\n  reference: {}\n  inception: {}\n  metrics: [fid, sfid, is, precision, recall]\n",
+            fixture("demo-digits-sit/sit/config.json").display(),
+            fixture("demo-digits-sit/sit/model.safetensors").display(),
+            fixture("demo-digits/vae").display(),
+            fixture("eval/reference.npz").display(),
+            weights.display(),
+        ),
+    )
+    .unwrap();
+    let o = fidshard_env(
+        &["run", cfg.to_str().unwrap()],
+        &[("FIDSHARD_CACHE", cache.to_str().unwrap())],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let run_out = tmp.path().join("out");
+    let scored = metrics(&run_out);
+    assert!(stderr(&o).lines().last().unwrap().contains("FID "), "{}", stderr(&o));
+    let o = eval(&tmp.path().join("eval3"), &weights, &cache, &run_out.join("samples.npz"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let direct = metrics(&tmp.path().join("eval3"));
+    for k in ["fid", "sfid", "inception_score", "precision", "recall", "num_samples"] {
+        assert_eq!(scored[k], direct[k], "{k}");
+    }
+    let o = fidshard(&["status", run_out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("metrics  FID "), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+#[test]
+fn eval_refuses_what_is_not_an_npz_of_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.npz");
+    std::fs::write(&bad, b"not a zip").unwrap();
+    let o = fidshard(&[
+        "eval",
+        bad.to_str().unwrap(),
+        "--reference",
+        fixture("eval/reference.npz").to_str().unwrap(),
+        "--inception",
+        bad.to_str().unwrap(),
+        "--devices",
+        "cpu:1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(one_error_line(&o).contains("bad.npz"), "{}", stderr(&o));
+    let o = fidshard(&[
+        "eval",
+        fixture("eval/samples.npz").to_str().unwrap(),
+        "--reference",
+        fixture("eval/reference.npz").to_str().unwrap(),
+        "--inception",
+        tmp.path().join("missing.pth").to_str().unwrap(),
+        "--devices",
+        "cpu:1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(one_error_line(&o).contains("torch-fidelity"), "{}", stderr(&o));
+}
