@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod settings;
 pub mod shard;
 pub mod task;
+pub mod torchscript;
 pub mod vae_config;
 
 pub use device::DeviceSpec;
@@ -32,4 +33,5 @@ pub use flow::{FlowSettings, ModelFamily, PathType, Pixels, Solver};
 pub use labels::LabelMode;
 pub use settings::{BatchSize, Precision, SamplerKind, SamplerSettings};
 pub use shard::Shard;
+pub use torchscript::{ModelFormat, ScriptVae};
 pub use vae_config::VaeConfig;

@@ -71,6 +71,8 @@ fn settings(name: &str) -> SamplerSettings {
         pixels: Pixels::Repa,
         latent_scale: None,
         latent_bias: None,
+        model_format: Default::default(),
+        vae_script: None,
     }
 }
 

@@ -44,7 +44,13 @@ fn job_document(job: &Job) -> Value {
     let mut model = vec![
         ("preset", m.preset.clone().map_or(Value::Null, Value::from)),
         ("config", m.config.as_deref().map_or(Value::Null, path)),
-        ("checkpoint", path(&m.checkpoint)),
+        (
+            match s.model_format {
+                fidshard_core::ModelFormat::Native => "checkpoint",
+                fidshard_core::ModelFormat::Torchscript => "torchscript",
+            },
+            path(&m.checkpoint),
+        ),
         ("sha256", m.sha256.clone().map_or(Value::Null, Value::from)),
     ];
     if s.family != fidshard_core::ModelFamily::Dit {
@@ -54,7 +60,17 @@ fn job_document(job: &Job) -> Value {
     let out_dir = std::path::absolute(&job.out_dir).unwrap_or_else(|_| job.out_dir.clone());
     let mut keys = vec![
         ("model", model),
-        ("vae", path(&m.vae)),
+        (
+            "vae",
+            match s.vae_script {
+                None => path(&m.vae),
+                Some(v) => map(vec![
+                    ("torchscript", path(&m.vae)),
+                    ("downsample", Value::from(v.downsample)),
+                    ("latent_channels", Value::from(v.latent_channels)),
+                ]),
+            },
+        ),
         ("num_classes", Value::from(s.dit.num_classes)),
         ("image_size", Value::from(job.image_size)),
         ("num_samples", Value::from(s.num_samples)),

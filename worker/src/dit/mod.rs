@@ -5,4 +5,5 @@ mod layers;
 mod model;
 
 pub use fidshard_core::dit_config::{CfgChannels, DiTConfig, PRESETS};
+pub(crate) use model::guide;
 pub use model::DiT;

@@ -98,6 +98,8 @@ fn build_engine(task: &BenchTask) -> Result<(Engine, String)> {
                 flow: Default::default(),
                 latent_scale: None,
                 latent_bias: None,
+                model_format: fidshard_core::ModelFormat::Native,
+                vae_script: None,
                 pixels: if sit {
                     fidshard_core::Pixels::Repa
                 } else {
