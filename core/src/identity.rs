@@ -137,4 +137,15 @@ mod tests {
             "one flipped bit is a new checkpoint"
         );
     }
+
+    #[test]
+    fn a_vae_file_is_identified_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ckpt, vae) = (dir.path().join("m.ts"), dir.path().join("decoder.ts"));
+        std::fs::write(&ckpt, b"model").unwrap();
+        std::fs::write(&vae, b"decoder").unwrap();
+        let id = WeightsIdentity::compute(&ckpt, &vae).unwrap();
+        assert_eq!(id.vae, file_identity(&vae).unwrap());
+        assert_eq!(id.checkpoint, file_identity(&ckpt).unwrap());
+    }
 }

@@ -114,9 +114,8 @@ mod tests {
     use super::*;
 
     fn read(text: &str, family: ModelFamily) -> Result<DiTConfig> {
-        let dir = std::env::temp_dir().join(format!("fidshard-ts-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{}.json", text.len()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
         std::fs::write(&path, text).unwrap();
         script_config_from_json_file(&path, family)
     }

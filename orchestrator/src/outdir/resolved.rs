@@ -193,3 +193,45 @@ pub(crate) fn resolved_yaml(job: &Job) -> Result<String> {
 fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::fingerprint::Fingerprint;
+
+    /// A job of TorchScript files resolves to a file that names them the same way and loads
+    /// as the same job.
+    #[test]
+    fn a_torchscript_job_resolves_to_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        for f in ["m.ts", "d.ts"] {
+            std::fs::write(tmp.path().join(f), b"ts").unwrap();
+        }
+        let job = tmp.path().join("job.yaml");
+        std::fs::write(
+            &job,
+            format!(
+                "model:\n  config: {}\n  torchscript: m.ts\n\
+                 vae: {{torchscript: d.ts, downsample: 2, latent_channels: 4}}\n\
+                 latent_scale: 1.5\nnum_samples: 4\n",
+                g.join("demo-digits/dit/config.json").display()
+            ),
+        )
+        .unwrap();
+        let job = Job::load(&job).unwrap();
+        let text = resolved_yaml(&job).unwrap();
+        assert!(text.contains("  torchscript: "), "{text}");
+        assert!(text.contains("downsample: 2"), "{text}");
+        let path = tmp.path().join("resolved.yaml");
+        std::fs::write(&path, &text).unwrap();
+        let again = Job::load(&path).unwrap();
+        assert_eq!(
+            Fingerprint::settings_only(&again),
+            Fingerprint::settings_only(&job),
+            "{text}"
+        );
+        assert_eq!(again.settings.checkpoint, job.settings.checkpoint);
+        assert_eq!(again.settings.vae, job.settings.vae);
+    }
+}

@@ -33,9 +33,11 @@ pub(crate) fn load_module(path: &Path, key: &str, device: Device) -> Result<CMod
     Ok(module)
 }
 
-/// The first line of a libtorch message (they carry C++ backtraces).
+/// The first sentence of a libtorch message (they go on with advice for PyTorch users and
+/// C++ backtraces).
 pub(crate) fn first_line(msg: &str) -> &str {
-    msg.lines().next().unwrap_or(msg).trim()
+    let line = msg.lines().next().unwrap_or(msg).trim();
+    line.split_once(". ").map_or(line, |(first, _)| first)
 }
 
 /// Runs the module's `forward` on `inputs`, panicking with the file and libtorch's message on
