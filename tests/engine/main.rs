@@ -11,4 +11,5 @@ mod diffusion;
 mod dit;
 mod serve;
 mod sit;
+mod torchscript;
 mod vae;

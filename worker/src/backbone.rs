@@ -2,7 +2,7 @@
 //! decoder built from their weights, or TorchScript modules run as exported (crate::torchscript,
 //! docs/models.md). Both kinds answer the same calls, so the samplers never ask which.
 use crate::checkpoint::load_state_dict;
-use crate::dit::{CfgChannels, DiT, DiTConfig};
+use crate::dit::{CfgChannels, DiT, DiTConfig, Forward};
 use crate::error::Result;
 use crate::torchscript::{ScriptDecoder, ScriptModel};
 use crate::vae::AutoencoderKlDecoder;
@@ -75,16 +75,26 @@ impl Backbone {
     }
 }
 
+impl Forward for Backbone {
+    fn forward(&self, x: &Tensor, t: &Tensor, y: &Tensor) -> Tensor {
+        Backbone::forward(self, x, t, y)
+    }
+    fn config(&self) -> &DiTConfig {
+        Backbone::config(self)
+    }
+}
+
 /// The VAE decoder: latents already divided by the scale (Engine::unscale) to images in
 /// [-1, 1].
 pub enum LatentDecoder {
-    Native(AutoencoderKlDecoder),
+    /// Boxed: the decoder's module tree is large beside a TorchScript handle.
+    Native(Box<AutoencoderKlDecoder>),
     Script(ScriptDecoder),
 }
 
 impl From<AutoencoderKlDecoder> for LatentDecoder {
     fn from(v: AutoencoderKlDecoder) -> Self {
-        LatentDecoder::Native(v)
+        LatentDecoder::Native(Box::new(v))
     }
 }
 
@@ -92,7 +102,7 @@ impl LatentDecoder {
     /// The diffusers folder, or the TorchScript decoder with `vae_script`'s shapes.
     pub fn load(settings: &SamplerSettings, device: Device) -> Result<Self> {
         let Some(shape) = settings.vae_script else {
-            return AutoencoderKlDecoder::load(&settings.vae, device).map(LatentDecoder::Native);
+            return AutoencoderKlDecoder::load(&settings.vae, device).map(LatentDecoder::from);
         };
         let side = settings.dit.input_size;
         ScriptDecoder::load(&settings.vae, shape, side, device).map(LatentDecoder::Script)

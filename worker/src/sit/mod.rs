@@ -6,8 +6,7 @@
 //!   dropped, as REPA's `generate.py` ignores them;
 //! - `learn_sigma` is read off the checkpoint's output layer (SiT's 8 channels, REPA's 4), and
 //!   the sigma half of SiT's output is dropped ([`velocity`]).
-use crate::backbone::Backbone;
-use crate::dit::{DiT, DiTConfig};
+use crate::dit::{DiT, DiTConfig, Forward};
 use crate::error::Result;
 use crate::params::StateDict;
 use tch::Tensor;
@@ -30,7 +29,7 @@ pub fn from_state_dict(config: &DiTConfig, qk_norm: bool, mut sd: StateDict) -> 
 /// The velocity `(N, C, H, W)` at latents `x`, float times `t` in [0, 1] and labels `y`: the
 /// model's first `in_channels` output channels (SiT's learned sigma, if any, is never used by
 /// its samplers).
-pub fn velocity(model: &Backbone, x: &Tensor, t: &Tensor, y: &Tensor) -> Tensor {
+pub fn velocity(model: &impl Forward, x: &Tensor, t: &Tensor, y: &Tensor) -> Tensor {
     let out = model.forward(x, t, y);
     out.narrow(1, 0, model.config().in_channels)
 }

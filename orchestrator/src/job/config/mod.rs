@@ -165,7 +165,7 @@ impl Job {
                 checkpoint_sha256: raw.model.sha256.clone(),
                 vae: (vae.to_path_buf(), r.local(vae)),
                 vae_key: raw.vae.key(),
-                vae_wanted: resolve::vae_wanted(&raw.vae),
+                vae_wanted: raw.vae.wanted(),
                 out_dir: r.out_dir(&raw),
                 partitions_from_slurm: raw.partitions.as_deref().map(str::trim) == Some("slurm"),
             })

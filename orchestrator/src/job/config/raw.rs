@@ -10,6 +10,7 @@ use serde_yaml::Value;
 use std::path::{Path, PathBuf};
 
 use super::Devices;
+use crate::job::hub::Wanted;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +71,15 @@ impl VaeSpec {
     pub fn path(&self) -> &Path {
         match self {
             VaeSpec::Folder(p) | VaeSpec::Script { file: p, .. } => p,
+        }
+    }
+
+    /// What a hub or URL reference names: a diffusers folder, or one TorchScript file (looked
+    /// up as a checkpoint file is).
+    pub fn wanted(&self) -> Wanted {
+        match self {
+            VaeSpec::Folder(_) => Wanted::VaeFolder,
+            VaeSpec::Script { .. } => Wanted::CheckpointFile,
         }
     }
 

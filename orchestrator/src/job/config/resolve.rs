@@ -3,7 +3,6 @@
 //! bounds of checks.rs. The first problem ends the load with one line naming the key.
 use super::checks::{limits, out_dir_usable, seconds, short};
 use super::raw::{CfgChannelsSpec, RawJob, VaeSpec};
-pub(super) use super::script_keys::vae_wanted;
 use super::{normalize, Devices, Job, RetryPolicy, RunSettings};
 use anyhow::{anyhow, bail, Result};
 use fidshard_core::diffusion::{space_timesteps, VarianceType, DIFFUSION_STEPS};
@@ -87,7 +86,7 @@ impl Resolver<'_> {
     /// What of the weights is not on this machine yet, if anything.
     fn missing_weights(&self, raw: &RawJob) -> Option<String> {
         let (key, model, _) = raw.model.file().ok()?;
-        let vae = self.weights(raw.vae.key(), raw.vae.path(), vae_wanted(&raw.vae));
+        let vae = self.weights(raw.vae.key(), raw.vae.path(), raw.vae.wanted());
         let vae_ok = vae.as_ref().is_ok_and(|d| match raw.vae {
             VaeSpec::Folder(_) => d.join("config.json").is_file(),
             VaeSpec::Script { .. } => d.is_file(),
@@ -112,7 +111,7 @@ impl Resolver<'_> {
     fn resolve_without_weights(&self, raw: RawJob, missing: String) -> Result<Job> {
         let local =
             |key: &str, v: &Path, w| self.weights(key, v, w).unwrap_or_else(|_| self.rel(v));
-        let vae_dir = local(raw.vae.key(), raw.vae.path(), vae_wanted(&raw.vae));
+        let vae_dir = local(raw.vae.key(), raw.vae.path(), raw.vae.wanted());
         let factor = match &raw.vae {
             VaeSpec::Folder(_) => VaeConfig::from_file(vae_dir.join("config.json"))
                 .map(|c| c.upsample_factor())

@@ -3,28 +3,18 @@
 //! TorchScript decoder needs from the job (`latent_scale`; docs/models.md).
 use super::raw::{RawJob, VaeSpec};
 use super::resolve::Resolver;
-use crate::job::hub::Wanted;
 use anyhow::{bail, Result};
 use fidshard_core::torchscript::{ScriptVae, MAX_DOWNSAMPLE};
 use fidshard_core::vae_config::{VaeConfig, MAX_CHANNELS};
 use fidshard_core::DiTConfig;
 use std::path::PathBuf;
 
-/// What a hub or URL reference of `vae` names: a diffusers folder, or one TorchScript file
-/// (looked up as a checkpoint file is).
-pub(crate) fn vae_wanted(v: &VaeSpec) -> Wanted {
-    match v {
-        VaeSpec::Folder(_) => Wanted::VaeFolder,
-        VaeSpec::Script { .. } => Wanted::CheckpointFile,
-    }
-}
-
 impl Resolver<'_> {
     /// The VAE's local path (a folder with config.json, or the TorchScript file) and its
     /// upsampling factor.
     pub(super) fn vae(&self, raw: &RawJob) -> Result<(PathBuf, i64)> {
         let key = raw.vae.key();
-        let path = self.weights(key, raw.vae.path(), vae_wanted(&raw.vae))?;
+        let path = self.weights(key, raw.vae.path(), raw.vae.wanted())?;
         self.utf8(key, &path)?;
         if let Some(script) = self.script_vae(&raw.vae)? {
             if !path.is_file() {
