@@ -12,4 +12,5 @@ mod dit;
 mod serve;
 mod sit;
 mod sit_transport;
+mod torchscript;
 mod vae;
