@@ -45,13 +45,21 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, u32)> {
 pub struct WeightsIdentity {
     /// `file_identity` of the DiT checkpoint.
     pub checkpoint: String,
-    /// `file_identity` of the VAE's weights file, `; config.json `, and of its config.json.
+    /// `file_identity` of the VAE's weights file, `; config.json `, and of its config.json (of
+    /// the file alone for a TorchScript decoder).
     pub vae: String,
 }
 
 impl WeightsIdentity {
     /// Hashes the checkpoint and the VAE folder's files.
+    /// A VAE given as one file (a TorchScript decoder) is identified by that file alone.
     pub fn compute(checkpoint: &Path, vae_folder: &Path) -> Result<WeightsIdentity, CoreError> {
+        if vae_folder.is_file() {
+            return Ok(WeightsIdentity {
+                checkpoint: file_identity(checkpoint)?,
+                vae: file_identity(vae_folder)?,
+            });
+        }
         let vae_config = vae_folder.join(crate::vae_config::CONFIG_FILE);
         let vae_weights = crate::vae_config::find_weights(vae_folder)?;
         Ok(WeightsIdentity {
@@ -128,5 +136,16 @@ mod tests {
             file_identity(&b).unwrap(),
             "one flipped bit is a new checkpoint"
         );
+    }
+
+    #[test]
+    fn a_vae_file_is_identified_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ckpt, vae) = (dir.path().join("m.ts"), dir.path().join("decoder.ts"));
+        std::fs::write(&ckpt, b"model").unwrap();
+        std::fs::write(&vae, b"decoder").unwrap();
+        let id = WeightsIdentity::compute(&ckpt, &vae).unwrap();
+        assert_eq!(id.vae, file_identity(&vae).unwrap());
+        assert_eq!(id.checkpoint, file_identity(&ckpt).unwrap());
     }
 }

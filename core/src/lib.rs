@@ -26,6 +26,7 @@ pub mod settings;
 pub mod shard;
 pub mod sit_transport;
 pub mod task;
+pub mod torchscript;
 pub mod vae_config;
 
 pub use device::DeviceSpec;
@@ -37,4 +38,5 @@ pub use labels::LabelMode;
 pub use settings::{BatchSize, Precision, SamplerKind, SamplerSettings};
 pub use shard::Shard;
 pub use sit_transport::{DiffusionForm, LastStep, SitSde};
+pub use torchscript::{ModelFormat, ScriptVae};
 pub use vae_config::VaeConfig;

@@ -5,6 +5,7 @@ use crate::diffusion::{BetaSchedule, VarianceType};
 use crate::dit_config::{CfgChannels, DiTConfig};
 use crate::flow::{FlowSettings, ModelFamily, Pixels};
 use crate::labels::LabelMode;
+use crate::torchscript::{ModelFormat, ScriptVae};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -160,7 +161,9 @@ impl<'de> Deserialize<'de> for BatchSize {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SamplerSettings {
     pub dit: DiTConfig,
+    /// The model file: a checkpoint, or a TorchScript module (`model_format`).
     pub checkpoint: PathBuf,
+    /// The diffusers VAE folder, or a TorchScript decoder file (`vae_script`).
     pub vae: PathBuf,
     pub num_samples: u64,
     pub seed: u64,
@@ -193,6 +196,12 @@ pub struct SamplerSettings {
     pub latent_scale: Option<Vec<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latent_bias: Option<Vec<f64>>,
+    /// `native` (a state_dict; absent in older settings) or `torchscript` (`model.torchscript`).
+    #[serde(default)]
+    pub model_format: ModelFormat,
+    /// `vae: {torchscript: ...}`: the decoder's shape facts; `None` for a diffusers folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae_script: Option<ScriptVae>,
 }
 
 impl SamplerSettings {

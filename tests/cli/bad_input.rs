@@ -365,6 +365,55 @@ fn cases() -> Vec<Case> {
                 std::fs::write(&w, &b[..b.len() / 3]).unwrap();
             },
         ),
+        // TorchScript models and VAE decoders (docs/models.md).
+        case(
+            "checkpoint and torchscript",
+            "plan",
+            "model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/dit/model.pt\n  torchscript: {G}/../torchscript/dit.ts\n",
+            "`model.torchscript`: is given with `model.checkpoint`; keep one",
+        ),
+        case(
+            "neither checkpoint nor torchscript",
+            "validate",
+            "model:\n  config: {G}/dit/config.json\n",
+            "`model.checkpoint`: is required: give `checkpoint: FILE`",
+        ),
+        case(
+            "torchscript not TorchScript",
+            "run",
+            "model:\n  config: {G}/dit/config.json\n  torchscript: {G}/../torchscript/not-torchscript.pt\n",
+            "not-torchscript.pt: `model.torchscript`: not a TorchScript archive",
+        ),
+        case(
+            "torchscript of the wrong shape",
+            "validate",
+            "model:\n  config: {G}/../demo-digits/dit/config.json\n  torchscript: {G}/../torchscript/sit.ts\n",
+            "sit.ts: `model.torchscript`: returned [1, 4, 8, 8]",
+        ),
+        case(
+            "torchscript VAE without latent_scale",
+            "run",
+            "vae: {torchscript: {G}/../torchscript/vae-decoder.ts, downsample: 2, latent_channels: 4}",
+            "`latent_scale`: is required with `vae: {torchscript: ...}`",
+        ),
+        case(
+            "torchscript VAE downsample 3",
+            "plan",
+            "vae: {torchscript: {G}/../torchscript/vae-decoder.ts, downsample: 3, latent_channels: 4}\nlatent_scale: 1",
+            "`vae.downsample`",
+        ),
+        case(
+            "torchscript VAE without latent_channels",
+            "plan",
+            "vae: {torchscript: {G}/../torchscript/vae-decoder.ts, downsample: 2}",
+            "`vae.latent_channels` is required",
+        ),
+        case(
+            "torchscript VAE not TorchScript",
+            "run",
+            "vae: {torchscript: {G}/../torchscript/not-torchscript.pt, downsample: 2, latent_channels: 4}\nlatent_scale: 1",
+            "`vae.torchscript`: not a TorchScript archive",
+        ),
         // The file itself.
         bytes(
             "BOM and a bad key",

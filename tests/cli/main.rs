@@ -14,6 +14,7 @@ mod repair;
 mod run;
 mod sample;
 mod sit;
+mod torchscript;
 
 #[cfg(feature = "failpoints")]
 mod chaos;

@@ -5,7 +5,7 @@ use crate::support::*;
 use std::path::{Path, PathBuf};
 
 /// A job YAML in `dir` equivalent to golden SiT job `name`, with `extra` lines.
-fn sit_job(dir: &Path, name: &str, extra: &str) -> PathBuf {
+pub(crate) fn sit_job(dir: &Path, name: &str, extra: &str) -> PathBuf {
     let text =
         std::fs::read_to_string(fixture(&format!("demo-digits-sit/jobs/{name}/job.json"))).unwrap();
     let j: serde_json::Value = serde_json::from_str(&text).unwrap();

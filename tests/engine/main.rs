@@ -13,4 +13,5 @@ mod inception;
 mod serve;
 mod sit;
 mod sit_transport;
+mod torchscript;
 mod vae;

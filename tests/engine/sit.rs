@@ -72,6 +72,8 @@ pub(crate) fn settings(name: &str) -> SamplerSettings {
         pixels: Pixels::Repa,
         latent_scale: None,
         latent_bias: None,
+        model_format: Default::default(),
+        vae_script: None,
     }
 }
 

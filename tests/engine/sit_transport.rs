@@ -137,3 +137,32 @@ fn a_non_finite_sit_run_names_its_first_step_and_time() {
         "{err}"
     );
 }
+
+/// `guidance_interval` in SiT's time: outside it the velocity is unguided, so an interval no
+/// step falls in samples what `cfg_scale: 1` samples, and one that covers [0, 1] what no
+/// interval does.
+#[test]
+fn sits_guidance_interval_turns_guidance_off_outside_it() {
+    let _rng = crate::support::global_rng();
+    let run = |cfg: f64, interval: [f64; 2]| {
+        let mut s = sit_settings("ode-heun2-cfg4");
+        s.num_samples = 3;
+        s.cfg_scale = cfg;
+        s.flow.guidance_interval = interval;
+        let engine = Engine::load(s, Device::Cpu).unwrap();
+        sample(&engine, 3, &[3]).0
+    };
+    let guided = run(4.0, [0.0, 1.0]);
+    assert!(run(4.0, [1.5, 2.0]) == run(1.0, [0.0, 1.0]));
+    assert!(run(4.0, [0.5, 1.0]) != guided);
+    let want = npyz::NpyFile::new(
+        &npy_bytes(
+            &fixture("sit-transport/jobs/ode-heun2-cfg4/expected.npz"),
+            Some("arr_0.npy"),
+        )[..],
+    )
+    .unwrap()
+    .into_vec::<u8>()
+    .unwrap();
+    assert_images_close("interval [0, 1]", &guided, &want[..guided.len()]);
+}

@@ -1,14 +1,12 @@
 //! The sampler: draws each sample's noise by the per-sample contract, runs the DiT with
 //! classifier-free guidance through the respaced diffusion, decodes with the VAE and converts to
 //! uint8 exactly as the reference `sample.py` does.
-use crate::checkpoint::load_state_dict;
+use crate::backbone::{Backbone, LatentDecoder};
 use crate::diffusion::SpacedDiffusion;
-use crate::dit::DiT;
 use crate::error::{EngineError, Result, StepAt};
 use crate::noise::{DrawSpec, Draws};
 use crate::settings::{Precision, SamplerKind, SamplerSettings};
-use crate::vae::AutoencoderKlDecoder;
-use fidshard_core::flow::{ModelFamily, Pixels};
+use fidshard_core::flow::Pixels;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
@@ -43,9 +41,10 @@ impl std::ops::AddAssign for Timings {
 pub struct Engine {
     settings: SamplerSettings,
     device: Device,
-    /// The DiT, or the SiT (a DiT fed continuous time; see crate::sit).
-    dit: DiT,
-    vae: AutoencoderKlDecoder,
+    /// The DiT, or the SiT (a DiT fed continuous time; see crate::sit), or a TorchScript model.
+    dit: Backbone,
+    /// The diffusers VAE decoder, or a TorchScript one.
+    vae: LatentDecoder,
     /// The respaced diffusion of the DiT family; `None` for the flow samplers.
     diffusion: Option<SpacedDiffusion>,
     /// Sampling steps (what each sample's noise draw is sized by).
@@ -60,21 +59,16 @@ fn secs(d: Duration) -> f64 {
 }
 
 impl Engine {
-    /// Loads the DiT checkpoint and the VAE once; checks that they fit together.
+    /// Loads the model and the VAE once (their own weights or TorchScript modules, see
+    /// crate::backbone); checks that they fit together.
     ///
     /// On the CPU this sets libtorch's intra-op threads to 1 for the whole process: several of
     /// its CPU kernels (GroupNorm over few groups, some oneDNN convolutions) split a reduction
     /// across threads, so their float bits depend on the thread count, and image `i` must not.
     /// CPU parallelism comes from running several CPU workers (`devices: {cpu: N}`).
     pub fn load(settings: SamplerSettings, device: Device) -> Result<Self> {
-        let sd = load_state_dict(&settings.checkpoint)?.with_device(device);
-        let dit = match settings.family {
-            ModelFamily::Dit => DiT::from_state_dict(&settings.dit, sd)?,
-            ModelFamily::Sit => {
-                crate::sit::from_state_dict(&settings.dit, settings.flow.qk_norm, sd)?
-            }
-        };
-        let vae = AutoencoderKlDecoder::load(&settings.vae, device)?;
+        let dit = Backbone::load(&settings, device)?;
+        let vae = LatentDecoder::load(&settings, device)?;
         Self::from_parts(settings, device, dit, vae)
     }
 
@@ -83,9 +77,10 @@ impl Engine {
     pub fn from_parts(
         settings: SamplerSettings,
         device: Device,
-        dit: DiT,
-        vae: AutoencoderKlDecoder,
+        dit: impl Into<Backbone>,
+        vae: impl Into<LatentDecoder>,
     ) -> Result<Self> {
+        let (dit, vae) = (dit.into(), vae.into());
         if !device.is_cuda() {
             tch::set_num_threads(1);
         }
@@ -110,6 +105,13 @@ impl Engine {
                     vae.latent_channels(),
                     settings.dit.in_channels
                 ),
+            ));
+        }
+        if vae.scaling_factor().is_none() && settings.latent_scale.is_none() {
+            return Err(EngineError::config(
+                &settings.vae,
+                "latent_scale",
+                "is required with a TorchScript VAE (it has no scaling_factor): the decoder gets (z - latent_bias) / latent_scale; set latent_scale in the job",
             ));
         }
         let mut engine = Engine {
@@ -341,7 +343,8 @@ impl Engine {
             Some(b) => z - per_channel(b),
         };
         match s.latent_scale.as_deref() {
-            None => z / self.vae.scaling_factor(),
+            // Only a diffusers VAE has no latent_scale here (Engine::from_parts).
+            None => z / self.vae.scaling_factor().unwrap_or(1.0),
             Some([k]) => z / *k,
             Some(k) => z / per_channel(k),
         }

@@ -3,6 +3,7 @@
 //! timestep respacing, and the Stable Diffusion VAE decoder, in libtorch through tch.
 //!
 //! The definition of correct is the PyTorch reference: `tests/fixtures/golden` holds its outputs.
+pub mod backbone;
 pub mod batch;
 pub mod batching;
 pub mod checkpoint;
@@ -20,6 +21,7 @@ pub mod params;
 pub mod precision;
 pub mod rng;
 pub mod sit;
+pub mod torchscript;
 pub mod vae;
 
 pub use batch::{Batch, BatchError};

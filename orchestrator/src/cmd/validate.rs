@@ -13,16 +13,21 @@ pub(crate) fn run(config: &Path) -> Result<()> {
     job.workers()?;
     check_models(&job)?;
     let s = &job.settings;
+    // A TorchScript model's architecture is its own; the config gives only its shapes.
+    let model = match s.model_format {
+        fidshard_core::ModelFormat::Native => format!(
+            "depth {}, hidden {}, patch {}",
+            s.dit.depth, s.dit.hidden_size, s.dit.patch_size
+        ),
+        fidshard_core::ModelFormat::Torchscript => "TorchScript".to_string(),
+    };
     crate::sys::out::outln!(
-        "{}: OK: {} samples of {}x{} from {} (depth {}, hidden {}, patch {}), {} {} steps, cfg {}, seed {}",
+        "{}: OK: {} samples of {}x{} from {} ({model}), {} {} steps, cfg {}, seed {}",
         config.display(),
         s.num_samples,
         job.image_size,
         job.image_size,
         s.checkpoint.display(),
-        s.dit.depth,
-        s.dit.hidden_size,
-        s.dit.patch_size,
         s.sampler.as_str(),
         s.steps,
         s.cfg_scale,

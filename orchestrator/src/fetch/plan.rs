@@ -31,7 +31,7 @@ impl State {
 /// One weights value of the job file.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    /// `vae` or `model.checkpoint`.
+    /// `vae` (`vae.torchscript`) or `model.checkpoint` (`model.torchscript`).
     pub key: &'static str,
     /// As written.
     pub value: String,
@@ -65,9 +65,9 @@ impl Plan {
         };
         let mut entries = Vec::new();
         for (key, (value, local), wanted, sha) in [
-            ("vae", spec.vae, Wanted::VaeFolder, None),
+            (spec.vae_key, spec.vae, spec.vae_wanted, None),
             (
-                "model.checkpoint",
+                spec.checkpoint_key,
                 spec.checkpoint,
                 Wanted::CheckpointFile,
                 sha256,

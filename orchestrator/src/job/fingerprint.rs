@@ -80,6 +80,20 @@ impl Fingerprint {
                 fp.insert("last_step_size", sde.last_step_size.to_string());
             }
         }
+        // TorchScript files (docs/models.md), absent for state_dicts and diffusers folders so
+        // that those fingerprints stay as they were.
+        if s.model_format != fidshard_core::ModelFormat::Native {
+            fp.insert("model_format", s.model_format.as_str());
+        }
+        if let Some(v) = s.vae_script {
+            fp.insert(
+                "vae_format",
+                format!(
+                    "torchscript, downsample {}, latent_channels {}",
+                    v.downsample, v.latent_channels
+                ),
+            );
+        }
         if s.pixels != fidshard_core::Pixels::Dit {
             fp.insert("pixels", s.pixels.as_str());
         }

@@ -44,7 +44,13 @@ fn job_document(job: &Job) -> Value {
     let mut model = vec![
         ("preset", m.preset.clone().map_or(Value::Null, Value::from)),
         ("config", m.config.as_deref().map_or(Value::Null, path)),
-        ("checkpoint", path(&m.checkpoint)),
+        (
+            match s.model_format {
+                fidshard_core::ModelFormat::Native => "checkpoint",
+                fidshard_core::ModelFormat::Torchscript => "torchscript",
+            },
+            path(&m.checkpoint),
+        ),
         ("sha256", m.sha256.clone().map_or(Value::Null, Value::from)),
     ];
     if s.family != fidshard_core::ModelFamily::Dit {
@@ -54,7 +60,17 @@ fn job_document(job: &Job) -> Value {
     let out_dir = std::path::absolute(&job.out_dir).unwrap_or_else(|_| job.out_dir.clone());
     let mut keys = vec![
         ("model", model),
-        ("vae", path(&m.vae)),
+        (
+            "vae",
+            match s.vae_script {
+                None => path(&m.vae),
+                Some(v) => map(vec![
+                    ("torchscript", path(&m.vae)),
+                    ("downsample", Value::from(v.downsample)),
+                    ("latent_channels", Value::from(v.latent_channels)),
+                ]),
+            },
+        ),
         ("num_classes", Value::from(s.dit.num_classes)),
         ("image_size", Value::from(job.image_size)),
         ("num_samples", Value::from(s.num_samples)),
@@ -121,6 +137,15 @@ fn job_document(job: &Job) -> Value {
     map(keys)
 }
 
+/// `guidance_interval` of a flow job.
+fn interval(s: &fidshard_core::SamplerSettings) -> (&'static str, Value) {
+    let [low, high] = s.flow.guidance_interval;
+    (
+        "guidance_interval",
+        Value::Sequence(vec![Value::from(low), Value::from(high)]),
+    )
+}
+
 /// The keys of the job's sampler only: a flow job refuses the diffusion's keys and the other
 /// way round, and the resolved file must load again.
 fn sampler_keys(s: &fidshard_core::SamplerSettings) -> Vec<(&'static str, Value)> {
@@ -144,10 +169,14 @@ fn sampler_keys(s: &fidshard_core::SamplerSettings) -> Vec<(&'static str, Value)
                 Value::Sequence(vec![Value::from(low), Value::from(high)]),
             ));
         }
-        SamplerKind::SitOde => keys.push(("solver", Value::from(s.flow.solver.as_str()))),
+        SamplerKind::SitOde => {
+            keys.push(("solver", Value::from(s.flow.solver.as_str())));
+            keys.push(interval(s));
+        }
         SamplerKind::SitSde => {
             let sde = &s.flow.sit_sde;
             keys.push(("solver", Value::from(s.flow.solver.as_str())));
+            keys.push(interval(s));
             keys.push(("diffusion_form", Value::from(sde.diffusion_form.as_str())));
             keys.push(("diffusion_norm", Value::from(sde.diffusion_norm)));
             keys.push(("last_step", Value::from(sde.last_step.as_str())));
@@ -198,4 +227,46 @@ pub(crate) fn resolved_yaml(job: &Job) -> Result<String> {
 /// Text for a comment line: no line break can end the comment early.
 fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::fingerprint::Fingerprint;
+
+    /// A job of TorchScript files resolves to a file that names them the same way and loads
+    /// as the same job.
+    #[test]
+    fn a_torchscript_job_resolves_to_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        for f in ["m.ts", "d.ts"] {
+            std::fs::write(tmp.path().join(f), b"ts").unwrap();
+        }
+        let job = tmp.path().join("job.yaml");
+        std::fs::write(
+            &job,
+            format!(
+                "model:\n  config: {}\n  torchscript: m.ts\n\
+                 vae: {{torchscript: d.ts, downsample: 2, latent_channels: 4}}\n\
+                 latent_scale: 1.5\nnum_samples: 4\n",
+                g.join("demo-digits/dit/config.json").display()
+            ),
+        )
+        .unwrap();
+        let job = Job::load(&job).unwrap();
+        let text = resolved_yaml(&job).unwrap();
+        assert!(text.contains("  torchscript: "), "{text}");
+        assert!(text.contains("downsample: 2"), "{text}");
+        let path = tmp.path().join("resolved.yaml");
+        std::fs::write(&path, &text).unwrap();
+        let again = Job::load(&path).unwrap();
+        assert_eq!(
+            Fingerprint::settings_only(&again),
+            Fingerprint::settings_only(&job),
+            "{text}"
+        );
+        assert_eq!(again.settings.checkpoint, job.settings.checkpoint);
+        assert_eq!(again.settings.vae, job.settings.vae);
+    }
 }

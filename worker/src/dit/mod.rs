@@ -5,4 +5,21 @@ mod layers;
 mod model;
 
 pub use fidshard_core::dit_config::{CfgChannels, DiTConfig, PRESETS};
+pub(crate) use model::guide;
+
+/// A model the samplers call: `forward(x, t, y)` and the architecture's shape facts. The native
+/// [`DiT`] and crate::backbone::Backbone (which may hold a TorchScript module) are ones.
+pub trait Forward {
+    fn forward(&self, x: &tch::Tensor, t: &tch::Tensor, y: &tch::Tensor) -> tch::Tensor;
+    fn config(&self) -> &DiTConfig;
+}
+
+impl Forward for DiT {
+    fn forward(&self, x: &tch::Tensor, t: &tch::Tensor, y: &tch::Tensor) -> tch::Tensor {
+        DiT::forward(self, x, t, y)
+    }
+    fn config(&self) -> &DiTConfig {
+        DiT::config(self)
+    }
+}
 pub use model::DiT;

@@ -145,17 +145,31 @@ impl DiT {
         let half = x.narrow(0, 0, n / 2);
         let combined = Tensor::cat(&[&half, &half], 0);
         let model_out = self.forward(&combined, t, y);
-        let guided = match channels {
-            CfgChannels::First(k) => k.min(self.config.in_channels),
-            CfgChannels::All => self.config.in_channels,
-        };
-        let total = model_out.size()[1];
-        let eps = model_out.narrow(1, 0, guided);
-        let rest = model_out.narrow(1, guided, total - guided);
-        let halves = eps.split(n / 2, 0);
-        let (cond_eps, uncond_eps) = (&halves[0], &halves[1]);
-        let half_eps = uncond_eps + (cond_eps - uncond_eps) * cfg_scale;
-        let eps = Tensor::cat(&[&half_eps, &half_eps], 0);
-        Tensor::cat(&[&eps, &rest], 1)
+        guide(&model_out, self.config.in_channels, cfg_scale, channels)
     }
+}
+
+/// The guidance of the reference's `forward_with_cfg` on a model output whose first half
+/// (dim 0) is conditional and second half unconditional: `uncond + scale * (cond - uncond)` on
+/// the first `channels` (at most `in_channels`), duplicated to the full batch; the other
+/// channels passed through from each half.
+pub(crate) fn guide(
+    model_out: &Tensor,
+    in_channels: i64,
+    cfg_scale: f64,
+    channels: CfgChannels,
+) -> Tensor {
+    let n = model_out.size()[0];
+    let guided = match channels {
+        CfgChannels::First(k) => k.min(in_channels),
+        CfgChannels::All => in_channels,
+    };
+    let total = model_out.size()[1];
+    let eps = model_out.narrow(1, 0, guided);
+    let rest = model_out.narrow(1, guided, total - guided);
+    let halves = eps.split(n / 2, 0);
+    let (cond_eps, uncond_eps) = (&halves[0], &halves[1]);
+    let half_eps = uncond_eps + (cond_eps - uncond_eps) * cfg_scale;
+    let eps = Tensor::cat(&[&half_eps, &half_eps], 0);
+    Tensor::cat(&[&eps, &rest], 1)
 }

@@ -22,10 +22,12 @@ impl Engine {
 
     /// SiT's guided velocity (`forward_with_cfg` of willisma/SiT's models.py): the batch doubled
     /// with the null labels, the first `cfg_channels` channels guided (3 by default), the other
-    /// channels those of the conditional half; unguided without `cfg_scale > 1`.
+    /// channels those of the conditional half; unguided without `cfg_scale > 1` or outside
+    /// `guidance_interval` (in SiT's time, as LightningDiT's `cfg_interval_start`).
     fn sit_velocity(&self, x: &Tensor, time: f64, y: &Tensor, y_null: &Tensor) -> Tensor {
         let s = &self.settings;
-        if !s.uses_cfg() {
+        let [low, high] = s.flow.guidance_interval;
+        if !s.uses_cfg() || time < low || time > high {
             return self.velocity(x, time, y);
         }
         let n = x.size()[0];

@@ -8,7 +8,7 @@
 //!   the sigma half of SiT's output is dropped ([`velocity`]).
 pub(crate) mod transport;
 
-use crate::dit::{DiT, DiTConfig};
+use crate::dit::{DiT, DiTConfig, Forward};
 use crate::error::Result;
 use crate::params::StateDict;
 use tch::Tensor;
@@ -31,7 +31,7 @@ pub fn from_state_dict(config: &DiTConfig, qk_norm: bool, mut sd: StateDict) -> 
 /// The velocity `(N, C, H, W)` at latents `x`, float times `t` in [0, 1] and labels `y`: the
 /// model's first `in_channels` output channels (SiT's learned sigma, if any, is never used by
 /// its samplers).
-pub fn velocity(model: &DiT, x: &Tensor, t: &Tensor, y: &Tensor) -> Tensor {
+pub fn velocity(model: &impl Forward, x: &Tensor, t: &Tensor, y: &Tensor) -> Tensor {
     let out = model.forward(x, t, y);
     out.narrow(1, 0, model.config().in_channels)
 }

@@ -10,6 +10,7 @@ mod raw;
 mod read;
 mod resolve;
 mod sampler_keys;
+mod script_keys;
 #[cfg(test)]
 mod tests;
 
@@ -61,9 +62,14 @@ pub(crate) struct RunSettings {
 /// See [`Job::weights_spec`]. Each weights value is `(as written, resolved beside the file)`.
 #[derive(Debug, Clone)]
 pub(crate) struct WeightsSpec {
+    /// The model file: `model.checkpoint` or `model.torchscript` (`checkpoint_key`).
     pub checkpoint: (PathBuf, PathBuf),
+    pub checkpoint_key: &'static str,
     pub checkpoint_sha256: Option<String>,
+    /// The VAE folder, or the TorchScript decoder file (`vae_key` is then `vae.torchscript`).
     pub vae: (PathBuf, PathBuf),
+    pub vae_key: &'static str,
+    pub vae_wanted: crate::job::hub::Wanted,
     pub out_dir: PathBuf,
     /// `partitions: slurm` (checked by `load`).
     pub partitions_from_slurm: bool,
@@ -101,8 +107,10 @@ pub(crate) struct Job {
 pub(crate) struct ModelSpec {
     pub preset: Option<String>,
     pub config: Option<PathBuf>,
+    /// `model.checkpoint`, or `model.torchscript` (`settings.model_format` says which).
     pub checkpoint: PathBuf,
     pub sha256: Option<String>,
+    /// The VAE folder, or `vae.torchscript` (`settings.vae_script` says which).
     pub vae: PathBuf,
 }
 
@@ -150,10 +158,16 @@ impl Job {
                 base: &base,
                 lenient: false,
             };
+            let (checkpoint_key, model, _) =
+                raw.model.file().map_err(|(key, msg)| r.err(key, msg))?;
+            let vae = raw.vae.path();
             Ok(WeightsSpec {
-                checkpoint: (raw.model.checkpoint.clone(), r.local(&raw.model.checkpoint)),
+                checkpoint: (model.to_path_buf(), r.local(model)),
+                checkpoint_key,
                 checkpoint_sha256: raw.model.sha256.clone(),
-                vae: (raw.vae.clone(), r.local(&raw.vae)),
+                vae: (vae.to_path_buf(), r.local(vae)),
+                vae_key: raw.vae.key(),
+                vae_wanted: raw.vae.wanted(),
                 out_dir: r.out_dir(&raw),
                 partitions_from_slurm: raw.partitions.as_deref().map(str::trim) == Some("slurm"),
             })

@@ -2,12 +2,15 @@
 //! (`sampler`, `beta_schedule`, `precision`, `labels`) so that a misspelt value is refused by
 //! serde with the accepted values listed. Nothing here checks ranges; resolve.rs does.
 use fidshard_core::diffusion::{BetaSchedule, VarianceType};
-use fidshard_core::{LabelMode, ModelFamily, PathType, Pixels, Precision, SamplerKind, Solver};
+use fidshard_core::{
+    LabelMode, ModelFamily, ModelFormat, PathType, Pixels, Precision, SamplerKind, Solver,
+};
 use serde::{Deserialize, Deserializer};
 use serde_yaml::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Devices;
+use crate::job::hub::Wanted;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,16 +23,129 @@ pub(super) struct ModelSection {
     /// A JSON of the DiT constructor arguments, for a custom architecture.
     pub config: Option<PathBuf>,
     /// `.pt` (torch.save or DiT train.py) or `.safetensors`.
-    pub checkpoint: PathBuf,
-    /// The checkpoint's expected SHA-256, checked where it is fetched (fetch/).
+    pub checkpoint: Option<PathBuf>,
+    /// A TorchScript module (`torch.jit.save`), run as exported, instead of `checkpoint`
+    /// (docs/models.md).
+    pub torchscript: Option<PathBuf>,
+    /// The model file's expected SHA-256, checked where it is fetched (fetch/).
     pub sha256: Option<String>,
+}
+
+impl ModelSection {
+    /// The model file and its key: exactly one of `checkpoint` and `torchscript`. `Err` is
+    /// `(key, message)`.
+    pub fn file(&self) -> Result<(&'static str, &Path, ModelFormat), (&'static str, String)> {
+        match (&self.checkpoint, &self.torchscript) {
+            (Some(c), None) => Ok(("model.checkpoint", c, ModelFormat::Native)),
+            (None, Some(t)) => Ok(("model.torchscript", t, ModelFormat::Torchscript)),
+            (Some(_), Some(_)) => Err((
+                "model.torchscript",
+                "is given with `model.checkpoint`; keep one: `checkpoint` for a state_dict \
+                 (.pt, .safetensors), `torchscript` for a torch.jit.save module"
+                    .into(),
+            )),
+            (None, None) => Err((
+                "model.checkpoint",
+                "is required: give `checkpoint: FILE` (a .pt or .safetensors state_dict) or \
+                 `torchscript: FILE` (a torch.jit.save module)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// `vae`: a diffusers AutoencoderKL folder (a path, hub or URL reference), or
+/// `{torchscript: FILE, downsample: N, latent_channels: C}` (docs/models.md).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum VaeSpec {
+    Folder(PathBuf),
+    Script {
+        file: PathBuf,
+        downsample: u64,
+        latent_channels: u64,
+    },
+}
+
+impl VaeSpec {
+    /// The folder or the TorchScript file, as written.
+    pub fn path(&self) -> &Path {
+        match self {
+            VaeSpec::Folder(p) | VaeSpec::Script { file: p, .. } => p,
+        }
+    }
+
+    /// What a hub or URL reference names: a diffusers folder, or one TorchScript file (looked
+    /// up as a checkpoint file is).
+    pub fn wanted(&self) -> Wanted {
+        match self {
+            VaeSpec::Folder(_) => Wanted::VaeFolder,
+            VaeSpec::Script { .. } => Wanted::CheckpointFile,
+        }
+    }
+
+    /// The key that names the path in messages.
+    pub fn key(&self) -> &'static str {
+        match self {
+            VaeSpec::Folder(_) => "vae",
+            VaeSpec::Script { .. } => "vae.torchscript",
+        }
+    }
+}
+
+const VAE_EXPECTED: &str = "expected a diffusers AutoencoderKL folder, or {torchscript: FILE, downsample: N, latent_channels: C}";
+
+impl<'de> Deserialize<'de> for VaeSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        via_value(d, |v| match &v {
+            Value::String(s) => Ok(VaeSpec::Folder(PathBuf::from(s))),
+            Value::Mapping(m) => script_vae(m),
+            other => Err(format!("{} is not a VAE; {VAE_EXPECTED}", describe(other))),
+        })
+    }
+}
+
+/// `vae: {torchscript, downsample, latent_channels}`: all three, nothing else.
+fn script_vae(m: &serde_yaml::Mapping) -> Result<VaeSpec, String> {
+    const KEYS: [&str; 3] = ["torchscript", "downsample", "latent_channels"];
+    if let Some(k) = m
+        .keys()
+        .find(|k| !k.as_str().is_some_and(|k| KEYS.contains(&k)))
+    {
+        return Err(format!(
+            "unknown key {}; the keys are {}",
+            describe(k),
+            KEYS.join(", ")
+        ));
+    }
+    let missing = |k: &str| format!("`vae.{k}` is required; {VAE_EXPECTED}");
+    let count = |k: &str| match m.get(k) {
+        None => Err(missing(k)),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| format!("`vae.{k}`: {} is not a positive whole number", describe(v))),
+    };
+    let file = match m.get("torchscript") {
+        None => return Err(missing("torchscript")),
+        Some(Value::String(s)) => PathBuf::from(s),
+        Some(v) => {
+            return Err(format!(
+                "`vae.torchscript`: {} is not a path to a torch.jit.save file",
+                describe(v)
+            ))
+        }
+    };
+    Ok(VaeSpec::Script {
+        file,
+        downsample: count("downsample")?,
+        latent_channels: count("latent_channels")?,
+    })
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJob {
     pub model: ModelSection,
-    pub vae: PathBuf,
+    pub vae: VaeSpec,
     pub num_classes: Option<i64>,
     pub image_size: Option<i64>,
     pub num_samples: u64,

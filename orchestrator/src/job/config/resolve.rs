@@ -2,7 +2,7 @@
 //! defaults filled in, every value checked against the model it applies to and against the
 //! bounds of checks.rs. The first problem ends the load with one line naming the key.
 use super::checks::{limits, out_dir_usable, seconds, short};
-use super::raw::{CfgChannelsSpec, RawJob};
+use super::raw::{CfgChannelsSpec, RawJob, VaeSpec};
 use super::{normalize, Devices, Job, RetryPolicy, RunSettings};
 use anyhow::{anyhow, bail, Result};
 use fidshard_core::diffusion::{space_timesteps, VarianceType, DIFFUSION_STEPS};
@@ -10,6 +10,7 @@ use fidshard_core::dit_config::{CfgChannels, DiTConfig, PRESETS};
 use fidshard_core::flow::{
     sit_config_from_json_file, sit_preset, ModelFamily, Pixels, SIT_PRESETS,
 };
+use fidshard_core::torchscript::script_config_from_json_file;
 use fidshard_core::vae_config::VaeConfig;
 use fidshard_core::{SamplerKind, SamplerSettings};
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ impl Resolver<'_> {
     }
 
     /// Workers receive paths as UTF-8 text (JSON), so every path must be one.
-    fn utf8(&self, key: &str, p: &Path) -> Result<()> {
+    pub(super) fn utf8(&self, key: &str, p: &Path) -> Result<()> {
         if p.to_str().is_none() {
             bail!(self.err(
                 key,
@@ -52,7 +53,12 @@ impl Resolver<'_> {
 
     /// A weights path of the YAML: relative to its folder, or the local copy of a hub repo or
     /// URL (downloaded by `fetch/` before the job is loaded; see hub.rs).
-    fn weights(&self, key: &str, value: &Path, wanted: crate::job::hub::Wanted) -> Result<PathBuf> {
+    pub(super) fn weights(
+        &self,
+        key: &str,
+        value: &Path,
+        wanted: crate::job::hub::Wanted,
+    ) -> Result<PathBuf> {
         use crate::job::hub;
         let local = self.rel(value);
         match hub::remote(value, &local).map_err(|msg| self.err(key, msg))? {
@@ -79,23 +85,23 @@ impl Resolver<'_> {
 
     /// What of the weights is not on this machine yet, if anything.
     fn missing_weights(&self, raw: &RawJob) -> Option<String> {
-        let vae = self.weights("vae", &raw.vae, crate::job::hub::Wanted::VaeFolder);
-        let vae_ok = vae.as_ref().is_ok_and(|d| d.join("config.json").is_file());
-        let ckpt = self.weights(
-            "model.checkpoint",
-            &raw.model.checkpoint,
-            crate::job::hub::Wanted::CheckpointFile,
-        );
+        let (key, model, _) = raw.model.file().ok()?;
+        let vae = self.weights(raw.vae.key(), raw.vae.path(), raw.vae.wanted());
+        let vae_ok = vae.as_ref().is_ok_and(|d| match raw.vae {
+            VaeSpec::Folder(_) => d.join("config.json").is_file(),
+            VaeSpec::Script { .. } => d.is_file(),
+        });
+        let ckpt = self.weights(key, model, crate::job::hub::Wanted::CheckpointFile);
         let ckpt_ok = ckpt.as_ref().is_ok_and(|p| p.is_file());
         match (vae_ok, ckpt_ok) {
             (true, true) => None,
             (false, _) => Some(format!(
                 "the VAE ({}) is not local yet: the image size assumes the SD VAE's upsampling x8",
-                raw.vae.display()
+                raw.vae.path().display()
             )),
             (true, false) => Some(format!(
-                "the checkpoint ({}) is not local yet",
-                raw.model.checkpoint.display()
+                "the model file ({}) is not local yet",
+                model.display()
             )),
         }
     }
@@ -105,15 +111,15 @@ impl Resolver<'_> {
     fn resolve_without_weights(&self, raw: RawJob, missing: String) -> Result<Job> {
         let local =
             |key: &str, v: &Path, w| self.weights(key, v, w).unwrap_or_else(|_| self.rel(v));
-        let vae_dir = local("vae", &raw.vae, crate::job::hub::Wanted::VaeFolder);
-        let factor = VaeConfig::from_file(vae_dir.join("config.json"))
-            .map(|c| c.upsample_factor())
-            .unwrap_or(8);
-        let checkpoint = local(
-            "model.checkpoint",
-            &raw.model.checkpoint,
-            crate::job::hub::Wanted::CheckpointFile,
-        );
+        let vae_dir = local(raw.vae.key(), raw.vae.path(), raw.vae.wanted());
+        let factor = match &raw.vae {
+            VaeSpec::Folder(_) => VaeConfig::from_file(vae_dir.join("config.json"))
+                .map(|c| c.upsample_factor())
+                .unwrap_or(8),
+            VaeSpec::Script { .. } => self.script_vae(&raw.vae)?.map_or(8, |v| v.downsample),
+        };
+        let (key, model, _) = raw.model.file().map_err(|(k, m)| self.err(k, m))?;
+        let checkpoint = local(key, model, crate::job::hub::Wanted::CheckpointFile);
         let mut job = self.resolve_parts(raw, vae_dir, factor, checkpoint)?;
         job.weights_missing = Some(missing);
         Ok(job)
@@ -130,44 +136,30 @@ impl Resolver<'_> {
                 return self.resolve_without_weights(raw, missing);
             }
         }
-        let vae_dir = self.weights("vae", &raw.vae, crate::job::hub::Wanted::VaeFolder)?;
-        self.utf8("vae", &vae_dir)?;
-        let vae_cfg_path = vae_dir.join("config.json");
-        if !vae_cfg_path.is_file() {
-            bail!(self.err(
-                "vae",
-                format!(
-                    "{} has no config.json; expected a diffusers AutoencoderKL folder (e.g. stabilityai/sd-vae-ft-ema)",
-                    vae_dir.display()
-                )
-            ));
-        }
-        let vae_cfg = VaeConfig::from_file(&vae_cfg_path)?;
-        let factor = vae_cfg.upsample_factor();
+        let (vae_dir, factor) = self.vae(&raw)?;
 
         if let Some(sha) = &raw.model.sha256 {
             crate::job::hub::parse_sha256(sha).map_err(|msg| self.err("model.sha256", msg))?;
         }
-        let checkpoint = self.weights(
-            "model.checkpoint",
-            &raw.model.checkpoint,
-            crate::job::hub::Wanted::CheckpointFile,
-        )?;
-        self.utf8("model.checkpoint", &checkpoint)?;
+        let (key, model, _) = raw.model.file().map_err(|(k, m)| self.err(k, m))?;
+        let checkpoint = self.weights(key, model, crate::job::hub::Wanted::CheckpointFile)?;
+        self.utf8(key, &checkpoint)?;
         if checkpoint.is_dir() {
             bail!(self.err(
-                "model.checkpoint",
+                key,
                 format!(
-                    "{} is a folder; name the checkpoint file in it (.pt or .safetensors)",
-                    checkpoint.display()
+                    "{} is a folder; name the model file in it ({})",
+                    checkpoint.display(),
+                    if key == "model.checkpoint" {
+                        ".pt or .safetensors"
+                    } else {
+                        "the torch.jit.save file"
+                    }
                 )
             ));
         }
         if !checkpoint.is_file() {
-            bail!(self.err(
-                "model.checkpoint",
-                format!("{} does not exist", checkpoint.display())
-            ));
+            bail!(self.err(key, format!("{} does not exist", checkpoint.display())));
         }
         self.resolve_parts(raw, vae_dir, factor, checkpoint)
     }
@@ -277,6 +269,9 @@ impl Resolver<'_> {
             )),
         };
         let latent_scale = self.per_channel("latent_scale", &raw.latent_scale, dit.in_channels)?;
+        let vae_script = self.script_vae(&raw.vae)?;
+        self.script_vae_fits(vae_script, &dit, latent_scale.is_some())?;
+        let model_format = raw.model.file().map_err(|(k, m)| self.err(k, m))?.2;
         let latent_bias = self.per_channel("latent_bias", &raw.latent_bias, dit.in_channels)?;
         let run = self.run_settings(&raw)?;
         let model_spec = self.model_spec(&raw);
@@ -311,6 +306,8 @@ impl Resolver<'_> {
                 }),
             latent_scale,
             latent_bias,
+            model_format,
+            vae_script,
         };
         Ok(Job {
             settings,
@@ -395,9 +392,9 @@ impl Resolver<'_> {
         super::ModelSpec {
             preset: raw.model.preset.clone(),
             config: raw.model.config.as_deref().map(spec),
-            checkpoint: spec(&raw.model.checkpoint),
+            checkpoint: raw.model.file().map(|f| spec(f.1)).unwrap_or_default(),
             sha256: raw.model.sha256.clone(),
-            vae: spec(&raw.vae),
+            vae: spec(raw.vae.path()),
         }
     }
 
@@ -620,7 +617,9 @@ impl Resolver<'_> {
                         )
                     ));
                 }
-                let (mut cfg, qk_norm) = if sit {
+                let (mut cfg, qk_norm) = if m.torchscript.is_some() {
+                    (script_config_from_json_file(&json, m.family)?, false)
+                } else if sit {
                     sit_config_from_json_file(&json)?
                 } else {
                     (DiTConfig::from_json_file(&json)?, false)

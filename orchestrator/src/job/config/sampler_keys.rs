@@ -51,7 +51,7 @@ impl Resolver<'_> {
         let applies: [(&str, bool, &str); 7] = [
             ("solver", raw.solver.is_some(), "the flow samplers `ode`, `sit-ode` and `sit-sde` only"),
             ("path_type", raw.path_type.is_some(), "`sampler: sde` only (REPA's SDE, a flow sampler; SiT's samplers follow the Linear path)"),
-            ("guidance_interval", raw.guidance_interval.is_some(), "REPA's flow samplers `ode` and `sde` only (SiT's samplers guide every step)"),
+            ("guidance_interval", raw.guidance_interval.is_some(), "the flow samplers only"),
             ("diffusion_form", raw.diffusion_form.is_some(), SIT_SDE_ONLY),
             ("diffusion_norm", raw.diffusion_norm.is_some(), SIT_SDE_ONLY),
             ("last_step", raw.last_step.is_some(), SIT_SDE_ONLY),
@@ -63,7 +63,7 @@ impl Resolver<'_> {
                 SamplerKind::Ode | SamplerKind::SitOde | SamplerKind::SitSde
             ),
             "path_type" => sampler == SamplerKind::Sde,
-            "guidance_interval" => matches!(sampler, SamplerKind::Ode | SamplerKind::Sde),
+            "guidance_interval" => sampler.is_flow(),
             _ => sampler == SamplerKind::SitSde,
         };
         if let Some((key, _, which)) = applies.iter().find(|(k, set, _)| *set && !allowed(k)) {

@@ -266,7 +266,7 @@ const CASES: &[Case] = &[
     c(sit!("sampler: sit-sde\nlast_step: last"), "last_step", "tweedie"),
     c(sit!("sampler: sit-sde\ndiffusion_norm: -1"), "diffusion_norm", ">= 0"),
     c(sit!("sampler: sit-ode\nsteps: 1"), "steps", "at least"),
-    c(sit!("sampler: sit-ode\nguidance_interval: [0, 0.7]"), "guidance_interval", "guide every step"),
+    c(sit!("sampler: sit-ode\nguidance_interval: [0.7, 0.2]"), "guidance_interval", "low <= high"),
     c(sit!("sampler: sit-sde\npath_type: cosine"), "path_type", "Linear path"),
     c(sit!("sampler: sit-ode\ndiffusion_form: sigma"), "diffusion_form", "`sampler: sit-sde` only"),
     c(sit!("sampler: sde\nlast_step: mean"), "last_step", "`sampler: sit-sde` only"),
@@ -278,6 +278,18 @@ const CASES: &[Case] = &[
     c("latent_bias: abc", "latent_bias", "not a number"),
     c("latent_scale: []", "latent_scale", "one number per latent channel"),
     c("model:\n  family: sit\n  preset: DiT-S/2\n  checkpoint: {G}/dit/model.pt\nimage_size: 64\n", "model.preset", "SiT-XL/2"),
+    // TorchScript models and VAE decoders (docs/models.md).
+    c("model:\n  config: {G}/dit/config.json\n  checkpoint: {G}/dit/model.pt\n  torchscript: {G}/../torchscript/dit.ts\n", "model.torchscript", "keep one"),
+    c("model:\n  config: {G}/dit/config.json\n", "model.checkpoint", "or `torchscript: FILE` (a torch.jit.save module)"),
+    c("model:\n  config: {G}/dit/config.json\n  torchscript: {T}/nope.ts\n", "model.torchscript", "does not exist"),
+    c("model:\n  config: {G}/dit/config.json\n  torchscript: {T}\n", "model.torchscript", "name the model file in it"),
+    c("vae: {torchscript: {G}/../torchscript/vae-decoder.ts, downsample: 2, latent_channels: 4}", "latent_scale", "has no scaling_factor"),
+    c("vae: {torchscript: {G}/../torchscript/vae-decoder.ts, downsample: 2, latent_channels: 4, scale: 1}", "vae", "unknown key \"scale\"; the keys are torchscript, downsample, latent_channels"),
+    c("vae: {torchscript: {G}/../torchscript/vae-decoder.ts, downsample: 128, latent_channels: 4}\nlatent_scale: 1", "vae.downsample", "power of two in 1..=64"),
+    c("vae: {torchscript: {G}/../torchscript/vae-decoder.ts, downsample: 2, latent_channels: 8}\nlatent_scale: 1", "vae.latent_channels", "differs from the model's in_channels 4"),
+    c("vae: {torchscript: {G}/../torchscript/vae-decoder.ts, downsample: -2, latent_channels: 4}", "vae", "not a positive whole number"),
+    c("vae: {torchscript: {T}/nope.ts, downsample: 2, latent_channels: 4}\nlatent_scale: 1", "vae.torchscript", "is not a file"),
+    c("vae: [1]", "vae", "is not a VAE"),
 ];
 
 #[test]
@@ -524,4 +536,54 @@ fn a_sit_job_takes_repa_defaults_and_dit_fingerprints_stay_as_they_were() {
     ] {
         assert_eq!(fp.get(key), None, "{key}");
     }
+}
+
+#[test]
+fn a_torchscript_job_reads_shape_facts_and_old_settings_stay_native() {
+    use crate::job::fingerprint::Fingerprint;
+    use fidshard_core::{ModelFormat, ScriptVae};
+    let tmp = tempfile::tempdir().unwrap();
+    // Only the shape facts, and keys of another code base's config, which are ignored.
+    std::fs::write(
+        tmp.path().join("shapes.json"),
+        r#"{"input_size": 8, "num_classes": 10, "model": "LightningDiT-XL/1"}"#,
+    )
+    .unwrap();
+    let yaml = yaml_with(
+        "model:\n  config: shapes.json\n  torchscript: ../torchscript-copy.ts\n\
+         vae: {torchscript: ../decoder.ts, downsample: 2, latent_channels: 4}\nlatent_scale: 1.5\n",
+    );
+    let sub = tmp.path().join("jobs");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::rename(tmp.path().join("shapes.json"), sub.join("shapes.json")).unwrap();
+    for f in ["torchscript-copy.ts", "decoder.ts"] {
+        std::fs::write(tmp.path().join(f), b"ts").unwrap();
+    }
+    let job = load_in(&sub, "j.yaml", &yaml).unwrap();
+    let s = &job.settings;
+    assert_eq!(s.model_format, ModelFormat::Torchscript);
+    assert_eq!(s.checkpoint, tmp.path().join("torchscript-copy.ts"));
+    assert_eq!(s.vae, tmp.path().join("decoder.ts"));
+    let shape = ScriptVae {
+        downsample: 2,
+        latent_channels: 4,
+    };
+    assert_eq!(s.vae_script, Some(shape));
+    assert_eq!((s.dit.input_size, s.dit.num_classes), (8, 10));
+    assert!(
+        s.dit.learn_sigma,
+        "a DiT-family model learns its variance unless told"
+    );
+    assert_eq!(job.image_size, 16);
+    let fp = Fingerprint::settings_only(&job);
+    assert_eq!(fp.get("model_format"), Some("torchscript"));
+
+    // Settings of older coordinators (without the new keys) still parse, as native.
+    let mut json = serde_json::to_value(s).unwrap();
+    let obj = json.as_object_mut().unwrap();
+    obj.remove("model_format");
+    obj.remove("vae_script");
+    let old: fidshard_core::SamplerSettings = serde_json::from_value(json).unwrap();
+    assert_eq!(old.model_format, ModelFormat::Native);
+    assert_eq!(old.vae_script, None);
 }

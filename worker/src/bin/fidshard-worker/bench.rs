@@ -98,6 +98,8 @@ fn build_engine(task: &BenchTask) -> Result<(Engine, String)> {
                 flow: Default::default(),
                 latent_scale: None,
                 latent_bias: None,
+                model_format: fidshard_core::ModelFormat::Native,
+                vae_script: None,
                 pixels: if sit {
                     fidshard_core::Pixels::Repa
                 } else {
@@ -189,11 +191,30 @@ fn report(task: &BenchTask, engine: &Engine, what: &str, m: &Measured) {
     println!("  DiT+sampler  {:8.4} s/image", per(t.dit));
     println!("  VAE decode   {:8.4} s/image", per(t.vae));
     println!("  PNG encode   {:8.4} s/image", per(png));
+    print_flops(engine, task, done, t.dit);
+    if task.device.is_cuda() {
+        match device_memory_used() {
+            Some(b) => println!(
+                "  GPU memory   {:8.1} GiB used at the end (NVML, whole device)",
+                b as f64 / (1u64 << 30) as f64
+            ),
+            None => println!("  GPU memory   (NVML not available)"),
+        }
+    }
+}
+
+/// The model's FLOPs per image and the rate achieved (MFU with `--peak-tflops`), counted from
+/// the DiT architecture; a TorchScript model's architecture is its own, so nothing is counted.
+fn print_flops(engine: &Engine, task: &BenchTask, done: usize, dit_seconds: f64) {
     let s = engine.settings();
+    if s.model_format == fidshard_core::ModelFormat::Torchscript {
+        println!("  model FLOPs  (not counted: a TorchScript model's architecture is its own)");
+        return;
+    }
     let steps = fidshard_worker::flops::model_evaluations(s, engine.num_steps());
     let flops = fidshard_worker::flops::flops_per_image(&s.dit, steps, s.uses_cfg());
     // The DiT's achieved rate (the VAE and the host are not in the numerator).
-    let dit_tflops = flops * done as f64 / t.dit.max(1e-9) / 1e12;
+    let dit_tflops = flops * done as f64 / dit_seconds.max(1e-9) / 1e12;
     println!(
         "  model FLOPs  {:8.1} GFLOP/image ({steps} steps{}), DiT at {dit_tflops:.1} TFLOP/s",
         flops / 1e9,
@@ -208,15 +229,6 @@ fn report(task: &BenchTask, engine: &Engine, what: &str, m: &Measured) {
             "  MFU          {:8.1} % of {peak} TFLOP/s (DiT+sampler time)",
             100.0 * dit_tflops / peak
         );
-    }
-    if task.device.is_cuda() {
-        match device_memory_used() {
-            Some(b) => println!(
-                "  GPU memory   {:8.1} GiB used at the end (NVML, whole device)",
-                b as f64 / (1u64 << 30) as f64
-            ),
-            None => println!("  GPU memory   (NVML not available)"),
-        }
     }
 }
 
