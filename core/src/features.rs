@@ -129,7 +129,10 @@ impl Features {
     pub fn read(path: &Path) -> Result<Features> {
         let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
         Features::from_bytes(&bytes).map_err(|msg| {
-            CoreError::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
+            CoreError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
+            )
         })
     }
 }

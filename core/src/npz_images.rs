@@ -23,16 +23,25 @@ impl NpzImages {
     /// Reads `arr_0`'s header; refuses anything but uint8 `N x H x W x 3` in C order.
     pub fn open(path: &Path) -> Result<NpzImages> {
         let mut zip = archive(path)?;
-        let mut entry = zip
-            .by_name(ENTRY)
-            .with_context(|| format!("{}: no arr_0 (not an ADM-style npz of images)", path.display()))?;
-        let (shape, header_len) = npy_header(&mut entry)
-            .with_context(|| format!("{}: arr_0.npy", path.display()))?;
+        let mut entry = zip.by_name(ENTRY).with_context(|| {
+            format!(
+                "{}: no arr_0 (not an ADM-style npz of images)",
+                path.display()
+            )
+        })?;
+        let (shape, header_len) =
+            npy_header(&mut entry).with_context(|| format!("{}: arr_0.npy", path.display()))?;
         let [n, h, w, c] = shape[..] else {
-            bail!("{}: arr_0 has shape {shape:?}; expected N x H x W x 3", path.display());
+            bail!(
+                "{}: arr_0 has shape {shape:?}; expected N x H x W x 3",
+                path.display()
+            );
         };
         if c != 3 || h == 0 || w == 0 || h > 4096 || w > 4096 {
-            bail!("{}: arr_0 has shape {shape:?}; expected N x H x W x 3 images", path.display());
+            bail!(
+                "{}: arr_0 has shape {shape:?}; expected N x H x W x 3 images",
+                path.display()
+            );
         }
         Ok(NpzImages {
             path: path.to_path_buf(),

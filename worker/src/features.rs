@@ -26,7 +26,13 @@ impl FeatureExtractor {
     }
 
     /// The features of `pixels` (`n x h x w x 3` uint8), `batch` images per forward pass.
-    pub fn features_batched(&self, pixels: &[u8], h: i64, w: i64, batch: usize) -> Result<FeatureRows> {
+    pub fn features_batched(
+        &self,
+        pixels: &[u8],
+        h: i64,
+        w: i64,
+        batch: usize,
+    ) -> Result<FeatureRows> {
         let _g = tch::no_grad_guard();
         let per = (h * w * 3) as usize;
         let mut rows = FeatureRows::default();
@@ -40,7 +46,11 @@ impl FeatureExtractor {
             let micro = if self.device.is_cuda() { 0 } else { 1 };
             let out = self.net.features(&x, micro)?;
             let take = |t: &Tensor| -> Result<Vec<f32>> {
-                let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
+                let t = t
+                    .to_device(Device::Cpu)
+                    .to_kind(Kind::Float)
+                    .contiguous()
+                    .view([-1]);
                 Ok(Vec::<f32>::try_from(&t)?)
             };
             rows.pool.extend(take(&out.pool_3)?);

@@ -47,6 +47,19 @@ pub fn frechet_distance(a: &Statistics, b: &Statistics) -> Result<f64, MetricsEr
     }
 }
 
+/// The Cholesky factor of `s` when `s` is numerically full rank: every pivot `l_ii^2` above
+/// 1e-10 of the largest diagonal entry. A covariance of fewer samples than dimensions (or with
+/// constant features, such as spatial features that ReLU keeps at 0) is singular, and rounding
+/// can then let the factorisation "succeed" on pivots of rounding noise, whose reciprocals blow
+/// the product `L^T S1 L` up (measured: sFID 46.4 for 9.1 on 64 digits); such matrices take the
+/// eigenvector route.
+fn full_rank_cholesky(s: &DMatrix<f64>) -> Option<DMatrix<f64>> {
+    let largest = s.diagonal().iter().fold(0.0f64, |m, &v| m.max(v));
+    let l = s.clone().cholesky()?.unpack();
+    let floor = 1e-10 * largest;
+    l.diagonal().iter().all(|&d| d * d > floor).then_some(l)
+}
+
 /// `tr(sqrtm(S1 S2))` for symmetric positive semi-definite `S1`, `S2`.
 ///
 /// With `S2 = L L^T` (Cholesky), `S1 S2` is similar to the symmetric `L^T S1 L`
@@ -60,11 +73,23 @@ pub fn trace_sqrt_product(s1: &DMatrix<f64>, s2: &DMatrix<f64>) -> f64 {
     if !s1.iter().chain(s2.iter()).all(|v| v.is_finite()) {
         return f64::NAN;
     }
-    let m = if let Some(c) = s2.clone().cholesky() {
-        let l = c.unpack();
+    // A feature of zero variance in either set (spatial features that ReLU keeps at 0 in all of
+    // a set's images) has a zero row and column there, which changes no eigenvalue of the product
+    // but makes nalgebra's symmetric eigen solver return NaN: keep the others
+    // (`tr sqrt(S1 S2) = tr sqrt(S1[K, K] S2[K, K])` for K the features that vary in both).
+    let keep: Vec<usize> = (0..s1.nrows())
+        .filter(|&i| s1[(i, i)] > 0.0 && s2[(i, i)] > 0.0)
+        .collect();
+    if keep.len() < s1.nrows() {
+        let sub = |s: &DMatrix<f64>| s.select_rows(&keep).select_columns(&keep);
+        return trace_sqrt_product(&sub(s1), &sub(s2));
+    }
+    if keep.is_empty() {
+        return 0.0;
+    }
+    let m = if let Some(l) = full_rank_cholesky(s2) {
         l.transpose() * s1 * l
-    } else if let Some(c) = s1.clone().cholesky() {
-        let l = c.unpack();
+    } else if let Some(l) = full_rank_cholesky(s1) {
         l.transpose() * s2 * l
     } else {
         let e = nalgebra::SymmetricEigen::new(s1.clone());
@@ -73,9 +98,15 @@ pub fn trace_sqrt_product(s1: &DMatrix<f64>, s2: &DMatrix<f64>) -> f64 {
         &r * s2 * &r
     };
     // Rounding leaves the product a little asymmetric; the solver reads one triangle only.
+    if !m.iter().all(|v| v.is_finite()) {
+        return f64::NAN;
+    }
     let m = (&m + m.transpose()) * 0.5;
-    m.symmetric_eigenvalues()
-        .iter()
-        .map(|&v| v.max(0.0).sqrt())
-        .sum()
+    let eig = m.symmetric_eigenvalues();
+    // `f64::max` would turn a NaN the solver gave into 0: the caller must see it (its eps
+    // fallback, then an error), never a wrong finite number.
+    if eig.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
+    eig.iter().map(|&v| v.max(0.0).sqrt()).sum()
 }

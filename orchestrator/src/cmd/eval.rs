@@ -4,8 +4,8 @@
 //! `OUT/features/` so that an interrupted evaluation resumes; writes `OUT/metrics.json` and
 //! prints the numbers.
 use crate::evaluate;
-use crate::job::evaluation::{default_inception, Metric, INCEPTION_URL};
 use crate::job::devices::{resolve_devices, Devices};
+use crate::job::evaluation::{default_inception, Metric, INCEPTION_URL};
 use anyhow::Result;
 use fidshard_core::input_error;
 use std::path::{Path, PathBuf};
@@ -65,7 +65,10 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
             ));
         }
         crate::npz::npz_image_count(p).map_err(|e| {
-            input_error!("{what} {}: {e}; give an npz whose arr_0 is N x H x W x 3 uint8", p.display())
+            input_error!(
+                "{what} {}: {e}; give an npz whose arr_0 is N x H x W x 3 uint8",
+                p.display()
+            )
         })?;
     }
     let inception = match args.inception {

@@ -37,7 +37,15 @@ pub(super) fn ensure(src: &Source, req: &Request, inception_sha: &str) -> Result
         let missing: Vec<(u64, u64)> = ranges
             .iter()
             .copied()
-            .filter(|&(a, b)| !usable(&images, &src.dir.join(file_name(a, b - a)), a, b, inception_sha))
+            .filter(|&(a, b)| {
+                !usable(
+                    &images,
+                    &src.dir.join(file_name(a, b - a)),
+                    a,
+                    b,
+                    inception_sha,
+                )
+            })
             .collect();
         if missing.is_empty() {
             break;
@@ -109,13 +117,13 @@ fn run_tasks(src: &Source, req: &Request, inception_sha: &str, missing: &[(u64, 
         .collect();
     std::thread::scope(|s| {
         for task in &tasks {
-            s.spawn(move || {
-                match crate::worker::run_task(task, crate::worker::Output::Capture) {
+            s.spawn(
+                move || match crate::worker::run_task(task, crate::worker::Output::Capture) {
                     Ok(out) if TaskAnswer::answered(&out, "features") => {}
                     Ok(_) => tracing::warn!("a features task ended without its answer"),
                     Err(e) => tracing::warn!("a features task failed: {e:#}"),
-                }
-            });
+                },
+            );
         }
     });
 }

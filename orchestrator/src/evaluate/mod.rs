@@ -39,8 +39,7 @@ pub(crate) struct Request {
 /// metrics is returned as it is.
 pub(crate) fn evaluate(req: &Request) -> Result<Report> {
     let sha = |p: &Path| {
-        crate::sys::sha256::sha256_file(p)
-            .with_context(|| format!("cannot read {}", p.display()))
+        crate::sys::sha256::sha256_file(p).with_context(|| format!("cannot read {}", p.display()))
     };
     let inception_sha = sha(&req.inception)?;
     let reference_sha = sha(&req.reference)?;

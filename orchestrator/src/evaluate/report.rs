@@ -5,8 +5,8 @@ use crate::job::evaluation::Metric;
 use anyhow::{Context, Result};
 use fidshard_core::features::{Features, POOL, SPATIAL};
 use fidshard_core::metrics::{
-    frechet_distance, inception_score, reference, softmax, ManifoldEstimator, Moments,
-    Statistics, IS_SPLIT_SIZE,
+    frechet_distance, inception_score, reference, softmax, ManifoldEstimator, Moments, Statistics,
+    IS_SPLIT_SIZE,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

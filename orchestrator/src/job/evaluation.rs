@@ -59,5 +59,7 @@ impl Evaluation {
 }
 
 pub(crate) fn default_inception() -> PathBuf {
-    crate::job::hub::CacheRoot::fidshard().path.join(INCEPTION_FILE)
+    crate::job::hub::CacheRoot::fidshard()
+        .path
+        .join(INCEPTION_FILE)
 }

@@ -28,7 +28,10 @@ pub fn random_tensor(key: &str, shape: &[i64]) -> Option<Tensor> {
 }
 
 /// The state_dict of `keys` (name and shape, in draw order) after `manual_seed(seed)`.
-pub fn random_state_dict(seed: i64, keys: &[(String, Vec<i64>)]) -> Result<Vec<(String, Tensor)>, String> {
+pub fn random_state_dict(
+    seed: i64,
+    keys: &[(String, Vec<i64>)],
+) -> Result<Vec<(String, Tensor)>, String> {
     tch::manual_seed(seed);
     keys.iter()
         .map(|(k, shape)| {

@@ -5,9 +5,9 @@
 use crate::device::to_tch;
 use anyhow::{Context, Result};
 use fidshard_core::features::{file_name, FeatureHeader, Features};
+use fidshard_core::npz_images::NpzImages;
 use fidshard_core::task::{FeaturesTask, TaskAnswer};
 use fidshard_worker::features::FeatureExtractor;
-use fidshard_core::npz_images::NpzImages;
 use std::path::Path;
 
 pub(crate) fn run(task: FeaturesTask) -> Result<()> {
@@ -52,11 +52,12 @@ pub(crate) fn run(task: FeaturesTask) -> Result<()> {
     Ok(())
 }
 
-
 /// Whether `path` already holds the features of these images from these weights.
 fn done(path: &Path, first: u64, crc32: &[u32], inception: &str) -> bool {
     match Features::read(path) {
-        Ok(f) => f.header.first == first && f.header.crc32 == crc32 && f.header.inception == inception,
+        Ok(f) => {
+            f.header.first == first && f.header.crc32 == crc32 && f.header.inception == inception
+        }
         Err(_) => false,
     }
 }

@@ -165,7 +165,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { id, device } => device::to_tch(device).and_then(|d| serve::run(id, d)),
         Command::Task => run_task().map(|()| Exit::Complete),
-        Command::RandomInception { spec, out } => random_inception(&spec, &out).map(|()| Exit::Complete),
+        Command::RandomInception { spec, out } => {
+            random_inception(&spec, &out).map(|()| Exit::Complete)
+        }
     };
     match result {
         Ok(code) => code.into(),
