@@ -10,29 +10,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// make_fixtures.py's `random_tensor`, op for op.
-fn random_tensor(key: &str, shape: &[i64]) -> Tensor {
-    let cpu = (Kind::Float, Device::Cpu);
-    if key.ends_with("num_batches_tracked") {
-        Tensor::zeros(shape, (Kind::Int64, Device::Cpu))
-    } else if key.ends_with("conv.weight") {
-        let fan_in = (shape[1] * shape[2] * shape[3]) as f64;
-        Tensor::randn(shape, cpu) * (2.0 / fan_in).sqrt()
-    } else if key.ends_with("bn.weight") {
-        Tensor::randn(shape, cpu) * 0.1 + 1.0
-    } else if key.ends_with("bn.bias") || key.ends_with("bn.running_mean") {
-        Tensor::randn(shape, cpu) * 0.1
-    } else if key.ends_with("bn.running_var") {
-        Tensor::rand(shape, cpu) * 0.5 + 0.75
-    } else if key == "fc.weight" {
-        Tensor::randn(shape, cpu) * (1.0 / shape[1] as f64).sqrt()
-    } else if key == "fc.bias" {
-        Tensor::randn(shape, cpu) * 0.1
-    } else {
-        panic!("no recipe for {key}")
-    }
-}
-
 /// The random state_dict of the fixtures, in its order, and the CRC-32 of its float tensors.
 fn random_weights() -> (BTreeMap<String, Tensor>, u32) {
     let text = std::fs::read_to_string(fixture("inception/weights.json")).unwrap();
@@ -49,7 +26,10 @@ fn random_weights() -> (BTreeMap<String, Tensor>, u32) {
             .iter()
             .map(|v| v.as_i64().unwrap())
             .collect();
-        let t = random_tensor(key, &shape);
+        // The worker's recipe (what `fidshard-worker random-inception` writes), which must
+        // draw make_fixtures.py's tensors op for op.
+        let t = fidshard_worker::inception::random::random_tensor(key, &shape)
+            .unwrap_or_else(|| panic!("no recipe for {key}"));
         if t.kind() == Kind::Float {
             let values = Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
             crc.update(
