@@ -127,13 +127,26 @@ impl Features {
 
     /// Reads and checks a file; a damaged one is an error naming it.
     pub fn read(path: &Path) -> Result<Features> {
+        Features::read_with_crc(path).map(|(f, _)| f)
+    }
+
+    /// [`Features::read`], and the CRC32 of the file's bytes (what a shard's record holds).
+    pub fn read_with_crc(path: &Path) -> Result<(Features, u32)> {
         let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
-        Features::from_bytes(&bytes).map_err(|msg| {
+        let f = Features::from_bytes(&bytes).map_err(|msg| {
             CoreError::io(
                 path,
                 std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
             )
-        })
+        })?;
+        Ok((f, crc32fast::hash(&bytes)))
+    }
+
+    /// Writes the file atomically; returns the CRC32 of its bytes.
+    pub fn write_with_crc(&self, path: &Path) -> Result<u32> {
+        let bytes = self.to_bytes();
+        crate::output::write_atomic(path, &bytes)?;
+        Ok(crc32fast::hash(&bytes))
     }
 }
 

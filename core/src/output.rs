@@ -120,8 +120,14 @@ pub fn ensure_regular(t: &std::fs::FileType) -> std::io::Result<()> {
 /// records and by a worker reusing an interrupted shard's files. A decoder panic on a hostile
 /// file counts as bad. The error says what is wrong, without the path.
 pub fn check_png(bytes: &[u8], side: u32) -> std::result::Result<(), String> {
+    decode_png(bytes, side).map(drop)
+}
+
+/// The `side x side x 3` pixels of a PNG written by [`encode_png`] (or refused as
+/// [`check_png`] says).
+pub fn decode_png(bytes: &[u8], side: u32) -> std::result::Result<Vec<u8>, String> {
     use image::ImageDecoder;
-    let decoded = std::panic::catch_unwind(|| -> std::result::Result<(), String> {
+    let decoded = std::panic::catch_unwind(|| -> std::result::Result<Vec<u8>, String> {
         let decoder = image::codecs::png::PngDecoder::new(std::io::Cursor::new(bytes))
             .map_err(|e| format!("not a readable PNG: {e}"))?;
         let (w, h) = decoder.dimensions();
@@ -134,7 +140,8 @@ pub fn check_png(bytes: &[u8], side: u32) -> std::result::Result<(), String> {
         let mut pixels = vec![0u8; decoder.total_bytes() as usize];
         decoder
             .read_image(&mut pixels)
-            .map_err(|e| format!("not a readable PNG: {e}"))
+            .map_err(|e| format!("not a readable PNG: {e}"))?;
+        Ok(pixels)
     });
     decoded.unwrap_or_else(|_| Err("the PNG decoder panicked".into()))
 }

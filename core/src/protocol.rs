@@ -20,8 +20,10 @@
 //! - `ready` once the model and VAE are loaded;
 //! - `progress` after each sampled batch and each written image batch;
 //! - `shard_done` after every PNG of the shard is written (fsynced and renamed) or reused, with
-//!   a CRC32 per file and the labels, both in index order. Only the coordinator decides that a shard is done: it records
-//!   the shard in the state DB when it receives this line.
+//!   a CRC32 per file and the labels, both in index order (and, when `init` asked for features,
+//!   after the shard's features file is written too, with its CRC32). Only the coordinator
+//!   decides that a shard is done: it records the shard in the state DB when it receives this
+//!   line.
 //! - `shard_failed` (typed: `oom` after the micro-batch could not shrink further, `io` for disk
 //!   errors, `other`), after which the worker takes more work;
 //! - `fatal` (e.g. `load`: the checkpoint or VAE did not load), after which it exits non-zero.
@@ -40,6 +42,10 @@ pub enum ToWorker {
         /// loading, that the files it loads are these (a file replaced mid-run stops the run).
         #[serde(default)]
         weights: Option<crate::identity::WeightsIdentity>,
+        /// `evaluate:` of the job: the Inception features of every shard, computed from the
+        /// pixels while they are in memory.
+        #[serde(default)]
+        features: Option<FeaturesSpec>,
     },
     Assign {
         shard: Shard,
@@ -48,6 +54,20 @@ pub enum ToWorker {
     /// Finish the batch in flight, write it, exit 0 (see the module docs).
     Drain,
     Shutdown,
+}
+
+/// What `init` asks of the features (crate::features): the worker loads `inception` next to
+/// the model and, for each shard, writes the features of its images (sampled ones from the
+/// pixels in memory, PNGs reused from an earlier attempt decoded) to
+/// `dir/{features::file_name(start, len)}`, tied to the PNGs' CRC32s, before it reports the
+/// shard done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeaturesSpec {
+    /// torch-fidelity's Inception weights.
+    pub inception: PathBuf,
+    /// Their SHA-256 (hex), recorded in every features file.
+    pub inception_sha256: String,
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +111,9 @@ pub enum FromWorker {
         crc32: Vec<u32>,
         labels: Vec<i64>,
         seconds: f64,
+        /// With `init`'s `features`: the CRC32 of the shard's features file (its bytes).
+        #[serde(default)]
+        features_crc32: Option<u32>,
     },
     ShardFailed {
         shard: u64,

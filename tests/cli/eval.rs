@@ -39,6 +39,37 @@ fn eval(out: &Path, weights: &Path, cache: &Path, npz: &Path) -> std::process::O
     )
 }
 
+/// A 16-sample job of the digits SiT on 2 CPU workers (shards of 8, batches of 2) with
+/// `evaluate:` of `metrics` against the reference batch of real digits.
+fn sit_job(dir: &Path, out: &str, weights: &Path, metrics: &str) -> PathBuf {
+    let cfg = dir.join(format!("{out}.yaml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "model:\n  family: sit\n  config: {}\n  checkpoint: {}\nvae: {}\nnum_classes: 10\n\
+             num_samples: 16\nlabels: balanced\ncfg_scale: 4\nsampler: ode\nsteps: \"6\"\n\
+             devices: {{cpu: 2}}\nshard_size: 8\nbatch_size: 2\nout_dir: {out}\n\
+             evaluate:\n  reference: {}\n  inception: {}\n  metrics: {metrics}\n",
+            fixture("demo-digits-sit/sit/config.json").display(),
+            fixture("demo-digits-sit/sit/model.safetensors").display(),
+            fixture("demo-digits/vae").display(),
+            fixture("eval/reference.npz").display(),
+            weights.display(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 fn metrics(out: &Path) -> serde_json::Value {
     read_json(&out.join("metrics.json")).expect("metrics.json")
 }
@@ -146,23 +177,14 @@ fn eval_gives_the_adm_evaluators_numbers_and_resumes() {
         assert_eq!(again[k], first[k], "{k}");
     }
 
-    // A run with `evaluate:` scores its own npz as `eval` does; `status` shows the numbers.
-    let cfg = tmp.path().join("job.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "model:\n  family: sit\n  config: {}\n  checkpoint: {}\nvae: {}\nnum_classes: 10\n\
-             num_samples: 16\nlabels: balanced\ncfg_scale: 4\nsampler: ode\nsteps: \"6\"\n\
-             devices: {{cpu: 2}}\nshard_size: 8\nout_dir: out\n\
-             evaluate:\n  reference: {}\n  inception: {}\n  metrics: [fid, sfid, is, precision, recall]\n",
-            fixture("demo-digits-sit/sit/config.json").display(),
-            fixture("demo-digits-sit/sit/model.safetensors").display(),
-            fixture("demo-digits/vae").display(),
-            fixture("eval/reference.npz").display(),
-            weights.display(),
-        ),
-    )
-    .unwrap();
+    // A run with `evaluate:` scores its own npz as `eval` does, from the features its workers
+    // computed while they sampled (no pass over the npz); `status` shows the numbers.
+    let cfg = sit_job(
+        tmp.path(),
+        "out",
+        &weights,
+        "[fid, sfid, is, precision, recall]",
+    );
     let o = fidshard_env(
         &["run", cfg.to_str().unwrap()],
         &[("FIDSHARD_CACHE", cache.to_str().unwrap())],
@@ -174,6 +196,15 @@ fn eval_gives_the_adm_evaluators_numbers_and_resumes() {
         stderr(&o).lines().last().unwrap().contains("FID "),
         "{}",
         stderr(&o)
+    );
+    assert!(
+        !stderr(&o).contains("computing Inception features"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        file_names(&run_out.join("features")),
+        ["0000000000-8.features", "0000000008-8.features"]
     );
     let o = eval(
         &tmp.path().join("eval3"),
@@ -198,6 +229,86 @@ fn eval_gives_the_adm_evaluators_numbers_and_resumes() {
         String::from_utf8_lossy(&o.stdout).contains("metrics  FID "),
         "{}",
         String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// A worker killed in the middle of a shard: the shard is assigned again, its PNGs reused
+/// (their features decoded from them) and the rest sampled; the metrics are those of `eval` of
+/// the npz. The same job run as two partitions is scored by the partition that assembles it,
+/// with the same numbers. (The Inception Score alone: it needs no reference features, which
+/// the test above computes.)
+#[test]
+fn evaluate_survives_a_killed_worker_and_scores_partitioned_jobs() {
+    use nix::sys::signal::{kill, Signal};
+    let tmp = tempfile::tempdir().unwrap();
+    let (weights, cache) = (random_weights(tmp.path()), tmp.path().join("cache"));
+    let cache_env = ("FIDSHARD_CACHE", cache.to_str().unwrap());
+    let cfg = sit_job(tmp.path(), "killed", &weights, "[is]");
+    let out = tmp.path().join("killed");
+    let child = run_with(
+        &cfg,
+        &[cache_env, ("FAILPOINTS", "worker-slow=return(700)")],
+        &[],
+    );
+    // Once a shard has PNGs but is not finished, kill the worker sampling it.
+    let pid = wait_until(300, "a worker halfway through a shard", || {
+        let snap = read_json(&out.join("status.json")).unwrap_or_default();
+        let workers = snap["workers"].as_array().cloned().unwrap_or_default();
+        workers.iter().find_map(|w| {
+            let (a, b) = (w["shard"]["start"].as_u64()?, w["shard"]["end"].as_u64()?);
+            let written = (a..b)
+                .filter(|i| out.join(format!("samples/{i:06}.png")).is_file())
+                .count() as u64;
+            let halfway = w["state"] == "busy" && (2..b - a).contains(&written);
+            halfway.then(|| w["pid"].as_u64()).flatten()
+        })
+    });
+    kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let (code, err) = finish(child);
+    assert_eq!(code, Some(0), "{err}");
+    let logs = worker_logs(&out);
+    assert!(logs.contains("reusing PNGs"), "{logs}");
+    let scored = metrics(&out);
+
+    let direct = tmp.path().join("direct");
+    let o = fidshard_env(
+        &[
+            "eval",
+            out.join("samples.npz").to_str().unwrap(),
+            "--reference",
+            fixture("eval/reference.npz").to_str().unwrap(),
+            "--inception",
+            weights.to_str().unwrap(),
+            "--devices",
+            "cpu:2",
+            "--metrics",
+            "is",
+            "--out",
+            direct.to_str().unwrap(),
+        ],
+        &[cache_env],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        scored["inception_score"],
+        metrics(&direct)["inception_score"]
+    );
+
+    let cfg = sit_job(tmp.path(), "parts", &weights, "[is]");
+    for (k, last) in [("0/2", false), ("1/2", true)] {
+        let o = fidshard_env(
+            &["run", cfg.to_str().unwrap(), "--partition", k],
+            &[cache_env],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let line = stderr(&o).lines().last().unwrap_or_default().to_string();
+        assert_eq!(line.contains("IS "), last, "{}", stderr(&o));
+    }
+    let parts = tmp.path().join("parts");
+    assert_eq!(npz(&parts), npz(&out));
+    assert_eq!(
+        metrics(&parts)["inception_score"],
+        scored["inception_score"]
     );
 }
 

@@ -12,6 +12,27 @@ pub struct FeatureRows {
     pub logits: Vec<f32>,
 }
 
+impl FeatureRows {
+    /// The rows of `n` images, one `FeatureRows` each.
+    pub fn into_images(self, n: usize) -> Vec<FeatureRows> {
+        use fidshard_core::features::{CLASSES, POOL, SPATIAL};
+        (0..n)
+            .map(|i| FeatureRows {
+                pool: self.pool[i * POOL..(i + 1) * POOL].to_vec(),
+                spatial: self.spatial[i * SPATIAL..(i + 1) * SPATIAL].to_vec(),
+                logits: self.logits[i * CLASSES..(i + 1) * CLASSES].to_vec(),
+            })
+            .collect()
+    }
+
+    /// Appends `other`'s rows after these.
+    pub fn extend(&mut self, other: &FeatureRows) {
+        self.pool.extend_from_slice(&other.pool);
+        self.spatial.extend_from_slice(&other.spatial);
+        self.logits.extend_from_slice(&other.logits);
+    }
+}
+
 /// The Inception network on a device.
 pub struct FeatureExtractor {
     net: crate::inception::InceptionV3,
@@ -20,7 +41,13 @@ pub struct FeatureExtractor {
 
 impl FeatureExtractor {
     /// Loads torch-fidelity's converted weights (`weights-inception-2015-12-05-6726825d.pth`).
+    /// On the CPU one thread, as a sampling worker has (engine.rs): libtorch picks its float32
+    /// kernels by the thread count, and the features of a job's images must be the same bits
+    /// whether a sampling worker or a `features` task computed them.
     pub fn load(weights: &std::path::Path, device: Device) -> Result<FeatureExtractor> {
+        if !device.is_cuda() {
+            tch::set_num_threads(1);
+        }
         let net = crate::inception::InceptionV3::load(weights, device)?;
         Ok(FeatureExtractor { net, device })
     }

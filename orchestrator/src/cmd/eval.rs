@@ -94,6 +94,7 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
             args.metrics
         },
         batch_size: args.batch_size as usize,
+        shards: None,
     };
     let report = evaluate::evaluate(&req)?;
     println!("{}", report.one_line());

@@ -46,6 +46,8 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     // written: a bad checkpoint or VAE then fails in seconds with one message (exit 2), instead
     // of once per worker, and leaves the samples and the state as they were.
     crate::coordinator::model_check::check_models(&job)?;
+    // `evaluate:`: the Inception weights are checked (and hashed) before anything is sampled.
+    let features = crate::evaluate::features_spec(&job)?;
     let db = open_state(&job, &lock, &args)?;
     let run = Run {
         job: &job,
@@ -54,6 +56,7 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
         devices: &devices,
         started,
         samples_dir: OutDir::new(&out).samples(),
+        features,
     };
     let result = run_with_state(&run);
     if let Err(e) = &result {
@@ -148,6 +151,8 @@ struct Run<'a> {
     /// When the job lock was taken (the seconds of the completion line).
     started: Instant,
     samples_dir: PathBuf,
+    /// With `evaluate:`: what the workers compute of each shard.
+    features: Option<fidshard_core::protocol::FeaturesSpec>,
 }
 
 /// What a round of [`run_with_state`] came to.
@@ -180,9 +185,11 @@ fn prepare_samples_dir(r: &Run) -> Result<()> {
     let (job, samples_dir) = (r.job, &r.samples_dir);
     std::fs::create_dir_all(samples_dir)
         .with_context(|| format!("cannot create {}", samples_dir.display()))?;
+    let features = OutDir::new(&job.out_dir).features();
     let removed = if job.partition.is_whole() {
         crate::outdir::state::remove_stale_temps(samples_dir)?
             + crate::outdir::state::remove_stale_temps(&job.out_dir)?
+            + crate::outdir::state::remove_stale_temps(&features)?
     } else {
         let (a, b) = job.sample_range();
         let own = |name: &str| {
@@ -194,6 +201,10 @@ fn prepare_samples_dir(r: &Run) -> Result<()> {
         };
         crate::outdir::state::remove_stale_temps_where(samples_dir, own)?
             + crate::outdir::state::remove_stale_temps(&job.state_dir())?
+            // A shard's features file is named by its first index (`0000000064-64.features`).
+            + crate::outdir::state::remove_stale_temps_where(&features, |name| {
+                own(name.split('-').next().unwrap_or_default())
+            })?
     };
     if removed > 0 {
         tracing::info!(
@@ -210,7 +221,7 @@ fn one_round(r: &Run, round: usize) -> Result<Next> {
     let (job, db) = (r.job, r.db);
     let todo = pending_shards(db, &job.plan(), &r.samples_dir, job.settings.num_samples)?;
     if todo.is_empty() && !job.partition.is_whole() {
-        return end_partition(job, db);
+        return end_partition(r);
     }
     if round == 0 && todo.is_empty() && OutDir::new(&job.out_dir).npz().is_file() {
         if let Some(next) = recheck_complete(r)? {
@@ -225,7 +236,7 @@ fn one_round(r: &Run, round: usize) -> Result<Next> {
             return Ok(Next::Exit(exit));
         }
         if !job.partition.is_whole() {
-            return end_partition(job, db);
+            return end_partition(r);
         }
     }
     if let Some(sig) = crate::sys::signals::pending() {
@@ -243,7 +254,7 @@ fn recheck_complete(r: &Run) -> Result<Option<Next>> {
     match finish::check_complete(job, db.done_records()?)? {
         Checked::Complete => {
             finish::final_snapshot(job, db, JobState::Complete);
-            Ok(Some(Next::Exit(score(r)?)))
+            Ok(Some(Next::Exit(score(r, &db.done_records()?)?)))
         }
         Checked::BadPngs(indices) => {
             let bad = forget_samples(r, &indices)?;
@@ -268,7 +279,7 @@ fn assemble(r: &Run, round: usize) -> Result<Next> {
         Ok(()) => {
             finish::log_complete(job, Some(r.started.elapsed().as_secs_f64()));
             finish::final_snapshot(job, db, JobState::Complete);
-            Ok(Next::Exit(score(r)?))
+            Ok(Next::Exit(score(r, &db.done_records()?)?))
         }
         Err(e) if round < REPAIR_ROUNDS && e.bad_indices().is_some() => {
             let bad = forget_samples(r, e.bad_indices().unwrap_or_default())?;
@@ -279,34 +290,15 @@ fn assemble(r: &Run, round: usize) -> Result<Next> {
     }
 }
 
-/// `evaluate:` of a complete job: the metrics of `samples.npz` into `OUT/metrics.json`
-/// (evaluate/), unless that file already scores this very npz with these settings; the last
-/// line says them.
-fn score(r: &Run) -> Result<Exit> {
-    let Some(e) = &r.job.evaluate else {
-        return Ok(Exit::Complete);
-    };
-    let out = &r.job.out_dir;
-    let req = crate::evaluate::Request {
-        samples: OutDir::new(out).npz(),
-        reference: e.reference.clone(),
-        inception: e.inception_file(),
-        out: out.clone(),
-        devices: r.devices.to_vec(),
-        metrics: e.metrics.clone(),
-        batch_size: 50,
-    };
-    if !req.inception.is_file() {
-        return Err(fidshard_core::input_error!(
-            "{}: `evaluate.inception`: {} is missing; download torch-fidelity's weights ({}) there, or name the file",
-            r.job.source.display(),
-            req.inception.display(),
-            crate::job::evaluation::INCEPTION_URL
-        ));
+/// `evaluate:` of a complete job (assembled from `records`): the metrics of `samples.npz` into
+/// `OUT/metrics.json` from the features its workers wrote (evaluate/), unless that file already
+/// scores this very npz with these settings; the last line says them.
+fn score(r: &Run, records: &[crate::outdir::state::ShardRecord]) -> Result<Exit> {
+    if let Some(report) = crate::evaluate::score_job(r.job, records, r.devices)? {
+        let json = OutDir::new(&r.job.out_dir).metrics();
+        tracing::info!(metrics = %json.display(), "evaluated");
+        eprintln!("fidshard: {}", report.one_line());
     }
-    let report = crate::evaluate::evaluate(&req)?;
-    tracing::info!(metrics = %out.join("metrics.json").display(), "evaluated");
-    eprintln!("fidshard: {}", report.one_line());
     Ok(Exit::Complete)
 }
 
@@ -324,11 +316,17 @@ fn forget_samples(r: &Run, indices: &[u64]) -> Result<BTreeSet<u64>> {
     Ok(bad)
 }
 
-/// A partition's end ([`finish::finish_partition`]): the exit code, or another round when
-/// shards with damaged PNGs were forgotten, to be sampled again.
-fn end_partition(job: &Job, db: &StateDb) -> Result<Next> {
+/// A partition's end ([`finish::finish_partition`]): the exit code (after scoring the job when
+/// this partition found its npz complete), or another round when shards with damaged PNGs
+/// were forgotten, to be sampled again.
+fn end_partition(r: &Run) -> Result<Next> {
+    let (job, db) = (r.job, r.db);
     match finish::finish_partition(job, db)? {
-        PartitionEnd::Done(exit) => Ok(Next::Exit(exit)),
+        PartitionEnd::Done {
+            complete: Some(records),
+            ..
+        } => Ok(Next::Exit(score(r, &records)?)),
+        PartitionEnd::Done { exit, .. } => Ok(Next::Exit(exit)),
         PartitionEnd::Redo(bad) => {
             for id in bad {
                 db.remove_done(id)?;
@@ -380,6 +378,7 @@ fn sample(r: &Run, todo: Vec<Shard>) -> Result<Option<Exit>> {
         grace: r.args.grace,
         samples_dir: r.samples_dir.clone(),
         log_dir: OutDir::new(job.state_dir()).logs(),
+        features: r.features.clone(),
     };
     let total = job.plan().len() as u64;
     match c.run(todo, (done.len() as u64, done_samples), total)? {

@@ -304,6 +304,7 @@ impl FakeWorker {
                             .map(|i| fidshard_core::labels::label_of(seed, i, mode, classes))
                             .collect(),
                         seconds: d.as_secs_f64(),
+                        features_crc32: None,
                     });
                     if w.state.lock().unwrap().exit_when_done {
                         w.exit("exited with code 0");

@@ -37,7 +37,8 @@ impl Run<'_> {
                 crc32,
                 labels,
                 seconds,
-            } => self.on_shard_done(w, shard, crc32, labels, seconds),
+                features_crc32,
+            } => self.on_shard_done(w, shard, (crc32, labels), seconds, features_crc32),
             FromWorker::ShardFailed {
                 shard,
                 kind,
@@ -81,9 +82,9 @@ impl Run<'_> {
         &mut self,
         w: usize,
         id: u64,
-        crc32: Vec<u32>,
-        labels: Vec<i64>,
+        (crc32, labels): (Vec<u32>, Vec<i64>),
         seconds: f64,
+        features_crc32: Option<u32>,
     ) {
         let slot = &mut self.slots[w];
         let Some(r) = slot.take_shard(id) else {
@@ -149,6 +150,7 @@ impl Run<'_> {
             labels: expected,
             worker: worker.clone(),
             finished_unix: snapshot::unix_now() as u64,
+            features_crc32,
         };
         if let Err(e) = self.c.db.record_done(&rec) {
             let msg = format!("shard {}: cannot record it as done: {e:#}", r.shard);

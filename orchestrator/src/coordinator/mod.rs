@@ -66,6 +66,8 @@ pub(crate) struct Coordinator<'a> {
     pub grace: Duration,
     pub samples_dir: PathBuf,
     pub log_dir: PathBuf,
+    /// With the job's `evaluate:`: the workers compute each shard's Inception features.
+    pub features: Option<fidshard_core::protocol::FeaturesSpec>,
 }
 
 struct Run<'a> {
@@ -141,6 +143,7 @@ impl<'a> Coordinator<'a> {
             settings: Box::new(self.job.settings.clone()),
             samples_dir: self.samples_dir.clone(),
             weights,
+            features: self.features.clone(),
         };
         let mut snap = Snapshot::empty(&self.job.out_dir, JobState::Running);
         snap.samples_total = self.job.samples_owned();

@@ -81,6 +81,7 @@ impl Fixture {
             grace: GRACE,
             samples_dir: self.out.join("samples"),
             log_dir: self.out.join("logs"),
+            features: None,
         };
         let todo = plan(SAMPLES, self.shard_size);
         c.run_with(spawner, signals, todo, (0, 0), self.shards())

@@ -1,6 +1,12 @@
 //! The features of an npz's images, range by range: which files are missing, and worker tasks
 //! (one per device, in parallel) that write them. A task that dies leaves the ranges it had not
 //! finished; they are handed out once more before the evaluation gives up.
+//!
+//! The samples of a job run with `evaluate:` come with the files its workers wrote while they
+//! sampled, one per shard, tied to the shard's PNGs by their CRC32s: such a file is used when
+//! its CRC32s are the ones the shard's record holds (the npz was assembled from, and checked
+//! against, those very PNGs), without reading the npz. Only shards without one (the job got its
+//! `evaluate:` after sampling, or a file was damaged) are computed here, from the npz.
 use super::Request;
 use crate::job::devices::WorkerDevice;
 use anyhow::{bail, Context, Result};
@@ -17,35 +23,65 @@ fn range_size(count: u64, devices: usize) -> u64 {
     count.div_ceil(8 * devices.max(1) as u64).clamp(16, 1000)
 }
 
+/// A shard of a job and the CRC32s of its PNGs, as its record holds them.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardRange {
+    pub start: u64,
+    pub end: u64,
+    pub png_crc32: Vec<u32>,
+    /// The CRC32 of the features file the worker reported, if it did.
+    pub features_crc32: Option<u32>,
+}
+
 /// An npz and the folder of its features files.
 pub(super) struct Source {
     pub npz: PathBuf,
     pub dir: PathBuf,
+    /// The job's shards (their files may come from the workers), or `None`: ranges of the npz.
+    pub shards: Option<Vec<ShardRange>>,
+}
+
+impl Source {
+    /// The ranges of the features files, in index order, with the PNG CRC32s a worker's file
+    /// of that range must hold.
+    fn ranges(&self, count: u64, devices: usize) -> Vec<(u64, u64, Option<&ShardRange>)> {
+        match &self.shards {
+            Some(shards) => shards.iter().map(|s| (s.start, s.end, Some(s))).collect(),
+            None => {
+                let size = range_size(count, devices);
+                (0..count.div_ceil(size))
+                    .map(|k| (k * size, ((k + 1) * size).min(count), None))
+                    .collect()
+            }
+        }
+    }
 }
 
 /// The features files of all of `src`'s images, in index order, computing what is missing.
 pub(super) fn ensure(src: &Source, req: &Request, inception_sha: &str) -> Result<Vec<PathBuf>> {
     let images = NpzImages::open(&src.npz)?;
-    let count = images.count;
-    let size = range_size(count, req.devices.len());
-    let ranges: Vec<(u64, u64)> = (0..count.div_ceil(size))
-        .map(|k| (k * size, ((k + 1) * size).min(count)))
-        .collect();
+    let ranges = src.ranges(images.count, req.devices.len());
+    let tiled = ranges.windows(2).all(|w| w[0].1 == w[1].0)
+        && ranges.first().map_or(0, |r| r.0) == 0
+        && ranges.last().map_or(0, |r| r.1) == images.count;
+    if !tiled {
+        bail!(
+            "{}: holds {} images, which the job's recorded shards do not cover one by one; run `fidshard run` again to check and assemble it",
+            src.npz.display(),
+            images.count
+        );
+    }
     std::fs::create_dir_all(&src.dir)
         .with_context(|| format!("cannot create {}", src.dir.display()))?;
+    let check = |&(a, b, shard): &(u64, u64, Option<&ShardRange>)| {
+        let path = src.dir.join(file_name(a, b - a));
+        usable(&images, &path, (a, b), shard, inception_sha)
+    };
     for attempt in 1..=2 {
         let missing: Vec<(u64, u64)> = ranges
             .iter()
-            .copied()
-            .filter(|&(a, b)| {
-                !usable(
-                    &images,
-                    &src.dir.join(file_name(a, b - a)),
-                    a,
-                    b,
-                    inception_sha,
-                )
-            })
+            .filter(|r| !check(r))
+            .map(|&(a, b, _)| (a, b))
             .collect();
         if missing.is_empty() {
             break;
@@ -59,31 +95,40 @@ pub(super) fn ensure(src: &Source, req: &Request, inception_sha: &str) -> Result
         );
         run_tasks(src, req, inception_sha, &missing);
     }
-    let files: Vec<PathBuf> = ranges
-        .iter()
-        .map(|&(a, b)| src.dir.join(file_name(a, b - a)))
-        .collect();
-    if let Some(((a, b), _)) = ranges
-        .iter()
-        .zip(&files)
-        .find(|((a, b), f)| !usable(&images, f, *a, *b, inception_sha))
-    {
+    if let Some(&(a, b, _)) = ranges.iter().find(|r| !check(r)) {
         bail!(
             "the Inception features of images {a}..{b} of {} could not be computed (twice); see the log above",
             src.npz.display()
         );
     }
-    Ok(files)
+    Ok(ranges
+        .iter()
+        .map(|&(a, b, _)| src.dir.join(file_name(a, b - a)))
+        .collect())
 }
 
-/// Whether `path` holds the features of images `a..b` of the npz as it is now (their CRC32s)
-/// from these weights: features of an earlier npz at the same path are never used.
-fn usable(images: &NpzImages, path: &Path, a: u64, b: u64, inception_sha: &str) -> bool {
-    let Ok(f) = Features::read(path) else {
+/// Whether `path` holds the features of images `a..b` from these weights: written by a worker
+/// from the shard's PNGs (their CRC32s, and the file's own when the record has it), or
+/// computed from the npz as it is now (the CRC32s of its pixels). Features of an earlier npz or
+/// of other PNGs at the same path are never used.
+fn usable(
+    images: &NpzImages,
+    path: &Path,
+    (a, b): (u64, u64),
+    shard: Option<&ShardRange>,
+    inception_sha: &str,
+) -> bool {
+    let Ok((f, file_crc)) = Features::read_with_crc(path) else {
         return false;
     };
     if f.header.first != a || f.count() as u64 != b - a || f.header.inception != inception_sha {
         return false;
+    }
+    let from_worker = shard.is_some_and(|s| {
+        s.png_crc32 == f.header.crc32 && s.features_crc32.is_none_or(|c| c == file_crc)
+    });
+    if from_worker {
+        return true;
     }
     images
         .read_range(a, b)

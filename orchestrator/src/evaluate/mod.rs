@@ -6,8 +6,11 @@
 //! range whose features file exists is never computed again, and a reference batch's features
 //! are cached by the SHA-256 of the reference and of the weights.
 mod features;
+mod of_job;
 mod report;
 
+pub(crate) use features::ShardRange;
+pub(crate) use of_job::{features_spec, score_job};
 pub(crate) use report::Report;
 
 use crate::job::evaluation::Metric;
@@ -32,6 +35,10 @@ pub(crate) struct Request {
     pub metrics: Vec<Metric>,
     /// Images per Inception forward pass.
     pub batch_size: usize,
+    /// The shards of a job whose workers wrote the features of what they sampled (`run` with
+    /// `evaluate:`): their files are used as they are when they match the shards' PNGs; `None`:
+    /// ranges of the npz (`fidshard eval`).
+    pub shards: Option<Vec<ShardRange>>,
 }
 
 /// Computes the metrics and writes `OUT/metrics.json`; returns them. A `metrics.json` that
@@ -44,7 +51,7 @@ pub(crate) fn evaluate(req: &Request) -> Result<Report> {
     let inception_sha = sha(&req.inception)?;
     let reference_sha = sha(&req.reference)?;
     let samples_crc32 = crate::npz::images_crc(&req.samples)?;
-    let json = req.out.join("metrics.json");
+    let json = crate::outdir::OutDir::new(&req.out).metrics();
     if let Some(r) = Report::read(&json) {
         if r.samples_crc32 == samples_crc32
             && r.reference_sha256 == reference_sha
@@ -56,12 +63,14 @@ pub(crate) fn evaluate(req: &Request) -> Result<Report> {
     }
     let samples = features::Source {
         npz: req.samples.clone(),
-        dir: req.out.join("features"),
+        dir: crate::outdir::OutDir::new(&req.out).features(),
+        shards: req.shards.clone(),
     };
     let samples_files = features::ensure(&samples, req, &inception_sha)?;
     let reference = features::Source {
         npz: req.reference.clone(),
         dir: reference_cache(&reference_sha, &inception_sha),
+        shards: None,
     };
     let reference_files = if report::needs_reference_features(&req.reference, &req.metrics)? {
         Some(features::ensure(&reference, req, &inception_sha)?)

@@ -50,6 +50,10 @@ pub(crate) const RECORDS_FILE: &str = "records.json";
 pub(crate) const ASSEMBLE_LOCK: &str = "assemble.lock";
 /// The record of the last full verification of a complete job (verified.rs).
 pub(crate) const VERIFIED_FILE: &str = "verified.json";
+/// The Inception features of the samples, one file per shard (or range) (evaluate/).
+pub(crate) const FEATURES_DIR: &str = "features";
+/// The metrics of `samples.npz` (evaluate/).
+pub(crate) const METRICS_FILE: &str = "metrics.json";
 /// Says "this folder is fidshard's" (claim.rs).
 pub(crate) const MARKER_FILE: &str = ".fidshard-out-dir";
 
@@ -109,6 +113,12 @@ impl OutDir {
     }
     pub fn npz(&self) -> PathBuf {
         self.root.join(NPZ_FILE)
+    }
+    pub fn features(&self) -> PathBuf {
+        self.root.join(FEATURES_DIR)
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join(METRICS_FILE)
     }
     pub fn provenance(&self) -> PathBuf {
         self.root.join(PROVENANCE_FILE)

@@ -290,6 +290,7 @@ pub(crate) fn recover_trusting(
         match result {
             Ok(crc32) => records.push(ShardRecord {
                 seconds: 0.0,
+                features_crc32: None,
                 shard,
                 // Unknown: the record of how it was made is what got lost.
                 attempts: 0,

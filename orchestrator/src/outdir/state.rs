@@ -63,6 +63,10 @@ pub(crate) struct ShardRecord {
     /// Seconds the worker took for it (per-device images/s in `status`); 0 when unknown.
     #[serde(default)]
     pub seconds: f64,
+    /// With `evaluate:`: the CRC32 of the shard's Inception features file
+    /// (`OUT/features/`, fidshard-core's features.rs), which the worker wrote with its PNGs.
+    #[serde(default)]
+    pub features_crc32: Option<u32>,
 }
 
 /// What the records say each sample is, in index order: its label and its PNG's CRC-32. The

@@ -19,6 +19,7 @@ pub(crate) fn fp(seed: &str) -> Fingerprint {
 pub(crate) fn done(shard: Shard) -> ShardRecord {
     ShardRecord {
         seconds: 0.0,
+        features_crc32: None,
         shard,
         attempts: 1,
         crc32: shard.indices().map(|i| i as u32).collect(),

@@ -13,8 +13,12 @@ use fidshard_core::Exit;
 
 /// What the end of a partition's run came to.
 pub(crate) enum PartitionEnd {
-    /// Exported (and assembled, if it was the last): the exit code.
-    Done(Exit),
+    /// Exported (and assembled, if it was the last): the exit code, and the records of the
+    /// whole job when its npz is complete (this partition assembled it, or found it complete).
+    Done {
+        exit: Exit,
+        complete: Option<Vec<ShardRecord>>,
+    },
     /// These recorded shards of this partition have a PNG that no longer matches its CRC
     /// (removed): sample them again, then finish again.
     Redo(Vec<u64>),
@@ -37,13 +41,17 @@ pub(crate) fn finish_partition(job: &Job, db: &StateDb) -> Result<PartitionEnd> 
     }
     partitions::export(job, db.done_records()?)?;
     final_snapshot(job, db, JobState::Complete);
-    assemble_if_last(job)?;
-    Ok(PartitionEnd::Done(Exit::Complete))
+    let complete = assemble_if_last(job)?;
+    Ok(PartitionEnd::Done {
+        exit: Exit::Complete,
+        complete,
+    })
 }
 
 /// Assembles the npz from every partition's exports when all have exported and it is not
-/// already complete, under the assembly lock; else says whom it waits for.
-fn assemble_if_last(job: &Job) -> Result<()> {
+/// already complete, under the assembly lock; else says whom it waits for. Returns the whole
+/// job's records once its npz is complete.
+fn assemble_if_last(job: &Job) -> Result<Option<Vec<ShardRecord>>> {
     let _lock = AssembleLock::take(&job.out_dir)?;
     let npz = OutDir::new(&job.out_dir).npz();
     let records = match partitions::merged(job)? {
@@ -55,22 +63,22 @@ fn assemble_if_last(job: &Job) -> Result<()> {
                 waiting_for = %list.join(", "),
                 "this partition is complete; the last partition to finish assembles samples.npz (or run `fidshard assemble`)"
             );
-            return Ok(());
+            return Ok(None);
         }
     };
     if npz.is_file() {
         match check_complete(job, records.clone())? {
-            Checked::Complete => return Ok(()),
+            Checked::Complete => return Ok(Some(records)),
             Checked::BadNpz(why) => tracing::warn!("{why}; assembling it again"),
             // Another partition's PNGs: the assembly below names them.
             Checked::BadPngs(_) => {}
         }
     }
     tracing::info!("every partition is complete: assembling samples.npz");
-    match assemble_interruptible(job, records)? {
+    match assemble_interruptible(job, records.clone())? {
         Ok(()) => {
             log_complete(job, None);
-            Ok(())
+            Ok(Some(records))
         }
         Err(e) => Err(anyhow!(e)).context(
             "assembling samples.npz from the partitions' records; run the partitions named above again to redo those shards",

@@ -31,7 +31,7 @@ pub(crate) fn run(
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let writer = {
         let failure = failure.clone();
-        Writer::spawn(out.clone(), side, n, move |ev| {
+        Writer::spawn(out.clone(), side, n, None, move |ev| {
             if let WriterEvent::Failed { message, .. } = ev {
                 *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
             }
@@ -58,6 +58,7 @@ pub(crate) fn run(
             run: 1,
             shard: 0,
             samples: batch.samples,
+            features: None,
         };
         if writer.tx.send(job).is_err() {
             break;

@@ -11,12 +11,17 @@
 //! acted on like messages, and end the process from the reader thread within a second if the
 //! server is busy (link.rs, `main::end_now`): a worker whose coordinator is gone never goes on
 //! sampling into a resumed run.
+//!
+//! With the job's `evaluate:`, each batch's Inception features are computed from its pixels
+//! right after it is sampled, and each shard ends with its features file (features.rs).
+mod features;
 mod link;
 mod start;
 
 use crate::reuse::{self, LabelSpec};
 use crate::writer::{WriteJob, Writer};
 use anyhow::{anyhow, Result};
+use features::ShardFeatures;
 use fidshard_core::protocol::{FailureKind, FromWorker, ToWorker};
 use fidshard_core::shard::Shard;
 use fidshard_core::Exit;
@@ -58,6 +63,10 @@ struct Server {
     batch: usize,
     /// Numbers the assignments, so that the writer never mixes two attempts at a shard.
     run_seq: u64,
+    /// With the job's `evaluate:`: the Inception network.
+    features: Option<ShardFeatures>,
+    /// Seconds spent on Inception features in the current shard.
+    features_seconds: f64,
 }
 
 /// How a shard's sampling ended.
@@ -94,6 +103,7 @@ impl Server {
             writer,
             samples_dir,
             num_samples,
+            features,
         } = loaded;
         let d = engine.draw_spec();
         Server {
@@ -113,6 +123,8 @@ impl Server {
             samples_dir,
             num_samples,
             run_seq: 0,
+            features,
+            features_seconds: 0.0,
         }
     }
 
@@ -181,15 +193,33 @@ impl Server {
                 "reusing PNGs written by an earlier attempt"
             );
         }
+        self.features_seconds = 0.0;
+        let features = match self.reused_features(&shard, &found.reused) {
+            Ok(f) => f,
+            Err(e) => {
+                return Ok(ShardEnd::Failed {
+                    kind: FailureKind::Other,
+                    message: format!("{e:#}"),
+                })
+            }
+        };
         self.queue(WriteJob::Begin {
             run,
             reused: found.reused,
+            features,
         })?;
         if reused > 0 {
             self.progress(&shard, reused);
         }
         let end = self.sample(run, &shard, reused, &indices)?;
         if let ShardEnd::Sampled = end {
+            tracing::info!(
+                worker = id,
+                %shard,
+                seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                features_seconds = format!("{:.2}", self.features_seconds),
+                "shard sampled"
+            );
             let _ = self.writer.tx.send(WriteJob::EndShard {
                 run,
                 shard: shard.id,
@@ -261,10 +291,20 @@ impl Server {
             .map_err(|m| ChunkError::Fail(FailureKind::Other, m));
         match poisoned.and_then(|_| sample_chunk(&self.engine, draws, timings)) {
             Ok(samples) => {
+                let features = match self.batch_features(&samples) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return Ok(BatchEnd::Failed {
+                            kind: FailureKind::Other,
+                            message: format!("{e:#}"),
+                        })
+                    }
+                };
                 self.queue(WriteJob::Images {
                     run,
                     shard: shard.id,
                     samples,
+                    features,
                 })?;
                 Ok(BatchEnd::Sampled(n))
             }
@@ -284,6 +324,41 @@ impl Server {
             }),
             Err(ChunkError::Fail(kind, message)) => Ok(BatchEnd::Failed { kind, message }),
         }
+    }
+
+    /// With features: those of a sampled batch.
+    fn batch_features(
+        &mut self,
+        samples: &[fidshard_worker::Sample],
+    ) -> Result<Option<fidshard_worker::features::FeatureRows>> {
+        let Some(f) = &self.features else {
+            return Ok(None);
+        };
+        let t = Instant::now();
+        let rows = f.of_samples(samples)?;
+        self.features_seconds += t.elapsed().as_secs_f64();
+        Ok(Some(rows))
+    }
+
+    /// With features: those of the PNGs reused from an earlier attempt (else none).
+    fn reused_features(
+        &mut self,
+        shard: &Shard,
+        reused: &[crate::writer::Reused],
+    ) -> Result<Vec<fidshard_worker::features::FeatureRows>> {
+        let Some(f) = &self.features else {
+            return Ok(Vec::new());
+        };
+        let t = Instant::now();
+        let rows = f.of_reused(
+            shard,
+            reused,
+            &self.samples_dir,
+            self.num_samples,
+            self.batch,
+        )?;
+        self.features_seconds += t.elapsed().as_secs_f64();
+        Ok(rows)
     }
 
     fn queue(&self, job: WriteJob) -> Result<()> {

@@ -1,5 +1,6 @@
-//! The handshake of `serve`: `init` in, the weights checked and loaded, `ready` out, and the
-//! PNG writer started.
+//! The handshake of `serve`: `init` in, the weights checked and loaded (and the Inception
+//! network, when the job is evaluated), `ready` out, and the PNG writer started.
+use super::features::ShardFeatures;
 use super::link::{Inbound, Inbox, Outbox};
 use crate::writer::{Writer, WriterEvent};
 use anyhow::{anyhow, Context, Result};
@@ -25,6 +26,8 @@ pub(super) struct Loaded {
     pub writer: Writer,
     pub samples_dir: PathBuf,
     pub num_samples: u64,
+    /// With the job's `evaluate:`: the features of every shard.
+    pub features: Option<ShardFeatures>,
 }
 
 /// Waits for `init`, loads the models (checking the weights before and after), sends `ready`
@@ -35,12 +38,13 @@ pub(super) fn handshake(
     outbox: &Outbox,
     inbox: &mut Inbox,
 ) -> Result<Handshake> {
-    let (settings, samples_dir, weights) = match inbox.next() {
+    let (settings, samples_dir, weights, features) = match inbox.next() {
         Inbound::Msg(ToWorker::Init {
             settings,
             samples_dir,
             weights,
-        }) => (settings, samples_dir, weights),
+            features,
+        }) => (settings, samples_dir, weights, features),
         Inbound::End(code) => return Ok(Handshake::Ended(code)),
         Inbound::Msg(_) => return Err(anyhow!("worker {id}: the first message was not `init`")),
     };
@@ -48,20 +52,43 @@ pub(super) fn handshake(
     let start = Instant::now();
     let num_samples = settings.num_samples;
     let engine = load(id, outbox, *settings, device, weights.as_ref())?;
+    let side = engine.image_size() as u32;
+    let features = match features {
+        Some(spec) => Some(load_features(id, outbox, spec, device, side)?),
+        None => None,
+    };
     outbox.send(&FromWorker::Ready {
         pid: std::process::id(),
         device: format!("{device:?}"),
         load_seconds: start.elapsed().as_secs_f64(),
     });
-    tracing::info!(worker = id, ?device, "ready");
-    let side = engine.image_size() as u32;
-    let writer = spawn_writer(outbox, samples_dir.clone(), side, num_samples);
+    tracing::info!(worker = id, ?device, features = features.is_some(), "ready");
+    let spec = features.as_ref().map(|f| f.spec.clone());
+    let writer = spawn_writer(outbox, samples_dir.clone(), side, num_samples, spec);
     Ok(Handshake::Ready(Box::new(Loaded {
         engine,
         writer,
         samples_dir,
         num_samples,
+        features,
     })))
+}
+
+/// Loads the Inception network; a failure is a `fatal` message of kind `load`.
+fn load_features(
+    id: u32,
+    outbox: &Outbox,
+    spec: fidshard_core::protocol::FeaturesSpec,
+    device: Device,
+    side: u32,
+) -> Result<ShardFeatures> {
+    ShardFeatures::load(spec, device, side).map_err(|e| {
+        outbox.send(&FromWorker::Fatal {
+            kind: FailureKind::Load,
+            message: format!("{e:#}"),
+        });
+        e.context(format!("worker {id}: loading the Inception network failed"))
+    })
 }
 
 /// Loads the engine; a failure is reported as a `fatal` message of kind `load`.
@@ -121,14 +148,21 @@ fn check_weights(
 
 /// The PNG writer thread, reporting each shard it completes (or fails to write) to the
 /// coordinator.
-fn spawn_writer(outbox: &Outbox, dir: PathBuf, side: u32, num_samples: u64) -> Writer {
+fn spawn_writer(
+    outbox: &Outbox,
+    dir: PathBuf,
+    side: u32,
+    num_samples: u64,
+    features: Option<fidshard_core::protocol::FeaturesSpec>,
+) -> Writer {
     let outbox = outbox.clone();
-    Writer::spawn(dir, side, num_samples, move |ev| match ev {
+    Writer::spawn(dir, side, num_samples, features, move |ev| match ev {
         WriterEvent::Done {
             shard,
             crc32,
             mut labels,
             seconds,
+            features_crc32,
         } => {
             fidshard_core::faults::maybe_wrong_labels(&mut labels);
             outbox.send(&FromWorker::ShardDone {
@@ -136,6 +170,7 @@ fn spawn_writer(outbox: &Outbox, dir: PathBuf, side: u32, num_samples: u64) -> W
                 shard,
                 crc32,
                 seconds,
+                features_crc32,
             })
         }
         WriterEvent::Failed { shard, message } => outbox.send(&FromWorker::ShardFailed {
