@@ -11,7 +11,11 @@
 #    and bf16: images/s, GPU memory, MFU against the H100 SXM dense peak;
 # 4. the same work in PyTorch eager (../shared/bench/ref_dit_torch.py) for the ratio;
 # 5. bf16 and fp16 against fp32 on the demo model: max and mean absolute uint8 difference per
-#    image over 64 images.
+#    image over 64 images;
+# 6. Inception features on the GPU: `fidshard eval` of 2048 random 256 px images (random
+#    Inception weights, IS only): images/s, hence the cost of `evaluate:` as a fraction of
+#    DiT-XL/2 sampling (step 3's images/s); and the demo with `evaluate:` through `run` on GPU 0
+#    (features computed inside the worker: its log's `features_seconds`).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${FIDSHARD_BIN:-$root/dist/fidshard}
@@ -68,4 +72,20 @@ for p in ("bf16", "fp16"):
     print(f"{p} vs fp32 over 64 images: per-image max |diff| max {max(x.max() for x in d)}, "
           f"mean of per-image max {np.mean([x.max() for x in d]):.2f}, mean |diff| {np.mean([x.mean() for x in d]):.4f}")
 PY
+echo "== 6. Inception features on GPU 0"
+"$root/dist/fidshard-worker" random-inception --spec tests/fixtures/inception/weights.json \
+  --out "$out/inception.safetensors"
+$py -c "import numpy as np; r = np.random.default_rng(0); np.savez('$out/rand256.npz', r.integers(0, 256, (2048, 256, 256, 3), dtype=np.uint8), np.zeros(2048, np.int64))"
+rm -rf "$out/eval256"; t0=$(date +%s.%N)
+"$bin" eval "$out/rand256.npz" --reference tests/fixtures/eval/reference.npz \
+  --inception "$out/inception.safetensors" --devices 0 --metrics is --out "$out/eval256" 2> "$out/eval256.log"
+t1=$(date +%s.%N)
+echo "features of 2048 images at 256 px on GPU 0 (with start-up): $(echo "$t1 - $t0" | bc) s"
+grep -o 'range=[^ ]* seconds="[^"]*"' "$out/eval256.log" | head -3
+rm -rf "$out/demo-eval"
+"$bin" run configs/demo.yaml --set devices='[0]' --set out_dir="$out/demo-eval" \
+  --set evaluate.reference="$root/tests/fixtures/eval/reference.npz" \
+  --set evaluate.inception="$out/inception.safetensors" --set 'evaluate.metrics=[fid, is]' 2> "$out/demo-eval.log"
+echo "exit $?"; tail -1 "$out/demo-eval.log"
+grep -ho 'shard sampled.*' "$out"/demo-eval/logs/worker-*.log | head -3
 echo "== done: results in $out"
