@@ -3,12 +3,14 @@
 //! (`max(|u|^2 - 2 u.v + |v|^2, 0)`) on the features cast to float16, or on the float32
 //! features when a float16 block is not all finite.
 //!
-//! The dot products are one float64 GEMM per block (nalgebra's, matrixmultiply's kernels): each
-//! `u.v` is summed over the dimensions in chunks of 256 (matrixmultiply's `kc`), or in one run
-//! when a matrix side is 5 or less (nalgebra's small-matrix path). Splitting the rows of `U`
-//! into chunks of more than 5 rows changes neither, so the blocks are computed chunk by chunk on
-//! several threads with the bits of the one-call product; and `u.v` and `v.u` are the same
-//! float64 number, so one product serves `d(u, v)` and `d(v, u)` ([`block_pass`]'s `mirror`).
+//! The dot products are float64 GEMMs (nalgebra's, on matrixmultiply's kernels), which sum each
+//! `u.v` over the dimensions in runs of 256 (matrixmultiply's `kc`) added in order, or in one
+//! run when a side of the product is 5 or less (nalgebra's small-matrix path): the order depends
+//! neither on how many rows a call gets nor on which operand is on the left. So a block is
+//! computed by chunks of its rows (more than 5 each when it has more than 5), on several threads,
+//! with the bits of one product of the whole block; and `u.v` is `v.u` bit for bit, so one
+//! product serves `d(u, v)` and `d(v, u)` ([`block_pass`]'s `mirror`). tests.rs checks both
+//! against the one-call GEMM on data where another order of the terms gives other sums.
 use half::f16;
 use nalgebra::DMatrix;
 use std::ops::Range;

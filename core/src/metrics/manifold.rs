@@ -59,7 +59,8 @@ impl ManifoldEstimator {
     ///
     /// Block `(b2, b1)` is the mirror of `(b1, b2)` (the same dot products, see
     /// [`super::distance`]): for `b1 < b2` one pass gives both, each with its own float32
-    /// fallback, which halves the products of the radii.
+    /// fallback: `B (B + 1) / 2` block products for `B` blocks instead of `B^2` (15 for 25 at
+    /// 50,000 samples).
     pub fn radii(&self, features: &[f32], dim: usize) -> Result<Vec<f32>, MetricsError> {
         let n = rows(features, dim)?;
         if n <= self.k {
