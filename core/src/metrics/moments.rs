@@ -3,6 +3,10 @@
 //! without holding the 50,000 rows.
 use super::{MetricsError, Statistics};
 use nalgebra::{DMatrix, DVector};
+use std::ops::Range;
+
+/// Feature rows per tile of [`Moments::add_rows_with_threads`].
+const TILE_ROWS: usize = 64;
 
 /// Count, sum and sum of outer products of feature rows, in float64.
 ///
@@ -62,17 +66,75 @@ impl Moments {
         Ok(())
     }
 
-    /// Adds `rows.len() / dim` rows stored one after the other.
+    /// Adds `rows.len() / dim` rows stored one after the other, on
+    /// `std::thread::available_parallelism()` threads; the same bits as [`Moments::add`] row by
+    /// row (see [`Moments::add_rows_with_threads`]).
     pub fn add_rows(&mut self, rows: &[f32]) -> Result<(), MetricsError> {
-        if self.dim == 0 || !rows.chunks_exact(self.dim).remainder().is_empty() {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        self.add_rows_with_threads(rows, threads)
+    }
+
+    /// [`Moments::add_rows`] on `threads` threads. Each thread owns a range of the triangle's
+    /// rows (about the same number of entries each) and adds every feature row's terms to it in
+    /// row order, so each entry is the same sum, in the same order, as with [`Moments::add`]. The
+    /// rows go in tiles of [`TILE_ROWS`]: a triangle row (16 KB at 2048 dimensions) takes a
+    /// tile's terms while it is in cache, where adding a row at a time streams the whole
+    /// triangle (16 MB) from memory for each row.
+    pub fn add_rows_with_threads(
+        &mut self,
+        rows: &[f32],
+        threads: usize,
+    ) -> Result<(), MetricsError> {
+        let dim = self.dim;
+        if dim == 0 || !rows.chunks_exact(dim).remainder().is_empty() {
             return Err(MetricsError::Dimension {
-                expected: self.dim,
+                expected: dim,
                 found: rows.len(),
             });
         }
-        rows.chunks_exact(self.dim).try_for_each(|r| self.add(r))
+        let parts = self.triangle_parts(threads.max(1));
+        let work = |(range, outer): (Range<usize>, &mut [f64])| add_outer(rows, dim, range, outer);
+        if parts.len() == 1 {
+            parts.into_iter().for_each(work);
+        } else {
+            std::thread::scope(|s| {
+                for part in parts {
+                    s.spawn(move || work(part));
+                }
+            });
+        }
+        for x in rows.chunks_exact(dim) {
+            for (s, &v) in self.sum.iter_mut().zip(x) {
+                *s += f64::from(v);
+            }
+        }
+        self.count += (rows.len() / dim) as u64;
+        Ok(())
     }
 
+    /// The triangle cut into at most `parts` ranges of its rows with about the same number of
+    /// entries, each with its entries.
+    fn triangle_parts(&mut self, parts: usize) -> Vec<(Range<usize>, &mut [f64])> {
+        let dim = self.dim;
+        let per_part = self.outer.len().div_ceil(parts).max(1);
+        let mut out = Vec::with_capacity(parts);
+        let mut rest: &mut [f64] = &mut self.outer;
+        let mut first = 0;
+        while first < dim {
+            let (mut last, mut len) = (first, 0);
+            while last < dim && (len < per_part || last == first) {
+                len += dim - last;
+                last += 1;
+            }
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            out.push((first..last, part));
+            rest = tail;
+            first = last;
+        }
+        out
+    }
     /// Adds another accumulator's rows (see the type's docs for the order).
     pub fn merge(&mut self, other: &Moments) -> Result<(), MetricsError> {
         if other.dim != self.dim {
@@ -131,5 +193,23 @@ impl Moments {
             mu: self.mean()?,
             sigma: self.covariance()?,
         })
+    }
+}
+
+/// Adds `x_i x_j` of each row of `rows` to triangle rows `range` (`outer`, row `i` holding
+/// columns `i..dim`), row after row for each entry, a tile of rows at a time.
+fn add_outer(rows: &[f32], dim: usize, range: Range<usize>, outer: &mut [f64]) {
+    for tile in rows.chunks(TILE_ROWS * dim) {
+        let mut start = 0;
+        for i in range.clone() {
+            let dst = &mut outer[start..start + dim - i];
+            for x in tile.chunks_exact(dim) {
+                let xi = f64::from(x[i]);
+                for (o, &xj) in dst.iter_mut().zip(&x[i..]) {
+                    *o += xi * f64::from(xj);
+                }
+            }
+            start += dim - i;
+        }
     }
 }

@@ -396,3 +396,277 @@ fn trace_sqrt_of_singular_covariances_is_exact() {
         assert!(rel(got, want) < 1e-6, "{n1} and {n2} rows: {got} vs {want}");
     }
 }
+
+/// The single-threaded code this module had before the distances went by chunks on several
+/// threads (one nalgebra GEMM per block, the block loops of `manifold_radii` and `evaluate_pr`
+/// in order): the oracle the parallel code must equal bit for bit.
+mod single_threaded {
+    use super::super::DistancePrecision;
+    use half::f16;
+    use nalgebra::DMatrix;
+
+    /// `U V^T`, row-major.
+    pub fn dots(u: &[f32], v: &[f32], dim: usize) -> Vec<f64> {
+        dot_products(u, v, dim).transpose().as_slice().to_vec()
+    }
+
+    pub fn pairwise_distances(u: &[f32], v: &[f32], dim: usize, p: DistancePrecision) -> Vec<f32> {
+        if p == DistancePrecision::Float16 {
+            if let Some(d) = distances_f16(u, v, dim) {
+                return d;
+            }
+        }
+        distances_f32(u, v, dim)
+    }
+
+    fn distances_f16(u: &[f32], v: &[f32], dim: usize) -> Option<Vec<f32>> {
+        let round =
+            |x: &[f32]| -> Vec<f32> { x.iter().map(|&a| f16::from_f32(a).to_f32()).collect() };
+        let (u16, v16) = (round(u), round(v));
+        let norms = |x: &[f32]| -> Vec<f16> {
+            x.chunks_exact(dim)
+                .map(|r| {
+                    let s: f64 = r
+                        .iter()
+                        .map(|&a| f64::from(f16::from_f32(a * a).to_f32()))
+                        .sum();
+                    f16::from_f64(s)
+                })
+                .collect()
+        };
+        let (nu, nv) = (norms(&u16), norms(&v16));
+        let dots = dot_products(&u16, &v16, dim);
+        let mut out = Vec::with_capacity(nu.len() * nv.len());
+        for (i, &nu_i) in nu.iter().enumerate() {
+            for (j, &nv_j) in nv.iter().enumerate() {
+                let m = f16::from_f64(dots[(i, j)]);
+                let two_m = f16::from_f32(2.0 * m.to_f32());
+                let a = f16::from_f32(nu_i.to_f32() - two_m.to_f32());
+                let d = f16::from_f32(a.to_f32() + nv_j.to_f32()).to_f32();
+                if !d.is_finite() {
+                    return None;
+                }
+                out.push(d.max(0.0));
+            }
+        }
+        Some(out)
+    }
+
+    fn distances_f32(u: &[f32], v: &[f32], dim: usize) -> Vec<f32> {
+        let norms = |x: &[f32]| -> Vec<f32> {
+            x.chunks_exact(dim)
+                .map(|r| r.iter().map(|&a| f64::from(a) * f64::from(a)).sum::<f64>() as f32)
+                .collect()
+        };
+        let (nu, nv) = (norms(u), norms(v));
+        let dots = dot_products(u, v, dim);
+        let mut out = Vec::with_capacity(nu.len() * nv.len());
+        for (i, &nu_i) in nu.iter().enumerate() {
+            for (j, &nv_j) in nv.iter().enumerate() {
+                let m = dots[(i, j)] as f32;
+                out.push((nu_i - 2.0 * m + nv_j).max(0.0));
+            }
+        }
+        out
+    }
+
+    fn dot_products(u: &[f32], v: &[f32], dim: usize) -> DMatrix<f64> {
+        let as_matrix = |x: &[f32]| {
+            DMatrix::from_row_iterator(x.len() / dim, dim, x.iter().map(|&a| f64::from(a)))
+        };
+        as_matrix(u) * as_matrix(v).transpose()
+    }
+
+    fn keep_smallest(best: &mut Vec<f32>, row: &[f32], keep: usize) {
+        for &v in row {
+            if best.len() == keep && v >= best[keep - 1] {
+                continue;
+            }
+            let at = best.partition_point(|&b| b <= v);
+            best.insert(at, v);
+            best.truncate(keep);
+        }
+    }
+
+    pub fn radii(x: &[f32], dim: usize, batch: usize, k: usize, p: DistancePrecision) -> Vec<f32> {
+        let mut radii = Vec::new();
+        for rows_block in x.chunks(batch * dim) {
+            let mut smallest = vec![Vec::with_capacity(k + 2); rows_block.len() / dim];
+            for cols_block in x.chunks(batch * dim) {
+                let d = pairwise_distances(rows_block, cols_block, dim, p);
+                for (best, row) in smallest
+                    .iter_mut()
+                    .zip(d.chunks_exact(cols_block.len() / dim))
+                {
+                    keep_smallest(best, row, k + 1);
+                }
+            }
+            radii.extend(smallest.iter().map(|best| best[k]));
+        }
+        radii
+    }
+
+    /// `(precision, recall)`.
+    pub fn precision_recall(
+        r: &[f32],
+        s: &[f32],
+        dim: usize,
+        batch: usize,
+        k: usize,
+        p: DistancePrecision,
+    ) -> (f64, f64) {
+        let (rr, rs) = (radii(r, dim, batch, k, p), radii(s, dim, batch, k, p));
+        let (mut ref_in, mut sample_in) = (vec![false; rr.len()], vec![false; rs.len()]);
+        for (b1, rb) in r.chunks(batch * dim).enumerate() {
+            for (b2, sb) in s.chunks(batch * dim).enumerate() {
+                let d = pairwise_distances(rb, sb, dim, p);
+                let (i0, j0) = (b1 * batch, b2 * batch);
+                for (i, row) in d.chunks_exact(sb.len() / dim).enumerate() {
+                    for (j, &dij) in row.iter().enumerate() {
+                        ref_in[i0 + i] |= dij <= rs[j0 + j];
+                        sample_in[j0 + j] |= dij <= rr[i0 + i];
+                    }
+                }
+            }
+        }
+        let frac = |f: &[bool]| f.iter().filter(|&&b| b).count() as f64 / f.len() as f64;
+        (frac(&sample_in), frac(&ref_in))
+    }
+}
+
+/// `rows x dim` values of both signs over 28 binary orders of magnitude (up to 16, down to
+/// float16 subnormals), so that float64 sums of their products (exact products of float16
+/// numbers, over more than 53 bits) depend on the order of the terms; the rows in `outliers`
+/// are 200 everywhere, whose float16 `|u|^2` overflows (float32 fallback).
+fn spread_features(seed: u64, rows: usize, dim: usize, outliers: &[usize]) -> Vec<f32> {
+    let mut rng = rand_mt::Mt64::new(seed);
+    let mut unit = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    (0..rows * dim)
+        .map(|i| {
+            if outliers.contains(&(i / dim)) {
+                return 200.0;
+            }
+            let scale = (4.0 - (unit() * 28.0).floor()).exp2();
+            ((unit() * 2.0 - 1.0) * scale) as f32
+        })
+        .collect()
+}
+
+#[test]
+fn dot_products_by_chunks_and_mirrored_equal_one_gemm_bit_for_bit() {
+    use super::distance::chunked_dot_products;
+    let bits = |x: &[f64]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let mut order_mattered = 0;
+    for dim in [3, 64, 600] {
+        for (ru, rv) in [(1, 7), (5, 30), (6, 6), (7, 5), (40, 33), (1100, 9)] {
+            let u = spread_features(dim as u64, ru, dim, &[]);
+            let v = spread_features(1000 + dim as u64, rv, dim, &[]);
+            let want = single_threaded::dots(&u, &v, dim);
+            let mirrored = single_threaded::dots(&v, &u, dim);
+            for chunk in [1, 6, 7, 512] {
+                let got = chunked_dot_products(&u, &v, dim, chunk);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{ru} x {rv} rows of {dim}, chunks of {chunk}"
+                );
+            }
+            for (i, row) in want.chunks_exact(rv).enumerate() {
+                for (j, &m) in row.iter().enumerate() {
+                    assert_eq!(m.to_bits(), mirrored[j * ru + i].to_bits(), "u.v vs v.u");
+                    let sequential: f64 = (0..dim)
+                        .map(|k| f64::from(u[i * dim + k]) * f64::from(v[j * dim + k]))
+                        .sum();
+                    order_mattered += usize::from(sequential != m);
+                }
+            }
+        }
+    }
+    // The data is such that another order of the terms gives other sums.
+    assert!(order_mattered > 1000, "{order_mattered}");
+}
+
+#[test]
+fn distances_equal_the_single_threaded_gemm_bit_for_bit() {
+    // 600 dimensions: three of matrixmultiply's 256-long partial sums; 1 to 5 rows: nalgebra's
+    // small-matrix path (one run over the dimensions).
+    for dim in [3, 64, 600] {
+        for (ru, rv) in [(1, 7), (5, 30), (6, 6), (7, 5), (40, 33), (1100, 9)] {
+            let u = spread_features(dim as u64, ru, dim, &[]);
+            let v = spread_features(1000 + dim as u64, rv, dim, &[]);
+            for p in [DistancePrecision::Float16, DistancePrecision::Float32] {
+                let want = single_threaded::pairwise_distances(&u, &v, dim, p);
+                let got = pairwise_distances(&u, &v, dim, p);
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                        && got.len() == want.len(),
+                    "{ru} x {rv} rows of {dim}, {p:?}"
+                );
+            }
+        }
+    }
+    // An overflowing row: the whole float16 block falls back to float32.
+    let u = spread_features(5, 12, 64, &[4]);
+    let v = spread_features(6, 9, 64, &[]);
+    let want = single_threaded::pairwise_distances(&u, &v, 64, DistancePrecision::Float16);
+    assert_eq!(
+        want,
+        single_threaded::pairwise_distances(&u, &v, 64, DistancePrecision::Float32)
+    );
+    assert_eq!(
+        pairwise_distances(&u, &v, 64, DistancePrecision::Float16),
+        want
+    );
+}
+
+#[test]
+fn precision_recall_on_threads_equal_single_threaded_bit_for_bit() {
+    // 203 and 157 rows in batches of 50: several blocks, the last ones of 3 and 7 rows; 300
+    // dimensions (two partial sums); rows 17 and 120 overflow float16: their blocks fall back
+    // to float32, in one direction of a mirrored pair or both.
+    let dim = 300;
+    let r = spread_features(11, 157, dim, &[120]);
+    let s = spread_features(12, 203, dim, &[17]);
+    for p in [DistancePrecision::Float16, DistancePrecision::Float32] {
+        let want_radii = single_threaded::radii(&s, dim, 50, 3, p);
+        let want_pr = single_threaded::precision_recall(&r, &s, dim, 50, 3, p);
+        for threads in [1, 2, 3, 8] {
+            let est = ManifoldEstimator {
+                batch_size: 50,
+                precision: p,
+                threads: Some(threads),
+                ..ManifoldEstimator::adm()
+            };
+            let radii = est.radii(&s, dim).unwrap();
+            assert!(
+                radii
+                    .iter()
+                    .zip(&want_radii)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{p:?}, {threads} threads: radii differ"
+            );
+            let pr = est.precision_recall(&r, &s, dim).unwrap();
+            assert_eq!(
+                (pr.precision, pr.recall),
+                want_pr,
+                "{p:?}, {threads} threads"
+            );
+        }
+    }
+}
+
+#[test]
+fn moments_on_threads_equal_row_by_row() {
+    let dim = 70;
+    let rows = spread_features(21, 150, dim, &[]);
+    let mut one_by_one = Moments::new(dim);
+    rows.chunks(dim).for_each(|r| one_by_one.add(r).unwrap());
+    for threads in [1, 2, 3, 16, 200] {
+        let mut m = Moments::new(dim);
+        m.add_rows_with_threads(&rows[..7 * dim], threads).unwrap();
+        m.add_rows_with_threads(&rows[7 * dim..], threads).unwrap();
+        assert_eq!(m, one_by_one, "{threads} threads");
+    }
+}
