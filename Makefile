@@ -28,7 +28,7 @@ BIN := $(TARGET_DIR)/$(PROFILE)/fidshard
 DEMO_OUT ?= runs/demo
 DIST ?= dist
 
-.PHONY: all env build install dist dist-check demo test fmt clippy bench clean-demo
+.PHONY: all env build install dist wheel dist-check demo test fmt clippy bench clean-demo
 all: build
 
 env:
@@ -42,6 +42,11 @@ build: env
 # 15 MiB together). fidshard needs nothing but libc; fidshard-worker needs libtorch 2.11.0: the
 # venv's torch/lib through the RUNPATH set at build time, or any torch 2.11.0's lib/ on
 # LD_LIBRARY_PATH (a GPU node with its own torch, scripts/gpu-check.sh).
+# Then the packages of those binaries for people who do not build (scripts/package.sh): the pip
+# wheel and a tarball, into wheelhouse/, the worker finding the torch of the environment it is
+# installed in. Without PyPI (the packaging tools come from there) they are skipped with a
+# message; `make wheel` insists.
+WHEELHOUSE ?= wheelhouse
 dist: env
 	$(CARGO) build --profile $(PROFILE) -p fidshard -p fidshard-worker
 	rm -rf $(DIST) && mkdir -p $(DIST)
@@ -49,6 +54,10 @@ dist: env
 	  objcopy --strip-debug $(TARGET_DIR)/$(PROFILE)/$$b $(DIST)/$$b || exit 1; \
 	done
 	@du -ch $(DIST)/* | tail -1 | sed 's|total|$(DIST)/, stripped, no failpoints|'
+	scripts/package.sh $(DIST) $(WHEELHOUSE) || [ $$? -eq 3 ]
+
+wheel: dist
+	@ls $(WHEELHOUSE)/fidshard-*.whl 2>/dev/null || { echo "make wheel: no wheel in $(WHEELHOUSE)/ (see the message above)" >&2; exit 1; }
 
 dist-check: dist
 	scripts/dist-check.sh $(DIST)

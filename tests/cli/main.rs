@@ -10,6 +10,7 @@ mod binaries;
 mod demo;
 mod eval;
 mod fetch;
+mod package;
 mod repair;
 mod run;
 mod sample;
