@@ -296,14 +296,6 @@ fn score(r: &Run) -> Result<Exit> {
         metrics: e.metrics.clone(),
         batch_size: 50,
     };
-    if !req.inception.is_file() {
-        return Err(fidshard_core::input_error!(
-            "{}: `evaluate.inception`: {} is missing; download torch-fidelity's weights ({}) there, or name the file",
-            r.job.source.display(),
-            req.inception.display(),
-            crate::job::evaluation::INCEPTION_URL
-        ));
-    }
     let report = crate::evaluate::evaluate(&req)?;
     tracing::info!(metrics = %out.join("metrics.json").display(), "evaluated");
     eprintln!("fidshard: {}", report.one_line());
