@@ -611,3 +611,118 @@ fn two_partitions_starting_at_once_download_each_file_once() {
     assert_eq!(env.hub.complete_gets(&dit_cdn, dit.len()), 1);
     assert!(env.dir().join("parts-out/samples.npz").is_file());
 }
+
+#[test]
+fn evaluate_files_from_urls_are_fetched_once_and_their_sha256_checked() {
+    let env = Env::new();
+    let reference = read("eval/reference.npz");
+    // With a sha256 pinned, any content is kept (this is not real Inception weights).
+    let inception = b"stand-in for torch-fidelity's Inception weights".to_vec();
+    let ref_url = env.hub.add_file("refs/reference.npz", reference.clone());
+    let inc_url = env
+        .hub
+        .add_file("w/weights-inception.pth", inception.clone());
+    let (dit, vae) = (
+        fixture("golden/dit/model.pt").display().to_string(),
+        fixture("golden/vae").display().to_string(),
+    );
+    let eval = |ref_sha: &str| {
+        format!(
+            "evaluate:\n  reference: {ref_url}\n  reference_sha256: {ref_sha}\n  \
+             inception: {inc_url}\n  inception_sha256: sha256:{}\n  metrics: [fid]\n",
+            sha256_hex(&inception)
+        )
+    };
+    let cfg = env.job("eval", &dit, &vae, &eval(&sha256_hex(&reference)));
+    let c = cfg.to_str().unwrap();
+    let gets = |env: &Env| {
+        env.hub
+            .log()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.starts_with("/files/"))
+            .count()
+    };
+
+    // `plan` needs neither file, and says they are not local yet.
+    let o = env.fidshard(&["plan", c], &[]);
+    ok(&o);
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    for key in ["`evaluate.reference`", "`evaluate.inception`"] {
+        assert!(
+            plan.lines().any(|l| l.starts_with("note: ")
+                && l.contains(key)
+                && l.contains("fidshard fetch")),
+            "{plan}"
+        );
+    }
+    assert_eq!(gets(&env), 0, "plan downloaded something");
+
+    let o = env.fidshard(&["fetch", c], &[]);
+    ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    for (key, url) in [
+        ("evaluate.reference", &ref_url),
+        ("evaluate.inception", &inc_url),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{key}: {url} -> ")) && l.ends_with("(downloaded)")),
+            "{out}"
+        );
+    }
+    let cached = files_ending(&env.dir().join("fidshard-cache"), "reference.npz");
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(std::fs::read(&cached[0]).unwrap() == reference);
+    assert_eq!(gets(&env), 2);
+
+    // A second fetch finds both in the cache; `plan` has nothing to say about them.
+    env.hub.clear_log();
+    let o = env.fidshard(&["fetch", c], &[]);
+    ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(out.matches("(cached)").count(), 2, "{out}");
+    assert_eq!(gets(&env), 0, "the second fetch downloaded");
+    let o = env.fidshard(&["plan", c], &[("HF_HUB_OFFLINE", "1")]);
+    ok(&o);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("not local yet"));
+
+    // The resolved job names them as written, with their sha256.
+    let o = env.fidshard(&["config", c], &[]);
+    ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains(&format!("reference: {ref_url}")), "{text}");
+    assert!(text.contains("reference_sha256: "), "{text}");
+
+    // A sha256 the served file does not have: exit 2 naming the key, nothing kept.
+    let cfg = env.job("eval-wrong", &dit, &vae, &eval(&"0".repeat(64)));
+    let o = env.fidshard(&["fetch", cfg.to_str().unwrap()], &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("evaluate.reference_sha256") && err.contains(&sha256_hex(&reference)),
+        "{err}"
+    );
+    // One line, naming the key.
+    assert!(
+        err.lines()
+            .last()
+            .is_some_and(|l| l.contains("`evaluate.reference_sha256`")),
+        "{err}"
+    );
+
+    // The same for a local file: the file, the key and the fix.
+    let local = fixture("eval/reference.npz").display().to_string();
+    let yaml = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&ref_url, &local);
+    std::fs::write(&cfg, yaml).unwrap();
+    let o = env.fidshard(&["fetch", cfg.to_str().unwrap()], &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`evaluate.reference_sha256`")
+            && err.contains(&local)
+            && err.contains("give `evaluate.reference_sha256` the file's sha256"),
+        "{err}"
+    );
+}

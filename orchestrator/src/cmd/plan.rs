@@ -23,6 +23,9 @@ pub(crate) fn run(config: &Path, partitions: Option<u32>) -> Result<()> {
     if let Some(m) = &job.weights_missing {
         crate::sys::out::outln!("note: {m} (`fidshard fetch` gets them)");
     }
+    for m in job.evaluate.iter().flat_map(|e| &e.not_local) {
+        crate::sys::out::outln!("note: {m} (`fidshard fetch` gets it)");
+    }
     if let Some(n) = partitions {
         print_partitions(&job, n)?;
     }

@@ -23,10 +23,10 @@ pub(crate) fn features_spec(job: &Job) -> Result<Option<FeaturesSpec>> {
     let inception = e.inception_file();
     if !inception.is_file() {
         return Err(fidshard_core::input_error!(
-            "{}: `evaluate.inception`: {} is missing; download torch-fidelity's weights ({}) there, or name the file",
+            "{}: `evaluate.inception`: {} is missing; run `fidshard fetch {}` (it downloads torch-fidelity's weights), or name the file",
             job.source.display(),
             inception.display(),
-            crate::job::evaluation::INCEPTION_URL
+            job.source.display()
         ));
     }
     let inception_sha256 = crate::sys::sha256::sha256_file(&inception)

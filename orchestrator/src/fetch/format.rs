@@ -15,6 +15,8 @@ pub(crate) enum Format {
     Json,
     /// A checkpoint or VAE weights: torch zip or safetensors.
     Weights,
+    /// A numpy `.npz` (the reference batch of `evaluate:`): a zip of `.npy` arrays.
+    Npz,
     /// Checked otherwise (a pinned sha256).
     Any,
 }
@@ -24,8 +26,11 @@ impl Format {
     pub fn of_name(name: &str) -> Format {
         let path = name.split(['?', '#']).next().unwrap_or(name);
         let file = path.rsplit('/').next().unwrap_or(path);
-        if file.to_ascii_lowercase().ends_with(".json") {
+        let lower = file.to_ascii_lowercase();
+        if lower.ends_with(".json") {
             Format::Json
+        } else if lower.ends_with(".npz") {
+            Format::Npz
         } else {
             Format::Weights
         }
@@ -34,6 +39,7 @@ impl Format {
     fn expected(self) -> &'static str {
         match self {
             Format::Json => "a JSON config (a JSON object)",
+            Format::Npz => "a numpy .npz (a zip of .npy arrays)",
             _ => "weights (a torch.save zip with */data.pkl, or a safetensors file)",
         }
     }
@@ -45,6 +51,7 @@ pub(crate) fn check(path: &Path, format: Format) -> Result<(), String> {
         Format::Any => true,
         Format::Json => is_json_object(path),
         Format::Weights => is_torch_zip(path) || is_safetensors(path),
+        Format::Npz => is_npz(path),
     };
     if ok {
         return Ok(());
@@ -90,6 +97,17 @@ fn is_torch_zip(path: &Path) -> bool {
         n.strip_suffix("/data.pkl")
             .is_some_and(|dir| !dir.is_empty() && !dir.contains('/'))
     });
+    found
+}
+
+fn is_npz(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let Ok(zip) = zip::ZipArchive::new(f) else {
+        return false;
+    };
+    let found = zip.file_names().any(|n| n.ends_with(".npy"));
     found
 }
 
@@ -244,5 +262,10 @@ mod tests {
         let e = check(file(b"PK\x03\x04junk").path(), Format::Weights).unwrap_err();
         assert!(e.contains("a zip"), "{e}");
         assert!(check(file(b"anything").path(), Format::Any).is_ok());
+        assert_eq!(Format::of_name("https://h/ref/VIRTUAL.npz"), Format::Npz);
+        assert!(check(&golden.join("../eval/reference.npz"), Format::Npz).is_ok());
+        let e = check(&golden.join("dit/model.pt"), Format::Npz).unwrap_err();
+        assert!(e.contains("numpy .npz"), "{e}");
+        assert!(check(page.path(), Format::Npz).is_err());
     }
 }

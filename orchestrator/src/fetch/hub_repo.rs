@@ -204,7 +204,7 @@ impl<'a> Hub<'a> {
                 auth: Auth::Hub,
                 format: transfer::Format::of_name(file),
                 record_sha256: false,
-                digest_from_config: false,
+                digest_key: None,
             };
             transfer::fetch(
                 &t,

@@ -47,7 +47,8 @@ pub(crate) enum For {
 }
 
 /// Downloads what the job file `config` names and the caches lack (with nothing missing, no
-/// network request at all), then checks `model.sha256`. Returns where each weights value is.
+/// network request at all), then checks `model.sha256` (and `evaluate:`'s sha256s). Returns
+/// where each weights value (and file of `evaluate:`) is.
 pub(crate) fn prepare(config: &Path, who: For) -> Result<Vec<Entry>> {
     let mut plan = plan::Plan::of(config)?;
     if plan.missing().next().is_some() {
@@ -130,7 +131,8 @@ fn download(
         match e.remote.as_ref().expect("missing entries are remote") {
             Remote::Repo(r) => hub.fetch(r, e.wanted, report).with_context(context)?,
             Remote::Url(u) => {
-                url::fetch(s, &http, u, e.sha256.as_deref(), report).with_context(context)?;
+                let sha256 = e.sha256.as_deref().map(|d| (d, e.sha256_key));
+                url::fetch(s, &http, u, sha256, report).with_context(context)?;
             }
         }
         e.state = match plan::look(e) {
@@ -156,14 +158,20 @@ fn check_sha256(config: &Path, e: &Entry) -> Result<()> {
     };
     if &got != want {
         return Err(FetchError::Input(format!(
-            "{}: `model.sha256`: {} has sha256 {got}, the job file says {want}{}",
+            "{}: `{}`: {} has sha256 {got}, {} says {want}{}",
             config.display(),
+            e.sha256_key,
             path.display(),
+            e.sha256_from,
             match &e.remote {
                 Some(Remote::Repo(r)) if r.revision.is_none() => {
-                    "; the repo's main branch may have moved: pin the revision the sha256 belongs to (org/name@commit)"
+                    "; the repo's main branch may have moved: pin the revision the sha256 belongs to (org/name@commit)".to_string()
                 }
-                _ => "",
+                _ if e.key.starts_with("evaluate.") => format!(
+                    "; give `{}` the file's sha256 or `{}` the file it names",
+                    e.sha256_key, e.key
+                ),
+                _ => String::new(),
             }
         ))
         .into());

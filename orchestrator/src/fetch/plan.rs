@@ -31,7 +31,8 @@ impl State {
 /// One weights value of the job file.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    /// `vae` (`vae.torchscript`) or `model.checkpoint` (`model.torchscript`).
+    /// `vae` (`vae.torchscript`), `model.checkpoint` (`model.torchscript`),
+    /// `evaluate.reference` or `evaluate.inception`.
     pub key: &'static str,
     /// As written.
     pub value: String,
@@ -39,8 +40,12 @@ pub(crate) struct Entry {
     pub local: PathBuf,
     pub wanted: Wanted,
     pub remote: Option<Remote>,
-    /// `model.sha256`.
+    /// `model.sha256` (`evaluate.reference_sha256`, `evaluate.inception_sha256`).
     pub sha256: Option<String>,
+    /// The key of `sha256`.
+    pub sha256_key: &'static str,
+    /// Who says `sha256`: the job file, or torch-fidelity for the default Inception weights.
+    pub sha256_from: &'static str,
     pub state: State,
 }
 
@@ -48,7 +53,8 @@ pub(crate) struct Entry {
 pub(crate) struct Plan {
     pub config: PathBuf,
     pub out_dir: PathBuf,
-    /// The VAE first (the smaller download), then the checkpoint.
+    /// The VAE first (the smaller download), then the checkpoint, then the files of
+    /// `evaluate:` (the reference batch, the Inception weights) when the job has it.
     pub entries: Vec<Entry>,
 }
 
@@ -64,15 +70,30 @@ impl Plan {
             None => None,
         };
         let mut entries = Vec::new();
-        for (key, (value, local), wanted, sha) in [
-            (spec.vae_key, spec.vae, spec.vae_wanted, None),
+        let model = [
+            (spec.vae_key, spec.vae, spec.vae_wanted, None, "", ""),
             (
                 spec.checkpoint_key,
                 spec.checkpoint,
                 Wanted::CheckpointFile,
                 sha256,
+                "model.sha256",
+                "the job file",
             ),
-        ] {
+        ];
+        let evaluate = spec.evaluate.into_iter().map(|f| {
+            (
+                f.key,
+                (f.value, f.local),
+                Wanted::CheckpointFile,
+                f.sha256,
+                f.sha256_key,
+                f.sha256_from,
+            )
+        });
+        for (key, (value, local), wanted, sha, sha256_key, sha256_from) in
+            model.into_iter().chain(evaluate)
+        {
             let remote = hub::remote(&value, &local).map_err(|m| err(key, m))?;
             let mut e = Entry {
                 key,
@@ -81,6 +102,8 @@ impl Plan {
                 wanted,
                 remote,
                 sha256: sha,
+                sha256_key,
+                sha256_from,
                 state: State::Missing(String::new()),
             };
             e.state = look(&e);
@@ -113,8 +136,9 @@ pub(crate) fn look(e: &Entry) -> State {
                 && hub::known_sha256(&path) != e.sha256 =>
         {
             State::Missing(format!(
-                "the cached download {} is not the file `model.sha256` names",
-                path.display()
+                "the cached download {} is not the file `{}` names",
+                path.display(),
+                e.sha256_key
             ))
         }
         Ok(path) => State::Cached(path),

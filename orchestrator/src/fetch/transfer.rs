@@ -48,9 +48,10 @@ pub(crate) struct Transfer<'a> {
     /// Also write the SHA-256 to `FILE.sha256` (hub.rs `sha256_record`), after the rename and
     /// under the lock (URL downloads, whose name says nothing of their content).
     pub record_sha256: bool,
-    /// The digest comes from the job file: content that keeps hashing to the same other value
-    /// is what the server has, not a transfer error (exit 2 instead of retrying).
-    pub digest_from_config: bool,
+    /// The job file's key when the digest comes from it (`model.sha256`, ...): content that
+    /// keeps hashing to the same other value is what the server has, not a transfer error
+    /// (exit 2 instead of retrying).
+    pub digest_key: Option<&'a str>,
 }
 
 /// Downloads `t` unless `present()` says (under the lock) that another process already did.
@@ -405,11 +406,11 @@ fn finish(t: &Transfer, st: &mut State) -> Result<Result<(), Failure>, FetchErro
         drop_partial(t, st)?;
         let again = st.last_mismatch.as_deref() == Some(got.as_str());
         st.last_mismatch = Some(got.clone());
-        if again && t.digest_from_config {
+        if let Some(key) = t.digest_key.filter(|_| again) {
             return Ok(Err(Failure {
                 kind: Kind::Final,
                 ..Failure::temporary(format!(
-                    "{} serves a file whose sha256 is {got}, twice, but `model.sha256` says \
+                    "{} serves a file whose sha256 is {got}, twice, but `{key}` says \
                      {want}; nothing was kept. Check the URL and the sha256 in the job file",
                     t.url
                 ))

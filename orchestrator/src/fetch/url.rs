@@ -1,6 +1,7 @@
 //! A checkpoint from a plain URL (the DiT checkpoints are published that way) into fidshard's
 //! cache, keyed by the URL (hub.rs `UrlRef::cached_path`). The file keeps the URL's file name;
-//! its SHA-256 is recorded beside it, and checked against `model.sha256` when the job gives one
+//! its SHA-256 is recorded beside it, and checked against `model.sha256` (or the sha256 key of
+//! `evaluate:`) when the job gives one
 //! (a cached copy that differs is downloaded again). No token is ever sent to a plain URL.
 use super::error::FetchError;
 use super::http::{Auth, Failure, Http, Kind};
@@ -16,13 +17,18 @@ pub(crate) fn present(s: &Settings, u: &UrlRef, sha256: Option<&str>) -> bool {
     dest.is_file() && sha256.is_none_or(|want| known_sha256(&dest).as_deref() == Some(want))
 }
 
+/// `sha256`: the digest and the job file's key that gives it (`model.sha256`, ...).
 pub(crate) fn fetch(
     s: &Settings,
     http: &Http,
     u: &UrlRef,
-    sha256: Option<&str>,
+    sha256: Option<(&str, &str)>,
     report: &mut Reporter,
 ) -> Result<PathBuf, FetchError> {
+    let (sha256, key) = match sha256 {
+        Some((d, k)) => (Some(d), Some(k)),
+        None => (None, None),
+    };
     let dest = u.cached_path(&s.own_cache);
     let with = |ext: &str| {
         let mut name = dest.file_name().unwrap_or_default().to_os_string();
@@ -53,7 +59,7 @@ pub(crate) fn fetch(
             None => Format::of_name(&u.url),
         },
         record_sha256: true,
-        digest_from_config: true,
+        digest_key: key,
     };
     transfer::fetch(
         &t,

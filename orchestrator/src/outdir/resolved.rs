@@ -124,10 +124,15 @@ fn job_document(job: &Job) -> Value {
         ),
     ]);
     if let Some(e) = &job.evaluate {
-        let mut section = vec![("reference", path(&e.reference))];
-        if let Some(p) = &e.inception {
+        let sha = |s: &Option<String>| s.clone().map_or(Value::Null, Value::from);
+        let mut section = vec![
+            ("reference", path(&e.spec.reference)),
+            ("reference_sha256", sha(&e.spec.reference_sha256)),
+        ];
+        if let Some(p) = &e.spec.inception {
             section.push(("inception", path(p)));
         }
+        section.push(("inception_sha256", sha(&e.spec.inception_sha256)));
         section.push((
             "metrics",
             Value::Sequence(e.metrics.iter().map(|m| Value::from(m.as_str())).collect()),

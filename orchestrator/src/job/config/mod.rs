@@ -73,6 +73,27 @@ pub(crate) struct WeightsSpec {
     pub out_dir: PathBuf,
     /// `partitions: slurm` (checked by `load`).
     pub partitions_from_slurm: bool,
+    /// The files of `evaluate:` (none without it): the reference batch, the Inception weights.
+    pub evaluate: Vec<FileSpec>,
+}
+
+/// A file of `evaluate:`, as the fetch plan needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct FileSpec {
+    /// `evaluate.reference` or `evaluate.inception`.
+    pub key: &'static str,
+    /// As written (the default Inception weights: their URL, or the copy placed by hand).
+    pub value: PathBuf,
+    /// What a local path would be.
+    pub local: PathBuf,
+    /// `evaluate.reference_sha256` or `evaluate.inception_sha256`.
+    pub sha256_key: &'static str,
+    /// Parsed (lower-case hex).
+    pub sha256: Option<String>,
+    /// Who says `sha256`: the job file, or torch-fidelity for the default Inception weights.
+    pub sha256_from: &'static str,
+    /// The default Inception weights (no `evaluate.inception`).
+    pub is_default: bool,
 }
 
 /// A loaded, checked job.
@@ -170,6 +191,10 @@ impl Job {
                 vae_wanted: raw.vae.wanted(),
                 out_dir: r.out_dir(&raw),
                 partitions_from_slurm: raw.partitions.as_deref().map(str::trim) == Some("slurm"),
+                evaluate: match &raw.evaluate {
+                    Some(e) => r.evaluation_files(e)?,
+                    None => Vec::new(),
+                },
             })
         };
         inner().map_err(|e| fidshard_core::Fatal::input(e).into())

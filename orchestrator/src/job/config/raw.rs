@@ -214,8 +214,11 @@ pub(super) struct RawJob {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEvaluate {
+    /// A path, a Hub reference or a URL (like `model.checkpoint`).
     pub reference: PathBuf,
+    pub reference_sha256: Option<String>,
     pub inception: Option<PathBuf>,
+    pub inception_sha256: Option<String>,
     pub metrics: Option<Vec<crate::job::evaluation::Metric>>,
 }
 

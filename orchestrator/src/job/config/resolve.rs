@@ -2,8 +2,8 @@
 //! defaults filled in, every value checked against the model it applies to and against the
 //! bounds of checks.rs. The first problem ends the load with one line naming the key.
 use super::checks::{limits, out_dir_usable, seconds, short};
-use super::raw::{CfgChannelsSpec, RawJob, VaeSpec};
-use super::{normalize, Devices, Job, RetryPolicy, RunSettings};
+use super::raw::{CfgChannelsSpec, RawEvaluate, RawJob, VaeSpec};
+use super::{normalize, Devices, FileSpec, Job, RetryPolicy, RunSettings};
 use anyhow::{anyhow, bail, Result};
 use fidshard_core::diffusion::{space_timesteps, VarianceType, DIFFUSION_STEPS};
 use fidshard_core::dit_config::{CfgChannels, DiTConfig, PRESETS};
@@ -323,34 +323,77 @@ impl Resolver<'_> {
         })
     }
 
-    /// `evaluate:`: the reference batch (must exist, an npz), the Inception weights (if given,
-    /// must exist), the metrics (default all five, no repeats).
+    /// The files of `evaluate:`: the reference batch, then the Inception weights (without
+    /// `evaluate.inception`: a copy placed by hand in fidshard's cache if there is one, else
+    /// torch-fidelity's release with its published sha256 pinned). Sha256s checked here.
+    pub(super) fn evaluation_files(&self, e: &RawEvaluate) -> Result<Vec<FileSpec>> {
+        use crate::job::evaluation::{hand_placed_inception, INCEPTION_SHA256, INCEPTION_URL};
+        const JOB_FILE: &str = "the job file";
+        let sha = |key: &'static str, s: &Option<String>| -> Result<Option<String>> {
+            s.as_deref()
+                .map(|s| crate::job::hub::parse_sha256(s).map_err(|m| self.err(key, m)))
+                .transpose()
+        };
+        let reference = FileSpec {
+            key: "evaluate.reference",
+            value: e.reference.clone(),
+            local: self.rel(&e.reference),
+            sha256_key: "evaluate.reference_sha256",
+            sha256: sha("evaluate.reference_sha256", &e.reference_sha256)?,
+            sha256_from: JOB_FILE,
+            is_default: false,
+        };
+        let sha256 = sha("evaluate.inception_sha256", &e.inception_sha256)?;
+        let inception = match &e.inception {
+            Some(p) => FileSpec {
+                key: "evaluate.inception",
+                value: p.clone(),
+                local: self.rel(p),
+                sha256_key: "evaluate.inception_sha256",
+                sha256,
+                sha256_from: JOB_FILE,
+                is_default: false,
+            },
+            None => {
+                let by_hand = hand_placed_inception();
+                let (value, sha256, sha256_from) = match sha256 {
+                    _ if by_hand.is_file() => (by_hand, sha256, JOB_FILE),
+                    Some(s) => (PathBuf::from(INCEPTION_URL), Some(s), JOB_FILE),
+                    None => (
+                        PathBuf::from(INCEPTION_URL),
+                        Some(INCEPTION_SHA256.to_string()),
+                        "torch-fidelity's published sha256 (the default `evaluate.inception`)",
+                    ),
+                };
+                FileSpec {
+                    key: "evaluate.inception",
+                    local: value.clone(),
+                    value,
+                    sha256_key: "evaluate.inception_sha256",
+                    sha256,
+                    sha256_from,
+                    is_default: true,
+                }
+            }
+        };
+        Ok(vec![reference, inception])
+    }
+
+    /// `evaluate:`: the reference batch and the Inception weights (local files must exist;
+    /// hub references and URLs are found in the caches, where `fetch/` put them before the job
+    /// is loaded), the metrics (default all five, no repeats).
     fn evaluation(&self, raw: &RawJob) -> Result<Option<crate::job::evaluation::Evaluation>> {
-        use crate::job::evaluation::{Evaluation, Metric};
+        use crate::job::evaluation::{Evaluation, EvaluationSpec, Metric};
         let Some(e) = &raw.evaluate else {
             return Ok(None);
         };
-        let reference = self.rel(&e.reference);
-        if !reference.is_file() {
-            bail!(self.err(
-                "evaluate.reference",
-                format!(
-                    "{}: no such file; give the reference batch npz (e.g. guided-diffusion's VIRTUAL_imagenet256_labeled.npz, docs/evaluation.md)",
-                    reference.display()
-                )
-            ));
+        let mut not_local = Vec::new();
+        let mut found = Vec::new();
+        for f in self.evaluation_files(e)? {
+            found.push(self.evaluation_file(&f, &mut not_local)?);
         }
-        let inception = e.inception.as_ref().map(|p| self.rel(p));
-        if let Some(p) = inception.as_ref().filter(|p| !p.is_file()) {
-            bail!(self.err(
-                "evaluate.inception",
-                format!(
-                    "{}: no such file; download torch-fidelity's weights ({}) or remove the key to use the cached copy",
-                    p.display(),
-                    crate::job::evaluation::INCEPTION_URL
-                )
-            ));
-        }
+        let [(reference, reference_spec), (inception, inception_spec)] =
+            <[(PathBuf, PathBuf); 2]>::try_from(found).expect("two files");
         let metrics = e.metrics.clone().unwrap_or_else(|| Metric::ALL.to_vec());
         let mut seen = std::collections::BTreeSet::new();
         if metrics.is_empty() || metrics.iter().any(|m| !seen.insert(m.as_str())) {
@@ -359,11 +402,71 @@ impl Resolver<'_> {
                 "expected a list of distinct metrics among fid, sfid, is, precision, recall (or no key: all five)"
             ));
         }
+        let sha = |s: &Option<String>| s.as_deref().map(|s| s.trim().to_string());
         Ok(Some(Evaluation {
             reference,
             inception,
             metrics,
+            spec: EvaluationSpec {
+                reference: reference_spec,
+                reference_sha256: sha(&e.reference_sha256),
+                inception: e.inception.as_ref().map(|_| inception_spec),
+                inception_sha256: sha(&e.inception_sha256),
+            },
+            not_local,
         }))
+    }
+
+    /// Where a file of `evaluate:` is, and how `config` writes it (a local path absolute, a
+    /// remote one as written). A remote file not downloaded yet is an error unless the job is
+    /// loaded without weights or it is the default Inception (only `run` reads it, after its
+    /// fetch); it is then where the download will put it, and listed in `not_local`.
+    fn evaluation_file(
+        &self,
+        f: &FileSpec,
+        not_local: &mut Vec<String>,
+    ) -> Result<(PathBuf, PathBuf)> {
+        use crate::job::hub::{self, CacheRoot, Remote, Wanted};
+        let remote = hub::remote(&f.value, &f.local).map_err(|m| self.err(f.key, m))?;
+        let Some(remote) = remote else {
+            if !f.local.is_file() {
+                bail!(self.err(
+                    f.key,
+                    match f.key {
+                        "evaluate.reference" => format!(
+                            "{}: no such file; give the reference batch npz, a local path, a Hugging Face reference or a URL (e.g. guided-diffusion's VIRTUAL_imagenet256_labeled.npz, docs/evaluation.md)",
+                            f.local.display()
+                        ),
+                        _ => format!(
+                            "{}: no such file; give torch-fidelity's weights ({}) or remove the key to have fidshard download them",
+                            f.local.display(),
+                            crate::job::evaluation::INCEPTION_URL
+                        ),
+                    }
+                ));
+            }
+            self.utf8(f.key, &f.local)?;
+            return Ok((f.local.clone(), f.local.clone()));
+        };
+        match hub::locate(&remote, Wanted::CheckpointFile, &f.local) {
+            Ok(p) => {
+                self.utf8(f.key, &p)?;
+                Ok((p, f.value.clone()))
+            }
+            Err(_) if self.lenient || f.is_default => {
+                not_local.push(format!(
+                    "`{}` ({}) is not local yet",
+                    f.key,
+                    f.value.display()
+                ));
+                let at = match &remote {
+                    Remote::Url(u) => u.cached_path(&CacheRoot::fidshard()),
+                    Remote::Repo(_) => f.local.clone(),
+                };
+                Ok((at, f.value.clone()))
+            }
+            Err(msg) => Err(self.err(f.key, msg)),
+        }
     }
 
     /// `partitions`: absent (the whole job unless `run --partition`) or `slurm`.

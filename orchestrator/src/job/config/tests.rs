@@ -290,6 +290,15 @@ const CASES: &[Case] = &[
     c("vae: {torchscript: {G}/../torchscript/vae-decoder.ts, downsample: -2, latent_channels: 4}", "vae", "not a positive whole number"),
     c("vae: {torchscript: {T}/nope.ts, downsample: 2, latent_channels: 4}\nlatent_scale: 1", "vae.torchscript", "is not a file"),
     c("vae: [1]", "vae", "is not a VAE"),
+    // evaluate: (docs/evaluation.md).
+    c("evaluate:\n  reference: {T}/nope.npz", "evaluate.reference", "no such file; give the reference batch npz"),
+    c("evaluate:\n  reference: {G}/../eval/reference.npz\n  inception: {T}/nope.pth", "evaluate.inception", "remove the key to have fidshard download them"),
+    c("evaluate:\n  reference: {G}/../eval/reference.npz\n  reference_sha256: abc", "evaluate.reference_sha256", "expected 64 hexadecimal digits"),
+    c("evaluate:\n  reference: {G}/../eval/reference.npz\n  inception_sha256: 12", "evaluate.inception_sha256", "expected 64 hexadecimal digits"),
+    c("evaluate:\n  reference: https://127.0.0.1:9/never-fetched/ref.npz", "evaluate.reference", "download it with `fidshard fetch`"),
+    c("evaluate:\n  reference: s3://bucket/ref.npz", "evaluate.reference", "`s3://` is not supported"),
+    c("evaluate:\n  reference: acme/no-such-refs@v1/ref.npz", "evaluate.reference", "not in the local Hugging Face cache"),
+    c("evaluate:\n  reference: {G}/../eval/reference.npz\n  inception: https://127.0.0.1:9/never-fetched/w.pth", "evaluate.inception", "download it with `fidshard fetch`"),
 ];
 
 #[test]
@@ -586,4 +595,87 @@ fn a_torchscript_job_reads_shape_facts_and_old_settings_stay_native() {
     let old: fidshard_core::SamplerSettings = serde_json::from_value(json).unwrap();
     assert_eq!(old.model_format, ModelFormat::Native);
     assert_eq!(old.vae_script, None);
+}
+
+#[test]
+fn evaluate_takes_paths_hub_references_and_urls_with_their_sha256() {
+    use crate::job::evaluation::{hand_placed_inception, INCEPTION_SHA256, INCEPTION_URL};
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = normalize(&golden().join("../eval/reference.npz"));
+    let sha = "AB".repeat(32);
+    let yaml = yaml_with(&format!(
+        "evaluate:\n  reference: {}\n  reference_sha256: sha256:{sha}\n  metrics: [fid]\n",
+        reference.display()
+    ));
+    let job = load_in(tmp.path(), "job.yaml", &yaml).unwrap();
+    let e = job.evaluate.as_ref().unwrap();
+    assert_eq!(e.reference, reference);
+    assert_eq!(
+        e.spec.reference_sha256.as_deref(),
+        Some(&*format!("sha256:{sha}"))
+    );
+    assert_eq!(e.spec.inception, None);
+    let spec = Job::weights_spec(&tmp.path().join("job.yaml")).unwrap();
+    let [r, i] = &spec.evaluate[..] else {
+        panic!("{:?}", spec.evaluate)
+    };
+    assert_eq!(
+        (r.key, r.sha256_key, r.sha256.clone()),
+        (
+            "evaluate.reference",
+            "evaluate.reference_sha256",
+            Some("ab".repeat(32))
+        )
+    );
+    assert_eq!((i.key, i.is_default), ("evaluate.inception", true));
+    if !hand_placed_inception().is_file() {
+        // The default: torch-fidelity's release, its published sha256 pinned.
+        assert_eq!(i.value, PathBuf::from(INCEPTION_URL));
+        assert_eq!(i.sha256.as_deref(), Some(INCEPTION_SHA256));
+        assert!(INCEPTION_SHA256.starts_with("6726825d"));
+        assert_eq!(
+            e.inception.file_name().unwrap(),
+            "weights-inception-2015-12-05-6726825d.pth"
+        );
+    }
+
+    // Without evaluate: no files to fetch.
+    std::fs::write(
+        tmp.path().join("plain.yaml"),
+        yaml_with("").replace("{G}", &golden().display().to_string()),
+    )
+    .unwrap();
+    assert!(Job::weights_spec(&tmp.path().join("plain.yaml"))
+        .unwrap()
+        .evaluate
+        .is_empty());
+
+    // A URL not downloaded yet: no error without weights (plan, status, config), where the
+    // download will land, and said so.
+    let url = "https://127.0.0.1:9/never-fetched/VIRTUAL_imagenet256_labeled.npz";
+    let yaml = yaml_with(&format!(
+        "evaluate:\n  reference: {url}\n  inception: {}\n  inception_sha256: {}\n",
+        golden().join("dit/model.pt").display(),
+        "0".repeat(64)
+    ))
+    .replace("{G}", &golden().display().to_string());
+    let path = tmp.path().join("remote.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let job = Job::load_without_weights(&path).unwrap();
+    let e = job.evaluate.as_ref().unwrap();
+    assert!(
+        e.reference.ends_with("VIRTUAL_imagenet256_labeled.npz"),
+        "{e:?}"
+    );
+    assert_eq!(e.spec.reference, PathBuf::from(url));
+    assert_eq!(e.spec.inception, Some(golden().join("dit/model.pt")));
+    assert_eq!(e.spec.inception_sha256, Some("0".repeat(64)));
+    assert!(
+        e.not_local.len() == 1 && e.not_local[0].contains("`evaluate.reference`"),
+        "{:?}",
+        e.not_local
+    );
+    let spec = Job::weights_spec(&path).unwrap();
+    assert_eq!(spec.evaluate[1].sha256, Some("0".repeat(64)));
+    assert!(!spec.evaluate[1].is_default);
 }
