@@ -10,6 +10,7 @@ mod binaries;
 mod demo;
 mod eval;
 mod fetch;
+mod k8s;
 mod repair;
 mod run;
 mod sample;
@@ -20,6 +21,8 @@ mod torchscript;
 mod chaos;
 #[cfg(feature = "failpoints")]
 mod faults;
+#[cfg(feature = "failpoints")]
+mod notify;
 #[cfg(feature = "failpoints")]
 mod partitions;
 #[cfg(feature = "failpoints")]

@@ -290,6 +290,13 @@ const CASES: &[Case] = &[
     c("vae: {torchscript: {G}/../torchscript/vae-decoder.ts, downsample: -2, latent_channels: 4}", "vae", "not a positive whole number"),
     c("vae: {torchscript: {T}/nope.ts, downsample: 2, latent_channels: 4}\nlatent_scale: 1", "vae.torchscript", "is not a file"),
     c("vae: [1]", "vae", "is not a VAE"),
+    // Partitions from a scheduler, and the hooks of `notify:`.
+    c("partitions: k8s", "partitions", "write `partitions: k8s/N`"),
+    c("partitions: 2/4", "partitions", "`partitions: k8s/N` (a Kubernetes Indexed Job"),
+    c("partitions: k8s/0", "partitions", "from 1 to 100000"),
+    c("notify: {on: [complete]}", "notify", "give `command`"),
+    c("notify: {webhook: ftp://example.org/x}", "notify.webhook", "not an http:// or https:// URL"),
+    c("notify: {command: \"true\", on: []}", "notify.on", "complete, failed, interrupted"),
 ];
 
 #[test]
