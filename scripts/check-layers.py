@@ -4,7 +4,7 @@
 1. No import circle between the source files of a crate (a parent module declaring its
    children is not an import).
 2. In the coordinator binary (orchestrator/src), a folder uses only the folders below it:
-       main.rs -> cmd/ -> coordinator/, fetch/, evaluate/ -> worker/ -> outdir/ -> npz/ -> job/ -> sys/
+       main.rs -> cmd/ -> coordinator/, fetch/, evaluate/, notify/ -> worker/ -> outdir/ -> npz/ -> job/ -> sys/
    (and the fidshard-core crate under all of them).
 3. A file in cmd/ (one verb) never uses another file of cmd/.
 4. fidshard-core depends on neither binary's crate, and neither binary's crate on the other.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 # Rank of each top-level folder of orchestrator/src: a file may use only lower ranks (or its own
 # folder). main.rs is above everything.
-ORCHESTRATOR_LAYERS = ["sys", "job", "npz", "outdir", "worker", "coordinator|fetch|evaluate", "cmd"]
+ORCHESTRATOR_LAYERS = ["sys", "job", "npz", "outdir", "worker", "coordinator|fetch|evaluate|notify", "cmd"]
 RANK = {name: i for i, group in enumerate(ORCHESTRATOR_LAYERS) for name in group.split("|")}
 
 PATH = re.compile(r"\b(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")

@@ -6,6 +6,7 @@ mod evaluate;
 mod exit_code;
 mod fetch;
 mod job;
+mod notify;
 mod npz;
 mod outdir;
 mod sys;
@@ -51,8 +52,10 @@ enum Command {
         force: bool,
         /// Sample only partition K of N of the job (many nodes: one coordinator per node), or
         /// `slurm`: K and N from the Slurm array task or srun step (as `partitions: slurm` in
-        /// the job file). Without either, a Slurm array task runs the whole job.
-        #[arg(long, value_name = "K/N|slurm", value_parser = job::partition::Requested::parse)]
+        /// the job file), or `k8s/N`: K from a Kubernetes Indexed Job's JOB_COMPLETION_INDEX
+        /// (`k8s` alone takes N from `partitions: k8s/N`). Without either, a Slurm array task
+        /// runs the whole job.
+        #[arg(long, value_name = "K/N|slurm|k8s/N", value_parser = job::partition::Requested::parse)]
         partition: Option<job::partition::Requested>,
         /// Seconds workers get after SIGTERM (preemption, hang) before SIGKILL (0 to 3600).
         #[arg(long, default_value = "20", value_parser = parse_grace)]

@@ -11,6 +11,7 @@ mod demo;
 mod eval;
 mod fetch;
 mod package;
+mod k8s;
 mod repair;
 mod run;
 mod sample;
@@ -21,6 +22,8 @@ mod torchscript;
 mod chaos;
 #[cfg(feature = "failpoints")]
 mod faults;
+#[cfg(feature = "failpoints")]
+mod notify;
 #[cfg(feature = "failpoints")]
 mod partitions;
 #[cfg(feature = "failpoints")]

@@ -37,23 +37,31 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
     // Weights from the hub or URLs, downloaded here, once, before any worker exists.
     crate::fetch::prepare(&args.config, crate::fetch::For::Run(args.partition))?;
     let (job, devices) = load_job(&args)?;
-    let out = job.out_dir.clone();
     // The out dir is the job's (shared by its partitions); the state is this coordinator's.
-    crate::outdir::claim::claim(&out)?;
+    crate::outdir::claim::claim(&job.out_dir)?;
     let lock = JobLock::acquire(&job.state_dir())?;
+    let result = run_locked(&args, &job, &devices, lock);
+    // `notify:` (once the lock is released: a hook may run `fidshard status`).
+    crate::notify::fire(&job, &result);
+    result
+}
+
+/// The run under this coordinator's lock (released when it returns).
+fn run_locked(args: &RunArgs, job: &Job, devices: &[WorkerDevice], lock: JobLock) -> Result<Exit> {
+    let out = job.out_dir.clone();
     let started = Instant::now();
     // Build the DiT and the VAE once on the CPU before anything in the out dir is deleted or
     // written: a bad checkpoint or VAE then fails in seconds with one message (exit 2), instead
     // of once per worker, and leaves the samples and the state as they were.
-    crate::coordinator::model_check::check_models(&job)?;
+    crate::coordinator::model_check::check_models(job)?;
     // `evaluate:`: the Inception weights are checked (and hashed) before anything is sampled.
-    let features = crate::evaluate::features_spec(&job)?;
-    let db = open_state(&job, &lock, &args)?;
+    let features = crate::evaluate::features_spec(job)?;
+    let db = open_state(job, &lock, args)?;
     let run = Run {
-        job: &job,
+        job,
         db: &db,
-        args: &args,
-        devices: &devices,
+        args,
+        devices,
         started,
         samples_dir: OutDir::new(&out).samples(),
         features,
@@ -70,7 +78,7 @@ pub(crate) fn run(args: RunArgs) -> Result<Exit> {
 /// (it would block its verification), a device that is not there.
 fn load_job(args: &RunArgs) -> Result<(Job, Vec<WorkerDevice>)> {
     let mut job = Job::load(&args.config)?;
-    let (partition, why) = Partition::resolve(args.partition, job.partitions_from_slurm)
+    let (partition, why) = Partition::resolve(args.partition, job.partitions_from)
         .and_then(|(p, why)| {
             p.check_plan(job.settings.num_samples, job.run.shard_size)?;
             Ok((p, why))

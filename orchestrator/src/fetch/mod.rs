@@ -70,9 +70,10 @@ pub(crate) fn prepare(config: &Path, who: For) -> Result<Vec<Entry>> {
         }
         let lock = match who {
             For::Run(partition) => {
-                let slurm = crate::job::config::Job::weights_spec(config)
-                    .is_ok_and(|s| s.partitions_from_slurm);
-                status_lock(&plan.out_dir, partition, slurm)?
+                let yaml = crate::job::config::Job::weights_spec(config)
+                    .ok()
+                    .and_then(|s| s.partitions_from);
+                status_lock(&plan.out_dir, partition, yaml)?
             }
             For::Other => None,
         };
@@ -96,9 +97,9 @@ pub(crate) fn prepare(config: &Path, who: For) -> Result<Vec<Entry>> {
 fn status_lock(
     out: &Path,
     partition: Option<Requested>,
-    yaml_slurm: bool,
+    yaml: Option<crate::job::partition::Scheduler>,
 ) -> Result<Option<(crate::outdir::lock::JobLock, PathBuf)>> {
-    let Ok((partition, _)) = Partition::resolve(partition, yaml_slurm) else {
+    let Ok((partition, _)) = Partition::resolve(partition, yaml) else {
         return Ok(None);
     };
     crate::outdir::claim::claim(out)?;

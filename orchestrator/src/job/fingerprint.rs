@@ -237,7 +237,8 @@ mod tests {
         }
         assert!(base.get("checkpoint").unwrap().starts_with("model.pt, "));
         let throughput = "batch_size: 3\nvae_batch_size: 1\ndevices: {cpu: 2}\n\
-                          stall_timeout: 5\nretry: {attempts: 9}\nout_dir: elsewhere\n";
+                          stall_timeout: 5\nretry: {attempts: 9}\nout_dir: elsewhere\n\
+                          partitions: k8s/2\nnotify: {command: \"true\", webhook: http://h/x}\n";
         let same = Fingerprint::compute(&job(dir.path(), "b.yaml", throughput)).unwrap();
         assert_eq!(base.diff(&same), vec![]);
         let other = Fingerprint::compute(&job(dir.path(), "c.yaml", "seed: 1\n")).unwrap();

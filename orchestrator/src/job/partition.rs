@@ -17,22 +17,76 @@ pub(crate) struct Partition {
     pub n: u32,
 }
 
-/// What `run --partition` asks for: a fixed `K/N`, or `slurm` (from the Slurm environment).
+/// What `run --partition` asks for: a fixed `K/N`, `slurm` (from the Slurm environment), or
+/// `k8s[/N]` (K from a Kubernetes Indexed Job's `JOB_COMPLETION_INDEX`; N given, else from the
+/// job file's `partitions: k8s/N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Requested {
     Fixed(Partition),
     Slurm,
+    K8s(Option<u32>),
 }
 
 impl Requested {
-    /// `K/N` or `slurm` (the clap value parser of `--partition`).
+    /// `K/N`, `slurm`, `k8s` or `k8s/N` (the clap value parser of `--partition`).
     pub fn parse(s: &str) -> Result<Requested, String> {
-        if s.trim() == "slurm" {
-            return Ok(Requested::Slurm);
+        match s.trim() {
+            "slurm" => return Ok(Requested::Slurm),
+            "k8s" => return Ok(Requested::K8s(None)),
+            _ => {}
         }
-        Partition::parse(s)
-            .map(Requested::Fixed)
-            .map_err(|e| format!("{e}, or `slurm` (from the Slurm array task or srun step)"))
+        if let Some(n) = s.trim().strip_prefix("k8s/") {
+            return parse_count(n).map(|n| Requested::K8s(Some(n)));
+        }
+        Partition::parse(s).map(Requested::Fixed).map_err(|e| {
+            format!(
+                "{e}, or `slurm` (from the Slurm array task or srun step), or `k8s/N` (K from a Kubernetes Indexed Job)"
+            )
+        })
+    }
+}
+
+/// `partitions:` of a job file: the scheduler whose environment gives the partition when `run`
+/// has no `--partition` (opt-in; without the key the job runs whole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheduler {
+    /// `partitions: slurm`.
+    Slurm,
+    /// `partitions: k8s/N`: N partitions, K from `JOB_COMPLETION_INDEX`.
+    K8s(u32),
+}
+
+impl Scheduler {
+    /// `slurm` or `k8s/N` (the value of `partitions:`; the error says what to write instead).
+    pub fn parse(s: &str) -> Result<Scheduler, String> {
+        match s.trim() {
+            "slurm" => Ok(Scheduler::Slurm),
+            "k8s" => Err("`k8s` needs the number of partitions: write `partitions: k8s/N` with N the Indexed Job's `completions`".into()),
+            v => match v.strip_prefix("k8s/") {
+                Some(n) => parse_count(n).map(Scheduler::K8s),
+                None => Err(format!(
+                    "`{v}` is not `slurm` or `k8s/N`; write `partitions: slurm` (a Slurm array task or srun step) or `partitions: k8s/N` (a Kubernetes Indexed Job of N completions), or remove the key (the whole job, or `run --partition K/N`)"
+                )),
+            },
+        }
+    }
+
+    /// As written in a job file (`slurm`, `k8s/4`).
+    pub fn as_yaml(self) -> String {
+        match self {
+            Scheduler::Slurm => "slurm".into(),
+            Scheduler::K8s(n) => format!("k8s/{n}"),
+        }
+    }
+}
+
+/// The N of `k8s/N`: a number of partitions from 1 to 100000.
+fn parse_count(n: &str) -> Result<u32, String> {
+    match n.trim().parse::<u32>() {
+        Ok(v) if (1..=100_000).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`k8s/{n}`: N must be a number of partitions from 1 to 100000 (the Indexed Job's `completions`)"
+        )),
     }
 }
 
@@ -44,6 +98,8 @@ pub(crate) enum Source {
     /// Partitioning from Slurm was asked for, but there is no array task or srun step of
     /// several tasks: the whole job.
     WholeNoSlurm,
+    /// A Kubernetes Indexed Job: its index, N and where N came from.
+    K8s(String),
     /// `--partition K/N`.
     Flag,
     /// A Slurm array task: the variables and their values.
@@ -56,13 +112,14 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Whole => f.write_str(
-                "no --partition and no `partitions: slurm` (a Slurm array task without them is one whole job of a sweep)",
+                "the whole job, since neither --partition nor `partitions:` in the job file asks for a partition",
             ),
             Source::WholeNoSlurm => f.write_str(
-                "partitions from Slurm, but no Slurm array task or srun step of several tasks",
+                "the whole job: partitions from Slurm were asked for, but this is no Slurm array task or srun step of several tasks",
             ),
             Source::Flag => f.write_str("--partition"),
             Source::SlurmArray(v) => write!(f, "the Slurm array task ({v})"),
+            Source::K8s(v) => write!(f, "the Kubernetes Indexed Job ({v})"),
             Source::Srun(v) => write!(f, "the srun step ({v})"),
         }
     }
@@ -124,27 +181,78 @@ impl Partition {
         )
     }
 
-    /// From the flag `K/N`; else, when asked for (`--partition slurm`, or `partitions: slurm`
-    /// in the job file: `yaml_slurm`), from the Slurm environment (array task, else an `srun`
-    /// step); else the whole job. Partitioning from Slurm is opt-in: a plain `run` inside an
-    /// array task (a sweep, one job per task) runs its whole job.
+    /// From the flag `K/N`; else, when asked for (`--partition slurm|k8s[/N]`, or `partitions:`
+    /// in the job file: `yaml`), from the scheduler's environment: Slurm's array task, else its
+    /// `srun` step; a Kubernetes Indexed Job's `JOB_COMPLETION_INDEX`; else the whole job. It is
+    /// opt-in: a plain `run` inside an array task (a sweep, one job per task) runs its whole job,
+    /// and `JOB_COMPLETION_INDEX` is read only when `k8s` is asked for.
     pub fn resolve(
         flag: Option<Requested>,
-        yaml_slurm: bool,
+        yaml: Option<Scheduler>,
     ) -> Result<(Partition, Source), String> {
-        let slurm = match flag {
-            Some(Requested::Fixed(p)) => return Ok((p, Source::Flag)),
-            Some(Requested::Slurm) => true,
-            None => yaml_slurm,
+        Self::resolve_with(flag, yaml, &|k| std::env::var(k).ok())
+    }
+
+    fn resolve_with(
+        flag: Option<Requested>,
+        yaml: Option<Scheduler>,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Partition, Source), String> {
+        let k8s = |n: u32, from: String| {
+            Self::from_k8s(n, &from, get)
+                .map_err(|e| format!("partition from the Kubernetes Indexed Job: {e}"))
+        };
+        let slurm = match (flag, yaml) {
+            (Some(Requested::Fixed(p)), _) => return Ok((p, Source::Flag)),
+            (Some(Requested::K8s(Some(n))), _) => return k8s(n, format!("--partition k8s/{n}")),
+            (Some(Requested::K8s(None)), Some(Scheduler::K8s(n))) => {
+                return k8s(n, format!("`partitions: k8s/{n}` in the job file"))
+            }
+            (Some(Requested::K8s(None)), _) => return Err(
+                "--partition k8s needs the number of partitions: pass --partition k8s/N, or write `partitions: k8s/N` in the job file (N = the Indexed Job's `completions`)".into(),
+            ),
+            (None, Some(Scheduler::K8s(n))) => {
+                return k8s(n, format!("`partitions: k8s/{n}` in the job file"))
+            }
+            (Some(Requested::Slurm), _) | (None, Some(Scheduler::Slurm)) => true,
+            (None, None) => false,
         };
         if !slurm {
             return Ok((Partition::WHOLE, Source::Whole));
         }
-        match Self::from_env(&|k| std::env::var(k).ok()) {
+        match Self::from_env(get) {
             Ok((p, Source::Whole)) => Ok((p, Source::WholeNoSlurm)),
             Ok(found) => Ok(found),
             Err(e) => Err(format!("partitions from the Slurm environment: {e}")),
         }
+    }
+
+    /// Partition `JOB_COMPLETION_INDEX` of `n` (`from`: where `n` came from, for the messages).
+    fn from_k8s(
+        n: u32,
+        from: &str,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Partition, Source), String> {
+        let v = get("JOB_COMPLETION_INDEX").ok_or_else(|| {
+            format!(
+                "JOB_COMPLETION_INDEX is not set, so this is not a pod of an Indexed Job (`completionMode: Indexed`, as in scripts/k8s/indexed-job.yaml); run it in one, pass --partition K/N, or drop {from} for the whole job"
+            )
+        })?;
+        let k: u64 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("JOB_COMPLETION_INDEX={v} is not a number"))?;
+        if k >= u64::from(n) {
+            return Err(format!(
+                "JOB_COMPLETION_INDEX={k} is outside the {n} partitions of {from} (indices 0 to {}); set the Indexed Job's `completions` to N",
+                n - 1
+            ));
+        }
+        let p = Partition { k: k as u32, n };
+        Ok((
+            p,
+            Source::K8s(format!("JOB_COMPLETION_INDEX={k}, N={n} from {from}")),
+        ))
     }
 
     /// A partition must own at least one shard: `N` above the plan's shard count is refused
@@ -298,12 +406,12 @@ mod tests {
         assert!(Requested::parse("slurm/2").unwrap_err().contains("`slurm`"));
         // Neither the flag nor the file: the whole job, whatever the environment says.
         assert_eq!(
-            Partition::resolve(None, false),
+            Partition::resolve(None, None),
             Ok((Partition::WHOLE, Source::Whole))
         );
         let p = Partition { k: 1, n: 3 };
         assert_eq!(
-            Partition::resolve(Some(Requested::Fixed(p)), true)
+            Partition::resolve(Some(Requested::Fixed(p)), Some(Scheduler::Slurm))
                 .unwrap()
                 .0,
             p
@@ -315,5 +423,94 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("1 of 4 partitions"), "{err}");
+    }
+
+    #[test]
+    fn k8s_takes_k_from_the_completion_index_and_n_from_the_flag_or_the_file() {
+        assert_eq!(Requested::parse("k8s"), Ok(Requested::K8s(None)));
+        assert_eq!(Requested::parse("k8s/4"), Ok(Requested::K8s(Some(4))));
+        assert!(Requested::parse("k8s/0")
+            .unwrap_err()
+            .contains("1 to 100000"));
+        assert!(Requested::parse("2/x").unwrap_err().contains("`k8s/N`"));
+        assert_eq!(Scheduler::parse("k8s/3"), Ok(Scheduler::K8s(3)));
+        assert_eq!(Scheduler::parse(" slurm "), Ok(Scheduler::Slurm));
+        assert!(Scheduler::parse("k8s").unwrap_err().contains("k8s/N"));
+        assert!(Scheduler::parse("1/4")
+            .unwrap_err()
+            .contains("`slurm` or `k8s/N`"));
+        assert_eq!(Scheduler::K8s(3).as_yaml(), "k8s/3");
+
+        let pod =
+            |v: &'static str| move |k: &str| (k == "JOB_COMPLETION_INDEX").then(|| v.to_string());
+        let (p, s) =
+            Partition::resolve_with(Some(Requested::K8s(Some(3))), None, &pod("2")).unwrap();
+        assert_eq!(p, Partition { k: 2, n: 3 });
+        assert_eq!(
+            s.to_string(),
+            "the Kubernetes Indexed Job (JOB_COMPLETION_INDEX=2, N=3 from --partition k8s/3)"
+        );
+        // N from the job file, with the flag or without it; the flag's N wins.
+        let yaml = Some(Scheduler::K8s(4));
+        for flag in [None, Some(Requested::K8s(None))] {
+            let (p, s) = Partition::resolve_with(flag, yaml, &pod("1")).unwrap();
+            assert_eq!(p, Partition { k: 1, n: 4 });
+            assert!(
+                s.to_string()
+                    .contains("`partitions: k8s/4` in the job file"),
+                "{s}"
+            );
+        }
+        let (p, _) =
+            Partition::resolve_with(Some(Requested::K8s(Some(2))), yaml, &pod("1")).unwrap();
+        assert_eq!(p, Partition { k: 1, n: 2 });
+        // A fixed flag wins over the file, and never reads the index.
+        let (p, s) = Partition::resolve_with(
+            Some(Requested::Fixed(Partition { k: 0, n: 2 })),
+            yaml,
+            &pod("x"),
+        )
+        .unwrap();
+        assert_eq!((p, s), (Partition { k: 0, n: 2 }, Source::Flag));
+        // Opt-in: the index alone (or with `partitions: slurm`) is not read.
+        assert_eq!(
+            Partition::resolve_with(None, None, &pod("1")),
+            Ok((Partition::WHOLE, Source::Whole))
+        );
+        assert_eq!(
+            Partition::resolve_with(None, Some(Scheduler::Slurm), &pod("1")),
+            Ok((Partition::WHOLE, Source::WholeNoSlurm))
+        );
+    }
+
+    #[test]
+    fn k8s_errors_name_the_variable_and_both_values() {
+        let pod =
+            |v: &'static str| move |k: &str| (k == "JOB_COMPLETION_INDEX").then(|| v.to_string());
+        let no_n =
+            Partition::resolve_with(Some(Requested::K8s(None)), None, &pod("0")).unwrap_err();
+        assert!(no_n.contains("--partition k8s/N"), "{no_n}");
+        assert!(no_n.contains("`partitions: k8s/N`"), "{no_n}");
+        let slurm_yaml = Partition::resolve_with(
+            Some(Requested::K8s(None)),
+            Some(Scheduler::Slurm),
+            &pod("0"),
+        );
+        assert!(slurm_yaml.is_err());
+        let out =
+            Partition::resolve_with(Some(Requested::K8s(Some(3))), None, &pod("3")).unwrap_err();
+        assert!(
+            out.contains("JOB_COMPLETION_INDEX=3 is outside the 3 partitions of --partition k8s/3"),
+            "{out}"
+        );
+        assert!(out.contains("`completions`"), "{out}");
+        let nan = Partition::resolve_with(None, Some(Scheduler::K8s(2)), &pod("a")).unwrap_err();
+        assert!(
+            nan.contains("JOB_COMPLETION_INDEX=a is not a number"),
+            "{nan}"
+        );
+        let unset = Partition::resolve_with(None, Some(Scheduler::K8s(2)), &|_| None).unwrap_err();
+        assert!(unset.contains("JOB_COMPLETION_INDEX is not set"), "{unset}");
+        assert!(unset.contains("`completionMode: Indexed`"), "{unset}");
     }
 }

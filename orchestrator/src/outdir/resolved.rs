@@ -116,11 +116,8 @@ fn job_document(job: &Job) -> Value {
         ),
         (
             "partitions",
-            if job.partitions_from_slurm {
-                Value::from("slurm")
-            } else {
-                Value::Null
-            },
+            job.partitions_from
+                .map_or(Value::Null, |s| Value::from(s.as_yaml())),
         ),
     ]);
     if let Some(e) = &job.evaluate {
@@ -138,6 +135,20 @@ fn job_document(job: &Job) -> Value {
             Value::Sequence(e.metrics.iter().map(|m| Value::from(m.as_str())).collect()),
         ));
         keys.push(("evaluate", map(section)));
+    }
+    if let Some(n) = &job.notify {
+        let mut section = Vec::new();
+        if let Some(c) = &n.command {
+            section.push(("command", Value::from(c.as_str())));
+        }
+        if let Some(w) = &n.webhook {
+            section.push(("webhook", Value::from(w.as_str())));
+        }
+        section.push((
+            "on",
+            Value::Sequence(n.on.iter().map(|e| Value::from(e.as_str())).collect()),
+        ));
+        keys.push(("notify", map(section)));
     }
     map(keys)
 }

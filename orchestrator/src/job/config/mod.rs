@@ -71,8 +71,8 @@ pub(crate) struct WeightsSpec {
     pub vae_key: &'static str,
     pub vae_wanted: crate::job::hub::Wanted,
     pub out_dir: PathBuf,
-    /// `partitions: slurm` (checked by `load`).
-    pub partitions_from_slurm: bool,
+    /// `partitions: slurm` or `k8s/N` (checked by `load`; an invalid value is `None` here).
+    pub partitions_from: Option<crate::job::partition::Scheduler>,
     /// The files of `evaluate:` (none without it): the reference batch, the Inception weights.
     pub evaluate: Vec<FileSpec>,
 }
@@ -115,10 +115,13 @@ pub(crate) struct Job {
     pub weights_missing: Option<String>,
     /// The model and weights keys as a job file names them (for `config`).
     pub model_spec: ModelSpec,
-    /// `partitions: slurm`: take the partition from the Slurm environment (job/partition.rs).
-    pub partitions_from_slurm: bool,
+    /// `partitions: slurm` or `k8s/N`: take the partition from the scheduler's environment
+    /// (job/partition.rs).
+    pub partitions_from: Option<crate::job::partition::Scheduler>,
     /// `evaluate:`: the metrics to compute once the samples are complete.
     pub evaluate: Option<crate::job::evaluation::Evaluation>,
+    /// `notify:`: the hooks `run` fires when it ends.
+    pub notify: Option<crate::job::notify::Notify>,
 }
 
 /// The `model` section and `vae` of a job file with local paths made absolute and hub or URL
@@ -190,7 +193,10 @@ impl Job {
                 vae_key: raw.vae.key(),
                 vae_wanted: raw.vae.wanted(),
                 out_dir: r.out_dir(&raw),
-                partitions_from_slurm: raw.partitions.as_deref().map(str::trim) == Some("slurm"),
+                partitions_from: raw
+                    .partitions
+                    .as_deref()
+                    .and_then(|s| crate::job::partition::Scheduler::parse(s).ok()),
                 evaluate: match &raw.evaluate {
                     Some(e) => r.evaluation_files(e)?,
                     None => Vec::new(),

@@ -204,10 +204,21 @@ pub(super) struct RawJob {
     /// Seconds between progress lines when stderr is not a terminal.
     #[serde(default = "default_progress_interval")]
     pub progress_interval: f64,
-    /// `slurm`: `run` takes its partition from the Slurm environment (opt-in).
+    /// `slurm` or `k8s/N`: `run` takes its partition from the scheduler (opt-in).
     pub partitions: Option<String>,
     /// Score the finished samples (the ADM evaluator's metrics).
     pub evaluate: Option<RawEvaluate>,
+    /// What to run, or where to POST, when `run` ends.
+    pub notify: Option<RawNotify>,
+}
+
+/// `notify:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub command: Option<String>,
+    pub webhook: Option<String>,
+    pub on: Option<Vec<crate::job::notify::Event>>,
 }
 
 /// `evaluate:` as written.

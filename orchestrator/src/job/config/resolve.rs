@@ -318,8 +318,9 @@ impl Resolver<'_> {
             partition: crate::job::partition::Partition::WHOLE,
             weights_missing: None,
             model_spec,
-            partitions_from_slurm: self.partitions(&raw)?,
+            partitions_from: self.partitions(&raw)?,
             evaluate: self.evaluation(&raw)?,
+            notify: self.notify(&raw)?,
         })
     }
 
@@ -469,18 +470,23 @@ impl Resolver<'_> {
         }
     }
 
-    /// `partitions`: absent (the whole job unless `run --partition`) or `slurm`.
-    fn partitions(&self, raw: &RawJob) -> Result<bool> {
-        match raw.partitions.as_deref().map(str::trim) {
-            None => Ok(false),
-            Some("slurm") => Ok(true),
-            Some(other) => bail!(self.err(
-                "partitions",
-                format!(
-                    "`{other}` is not `slurm`; write `partitions: slurm` to take the partition from a Slurm array task or srun step, or remove the key (the whole job, or `run --partition K/N`)"
-                )
-            )),
-        }
+    /// `notify:`: at least one hook, a URL with a host, a non-empty `on` (default all three).
+    fn notify(&self, raw: &RawJob) -> Result<Option<crate::job::notify::Notify>> {
+        let Some(n) = &raw.notify else {
+            return Ok(None);
+        };
+        crate::job::notify::Notify::new(n.command.clone(), n.webhook.clone(), n.on.clone())
+            .map(Some)
+            .map_err(|(key, msg)| self.err(key, msg))
+    }
+
+    /// `partitions`: absent (the whole job unless `run --partition`), `slurm` or `k8s/N`.
+    fn partitions(&self, raw: &RawJob) -> Result<Option<crate::job::partition::Scheduler>> {
+        raw.partitions
+            .as_deref()
+            .map(crate::job::partition::Scheduler::parse)
+            .transpose()
+            .map_err(|e| self.err("partitions", e))
     }
 
     /// The model keys as written, local paths absolute (see [`super::ModelSpec`]).

@@ -299,6 +299,13 @@ const CASES: &[Case] = &[
     c("evaluate:\n  reference: s3://bucket/ref.npz", "evaluate.reference", "`s3://` is not supported"),
     c("evaluate:\n  reference: acme/no-such-refs@v1/ref.npz", "evaluate.reference", "not in the local Hugging Face cache"),
     c("evaluate:\n  reference: {G}/../eval/reference.npz\n  inception: https://127.0.0.1:9/never-fetched/w.pth", "evaluate.inception", "download it with `fidshard fetch`"),
+    // Partitions from a scheduler, and the hooks of `notify:`.
+    c("partitions: k8s", "partitions", "write `partitions: k8s/N`"),
+    c("partitions: 2/4", "partitions", "`partitions: k8s/N` (a Kubernetes Indexed Job"),
+    c("partitions: k8s/0", "partitions", "from 1 to 100000"),
+    c("notify: {on: [complete]}", "notify", "give `command`"),
+    c("notify: {webhook: ftp://example.org/x}", "notify.webhook", "not an http:// or https:// URL"),
+    c("notify: {command: \"true\", on: []}", "notify.on", "complete, failed, interrupted"),
 ];
 
 #[test]
