@@ -7,9 +7,11 @@ mod support;
 
 mod bad_input;
 mod binaries;
+mod completions;
 mod demo;
 mod eval;
 mod fetch;
+mod plan;
 mod repair;
 mod run;
 mod sample;

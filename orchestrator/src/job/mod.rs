@@ -9,3 +9,4 @@ pub(crate) mod fingerprint;
 pub(crate) mod hub;
 pub(crate) mod partition;
 pub(crate) mod plan;
+pub(crate) mod shared_gpus;
