@@ -39,7 +39,8 @@ build: env
 	$(CARGO) build --profile $(PROFILE) -p fidshard -p fidshard-worker $(FEATURES)
 
 # The shippable binaries: built without failpoints, debug info stripped, into dist/ (about
-# 15 MiB together). fidshard needs nothing but libc; fidshard-worker needs libtorch 2.11.0: the
+# 15 MiB together), and beside them, under dist/share/ as they install, the shell completions
+# (bash, zsh, fish) and the manual pages that `fidshard` itself writes. fidshard needs nothing but libc; fidshard-worker needs libtorch 2.11.0: the
 # venv's torch/lib through the RUNPATH set at build time, or any torch 2.11.0's lib/ on
 # LD_LIBRARY_PATH (a GPU node with its own torch, scripts/gpu-check.sh).
 # Then the packages of those binaries for people who do not build (scripts/package.sh): the pip
@@ -53,6 +54,12 @@ dist: env
 	for b in fidshard fidshard-worker; do \
 	  objcopy --strip-debug $(TARGET_DIR)/$(PROFILE)/$$b $(DIST)/$$b || exit 1; \
 	done
+	mkdir -p $(DIST)/share/bash-completion/completions $(DIST)/share/zsh/site-functions \
+	  $(DIST)/share/fish/vendor_completions.d
+	$(DIST)/fidshard completions bash > $(DIST)/share/bash-completion/completions/fidshard
+	$(DIST)/fidshard completions zsh > $(DIST)/share/zsh/site-functions/_fidshard
+	$(DIST)/fidshard completions fish > $(DIST)/share/fish/vendor_completions.d/fidshard.fish
+	$(DIST)/fidshard man --out $(DIST)/share/man/man1 > /dev/null
 	@du -ch $(DIST)/* | tail -1 | sed 's|total|$(DIST)/, stripped, no failpoints|'
 	scripts/package.sh $(DIST) $(WHEELHOUSE) || [ $$? -eq 3 ]
 
@@ -62,14 +69,19 @@ wheel: dist
 dist-check: dist
 	scripts/dist-check.sh $(DIST)
 
-# Installs both binaries from dist/ into $(PREFIX)/bin (default ~/.local/bin). They keep working
-# after the checkout is moved or deleted: the worker's RUNPATH is the real torch lib folder of the
-# venv (~/.cache/fidshard/torch-2.11.0/...), not the .venv link in the checkout.
+# Installs both binaries from dist/ into $(PREFIX)/bin (default ~/.local/bin), and the
+# completions and manual pages of dist/share/ into $(PREFIX)/share (bash-completion/completions,
+# zsh/site-functions, fish/vendor_completions.d, man/man1). They keep working after the checkout
+# is moved or deleted: the worker's RUNPATH is the real torch lib folder of the venv
+# (~/.cache/fidshard/torch-2.11.0/...), not the .venv link in the checkout.
 PREFIX ?= $(HOME)/.local
 install: dist
 	install -d $(PREFIX)/bin
 	install -m 755 $(DIST)/fidshard $(DIST)/fidshard-worker $(PREFIX)/bin/
-	@echo "installed $(PREFIX)/bin/fidshard and $(PREFIX)/bin/fidshard-worker"
+	for f in $$(cd $(DIST) && find share -type f); do \
+	  install -D -m 644 $(DIST)/$$f $(PREFIX)/$$f || exit 1; \
+	done
+	@echo "installed $(PREFIX)/bin/fidshard and $(PREFIX)/bin/fidshard-worker, completions and man pages in $(PREFIX)/share"
 
 # The main job: configs/demo.yaml (a small DiT trained on handwritten digits, 2 CPU workers),
 # then a picture of the 100 digits, 10 per class.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Checks the shippable binaries that `make dist` wrote into dist/ (CI runs it through
 # `make dist-check`):
+# - the completion scripts and the manual pages are in dist/share/ (as `make install` installs
+#   them);
 # - both are there and together stay under DIST_LIMIT_MIB (default 32 MiB; a GPU node takes at
 #   most 64 MiB of carried files, a wheel or a tarball should stay small);
 # - neither carries debug info (no .debug_* section) nor the failpoints of the test build;
@@ -21,6 +23,11 @@ fail() {
 
 for b in fidshard fidshard-worker; do
   [[ -x "$dist/$b" ]] || fail "$dist/$b: missing or not executable; run \`make dist\`"
+done
+
+for f in share/bash-completion/completions/fidshard share/zsh/site-functions/_fidshard \
+  share/fish/vendor_completions.d/fidshard.fish share/man/man1/fidshard.1 share/man/man1/fidshard-run.1; do
+  [[ -s "$dist/$f" ]] || fail "$dist/$f: missing or empty; run \`make dist\`"
 done
 
 total=$(du -cb "$dist"/* | tail -1 | cut -f1)

@@ -12,7 +12,7 @@ mod outdir;
 mod sys;
 mod worker;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use exit_code::code_of;
 use fidshard_core::Exit;
 use std::path::PathBuf;
@@ -66,12 +66,16 @@ enum Command {
     /// Download the weights the job names (Hugging Face repos, URLs) into the caches, as `run`
     /// does before it starts any worker; then `HF_HUB_OFFLINE=1` runs need no network.
     Fetch { config: PathBuf },
-    /// Print the shards, each worker's share, and the disk the job needs.
+    /// Print the shards, each worker's share, and the disk the job needs; warn when the last
+    /// shards leave workers idle, with a shard_size that keeps them busy.
     Plan {
         config: PathBuf,
         /// Also show which shards each of N partitions (nodes) would own.
         #[arg(long, value_name = "N")]
         partitions: Option<u32>,
+        /// Plan for N GPUs per node instead of this machine's devices (from a login node).
+        #[arg(long, value_name = "N")]
+        devices: Option<u32>,
     },
     /// Redo only the last step: assemble OUT/samples.npz from the recorded shards.
     Assemble { config: PathBuf },
@@ -113,6 +117,11 @@ enum Command {
     /// FID, sFID, Inception Score, precision and recall of an npz against a reference batch,
     /// as the ADM evaluator computes them (features on the devices' workers, resumable).
     Eval(cmd::eval::EvalArgs),
+    /// Print the shell completion script for bash, zsh or fish (`make install` installs them).
+    Completions(cmd::completions::CompletionsArgs),
+    /// The manual pages (fidshard.1 and one per command); `make install` installs them.
+    #[command(hide = true)]
+    Man(cmd::man::ManArgs),
 }
 
 /// `--grace`: a finite number of seconds in 0..=3600.
@@ -157,7 +166,17 @@ fn main() -> ExitCode {
         }
         Command::Validate { config } => cmd::validate::run(&config),
         Command::Fetch { config } => cmd::fetch::run(&config),
-        Command::Plan { config, partitions } => cmd::plan::run(&config, partitions),
+        Command::Plan {
+            config,
+            partitions,
+            devices,
+        } => cmd::plan::run(
+            &config,
+            cmd::plan::PlanArgs {
+                partitions,
+                devices,
+            },
+        ),
         Command::Assemble { config } => cmd::assemble::run(&config),
         Command::Repair { config } => cmd::repair::run(&config),
         Command::Sample {
@@ -181,6 +200,8 @@ fn main() -> ExitCode {
         Command::Config(args) => cmd::config::run(args),
         Command::Status(args) => cmd::status::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+        Command::Man(args) => cmd::man::run(args, Cli::command()),
     };
     match result {
         Ok(()) => Exit::Complete.into(),

@@ -7,11 +7,13 @@ mod support;
 
 mod bad_input;
 mod binaries;
+mod completions;
 mod demo;
 mod eval;
 mod fetch;
 mod package;
 mod k8s;
+mod plan;
 mod repair;
 mod run;
 mod sample;

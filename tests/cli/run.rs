@@ -223,3 +223,32 @@ fn batch_size_auto_picks_a_size_and_keeps_the_bytes() {
         std::fs::read(auto.path().join("out/samples.npz")).unwrap()
     );
 }
+
+/// The log of a plain 100-image run: its first line says nothing about partitions (none were
+/// asked for), the assembly of a small npz logs no progress lines, and devices are named as on
+/// the command line (`cpu`), not as Rust debug text.
+#[test]
+fn a_plain_small_run_logs_no_partition_no_assembly_progress_and_plain_devices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = job_with(
+        tmp.path(),
+        JOBS[0],
+        "num_samples: 100\nsteps: 2\nshard_size: 25\nbatch_size: 25\ndevices: {cpu: 2}\n",
+    );
+    let o = fidshard_env(&["run", cfg.to_str().unwrap()], &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let first = err
+        .lines()
+        .find(|l| l.contains("fidshard run"))
+        .unwrap_or_else(|| panic!("no first line: {err}"));
+    assert!(first.contains("samples=100"), "{first}");
+    assert!(!first.contains("partition"), "{first}");
+    assert!(!err.contains(" of 100 samples"), "{err}");
+    let logs = std::fs::read_to_string(tmp.path().join("out/logs/worker-0.log")).unwrap();
+    assert!(logs.contains("device=cpu"), "{logs}");
+    assert!(
+        !logs.contains("Cpu") && !err.contains("Cpu"),
+        "{logs}\n{err}"
+    );
+}

@@ -88,15 +88,20 @@ fn load_job(args: &RunArgs) -> Result<(Job, Vec<WorkerDevice>)> {
     crate::npz::check_target(&OutDir::new(&job.out_dir).npz())
         .map_err(|e| Fatal::input(anyhow!(e)))?;
     let devices = job.workers()?;
+    // A whole job that asked for no partitioning says nothing about partitions.
+    let partitioned = (why != crate::job::partition::Source::Whole).then_some((partition, why));
     tracing::info!(
         config = %args.config.display(),
         samples = job.samples_owned(),
-        partition = %partition,
-        partition_from = %why,
+        partition = partitioned.as_ref().map(|(p, _)| tracing::field::display(p)),
+        partition_from = partitioned.as_ref().map(|(_, w)| tracing::field::display(w)),
         devices = %crate::job::devices::describe(&devices),
         out = %job.out_dir.display(),
         "fidshard run"
     );
+    if let Some(w) = crate::job::shared_gpus::warning(&devices, |k| std::env::var(k).ok()) {
+        tracing::warn!("{w}");
+    }
     Ok((job, devices))
 }
 

@@ -11,3 +11,4 @@ pub(crate) mod hub;
 pub(crate) mod notify;
 pub(crate) mod partition;
 pub(crate) mod plan;
+pub(crate) mod shared_gpus;

@@ -9,6 +9,7 @@
 //! fsynced, checked (`verify`) and only then renamed, so a `samples.npz` is always complete and
 //! an error leaves the previous one untouched. Any missing or bad sample is reported with all
 //! such indices at once, so that the coordinator redoes their shards in one go.
+mod progress;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ pub(crate) use verify::{check_against_pngs, entry_crcs, images_crc};
 pub(crate) use writer::NpzWriter;
 
 use fidshard_core::output::png_name;
+use progress::Progress;
 use source::{load_png, ordered_load};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -157,9 +159,11 @@ pub(crate) fn assemble_with_threads(
         || input.expected_crc.is_some_and(|c| c.len() as u64 != n)
     {
         return Err(AssembleError::Input(format!(
-            "assemble: {n} samples of size {side} with {} labels and {:?} CRCs",
+            "assemble: {n} samples of size {side} with {} labels and {} CRCs",
             input.labels.len(),
-            input.expected_crc.map(<[u32]>::len)
+            input
+                .expected_crc
+                .map_or("no".to_string(), |c| c.len().to_string())
         )));
     }
     let path_of = |i: u64| input.samples_dir.join(png_name(i, n));
@@ -183,7 +187,7 @@ pub(crate) fn assemble_with_threads(
     let mut corrupt: Vec<u64> = Vec::new();
     let mut first = String::new();
     let mut write_error = None;
-    let tenth = (n / 10).max(1);
+    let mut progress = Progress::new(n, started);
     ordered_load(
         n,
         threads,
@@ -228,13 +232,7 @@ pub(crate) fn assemble_with_threads(
                     }
                 }
             }
-            if n >= 100 && (i + 1) % tenth == 0 && i + 1 < n {
-                tracing::info!(
-                    "assembled {} of {n} samples ({:.0} s)",
-                    i + 1,
-                    started.elapsed().as_secs_f64()
-                );
-            }
+            progress.after(i + 1);
             ControlFlow::Continue(())
         },
     );

@@ -103,9 +103,15 @@ pub(crate) fn check(
             || info.data_offset % 64 != 0
             || size != expected_size
         {
+            let order = if info.fortran_order { "Fortran" } else { "C" };
             return Err(invalid(format!(
-                "{name}: header {info:?} and {size} bytes; expected descr {descr}, C order, shape \
-                 {shape:?}, data at a multiple of 64 and {expected_size} bytes"
+                "{name}: descr {}, {order} order, shape {}, data at byte {}, {size} bytes; \
+                 expected descr {descr}, C order, shape {}, data at a multiple of 64 and \
+                 {expected_size} bytes",
+                info.descr,
+                dims(&info.shape),
+                info.data_offset,
+                dims(&shape)
             )));
         }
         if name == LABELS {
@@ -332,4 +338,10 @@ fn entry_crc(path: &Path, name: &str) -> Result<u32, AssembleError> {
 /// The CRC-32 of an npz's images (`arr_0`), labels or not (any tool's npz).
 pub(crate) fn images_crc(path: &Path) -> Result<u32, AssembleError> {
     entry_crc(path, IMAGES)
+}
+
+/// A shape as `50000 x 256 x 256 x 3`.
+fn dims(shape: &[u64]) -> String {
+    let d: Vec<String> = shape.iter().map(u64::to_string).collect();
+    d.join(" x ")
 }

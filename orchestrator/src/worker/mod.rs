@@ -40,7 +40,7 @@ pub(crate) fn locate() -> Result<PathBuf> {
 /// The worker process reported its own error on stderr (it prints `fidshard: error: ...`);
 /// `main` exits with its code without printing a second line.
 #[derive(Debug, thiserror::Error)]
-#[error("the worker exited with {0:?}")]
+#[error("the worker exited with code {}", *.0 as u8)]
 pub(crate) struct Reported(pub Exit);
 
 /// How a task's output is handled.

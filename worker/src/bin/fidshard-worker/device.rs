@@ -19,3 +19,12 @@ pub(crate) fn to_tch(spec: DeviceSpec) -> Result<Device> {
         }
     }
 }
+
+/// A libtorch device in the words of the command line: `cpu`, `cuda:0`.
+pub(crate) fn name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_string(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}

@@ -26,7 +26,7 @@ pub(crate) fn run(
     let engine = Engine::load(settings, device)?;
     let batch = engine.batch_size().max(1);
     let side = engine.image_size() as u32;
-    tracing::info!(range = %format!("{a}..{b}"), ?device, image_size = side, "sampling");
+    tracing::info!(range = %format!("{a}..{b}"), device = %crate::device::name(device), image_size = side, "sampling");
 
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let writer = {

@@ -59,10 +59,10 @@ pub(super) fn handshake(
     };
     outbox.send(&FromWorker::Ready {
         pid: std::process::id(),
-        device: format!("{device:?}"),
+        device: crate::device::name(device),
         load_seconds: start.elapsed().as_secs_f64(),
     });
-    tracing::info!(worker = id, ?device, features = features.is_some(), "ready");
+    tracing::info!(worker = id, device = %crate::device::name(device), features = features.is_some(), "ready");
     let spec = features.as_ref().map(|f| f.spec.clone());
     let writer = spawn_writer(outbox, samples_dir.clone(), side, num_samples, spec);
     Ok(Handshake::Ready(Box::new(Loaded {
