@@ -21,6 +21,22 @@ pub(crate) fn run(config: &Path) -> Result<()> {
             State::Missing(why) => unreachable!("prepare leaves nothing missing: {why}"),
         };
         crate::sys::out::outln!("{}: {} -> {} ({how})", e.key, e.value, path.display());
+        if let Some(line) = pin_hint(e, path) {
+            crate::sys::out::outln!("  {line}");
+        }
     }
     Ok(())
+}
+
+/// For a URL download the job does not pin: its SHA-256 (recorded at download) and the key
+/// that would pin it, so that a later download of other bytes under the same URL is refused.
+fn pin_hint(e: &crate::fetch::Entry, path: &Path) -> Option<String> {
+    if e.sha256.is_some() || !matches!(e.remote, Some(crate::job::hub::Remote::Url(_))) {
+        return None;
+    }
+    let sha = crate::job::hub::known_sha256(path)?;
+    Some(format!(
+        "sha256 {sha}: pin it with `{}: {sha}` in the job file",
+        e.sha256_key
+    ))
 }

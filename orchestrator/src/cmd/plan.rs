@@ -59,10 +59,33 @@ pub(crate) fn run(config: &Path, args: PlanArgs) -> Result<()> {
             Err(e) => return Err(e),
         },
     };
+    print_weights(config)?;
     print_shards(&job);
     print_workers(&job, &devices, args.devices.is_some());
     print_tail(&job, devices.len() as u64, args.partitions.unwrap_or(1));
     print_disk(&job)
+}
+
+/// Where each file the job names comes from and where it is (or will be, once `fetch` or `run`
+/// downloads it): the same list `fidshard fetch` works through, read from the disk alone.
+fn print_weights(config: &Path) -> Result<()> {
+    use crate::fetch::State;
+    use crate::job::hub::{CacheRoot, Remote};
+    let plan = crate::fetch::Plan::of(config)?;
+    crate::sys::out::outln!("files (`fidshard fetch` downloads what is missing; `run` does first):");
+    for e in &plan.entries {
+        let where_ = match (&e.state, &e.remote) {
+            (State::Local(p), _) => format!("local {}", p.display()),
+            (State::Cached(p) | State::Downloaded(p), _) => format!("cached {}", p.display()),
+            (State::Missing(_), Some(Remote::Url(u))) => format!(
+                "to download into {}",
+                u.cached_path(&CacheRoot::fidshard()).display()
+            ),
+            (State::Missing(_), _) => "to download into the Hugging Face cache".to_string(),
+        };
+        crate::sys::out::outln!("  {:<20} {}  ({where_})", e.key, e.value);
+    }
+    Ok(())
 }
 
 /// `--partitions N`: which shards and samples each of N partitions owns.

@@ -31,7 +31,7 @@ mod transfer;
 mod url;
 
 pub(crate) use error::FetchError;
-pub(crate) use plan::{Entry, State};
+pub(crate) use plan::{Entry, Plan, State};
 
 use crate::job::hub::Remote;
 use crate::job::partition::{Partition, Requested};
