@@ -8,6 +8,7 @@ mod support;
 mod bad_input;
 mod binaries;
 mod demo;
+mod diffusers;
 mod eval;
 mod fetch;
 mod package;

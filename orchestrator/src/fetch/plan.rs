@@ -69,7 +69,7 @@ impl Plan {
             (
                 spec.checkpoint_key,
                 spec.checkpoint,
-                Wanted::CheckpointFile,
+                spec.checkpoint_wanted,
                 sha256,
             ),
         ] {
