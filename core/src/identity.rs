@@ -40,6 +40,19 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, u32)> {
     Ok((size, hasher.finalize()))
 }
 
+/// The checkpoint file's identity; a diffusers DiT's weights and its config.json (the
+/// architecture is read from it), as the VAE folder's.
+fn checkpoint_identity(checkpoint: &Path) -> Result<String, CoreError> {
+    match crate::diffusers_dit::find(checkpoint)? {
+        Some(d) => Ok(format!(
+            "{}; config.json {}",
+            file_identity(&d.weights)?,
+            file_identity(&d.config)?
+        )),
+        None => file_identity(checkpoint),
+    }
+}
+
 /// The identities of a job's weights, as the fingerprint records them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightsIdentity {
@@ -54,16 +67,17 @@ impl WeightsIdentity {
     /// Hashes the checkpoint and the VAE folder's files.
     /// A VAE given as one file (a TorchScript decoder) is identified by that file alone.
     pub fn compute(checkpoint: &Path, vae_folder: &Path) -> Result<WeightsIdentity, CoreError> {
+        let checkpoint = checkpoint_identity(checkpoint)?;
         if vae_folder.is_file() {
             return Ok(WeightsIdentity {
-                checkpoint: file_identity(checkpoint)?,
+                checkpoint,
                 vae: file_identity(vae_folder)?,
             });
         }
         let vae_config = vae_folder.join(crate::vae_config::CONFIG_FILE);
         let vae_weights = crate::vae_config::find_weights(vae_folder)?;
         Ok(WeightsIdentity {
-            checkpoint: file_identity(checkpoint)?,
+            checkpoint,
             vae: format!(
                 "{}; config.json {}",
                 file_identity(&vae_weights)?,

@@ -8,6 +8,7 @@
 //! Nothing here links libtorch, so `fidshard status` and `plan` start in milliseconds on a login
 //! node without a torch install (docs/architecture.md).
 pub mod device;
+pub mod diffusers_dit;
 pub mod diffusion;
 pub mod dit_config;
 pub mod error;

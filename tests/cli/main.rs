@@ -9,6 +9,7 @@ mod bad_input;
 mod binaries;
 mod completions;
 mod demo;
+mod diffusers;
 mod eval;
 mod fetch;
 mod package;

@@ -7,6 +7,7 @@
 mod support;
 
 mod checkpoint;
+mod diffusers_dit;
 mod diffusion;
 mod dit;
 mod inception;

@@ -30,7 +30,12 @@ impl Backbone {
             return ScriptModel::load(&s.checkpoint, &s.dit, s.family, device)
                 .map(Backbone::Script);
         }
-        let sd = load_state_dict(&s.checkpoint)?.with_device(device);
+        // A diffusers DiT folder is mapped onto the published layout (checkpoint/diffusers_dit.rs).
+        let sd = match crate::checkpoint::diffusers_dit::load(&s.checkpoint, &s.dit)? {
+            Some(sd) => sd,
+            None => load_state_dict(&s.checkpoint)?,
+        }
+        .with_device(device);
         let model = match s.family {
             ModelFamily::Dit => DiT::from_state_dict(&s.dit, sd)?,
             ModelFamily::Sit => crate::sit::from_state_dict(&s.dit, s.flow.qk_norm, sd)?,

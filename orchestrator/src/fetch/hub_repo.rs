@@ -223,6 +223,58 @@ impl<'a> Hub<'a> {
 fn pick(repo: &RepoRef, wanted: Wanted, files: &[String]) -> Result<Vec<String>, FetchError> {
     let has = |f: &str| files.iter().any(|x| x == f);
     let err = |what: String| FetchError::Input(format!("`{repo}` {what}"));
+    // A diffusers folder's config.json and weights.
+    let folder = |prefix: &str| -> Result<Vec<String>, FetchError> {
+        let config = format!("{prefix}config.json");
+        if !has(&config) {
+            return Err(err(format!("has no {config}")));
+        }
+        let weights = fidshard_core::vae_config::WEIGHT_FILES
+            .iter()
+            .map(|w| format!("{prefix}{w}"))
+            .find(|w| has(w))
+            .ok_or_else(|| {
+                err(format!(
+                    "has no {prefix}diffusion_pytorch_model.safetensors (or .bin)"
+                ))
+            })?;
+        Ok(vec![config, weights])
+    };
+    let wanted = match (wanted, repo.path.as_deref()) {
+        // `model.checkpoint`: a diffusers DiT folder (named, a pipeline's transformer/, or the
+        // root), the weights file of one with its config.json, else one checkpoint file.
+        (Wanted::Model, Some(p))
+            if !has(p) && has(&format!("{}/config.json", p.trim_end_matches('/'))) =>
+        {
+            return folder(&format!("{}/", p.trim_end_matches('/')));
+        }
+        (Wanted::Model, Some(p)) => {
+            let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+            let dir = if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{dir}/")
+            };
+            let config = format!("{dir}config.json");
+            if has(p) && fidshard_core::vae_config::WEIGHT_FILES.contains(&name) && has(&config) {
+                return Ok(vec![config, p.to_string()]);
+            }
+            Wanted::CheckpointFile
+        }
+        (Wanted::Model, None) if has("transformer/config.json") => return folder("transformer/"),
+        (Wanted::Model, None)
+            if has("config.json")
+                && !files.iter().any(|f| {
+                    !f.contains('/')
+                        && is_checkpoint_name(f)
+                        && !fidshard_core::vae_config::WEIGHT_FILES.contains(&f.as_str())
+                }) =>
+        {
+            return folder("")
+        }
+        (Wanted::Model, None) => Wanted::CheckpointFile,
+        (w, _) => w,
+    };
     match wanted {
         Wanted::VaeFolder => {
             let prefix = match repo.path.as_deref() {
@@ -237,22 +289,9 @@ fn pick(repo: &RepoRef, wanted: Wanted, files: &[String]) -> Result<Vec<String>,
                     ))
                 }
             };
-            let config = format!("{prefix}config.json");
-            if !has(&config) {
-                return Err(err(format!("has no {config}")));
-            }
-            let weights = fidshard_core::vae_config::WEIGHT_FILES
-                .iter()
-                .map(|w| format!("{prefix}{w}"))
-                .find(|w| has(w))
-                .ok_or_else(|| {
-                    err(format!(
-                        "has no {prefix}diffusion_pytorch_model.safetensors (or .bin)"
-                    ))
-                })?;
-            Ok(vec![config, weights])
+            folder(&prefix)
         }
-        Wanted::CheckpointFile => {
+        Wanted::CheckpointFile | Wanted::Model => {
             let top: Vec<&String> = files
                 .iter()
                 .filter(|f| !f.contains('/') && is_checkpoint_name(f))
@@ -330,6 +369,45 @@ mod tests {
 
     fn files(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn picks_a_diffusers_dit_for_the_model() {
+        let pipe = files(&[
+            "model_index.json",
+            "scheduler/scheduler_config.json",
+            "transformer/config.json",
+            "transformer/diffusion_pytorch_model.bin",
+            "transformer/diffusion_pytorch_model.safetensors",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+        ]);
+        let dit = files(&[
+            "transformer/config.json",
+            "transformer/diffusion_pytorch_model.safetensors",
+        ]);
+        assert_eq!(pick(&repo(None), Wanted::Model, &pipe).unwrap(), dit);
+        assert_eq!(
+            pick(&repo(Some("transformer")), Wanted::Model, &pipe).unwrap(),
+            dit
+        );
+        let file = repo(Some("transformer/diffusion_pytorch_model.safetensors"));
+        assert_eq!(pick(&file, Wanted::Model, &pipe).unwrap(), dit);
+        let root = files(&[
+            "config.json",
+            "diffusion_pytorch_model.safetensors",
+            "README.md",
+        ]);
+        assert_eq!(
+            pick(&repo(None), Wanted::Model, &root).unwrap(),
+            root[..2].to_vec()
+        );
+        // A plain checkpoint repo is picked as before, a config.json beside it or not.
+        let plain = files(&["config.json", "DiT-XL-2-256x256.pt"]);
+        assert_eq!(
+            pick(&repo(None), Wanted::Model, &plain).unwrap(),
+            files(&["DiT-XL-2-256x256.pt"])
+        );
     }
 
     #[test]

@@ -153,6 +153,9 @@ fn check_sha256(config: &Path, e: &Entry) -> Result<()> {
     let (Some(want), Some(path)) = (&e.sha256, e.state.path()) else {
         return Ok(());
     };
+    // A diffusers DiT folder: its weights file.
+    let weights = fidshard_core::diffusers_dit::find(path).ok().flatten();
+    let path = weights.as_ref().map_or(path, |d| d.weights.as_path());
     let got = match crate::job::hub::known_sha256(path) {
         Some(known) => known,
         None => sha256_of(path)?,

@@ -75,7 +75,7 @@ impl Plan {
             (
                 spec.checkpoint_key,
                 spec.checkpoint,
-                Wanted::CheckpointFile,
+                spec.checkpoint_wanted,
                 sha256,
                 "model.sha256",
                 "the job file",

@@ -29,7 +29,15 @@ pub(crate) enum Wanted {
     /// The checkpoint the reference names, or the one checkpoint file (`.pt`, `.pth`, `.ckpt`,
     /// `.bin`, `.safetensors`) at the snapshot's root.
     CheckpointFile,
+    /// `model.checkpoint`: the checkpoint file or diffusers DiT folder the reference names;
+    /// without a path, a diffusers pipeline's `transformer/` (`facebook/DiT-XL-2-256`), else a
+    /// diffusers DiT at the snapshot's root (config.json beside the weights), else as
+    /// [`Wanted::CheckpointFile`].
+    Model,
 }
+
+/// The `transformer/` folder of a diffusers pipeline repo (where `DiTPipeline` keeps its DiT).
+pub(crate) const TRANSFORMER_FOLDER: &str = "transformer";
 
 /// A cache folder and which setting chose it (for error messages).
 #[derive(Debug, Clone)]
@@ -123,6 +131,7 @@ pub(crate) fn resolve(
     let give_local = match wanted {
         Wanted::VaeFolder => "give a local folder",
         Wanted::CheckpointFile => "give a local file",
+        Wanted::Model => "give a local file or diffusers DiT folder",
     };
     let fix = format!(
         "download it with `fidshard fetch` (which `run` and `validate` do first) or Python's \
@@ -151,13 +160,42 @@ pub(crate) fn resolve(
             snapshot.display()
         )
     };
+    let config = fidshard_core::vae_config::CONFIG_FILE;
+    // A diffusers folder's weights beside its config.json.
+    let weights_beside = |dir: PathBuf| -> Result<PathBuf, String> {
+        match fidshard_core::vae_config::find_weights(&dir) {
+            Ok(_) => Ok(dir),
+            Err(_) => Err(missing(
+                "has config.json but no diffusion_pytorch_model.safetensors (or .bin) beside \
+                 it (an interrupted download?)",
+            )),
+        }
+    };
+    let wanted = match (wanted, &repo.path) {
+        (Wanted::Model, Some(p)) if snapshot.join(p).join(config).is_file() => {
+            return weights_beside(snapshot.join(p));
+        }
+        (Wanted::Model, None) => {
+            // A pipeline's transformer/, or a diffusers DiT at the root (a config.json that
+            // is not a DiT's, such as some repos keep beside a .pt, does not count).
+            let transformer = snapshot.join(TRANSFORMER_FOLDER);
+            if transformer.join(config).is_file() {
+                return weights_beside(transformer);
+            }
+            if let Ok(Some(_)) = fidshard_core::diffusers_dit::find(&snapshot) {
+                return Ok(snapshot.clone());
+            }
+            Wanted::CheckpointFile
+        }
+        (Wanted::Model, Some(_)) => Wanted::CheckpointFile,
+        (w, _) => w,
+    };
     match wanted {
         Wanted::VaeFolder => {
             let dirs = match &repo.path {
                 Some(p) => vec![snapshot.join(p)],
                 None => vec![snapshot.clone(), snapshot.join("vae")],
             };
-            let config = fidshard_core::vae_config::CONFIG_FILE;
             let Some(dir) = dirs.into_iter().find(|d| d.join(config).is_file()) else {
                 return Err(missing(&match &repo.path {
                     Some(p) => format!("has no {p}/config.json"),
@@ -166,15 +204,9 @@ pub(crate) fn resolve(
                         .to_string(),
                 }));
             };
-            if fidshard_core::vae_config::find_weights(&dir).is_err() {
-                return Err(missing(
-                    "has config.json but no diffusion_pytorch_model.safetensors (or .bin) beside \
-                     it (an interrupted download?)",
-                ));
-            }
-            Ok(dir)
+            weights_beside(dir)
         }
-        Wanted::CheckpointFile => {
+        Wanted::CheckpointFile | Wanted::Model => {
             if let Some(p) = &repo.path {
                 let file = snapshot.join(p);
                 return match file.is_file() {

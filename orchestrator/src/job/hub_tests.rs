@@ -206,3 +206,35 @@ fn known_digests_come_from_blob_names_or_the_record() {
     std::fs::write(sha256_record(&plain), format!("{sha}\n")).unwrap();
     assert_eq!(known_sha256(&plain), Some(sha));
 }
+
+#[test]
+fn the_model_of_a_pipeline_repo_is_its_transformer_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("models--acme--dit-pipe");
+    let snap = dir.join("snapshots/abc123");
+    std::fs::create_dir_all(snap.join("transformer")).unwrap();
+    std::fs::create_dir_all(dir.join("refs")).unwrap();
+    std::fs::write(dir.join("refs/main"), "abc123\n").unwrap();
+    let r = root(tmp.path());
+    let local = Path::new("/job/acme/dit-pipe");
+    let id = repo("acme/dit-pipe");
+    std::fs::write(snap.join("transformer/config.json"), "{}").unwrap();
+    let err = resolve(&r, &id, Wanted::Model, local).unwrap_err();
+    assert!(err.contains("no diffusion_pytorch_model"), "{err}");
+    let weights = snap.join("transformer/diffusion_pytorch_model.safetensors");
+    std::fs::write(&weights, "w").unwrap();
+    let t = snap.join("transformer");
+    assert_eq!(resolve(&r, &id, Wanted::Model, local).unwrap(), t);
+    let named = repo("hf://acme/dit-pipe/transformer");
+    assert_eq!(resolve(&r, &named, Wanted::Model, local).unwrap(), t);
+    let file = repo("hf://acme/dit-pipe/transformer/diffusion_pytorch_model.safetensors");
+    assert_eq!(resolve(&r, &file, Wanted::Model, local).unwrap(), weights);
+    // Without transformer/, a root config.json that is no DiT's leaves the one checkpoint.
+    std::fs::remove_dir_all(&t).unwrap();
+    std::fs::write(snap.join("config.json"), r#"{"_class_name": "Other"}"#).unwrap();
+    std::fs::write(snap.join("model.pt"), "x").unwrap();
+    assert_eq!(
+        resolve(&r, &id, Wanted::Model, local).unwrap(),
+        snap.join("model.pt")
+    );
+}

@@ -13,6 +13,10 @@
 //! 3. the top-level dict itself, which must then map strings to tensors.
 //!
 //! A `module.` prefix (DistributedDataParallel) is stripped from every key.
+//!
+//! A diffusers-format DiT (a `transformer/` folder) is mapped onto the published layout by
+//! [`diffusers_dit`].
+pub mod diffusers_dit;
 mod globals;
 mod pickle;
 mod safetensors_file;

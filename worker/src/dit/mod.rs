@@ -7,6 +7,9 @@ mod model;
 pub use fidshard_core::dit_config::{CfgChannels, DiTConfig, PRESETS};
 pub(crate) use model::guide;
 
+/// The width of the sinusoidal timestep features (`TimestepEmbedder.frequency_embedding_size`).
+pub(crate) const FREQUENCY_EMBEDDING_SIZE: i64 = layers::TimestepEmbedder::FREQUENCY_EMBEDDING_SIZE;
+
 /// A model the samplers call: `forward(x, t, y)` and the architecture's shape facts. The native
 /// [`DiT`] and crate::backbone::Backbone (which may hold a TorchScript module) are ones.
 pub trait Forward {

@@ -65,6 +65,8 @@ pub(crate) struct WeightsSpec {
     /// The model file: `model.checkpoint` or `model.torchscript` (`checkpoint_key`).
     pub checkpoint: (PathBuf, PathBuf),
     pub checkpoint_key: &'static str,
+    /// What a hub reference of the model names (a diffusers DiT folder is one for `checkpoint`).
+    pub checkpoint_wanted: crate::job::hub::Wanted,
     pub checkpoint_sha256: Option<String>,
     /// The VAE folder, or the TorchScript decoder file (`vae_key` is then `vae.torchscript`).
     pub vae: (PathBuf, PathBuf),
@@ -188,6 +190,7 @@ impl Job {
             Ok(WeightsSpec {
                 checkpoint: (model.to_path_buf(), r.local(model)),
                 checkpoint_key,
+                checkpoint_wanted: raw.model.wanted(),
                 checkpoint_sha256: raw.model.sha256.clone(),
                 vae: (vae.to_path_buf(), r.local(vae)),
                 vae_key: raw.vae.key(),

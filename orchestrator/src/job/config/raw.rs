@@ -22,7 +22,8 @@ pub(super) struct ModelSection {
     pub preset: Option<String>,
     /// A JSON of the DiT constructor arguments, for a custom architecture.
     pub config: Option<PathBuf>,
-    /// `.pt` (torch.save or DiT train.py) or `.safetensors`.
+    /// `.pt` (torch.save or DiT train.py) or `.safetensors`, or a diffusers DiT folder
+    /// (`transformer/` of facebook/DiT-XL-2-256).
     pub checkpoint: Option<PathBuf>,
     /// A TorchScript module (`torch.jit.save`), run as exported, instead of `checkpoint`
     /// (docs/models.md).
@@ -32,6 +33,15 @@ pub(super) struct ModelSection {
 }
 
 impl ModelSection {
+    /// What a hub or URL reference of the model names: for `checkpoint`, a checkpoint file or a
+    /// diffusers DiT folder; for `torchscript`, one file.
+    pub fn wanted(&self) -> Wanted {
+        match self.torchscript {
+            Some(_) => Wanted::CheckpointFile,
+            None => Wanted::Model,
+        }
+    }
+
     /// The model file and its key: exactly one of `checkpoint` and `torchscript`. `Err` is
     /// `(key, message)`.
     pub fn file(&self) -> Result<(&'static str, &Path, ModelFormat), (&'static str, String)> {

@@ -91,8 +91,9 @@ impl Resolver<'_> {
             VaeSpec::Folder(_) => d.join("config.json").is_file(),
             VaeSpec::Script { .. } => d.is_file(),
         });
-        let ckpt = self.weights(key, model, crate::job::hub::Wanted::CheckpointFile);
-        let ckpt_ok = ckpt.as_ref().is_ok_and(|p| p.is_file());
+        let ckpt = self.weights(key, model, raw.model.wanted());
+        // A file, or a diffusers DiT folder.
+        let ckpt_ok = ckpt.as_ref().is_ok_and(|p| p.exists());
         match (vae_ok, ckpt_ok) {
             (true, true) => None,
             (false, _) => Some(format!(
@@ -108,7 +109,7 @@ impl Resolver<'_> {
 
     /// The job before its weights are local: everything the plan, the status and the resolved
     /// config need, with the VAE factor taken from its config when it is local, else 8.
-    fn resolve_without_weights(&self, raw: RawJob, missing: String) -> Result<Job> {
+    fn resolve_without_weights(&self, mut raw: RawJob, mut missing: String) -> Result<Job> {
         let local =
             |key: &str, v: &Path, w| self.weights(key, v, w).unwrap_or_else(|_| self.rel(v));
         let vae_dir = local(raw.vae.key(), raw.vae.path(), raw.vae.wanted());
@@ -119,7 +120,24 @@ impl Resolver<'_> {
             VaeSpec::Script { .. } => self.script_vae(&raw.vae)?.map_or(8, |v| v.downsample),
         };
         let (key, model, _) = raw.model.file().map_err(|(k, m)| self.err(k, m))?;
-        let checkpoint = local(key, model, crate::job::hub::Wanted::CheckpointFile);
+        let checkpoint = local(key, model, raw.model.wanted());
+        if raw.model.preset.is_none()
+            && raw.model.config.is_none()
+            && !checkpoint.exists()
+            && fidshard_core::diffusers_dit::find(&checkpoint)
+                .ok()
+                .flatten()
+                .is_none()
+        {
+            // A diffusers DiT not downloaded yet: its architecture is in its config.json.
+            let image_size = *raw.image_size.get_or_insert(256);
+            raw.model.preset = Some(PRESETS[0].to_string());
+            missing.push_str(&format!(
+                "; the architecture is read from the model's config.json once it is local \
+                 ({} at {image_size}x{image_size} assumed until then)",
+                PRESETS[0]
+            ));
+        }
         let mut job = self.resolve_parts(raw, vae_dir, factor, checkpoint)?;
         job.weights_missing = Some(missing);
         Ok(job)
@@ -142,23 +160,28 @@ impl Resolver<'_> {
             crate::job::hub::parse_sha256(sha).map_err(|msg| self.err("model.sha256", msg))?;
         }
         let (key, model, _) = raw.model.file().map_err(|(k, m)| self.err(k, m))?;
-        let checkpoint = self.weights(key, model, crate::job::hub::Wanted::CheckpointFile)?;
+        let checkpoint = self.weights(key, model, raw.model.wanted())?;
         self.utf8(key, &checkpoint)?;
-        if checkpoint.is_dir() {
+        let diffusers_folder = key == "model.checkpoint"
+            && checkpoint
+                .join(fidshard_core::vae_config::CONFIG_FILE)
+                .is_file();
+        if checkpoint.is_dir() && !diffusers_folder {
             bail!(self.err(
                 key,
                 format!(
                     "{} is a folder; name the model file in it ({})",
                     checkpoint.display(),
                     if key == "model.checkpoint" {
-                        ".pt or .safetensors"
+                        ".pt or .safetensors), or give a diffusers DiT folder (config.json + \
+                         diffusion_pytorch_model.safetensors"
                     } else {
                         "the torch.jit.save file"
                     }
                 )
             ));
         }
-        if !checkpoint.is_file() {
+        if !checkpoint.is_file() && !diffusers_folder {
             bail!(self.err(key, format!("{} does not exist", checkpoint.display())));
         }
         self.resolve_parts(raw, vae_dir, factor, checkpoint)
@@ -172,7 +195,7 @@ impl Resolver<'_> {
         factor: i64,
         checkpoint: PathBuf,
     ) -> Result<Job> {
-        let (dit, qk_norm) = self.dit_config(&raw, factor)?;
+        let (dit, qk_norm) = self.dit_config(&raw, factor, &checkpoint)?;
         let image_size = dit.input_size.saturating_mul(factor);
         if image_size > limits::MAX_IMAGE_SIZE {
             bail!(self.err(
@@ -654,11 +677,41 @@ impl Resolver<'_> {
         })
     }
 
-    /// The architecture and SiT's `qk_norm` (false for DiT).
-    fn dit_config(&self, raw: &RawJob, factor: i64) -> Result<(DiTConfig, bool)> {
+    /// The architecture and SiT's `qk_norm` (false for DiT): a preset, a config JSON, or the
+    /// config.json of a diffusers DiT `checkpoint`.
+    fn dit_config(
+        &self,
+        raw: &RawJob,
+        factor: i64,
+        checkpoint: &Path,
+    ) -> Result<(DiTConfig, bool)> {
         let m = &raw.model;
         let sit = m.family == ModelFamily::Sit;
         let presets = if sit { SIT_PRESETS } else { PRESETS };
+        let diffusers = match m.torchscript {
+            Some(_) => None,
+            None => fidshard_core::diffusers_dit::find(checkpoint)
+                .map_err(|e| self.err("model.checkpoint", e))?,
+        };
+        if let Some(d) = diffusers {
+            let given = match (&m.preset, &m.config, sit) {
+                (Some(_), _, _) => Some("model.preset"),
+                (_, Some(_), _) => Some("model.config"),
+                (_, _, true) => Some("model.family"),
+                _ => None,
+            };
+            if let Some(key) = given {
+                bail!(self.err(
+                    key,
+                    format!(
+                        "the model is a diffusers DiT, whose architecture is its {}; remove `{key}`",
+                        d.config.display()
+                    )
+                ));
+            }
+            let cfg = fidshard_core::diffusers_dit::config_from_file(&d.config)?;
+            return self.agrees(raw, cfg, &d.config, factor).map(|c| (c, false));
+        }
         match (&m.preset, &m.config) {
             (Some(_), Some(_)) => {
                 bail!(self.err("model", "give either `preset` or `config`, not both"))
@@ -726,40 +779,51 @@ impl Resolver<'_> {
                         )
                     ));
                 }
-                let (mut cfg, qk_norm) = if m.torchscript.is_some() {
+                let (cfg, qk_norm) = if m.torchscript.is_some() {
                     (script_config_from_json_file(&json, m.family)?, false)
                 } else if sit {
                     sit_config_from_json_file(&json)?
                 } else {
                     (DiTConfig::from_json_file(&json)?, false)
                 };
-                if let Some(n) = raw.num_classes {
-                    if n != cfg.num_classes {
-                        bail!(self.err(
-                            "num_classes",
-                            format!(
-                                "{n} disagrees with num_classes {} in {}",
-                                cfg.num_classes,
-                                path.display()
-                            )
-                        ));
-                    }
-                    cfg.num_classes = n;
-                }
-                if let Some(size) = raw.image_size {
-                    let want = cfg.input_size.saturating_mul(factor);
-                    if size != want {
-                        bail!(self.err(
-                            "image_size",
-                            format!(
-                                "{size} disagrees with input_size {} x VAE factor {factor} = {want}",
-                                cfg.input_size,
-                            )
-                        ));
-                    }
-                }
-                Ok((cfg, qk_norm))
+                Ok((self.agrees(raw, cfg, path, factor)?, qk_norm))
             }
         }
+    }
+
+    /// `cfg` read from `source`, checked against the job's `num_classes` and `image_size`.
+    fn agrees(
+        &self,
+        raw: &RawJob,
+        mut cfg: DiTConfig,
+        source: &Path,
+        factor: i64,
+    ) -> Result<DiTConfig> {
+        if let Some(n) = raw.num_classes {
+            if n != cfg.num_classes {
+                bail!(self.err(
+                    "num_classes",
+                    format!(
+                        "{n} disagrees with num_classes {} in {}",
+                        cfg.num_classes,
+                        source.display()
+                    )
+                ));
+            }
+            cfg.num_classes = n;
+        }
+        if let Some(size) = raw.image_size {
+            let want = cfg.input_size.saturating_mul(factor);
+            if size != want {
+                bail!(self.err(
+                    "image_size",
+                    format!(
+                        "{size} disagrees with input_size {} x VAE factor {factor} = {want}",
+                        cfg.input_size,
+                    )
+                ));
+            }
+        }
+        Ok(cfg)
     }
 }
