@@ -726,3 +726,44 @@ fn evaluate_files_from_urls_are_fetched_once_and_their_sha256_checked() {
         "{err}"
     );
 }
+
+/// `plan` lists each file and where it will be; `fetch` of a URL the job does not pin prints
+/// its SHA-256 and the key to pin it with, and `plan` then shows it cached.
+#[test]
+fn plan_lists_the_files_and_fetch_shows_the_sha256_to_pin() {
+    let env = Env::new();
+    env.with_golden_repos();
+    let dit = read("golden/dit/model.pt");
+    let url = env.hub.add_file("DiT/models/unpinned.pt", dit.clone());
+    let cfg = env.job("unpinned", &url, "acme/tiny-vae", "");
+    let c = cfg.to_str().unwrap();
+    let o = env.fidshard(&["plan", c], &[]);
+    ok(&o);
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = |text: &str, key: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line: {text}"))
+            .to_string()
+    };
+    assert!(
+        line(&plan, "model.checkpoint").contains("(to download into "),
+        "{plan}"
+    );
+    assert!(line(&plan, "vae").contains("Hugging Face cache"), "{plan}");
+    let o = env.fidshard(&["fetch", c], &[]);
+    ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let sha = sha256_hex(&dit);
+    assert!(
+        out.contains(&format!("sha256 {sha}: pin it with `model.sha256: {sha}`")),
+        "{out}"
+    );
+    let o = env.fidshard(&["plan", c], &[("HF_HUB_OFFLINE", "1")]);
+    ok(&o);
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        line(&plan, "model.checkpoint").contains("(cached "),
+        "{plan}"
+    );
+}

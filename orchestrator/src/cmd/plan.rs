@@ -72,7 +72,9 @@ fn print_weights(config: &Path) -> Result<()> {
     use crate::fetch::State;
     use crate::job::hub::{CacheRoot, Remote};
     let plan = crate::fetch::Plan::of(config)?;
-    crate::sys::out::outln!("files (`fidshard fetch` downloads what is missing; `run` does first):");
+    crate::sys::out::outln!(
+        "files (`fidshard fetch` downloads what is missing; `run` does first):"
+    );
     for e in &plan.entries {
         let where_ = match (&e.state, &e.remote) {
             (State::Local(p), _) => format!("local {}", p.display()),
