@@ -22,21 +22,33 @@ fn random_weights(dir: &Path) -> PathBuf {
 }
 
 fn eval(out: &Path, weights: &Path, cache: &Path, npz: &Path) -> std::process::Output {
-    fidshard_env(
-        &[
-            "eval",
-            npz.to_str().unwrap(),
-            "--reference",
-            fixture("eval/reference.npz").to_str().unwrap(),
-            "--inception",
-            weights.to_str().unwrap(),
-            "--devices",
-            "cpu:2",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[("FIDSHARD_CACHE", cache.to_str().unwrap())],
-    )
+    eval_with(out, weights, cache, npz, &[])
+}
+
+/// `fidshard eval NPZ` against the reference of real digits on 2 CPU workers, with `extra`
+/// arguments.
+fn eval_with(
+    out: &Path,
+    weights: &Path,
+    cache: &Path,
+    npz: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let reference = fixture("eval/reference.npz");
+    let mut args = vec![
+        "eval",
+        npz.to_str().unwrap(),
+        "--reference",
+        reference.to_str().unwrap(),
+        "--inception",
+        weights.to_str().unwrap(),
+        "--devices",
+        "cpu:2",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    fidshard_env(&args, &[("FIDSHARD_CACHE", cache.to_str().unwrap())])
 }
 
 /// A 16-sample job of the digits SiT on 2 CPU workers (shards of 8, batches of 2) with
@@ -271,22 +283,12 @@ fn evaluate_survives_a_killed_worker_and_scores_partitioned_jobs() {
     let scored = metrics(&out);
 
     let direct = tmp.path().join("direct");
-    let o = fidshard_env(
-        &[
-            "eval",
-            out.join("samples.npz").to_str().unwrap(),
-            "--reference",
-            fixture("eval/reference.npz").to_str().unwrap(),
-            "--inception",
-            weights.to_str().unwrap(),
-            "--devices",
-            "cpu:2",
-            "--metrics",
-            "is",
-            "--out",
-            direct.to_str().unwrap(),
-        ],
-        &[cache_env],
+    let o = eval_with(
+        &direct,
+        &weights,
+        &cache,
+        &out.join("samples.npz"),
+        &["--metrics", "is"],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
