@@ -89,6 +89,27 @@ pub enum FailureKind {
     Other,
 }
 
+impl FailureKind {
+    /// Plain words for logs and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Oom => "out of memory",
+            FailureKind::Io => "writing files failed",
+            FailureKind::Load => "loading failed",
+            FailureKind::NonFinite => "NaN or infinite values",
+            FailureKind::WeightsChanged => "the weights changed",
+            FailureKind::Protocol => "protocol error",
+            FailureKind::Other => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromWorker {

@@ -58,6 +58,18 @@ pub struct BenchTask {
     /// The card's dense peak in TFLOP/s for the precision used, to report MFU.
     #[serde(default)]
     pub peak_tflops: Option<f64>,
+    /// A job to project the measured rate onto (its time on its devices, the device-hours).
+    #[serde(default)]
+    pub project: Option<Projection>,
+}
+
+/// `bench`'s projection of a job: `num_samples` at the measured images/s, on `workers` devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Projection {
+    pub job: String,
+    pub num_samples: u64,
+    /// The job's worker processes on this machine (one per GPU); at least 1.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -252,3 +252,40 @@ fn a_plain_small_run_logs_no_partition_no_assembly_progress_and_plain_devices() 
         "{logs}\n{err}"
     );
 }
+
+/// `--set out_dir=runs/x` is where the user typed it, not beside the job file; a weights path
+/// typed there is taken from there too.
+#[test]
+fn set_paths_are_relative_to_the_current_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.yaml");
+    std::fs::create_dir_all(tmp.path().join("w")).unwrap();
+    std::fs::copy(
+        fixture("demo-digits/dit/model.pt"),
+        tmp.path().join("w/model.pt"),
+    )
+    .unwrap();
+    let o = fidshard_cmd(&[
+        "config",
+        demo.to_str().unwrap(),
+        "--set",
+        "out_dir=runs/x",
+        "--set",
+        "model.checkpoint=w/model.pt",
+    ])
+    .current_dir(tmp.path())
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let here = std::fs::canonicalize(tmp.path()).unwrap();
+    let has = |key: &str, rel: &str| {
+        text.lines().any(|l| {
+            l.trim_start().starts_with(key)
+                && (l.contains(&here.join(rel).display().to_string())
+                    || l.contains(&tmp.path().join(rel).display().to_string()))
+        })
+    };
+    assert!(has("out_dir:", "runs/x"), "{text}");
+    assert!(has("checkpoint:", "w/model.pt"), "{text}");
+}

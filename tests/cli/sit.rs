@@ -129,6 +129,14 @@ fn bench_runs_sit_presets_and_jobs_and_counts_their_flops() {
     let cfg = sit_job(tmp.path(), "ode-heun-cfg4-interval", "devices: {cpu: 1}\n");
     let o = fidshard(&["bench", cfg.to_str().unwrap(), "--images", "2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // The job's time at the measured rate, and its device-hours.
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("this job")
+            && l.contains("samples take")
+            && l.ends_with("CPU worker-hours)")),
+        "{text}"
+    );
     // Heun's 10 steps evaluate the model 19 times.
     assert!(
         flops_line(&o.stdout).contains("(19 steps"),

@@ -47,6 +47,20 @@ pub(crate) struct BenchArgs {
     /// to report model FLOP utilisation.
     #[arg(long)]
     peak_tflops: Option<f64>,
+    /// With --random-model: project the measured rate onto this job (its num_samples and
+    /// devices): the time it will take and the GPU-hours. A job config is projected anyway.
+    #[arg(long, conflicts_with = "config")]
+    job: Option<PathBuf>,
+}
+
+/// The projection of `job` (its samples over its devices; one when they cannot be found here,
+/// e.g. `devices: auto` on a machine without GPUs).
+fn projection(path: &std::path::Path, job: &Job) -> fidshard_core::task::Projection {
+    fidshard_core::task::Projection {
+        job: path.display().to_string(),
+        num_samples: job.settings.num_samples,
+        workers: job.workers().map_or(1, |d| d.len().max(1)),
+    }
 }
 
 fn parse_batch(s: &str) -> Result<BatchSize, String> {
@@ -74,10 +88,15 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             "--cfg-scale must be finite and --image-size positive"
         ));
     }
+    let mut project = match &args.job {
+        Some(path) => Some(projection(path, &Job::load_without_weights(path)?)),
+        None => None,
+    };
     let (model, precision, batch_size) = match &args.config {
         Some(cfg) => {
             crate::fetch::prepare(cfg, crate::fetch::For::Other)?;
             let job = Job::load(cfg)?;
+            project = Some(projection(cfg, &job));
             let precision = args.precision.unwrap_or(job.settings.precision);
             let batch = args.batch_size.unwrap_or(job.settings.batch_size);
             let model = BenchModel::Job {
@@ -112,6 +131,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         device: args.device,
         threads: args.threads,
         peak_tflops: args.peak_tflops.filter(|p| p.is_finite() && *p > 0.0),
+        project,
     });
     run_task(&task, Output::Inherit)?;
     Ok(())

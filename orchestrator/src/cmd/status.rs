@@ -353,6 +353,37 @@ fn result(o: &mut String, s: &Snapshot) {
             d.images_per_sec
         );
     }
+    if let Some(line) = device_hours(&s.devices) {
+        let _ = writeln!(o, "used     {line}");
+    }
+}
+
+/// The device time the recorded shards took: GPU-hours (what a cluster account is charged) and
+/// CPU worker-hours, each when there is any.
+fn device_hours(devices: &[crate::outdir::snapshot::DeviceRate]) -> Option<String> {
+    let hours = |gpu: bool| -> f64 {
+        let on_gpu = |d: &&crate::outdir::snapshot::DeviceRate| d.device.contains("cuda");
+        let secs: f64 = devices
+            .iter()
+            .filter(|d| on_gpu(d) == gpu)
+            .map(|d| d.seconds)
+            .sum();
+        secs / 3600.0
+    };
+    let parts: Vec<String> = [
+        (hours(true), "GPU-hours"),
+        (hours(false), "CPU worker-hours"),
+    ]
+    .into_iter()
+    .filter(|(h, _)| *h > 0.0)
+    .map(|(h, what)| format!("{h:.2} {what}"))
+    .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "{} (sampling time of the recorded shards)",
+            parts.join(", ")
+        )
+    })
 }
 
 /// Retries, what to run next, YAML changes, missing ranges, errors and the note.

@@ -42,6 +42,32 @@ fn renders_a_live_coordinator() {
 }
 
 #[test]
+fn renders_the_device_hours_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Snapshot::empty(dir.path(), JobState::Complete);
+    let rate = |device: &str, seconds: f64| crate::outdir::snapshot::DeviceRate {
+        device: device.into(),
+        samples: 100,
+        images_per_sec: 1.0,
+        seconds,
+    };
+    s.devices = vec![rate("0 (cuda:0)", 5400.0), rate("1 (cuda:1)", 1800.0)];
+    let text = render(&s);
+    assert!(
+        text.contains("used     2.00 GPU-hours (sampling time of the recorded shards)"),
+        "{text}"
+    );
+    s.devices = vec![rate("0 (cpu)", 36.0)];
+    assert!(
+        render(&s).contains("used     0.01 CPU worker-hours"),
+        "{}",
+        render(&s)
+    );
+    s.devices.clear();
+    assert!(!render(&s).contains("used "));
+}
+
+#[test]
 fn bad_targets_are_input_errors() {
     let dir = tempfile::tempdir().unwrap();
     for target in [dir.path().to_path_buf(), dir.path().join("nope.yaml")] {

@@ -47,7 +47,7 @@ impl Run<'_> {
                 let slot = &mut self.slots[w];
                 if let Some(r) = slot.take_shard(shard) {
                     let msg = format!(
-                        "shard {} on worker {} ({}): {kind:?}: {message}",
+                        "shard {} on worker {} ({}): {kind}: {message}",
                         r.shard, slot.id, slot.device
                     );
                     self.attempt_failed(r, msg);
@@ -59,7 +59,7 @@ impl Run<'_> {
             } => {
                 // Not this worker's problem but the job's: retrying on another device would
                 // mix two models into one npz (or keep speaking a protocol nobody understands).
-                tracing::error!("worker {}: {kind:?}: {message}", self.slots[w].id);
+                tracing::error!("worker {}: {kind}: {message}", self.slots[w].id);
                 self.snap.push_error(message.clone());
                 self.fatal.get_or_insert(message);
                 self.begin_stop("the job cannot continue", StopLevel::Terminate);
@@ -67,7 +67,7 @@ impl Run<'_> {
             FromWorker::Fatal { kind, message } => {
                 let slot = &mut self.slots[w];
                 let msg = format!(
-                    "worker {} ({}) cannot work: {kind:?}: {message}",
+                    "worker {} ({}) cannot work: {kind}: {message}",
                     slot.id, slot.device
                 );
                 tracing::error!("{msg}");

@@ -151,6 +151,9 @@ pub(crate) struct DeviceRate {
     pub device: String,
     pub samples: u64,
     pub images_per_sec: f64,
+    /// The recorded shards' sampling time on this device (seconds).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// One partition of a job run on many nodes, as `status` shows it.

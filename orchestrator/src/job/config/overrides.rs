@@ -28,13 +28,43 @@ pub(crate) fn parse(s: &str) -> Result<Override, String> {
     if key.iter().any(String::is_empty) {
         return Err(format!("`{s}`: the key is empty or has an empty part"));
     }
-    let value: Value =
+    let mut value: Value =
         serde_yaml::from_str(value).map_err(|e| format!("`{s}`: the value is not YAML: {e}"))?;
+    if let (Value::String(v), Ok(cwd)) = (&value, std::env::current_dir()) {
+        if let Some(abs) = from_cwd(&key.join("."), v, &cwd) {
+            value = Value::String(abs);
+        }
+    }
     Ok(Override {
         key,
         value,
         text: s.to_string(),
     })
+}
+
+/// The keys whose values are files or folders.
+const PATH_KEYS: [&str; 8] = [
+    "out_dir",
+    "model.checkpoint",
+    "model.torchscript",
+    "model.config",
+    "vae",
+    "vae.torchscript",
+    "evaluate.reference",
+    "evaluate.inception",
+];
+
+/// A path typed on the command line is where the user is, not where the job file is (values in
+/// the YAML stay relative to its folder): `out_dir` always, the other path keys when the file
+/// exists there (else the value stays as written: a Hub id, a URL, or a path beside the job
+/// file). The absolute path, or `None` to keep the value.
+fn from_cwd(key: &str, value: &str, cwd: &std::path::Path) -> Option<String> {
+    let p = std::path::Path::new(value);
+    if !PATH_KEYS.contains(&key) || p.is_absolute() || value.contains("://") || value.is_empty() {
+        return None;
+    }
+    let abs = cwd.join(p);
+    (key == "out_dir" || abs.exists()).then(|| abs.to_string_lossy().into_owned())
 }
 
 /// The overrides of this invocation (set once by `main` from the command line).
@@ -104,5 +134,24 @@ mod tests {
         assert!(parse("a..b=3").is_err());
         let err = apply(&mut doc, &[parse("seed.x=1").unwrap()]).unwrap_err();
         assert!(err.to_string().contains("`seed` is not a section"), "{err}");
+    }
+
+    #[test]
+    fn paths_typed_on_the_command_line_are_where_the_user_is() {
+        let cwd = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(cwd.path().join("weights")).unwrap();
+        std::fs::write(cwd.path().join("weights/model.pt"), b"x").unwrap();
+        let at = |rel: &str| cwd.path().join(rel).to_string_lossy().into_owned();
+        let f = |key: &str, v: &str| from_cwd(key, v, cwd.path());
+        assert_eq!(f("out_dir", "runs/x"), Some(at("runs/x")));
+        assert_eq!(
+            f("model.checkpoint", "weights/model.pt"),
+            Some(at("weights/model.pt"))
+        );
+        // Not there: a Hub id, or a path beside the job file, as written.
+        assert_eq!(f("vae", "stabilityai/sd-vae-ft-ema"), None);
+        assert_eq!(f("model.checkpoint", "https://host/m.pt"), None);
+        assert_eq!(f("out_dir", "/abs/out"), None);
+        assert_eq!(f("cfg_scale", "weights"), None);
     }
 }

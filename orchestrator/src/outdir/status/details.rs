@@ -91,6 +91,7 @@ fn device_rates(out: &Path) -> Vec<DeviceRate> {
         .map(|(device, (samples, secs))| DeviceRate {
             device,
             samples,
+            seconds: secs,
             images_per_sec: if secs > 0.0 {
                 samples as f64 / secs
             } else {

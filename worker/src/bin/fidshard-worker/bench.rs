@@ -192,6 +192,12 @@ fn report(task: &BenchTask, engine: &Engine, what: &str, m: &Measured) {
     println!("  VAE decode   {:8.4} s/image", per(t.vae));
     println!("  PNG encode   {:8.4} s/image", per(png));
     print_flops(engine, task, done, t.dit);
+    if let Some(p) = &task.project {
+        println!(
+            "{}",
+            projection(p, done as f64 / wall, task.device.is_cuda())
+        );
+    }
     if task.device.is_cuda() {
         match device_memory_used() {
             Some(b) => println!(
@@ -229,6 +235,36 @@ fn print_flops(engine: &Engine, task: &BenchTask, done: usize, dit_seconds: f64)
             "  MFU          {:8.1} % of {peak} TFLOP/s (DiT+sampler time)",
             100.0 * dit_tflops / peak
         );
+    }
+}
+
+/// The job's time at `rate` images/s per device: on one device, on the job's devices, and the
+/// device-hours either way.
+fn projection(p: &fidshard_core::task::Projection, rate: f64, gpu: bool) -> String {
+    let one = p.num_samples as f64 / rate.max(1e-12);
+    let n = p.workers.max(1);
+    let unit = if gpu { "GPU-hours" } else { "CPU worker-hours" };
+    let on_all = if n > 1 {
+        format!(", {} on its {n} devices", hours(one / n as f64))
+    } else {
+        String::new()
+    };
+    format!(
+        "  this job     {}: {} samples take {} on one device{on_all} ({:.2} {unit})",
+        p.job,
+        p.num_samples,
+        hours(one),
+        one / 3600.0
+    )
+}
+
+/// `1 h 05 min`, `12 min`, `40 s`.
+fn hours(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
     }
 }
 
