@@ -211,4 +211,17 @@ fn a_diffusers_pipeline_repo_is_fetched_by_its_id() {
         .unwrap();
     let out = ok(&o);
     assert!(out.contains("depth 2, hidden 32, patch 2"), "{out}");
+    // `model: REPO` alone names both models of the pipeline, as from_pretrained does.
+    let short = tmp.path().join("short.yaml");
+    let text = std::fs::read_to_string(cfg).unwrap().replace(
+        "model:\n  checkpoint: acme/tiny-dit-pipe\nvae: acme/tiny-dit-pipe\n",
+        "model: acme/tiny-dit-pipe\n",
+    );
+    assert!(!text.contains("vae:"), "{text}");
+    std::fs::write(&short, text).unwrap();
+    let o = hub_command(&hub, tmp.path(), &["validate", short.to_str().unwrap()])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(ok(&o).contains("depth 2, hidden 32, patch 2"));
 }

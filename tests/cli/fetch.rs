@@ -7,7 +7,7 @@
 mod limits;
 
 use crate::support::hub_mock::{self, sha256_hex, Fault, MockHub, COMMIT};
-use crate::support::{fixture, stderr};
+use crate::support::{fidshard_cmd, fixture, stderr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -766,4 +766,52 @@ fn plan_lists_the_files_and_fetch_shows_the_sha256_to_pin() {
         line(&plan, "model.checkpoint").contains("(cached "),
         "{plan}"
     );
+}
+
+/// The shipped FID-50K configs name where their weights come from: `plan` says what `fetch`
+/// will download, on a machine that has none of them (nothing is downloaded here).
+#[test]
+fn shipped_configs_say_what_they_download() {
+    let tmp = tempfile::tempdir().unwrap();
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    for (name, checkpoint, vae) in [
+        (
+            "dit-xl-2-256.yaml",
+            "https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt",
+            "stabilityai/sd-vae-ft-ema",
+        ),
+        (
+            "dit-xl-2-512.yaml",
+            "https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-512x512.pt",
+            "stabilityai/sd-vae-ft-ema",
+        ),
+        (
+            "dit-xl-2-256-hub.yaml",
+            "facebook/DiT-XL-2-256",
+            "facebook/DiT-XL-2-256",
+        ),
+    ] {
+        let o = fidshard_cmd(&[
+            "plan",
+            configs.join(name).to_str().unwrap(),
+            "--devices",
+            "8",
+        ])
+        .env("HF_HOME", tmp.path().join("hf"))
+        .env("HF_HUB_CACHE", tmp.path().join("hf/hub"))
+        .env("FIDSHARD_CACHE", tmp.path().join("fidshard"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{name}: {out}{}", stderr(&o));
+        for (key, value) in [("model.checkpoint", checkpoint), ("vae", vae)] {
+            assert!(
+                out.lines().any(|l| l.trim_start().starts_with(key)
+                    && l.contains(value)
+                    && l.contains("(to download into")),
+                "{name}: {key}: {out}"
+            );
+        }
+    }
 }

@@ -134,12 +134,13 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<RawJob> {
         ));
     }
     let overrides = super::overrides::global();
-    if overrides.is_empty() {
-        return serde_yaml::from_str(text).map_err(|e| anyhow!("{}", yaml_error(path, &e)));
-    }
-    // With `--set`: the document, changed, then the same checks.
     let mut doc: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| anyhow!("{}", yaml_error(path, &e)))?;
+    let shorthand = expand_model_shorthand(&mut doc);
+    if overrides.is_empty() && !shorthand {
+        return serde_yaml::from_str(text).map_err(|e| anyhow!("{}", yaml_error(path, &e)));
+    }
+    // With `--set` or the `model: REPO` shorthand: the document, changed, then the same checks.
     super::overrides::apply(&mut doc, overrides).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     // Through text again, so that serde_yaml's errors name the key path (`from_value`'s do
     // not); their line numbers are of that text, not the user's file, so they are dropped.
@@ -152,6 +153,29 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<RawJob> {
             listed.join(", --set ")
         )
     })
+}
+
+/// `model: facebook/DiT-XL-2-256`: a diffusers pipeline (a Hub repo id, `hf://...`, or a
+/// folder) names both models, as `from_pretrained` takes it: `model.checkpoint` is the
+/// pipeline (its `transformer/`) and, unless `vae` is given, `vae` too (its `vae/`). Returns
+/// whether the document was changed.
+fn expand_model_shorthand(doc: &mut serde_yaml::Value) -> bool {
+    use serde_yaml::Value;
+    let Value::Mapping(map) = doc else {
+        return false;
+    };
+    let key = Value::String("model".into());
+    let Some(Value::String(repo)) = map.get(&key).cloned() else {
+        return false;
+    };
+    let mut model = serde_yaml::Mapping::new();
+    model.insert("checkpoint".into(), Value::String(repo.clone()));
+    map.insert(key, Value::Mapping(model));
+    let vae = Value::String("vae".into());
+    if !map.contains_key(&vae) {
+        map.insert(vae, Value::String(repo));
+    }
+    true
 }
 
 /// The accepted values of the keys whose type is an enum, for messages that lack them.
