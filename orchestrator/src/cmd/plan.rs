@@ -59,11 +59,11 @@ pub(crate) fn run(config: &Path, args: PlanArgs) -> Result<()> {
             Err(e) => return Err(e),
         },
     };
-    print_weights(config)?;
     print_shards(&job);
     print_workers(&job, &devices, args.devices.is_some());
     print_tail(&job, devices.len() as u64, args.partitions.unwrap_or(1));
-    print_disk(&job)
+    print_disk(&job)?;
+    print_weights(config)
 }
 
 /// Where each file the job names comes from and where it is (or will be, once `fetch` or `run`
