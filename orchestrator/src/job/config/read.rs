@@ -134,13 +134,13 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<RawJob> {
         ));
     }
     let overrides = super::overrides::global();
-    let mut doc: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| anyhow!("{}", yaml_error(path, &e)))?;
-    let shorthand = expand_model_shorthand(&mut doc);
-    if overrides.is_empty() && !shorthand {
+    if overrides.is_empty() && !has_model_shorthand(text) {
         return serde_yaml::from_str(text).map_err(|e| anyhow!("{}", yaml_error(path, &e)));
     }
     // With `--set` or the `model: REPO` shorthand: the document, changed, then the same checks.
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| anyhow!("{}", yaml_error(path, &e)))?;
+    expand_model_shorthand(&mut doc);
     super::overrides::apply(&mut doc, overrides).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     // Through text again, so that serde_yaml's errors name the key path (`from_value`'s do
     // not); their line numbers are of that text, not the user's file, so they are dropped.
@@ -168,6 +168,11 @@ fn expand_model_shorthand(doc: &mut serde_yaml::Value) -> bool {
     let Some(Value::String(repo)) = map.get(&key).cloned() else {
         return false;
     };
+    if is_preset_name(&repo) {
+        // `model: DiT-XL/2` is a preset written where the section goes: serde's "expected a
+        // mapping" says so better than a Hub lookup of `DiT-XL/2` would.
+        return false;
+    }
     let mut model = serde_yaml::Mapping::new();
     model.insert("checkpoint".into(), Value::String(repo.clone()));
     map.insert(key, Value::Mapping(model));
@@ -176,6 +181,29 @@ fn expand_model_shorthand(doc: &mut serde_yaml::Value) -> bool {
         map.insert(vae, Value::String(repo));
     }
     true
+}
+
+/// Whether the text has a top-level `model:` whose value is on the same line and is not a flow
+/// mapping (`model: facebook/DiT-XL-2-256`), and is not a preset name: only then is the
+/// document rewritten, so that every other file keeps serde's messages with their lines.
+fn has_model_shorthand(text: &str) -> bool {
+    text.lines().any(|l| {
+        l.strip_prefix("model:").is_some_and(|v| {
+            let v = v.trim();
+            let v = v
+                .split(" #")
+                .next()
+                .unwrap_or(v)
+                .trim()
+                .trim_matches(['"', '\'']);
+            !v.is_empty() && !v.starts_with(['{', '#', '&', '*', '|', '>']) && !is_preset_name(v)
+        })
+    })
+}
+
+/// `DiT-XL/2`, `SiT-B/4`, ...: a preset, not a repository.
+fn is_preset_name(v: &str) -> bool {
+    v.starts_with("DiT-") || v.starts_with("SiT-")
 }
 
 /// The accepted values of the keys whose type is an enum, for messages that lack them.
