@@ -80,7 +80,7 @@ rm -rf "$out/eval256"; t0=$(date +%s.%N)
 "$bin" eval "$out/rand256.npz" --reference tests/fixtures/eval/reference.npz \
   --inception "$out/inception.safetensors" --devices 0 --metrics is --out "$out/eval256" 2> "$out/eval256.log"
 t1=$(date +%s.%N)
-echo "features of 2048 images at 256 px on GPU 0 (with start-up): $(echo "$t1 - $t0" | bc) s"
+echo "features of 2048 images at 256 px on GPU 0 (with start-up): $($py -c "print(round($t1 - $t0, 1))") s"
 grep -o 'range=[^ ]* seconds="[^"]*"' "$out/eval256.log" | head -3
 rm -rf "$out/demo-eval"
 "$bin" run configs/demo.yaml --set devices='[0]' --set out_dir="$out/demo-eval" \
