@@ -3,7 +3,7 @@
 //! fixtures/diffusers-dit (a random `DiTTransformer2DModel` saved by diffusers), and `fetch` of a
 //! pipeline repo named by its id alone (`model.checkpoint: acme/tiny-dit-pipe`, the spelling of
 //! `facebook/DiT-XL-2-256`), which downloads its transformer/ and vae/ files and nothing else.
-use crate::support::hub_mock::{MockHub, COMMIT};
+use crate::support::hub_mock::{self, MockHub, COMMIT};
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -106,41 +106,17 @@ fn read(p: &Path) -> Vec<u8> {
 }
 
 fn hub_command(hub: &MockHub, dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
-    cmd.args(args)
-        .env("HF_ENDPOINT", &hub.url)
-        .env("HF_HUB_CACHE", dir.join("hub"))
-        .env("HF_HOME", dir.join("hf-home"))
-        .env("FIDSHARD_CACHE", dir.join("fidshard-cache"))
-        .env("FIDSHARD_LOG", "warn");
-    for k in [
-        "HF_TOKEN",
-        "HF_TOKEN_PATH",
-        "HF_HUB_OFFLINE",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-    ] {
-        cmd.env_remove(k);
-    }
+    let mut cmd = hub_mock::fidshard_on(hub, dir, args);
+    cmd.env("FIDSHARD_LOG", "warn");
     cmd
 }
 
 /// Files under `dir`, relative, sorted.
 fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
+    tree_files(dir)
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]

@@ -63,31 +63,13 @@ impl Env {
     }
 
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidshard"));
-        cmd.args(args)
-            .env("HF_ENDPOINT", &self.hub.url)
-            .env("HF_HUB_CACHE", self.hub_cache())
-            .env("HF_HOME", self.dir().join("hf-home"))
-            .env("FIDSHARD_CACHE", self.dir().join("fidshard-cache"))
-            .env("FIDSHARD_LOG", "info")
+        let mut cmd = hub_mock::fidshard_on(&self.hub, self.dir(), args);
+        cmd.env("FIDSHARD_LOG", "info")
             .env("FIDSHARD_FETCH_ATTEMPTS", "4")
             .env("FIDSHARD_FETCH_BACKOFF", "0.05")
             .env("FIDSHARD_FETCH_BACKOFF_MAX", "0.2")
             .env("FIDSHARD_FETCH_STALL", "1")
             .env("FIDSHARD_FETCH_CONNECT_TIMEOUT", "2");
-        for k in [
-            "HF_TOKEN",
-            "HF_TOKEN_PATH",
-            "HF_HUB_OFFLINE",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-        ] {
-            cmd.env_remove(k);
-        }
         for (k, v) in env {
             cmd.env(k, v);
         }

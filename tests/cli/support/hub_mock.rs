@@ -524,3 +524,28 @@ fn reset(conn: &TcpStream) {
         );
     }
 }
+
+/// `fidshard ARGS` against `hub`, its caches under `dir` (`hub/`, `hf-home/`,
+/// `fidshard-cache/`), without the caller's tokens, offline switch or proxies.
+pub fn fidshard_on(hub: &MockHub, dir: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fidshard"));
+    cmd.args(args)
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HUB_CACHE", dir.join("hub"))
+        .env("HF_HOME", dir.join("hf-home"))
+        .env("FIDSHARD_CACHE", dir.join("fidshard-cache"));
+    for k in [
+        "HF_TOKEN",
+        "HF_TOKEN_PATH",
+        "HF_HUB_OFFLINE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd
+}

@@ -76,6 +76,24 @@ pub fn npz(out: &Path) -> Vec<u8> {
     std::fs::read(out.join("samples.npz")).expect("samples.npz exists")
 }
 
+/// Every file under `dir`, relative to it, sorted.
+pub fn tree_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A JSON file (a snapshot, a record), or `None` while it is missing or half written.
 pub fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
